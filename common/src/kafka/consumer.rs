@@ -1,0 +1,151 @@
+//! Consumer-group membership: commit what is done before partitions move,
+//! and close within a bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+
+use super::KafkaSetupError;
+use super::offsets::OffsetTracker;
+use super::producer::TrackedProducer;
+use crate::settings::KafkaSettings;
+
+/// Group membership counters.
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    /// Rebalances this member took part in (assign or revoke events).
+    pub rebalances: AtomicU64,
+    /// Partitions currently assigned to this member.
+    pub assigned: AtomicI64,
+    /// Commits that failed.
+    pub commit_failures: AtomicU64,
+}
+
+/// Consumer context that, before partitions are revoked, waits for the
+/// producer to deliver what was produced for them and commits their offsets,
+/// so the next owner neither loses nor repeats work.
+#[derive(Debug)]
+pub struct GroupContext {
+    name: String,
+    tracker: Arc<OffsetTracker>,
+    producer: TrackedProducer,
+    flush_timeout: Duration,
+    stats: Arc<GroupStats>,
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(consumer = %self.name, %error, reason, "kafka consumer error");
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions(tpl);
+            // Blocks the thread polling this consumer, bounded by the flush
+            // timeout: the handover must not start before outputs are acked.
+            if let Err(error) = self.producer.flush_blocking(self.flush_timeout) {
+                tracing::warn!(consumer = %self.name, %error, "flush before revoke did not finish; uncommitted records will be processed again by the next owner");
+            }
+            let commit = self.tracker.commit_list(Some(&revoked));
+            if commit.count() > 0 {
+                match consumer.commit(&commit, CommitMode::Sync) {
+                    Ok(()) => self.tracker.mark_committed(&commit),
+                    Err(error) => {
+                        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(consumer = %self.name, %error, "commit on revoke failed");
+                    }
+                }
+            }
+            self.tracker.forget(&revoked);
+            self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(consumer = %self.name, partitions = ?revoked, committed = commit.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.stats.assigned.store(i64::try_from(assigned).unwrap_or(i64::MAX), Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(consumer = %self.name, added = ?partitions(tpl), total = assigned, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {
+                tracing::debug!(consumer = %self.name, total = assigned, "assignment after revoke");
+            }
+            Rebalance::Error(error) => tracing::warn!(consumer = %self.name, %error, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(consumer = %self.name, %error, "offset commit failed");
+        }
+    }
+}
+
+/// A consumer-group member whose commits follow an [`OffsetTracker`].
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Creates a group consumer subscribed to `topics`.
+pub fn subscribe(
+    kafka: &KafkaSettings,
+    group_id: &str,
+    client_id: &str,
+    topics: &[&str],
+    producer: TrackedProducer,
+    flush_timeout: Duration,
+) -> Result<(GroupConsumer, Arc<GroupStats>), KafkaSetupError> {
+    let stats = Arc::new(GroupStats::default());
+    let context = GroupContext {
+        name: format!("{group_id}/{client_id}"),
+        tracker: producer.tracker().clone(),
+        producer,
+        flush_timeout,
+        stats: stats.clone(),
+    };
+    let consumer: GroupConsumer = super::consumer_config(kafka, group_id, client_id)
+        .create_with_context(context)
+        .map_err(|source| KafkaSetupError::Client { what: "consumer", source })?;
+    consumer.subscribe(topics).map_err(|source| KafkaSetupError::Client { what: "consumer subscription", source })?;
+    Ok((consumer, stats))
+}
+
+/// Commits every offset the tracker says is done.
+pub fn commit_done(consumer: &GroupConsumer, tracker: &OffsetTracker, mode: CommitMode) -> KafkaResult<usize> {
+    let tpl = tracker.commit_list(None);
+    if tpl.count() == 0 {
+        return Ok(0);
+    }
+    consumer.commit(&tpl, mode)?;
+    tracker.mark_committed(&tpl);
+    Ok(tpl.count())
+}
+
+/// Closes the consumer (leaving the group so its partitions move at once),
+/// but gives up after `bound`: librdkafka's close can hang when the cluster
+/// is unreachable. Returns whether the close finished in time.
+pub async fn close_bounded(consumer: GroupConsumer, bound: Duration) -> bool {
+    // Dropping runs librdkafka's consumer close (revoke callback, commit,
+    // LeaveGroup) on a blocking thread.
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    match tokio::time::timeout(bound, closing).await {
+        Ok(_) => true,
+        Err(_) => {
+            tracing::warn!(?bound, "consumer close did not finish in time; abandoning it");
+            false
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Record headers: Shoal metadata and W3C trace context.
+//!
+//! Metadata lives in headers (not in the JSON body) so routing, tracing and
+//! dead-lettering work even when the body cannot be decoded.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Header naming the message type (`command`, `result`, `tick`, `event`).
+pub const MESSAGE_TYPE: &str = "shoal-message-type";
+/// Header carrying the body's schema version.
+pub const SCHEMA_VERSION: &str = "shoal-schema-version";
+/// Header carrying the command id on commands and results.
+pub const COMMAND_ID: &str = "shoal-command-id";
+/// Header naming the producing component instance.
+pub const PRODUCER: &str = "shoal-producer";
+
+/// Builder for the headers of an outgoing record.
+#[derive(Debug, Default)]
+pub struct HeaderSet {
+    entries: Vec<(String, String)>,
+}
+
+impl HeaderSet {
+    /// Starts with type, schema version and producer identity.
+    pub fn new(message_type: &str, producer: &str) -> Self {
+        let mut set = Self::default();
+        set.insert(MESSAGE_TYPE, message_type);
+        set.insert(SCHEMA_VERSION, &crate::messages::SCHEMA_VERSION.to_string());
+        set.insert(PRODUCER, producer);
+        set
+    }
+
+    /// Adds (or replaces) a header.
+    pub fn insert(&mut self, name: &str, value: &str) -> &mut Self {
+        self.entries.retain(|(k, _)| k != name);
+        self.entries.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds `traceparent`/`tracestate` for the current `tracing` span.
+    pub fn with_current_trace(mut self) -> Self {
+        let context = tracing::Span::current().context();
+        TraceContextPropagator::new().inject_context(&context, &mut self);
+        self
+    }
+
+    /// Converts into rdkafka headers.
+    pub fn into_owned(self) -> OwnedHeaders {
+        self.entries.iter().fold(OwnedHeaders::new_with_capacity(self.entries.len()), |h, (k, v)| {
+            h.insert(Header { key: k, value: Some(v.as_bytes()) })
+        })
+    }
+}
+
+impl Injector for HeaderSet {
+    fn set(&mut self, key: &str, value: String) {
+        self.insert(key, &value);
+    }
+}
+
+/// Reads headers of a consumed record.
+#[derive(Clone, Copy)]
+pub struct HeaderView<'a>(pub Option<&'a BorrowedHeaders>);
+
+impl std::fmt::Debug for HeaderView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(Extractor::keys(self)).finish()
+    }
+}
+
+impl<'a> HeaderView<'a> {
+    /// The first header called `name`, if it is UTF-8.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let headers = self.0?;
+        headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Makes the span a child of the trace context in these headers, so one
+    /// decision is one trace across processes.
+    pub fn set_parent_of(&self, span: &tracing::Span) {
+        let context = TraceContextPropagator::new().extract(self);
+        // An absent or invalid context leaves the span a root; not an error.
+        let _ = span.set_parent(context);
+    }
+
+    /// Copies every header into a [`HeaderSet`] (used for dead letters).
+    pub fn to_set(&self) -> HeaderSet {
+        let mut set = HeaderSet::default();
+        if let Some(headers) = self.0 {
+            for h in headers.iter() {
+                let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                set.entries.push((h.key.to_string(), value.into_owned()));
+            }
+        }
+        set
+    }
+}
+
+impl Extractor for HeaderView<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        HeaderView::get(self, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.map(|h| h.iter().map(|h| h.key).collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_existing_header() {
+        let mut set = HeaderSet::new("command", "test");
+        set.insert(COMMAND_ID, "a").insert(COMMAND_ID, "b");
+        let owned = set.into_owned();
+        let ids: Vec<_> = owned.iter().filter(|h| h.key == COMMAND_ID).collect();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].value, Some(&b"b"[..]));
+        assert!(owned.iter().any(|h| h.key == MESSAGE_TYPE && h.value == Some(&b"command"[..])));
+    }
+}

@@ -1,0 +1,162 @@
+//! A producer whose delivery reports complete records in an
+//! [`OffsetTracker`](super::offsets::OffsetTracker).
+//!
+//! `ThreadedProducer` polls on its own thread, so delivery callbacks never run
+//! on the async runtime and the consuming task is never blocked by them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use super::KafkaSetupError;
+use super::offsets::{OffsetTracker, Origin};
+use crate::settings::KafkaSettings;
+
+/// Counters of what the producer delivered.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Records acknowledged by the cluster.
+    pub delivered: AtomicU64,
+    /// Records that failed for good (after librdkafka's own retries).
+    pub failed: AtomicU64,
+}
+
+/// Producer context that reports deliveries to the tracker.
+#[derive(Debug)]
+pub struct TrackingContext {
+    tracker: Arc<OffsetTracker>,
+    stats: Arc<DeliveryStats>,
+}
+
+impl ClientContext for TrackingContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer error");
+    }
+}
+
+impl ProducerContext for TrackingContext {
+    type DeliveryOpaque = Box<Option<Origin>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(origin) = origin.as_ref() {
+                    self.tracker.complete(origin);
+                }
+            }
+            Err((error, message)) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    %error,
+                    topic = message.topic(),
+                    origin = ?origin,
+                    "record could not be delivered; its input will not be committed and is processed again after a restart or rebalance"
+                );
+                if let Some(origin) = origin.as_ref() {
+                    self.tracker.fail(origin);
+                }
+            }
+        }
+    }
+}
+
+/// An idempotent producer that ties each output record to the input record
+/// it was produced for.
+#[derive(Clone)]
+pub struct TrackedProducer {
+    inner: ThreadedProducer<TrackingContext>,
+    tracker: Arc<OffsetTracker>,
+    stats: Arc<DeliveryStats>,
+}
+
+impl std::fmt::Debug for TrackedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedProducer").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+/// One record to produce.
+#[derive(Debug)]
+pub struct OutRecord<'a> {
+    /// Destination topic.
+    pub topic: &'a str,
+    /// Record key (the entity), if any.
+    pub key: Option<&'a str>,
+    /// Encoded body.
+    pub payload: &'a [u8],
+    /// Headers.
+    pub headers: OwnedHeaders,
+}
+
+impl TrackedProducer {
+    /// Creates the producer; `tracker` receives its delivery reports.
+    pub fn new(kafka: &KafkaSettings, client_id: &str, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
+        let stats = Arc::new(DeliveryStats::default());
+        let context = TrackingContext { tracker: tracker.clone(), stats: stats.clone() };
+        let inner = super::producer_config(kafka, client_id)
+            .create_with_context(context)
+            .map_err(|source| KafkaSetupError::Client { what: "producer", source })?;
+        Ok(Self { inner, tracker, stats })
+    }
+
+    /// The tracker deliveries are reported to.
+    pub fn tracker(&self) -> &Arc<OffsetTracker> {
+        &self.tracker
+    }
+
+    /// Delivery counters.
+    pub fn stats(&self) -> &Arc<DeliveryStats> {
+        &self.stats
+    }
+
+    /// Enqueues a record. When librdkafka's queue is full this waits for room
+    /// (backpressure) instead of growing memory. `origin`, if given, is
+    /// completed in the tracker once the record is acknowledged.
+    pub async fn send(&self, record: OutRecord<'_>, origin: Option<Origin>) -> Result<(), KafkaError> {
+        let mut base =
+            BaseRecord::with_opaque_to(record.topic, Box::new(origin)).payload(record.payload).headers(record.headers);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match self.inner.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    base = returned;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err((error, returned)) => {
+                    if let Some(origin) = returned.delivery_opaque.as_ref() {
+                        self.tracker.fail(origin);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Waits (blocking) until every enqueued record is acknowledged or
+    /// `timeout` passes. Call from a blocking context.
+    pub fn flush_blocking(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(timeout)
+    }
+
+    /// [`TrackedProducer::flush_blocking`] off the async runtime's threads.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.clone();
+        tokio::task::spawn_blocking(move || producer.flush_blocking(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// Records enqueued but not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+}

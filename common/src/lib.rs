@@ -1,0 +1,8 @@
+//! Shared building blocks of Shoal: versioned message types, configuration,
+//! Kafka client plumbing, telemetry and process lifecycle.
+
+pub mod kafka;
+pub mod messages;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,58 @@
+//! Process lifecycle: one [`CancellationToken`] tree driven by SIGINT/SIGTERM.
+//!
+//! The first signal cancels the root token so every task stops taking new work
+//! and drains; a second signal means the operator has lost patience, so the
+//! process exits at once with the conventional `128 + SIGINT` status.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Exit status used when a second signal forces an immediate exit.
+pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// Spawns a task that cancels the returned token on the first SIGINT or
+/// SIGTERM and exits the process on the second.
+///
+/// Must be called from within a tokio runtime.
+pub fn install_signal_handlers() -> CancellationToken {
+    let root = CancellationToken::new();
+    let token = root.clone();
+    tokio::spawn(async move {
+        if let Err(error) = wait_for_signal().await {
+            tracing::error!(%error, "cannot listen for shutdown signals; Ctrl-C will not stop gracefully");
+            return;
+        }
+        tracing::info!("shutdown requested: draining (send the signal again to exit at once)");
+        token.cancel();
+        if wait_for_signal().await.is_ok() {
+            tracing::warn!("second shutdown signal: exiting immediately");
+            std::process::exit(FORCED_EXIT_CODE);
+        }
+    });
+    root
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+/// Waits for `work` but gives up after `bound`, returning `None` if it did not
+/// finish in time. Used to keep every shutdown step within the configured
+/// shutdown timeout.
+pub async fn bounded<F: std::future::Future>(bound: Duration, work: F) -> Option<F::Output> {
+    tokio::time::timeout(bound, work).await.ok()
+}
