@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod messages;
+pub mod payloads;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -92,6 +92,31 @@ where
     Ok(settings)
 }
 
+/// The settings as JSON with secret-looking values (passwords, secrets,
+/// tokens, private keys) replaced, for `--print-config` and logs.
+pub fn redacted<T: Serialize>(settings: &T) -> serde_json::Value {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    let k = key.to_ascii_lowercase();
+                    let secret = ["password", "secret", "token", "key.pem", "private"].iter().any(|s| k.contains(s));
+                    if secret && v.is_string() {
+                        *v = serde_json::Value::String("<redacted>".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(settings).unwrap_or(serde_json::Value::Null);
+    walk(&mut value);
+    value
+}
+
 /// Connection to the Kafka cluster, shared by every client Shoal creates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -411,6 +436,15 @@ mod tests {
             let err = load_from::<TestSettings, _>(None, env(&[(var, value)])).unwrap_err().to_string();
             assert!(err.contains(key), "{var}={value}: error {err:?} does not name {key}");
         }
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let mut s = TestSettings::default();
+        s.kafka.options.insert("sasl.password".into(), "hunter2".into());
+        let json = redacted(&s).to_string();
+        assert!(!json.contains("hunter2"));
+        assert!(json.contains("<redacted>"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod headers;
 pub mod offsets;
+pub mod pipeline;
 pub mod producer;
 
 use std::time::Duration;

@@ -5,8 +5,12 @@
 //! out of order (different output partitions ack at different times), so the
 //! committable position of a partition is the lowest offset still pending, or
 //! one past the highest begun when nothing is pending.
+//!
+//! A record may cause several outputs (or none). Each pending record holds a
+//! count: one for "still being processed" plus one per output not yet
+//! acknowledged; it completes when the count reaches zero.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use rdkafka::{Offset, TopicPartitionList};
@@ -24,7 +28,7 @@ pub struct Origin {
 
 #[derive(Debug, Default)]
 struct PartitionState {
-    pending: BTreeSet<i64>,
+    pending: BTreeMap<i64, u32>,
     failed: BTreeSet<i64>,
     next_after_highest: i64,
     committed: Option<i64>,
@@ -33,7 +37,7 @@ struct PartitionState {
 impl PartitionState {
     /// The offset to commit: the next record to read after a restart.
     fn committable(&self) -> i64 {
-        let first_pending = self.pending.first().copied();
+        let first_pending = self.pending.keys().next().copied();
         let first_failed = self.failed.first().copied();
         [first_pending, first_failed].into_iter().flatten().min().unwrap_or(self.next_after_highest)
     }
@@ -60,20 +64,33 @@ impl OffsetTracker {
         f(&mut guard)
     }
 
-    /// Records that work on `origin` has started.
+    /// Records that processing of `origin` has started. Pair with
+    /// [`OffsetTracker::complete`] when processing is done.
     pub fn begin(&self, origin: &Origin) {
         self.with(|m| {
             let state = m.entry((origin.topic.clone(), origin.partition)).or_default();
-            state.pending.insert(origin.offset);
+            *state.pending.entry(origin.offset).or_insert(0) += 1;
             state.next_after_highest = state.next_after_highest.max(origin.offset + 1);
         });
     }
 
-    /// Records that `origin` is fully handled.
+    /// Records that one more output of `origin` awaits acknowledgement.
+    /// Pair with [`OffsetTracker::complete`] (delivered) or
+    /// [`OffsetTracker::fail`] (not delivered).
+    pub fn add_output(&self, origin: &Origin) {
+        self.begin(origin);
+    }
+
+    /// Records that processing of `origin`, or one of its outputs, is done.
     pub fn complete(&self, origin: &Origin) {
         self.with(|m| {
-            if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition)) {
-                state.pending.remove(&origin.offset);
+            if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition))
+                && let Some(count) = state.pending.get_mut(&origin.offset)
+            {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    state.pending.remove(&origin.offset);
+                }
             }
         });
     }
@@ -167,6 +184,19 @@ mod tests {
         t.complete(&o(12));
         assert_eq!(committable(&t), Some(13));
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_record_completes_after_processing_and_all_outputs() {
+        let t = OffsetTracker::new();
+        t.begin(&o(0));
+        t.add_output(&o(0));
+        t.add_output(&o(0));
+        t.complete(&o(0)); // processing done, two outputs in flight
+        t.complete(&o(0));
+        assert_eq!(committable(&t), None, "one output still unacknowledged");
+        t.complete(&o(0));
+        assert_eq!(committable(&t), Some(1));
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl TrackedProducer {
     /// (backpressure) instead of growing memory. `origin`, if given, is
     /// completed in the tracker once the record is acknowledged.
     pub async fn send(&self, record: OutRecord<'_>, origin: Option<Origin>) -> Result<(), KafkaError> {
+        if let Some(origin) = &origin {
+            self.tracker.add_output(origin);
+        }
         let mut base =
             BaseRecord::with_opaque_to(record.topic, Box::new(origin)).payload(record.payload).headers(record.headers);
         if let Some(key) = record.key {

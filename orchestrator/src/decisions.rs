@@ -1,0 +1,171 @@
+//! The decisions stage: reads ticks and business events from Kafka, updates
+//! derived state, and issues commands keyed by entity with a per-key
+//! sequence number.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use shoal_common::kafka::dlq::{self, DeadLetter};
+use shoal_common::kafka::headers::{self, HeaderSet, HeaderView};
+use shoal_common::kafka::offsets::Origin;
+use shoal_common::kafka::pipeline::Processor;
+use shoal_common::kafka::producer::{OutRecord, TrackedProducer};
+use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::rules::{Draft, MarketRules};
+
+/// Decisions counters.
+#[derive(Debug, Default)]
+pub struct DecisionStats {
+    /// Ticks read.
+    pub ticks: AtomicU64,
+    /// Events read.
+    pub events: AtomicU64,
+    /// Commands enqueued for Kafka.
+    pub commands: AtomicU64,
+    /// Records that could not be decoded or used (sent to the dead-letter topic).
+    pub dead_lettered: AtomicU64,
+    /// Records that could not be enqueued.
+    pub produce_errors: AtomicU64,
+}
+
+/// The decisions stage's [`Processor`].
+#[derive(Debug)]
+pub struct DecisionProcessor {
+    /// Instance identity for headers.
+    pub producer_id: String,
+    /// Ticks topic (to tell ticks from events).
+    pub ticks_topic: String,
+    /// Commands topic.
+    pub commands_topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Commands expire this long after issue; `None` for never.
+    pub deadline: Option<chrono::Duration>,
+    /// Derived state and rules.
+    pub rules: MarketRules,
+    /// Next sequence number per key.
+    pub sequences: HashMap<String, u64>,
+    /// Output producer.
+    pub producer: TrackedProducer,
+    /// Counters.
+    pub stats: Arc<DecisionStats>,
+}
+
+impl DecisionProcessor {
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, error: String) {
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, %error, "input sent to the dead-letter topic");
+        let letter = DeadLetter { reason, error, stage: "decisions", attempts: 1 };
+        if let Err(error) = dlq::publish(&self.producer, &self.dlq_topic, message, letter).await {
+            self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "cannot enqueue dead letter; the record will be processed again");
+        }
+    }
+
+    async fn issue(&mut self, draft: Draft, origin: &Origin) {
+        let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
+        *seq += 1;
+        let issued_at = Utc::now();
+        let command = Command {
+            schema_version: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            kind: draft.kind,
+            key: draft.key,
+            seq: *seq,
+            issued_at,
+            deadline: self.deadline.map(|d| issued_at + d),
+            payload: draft.payload,
+        };
+        let span = tracing::info_span!(
+            "publish command",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation = "publish",
+            messaging.destination.name = %self.commands_topic,
+            messaging.kafka.message.key = %command.key,
+            command.id = %command.id,
+            command.kind = %command.kind,
+            command.seq = command.seq,
+        );
+        let mut headers = span.in_scope(|| HeaderSet::new("command", &self.producer_id).with_current_trace());
+        headers.insert(headers::COMMAND_ID, &command.id.to_string());
+        let body = command.encode();
+        let record = OutRecord {
+            topic: &self.commands_topic,
+            key: Some(&command.key),
+            payload: &body,
+            headers: headers.into_owned(),
+        };
+        match self.producer.send(record, Some(origin.clone())).instrument(span).await {
+            Ok(()) => {
+                self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
+            }
+            Err(error) => {
+                self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, kind = %command.kind, key = %command.key, "cannot enqueue command; its input will be processed again");
+            }
+        }
+    }
+}
+
+impl Processor for DecisionProcessor {
+    async fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) {
+        let payload = message.payload().unwrap_or_default();
+        let span = tracing::debug_span!(
+            "evaluate rules",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = %origin.topic,
+            messaging.kafka.partition = origin.partition,
+            messaging.kafka.offset = origin.offset,
+        );
+        HeaderView(message.headers()).set_parent_of(&span);
+        let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
+            if origin.topic == self.ticks_topic {
+                self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+                MarketTick::decode(payload).map(|tick| self.rules.on_tick(&tick)).map_err(decode_reason)
+            } else {
+                self.stats.events.fetch_add(1, Ordering::Relaxed);
+                let event = Event::decode(payload).map_err(decode_reason)?;
+                match self.rules.on_event(&event) {
+                    Ok(draft) => Ok(draft.into_iter().collect()),
+                    Err(error) => Err(("invalid_event_attributes", error)),
+                }
+            }
+        });
+        match drafts {
+            Ok(drafts) => {
+                for draft in drafts {
+                    self.issue(draft, origin).instrument(span.clone()).await;
+                }
+            }
+            Err((reason, error)) => self.dead_letter(message, reason, error).await,
+        }
+    }
+
+    fn status(&self) {
+        let s = &self.stats;
+        tracing::info!(
+            ticks = s.ticks.load(Ordering::Relaxed),
+            events = s.events.load(Ordering::Relaxed),
+            commands = s.commands.load(Ordering::Relaxed),
+            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            produce_errors = s.produce_errors.load(Ordering::Relaxed),
+            symbols = self.rules.symbols(),
+            keys = self.sequences.len(),
+            "decisions status"
+        );
+    }
+}
+
+fn decode_reason(error: DecodeError) -> (&'static str, String) {
+    (error.reason(), error.to_string())
+}

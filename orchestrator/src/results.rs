@@ -1,0 +1,336 @@
+//! The results stage: reads the commands topic (what was issued) and the
+//! results topic (what came back), matches them by command id, and records
+//! each outcome against its command. Reading both topics keeps this stage
+//! replayable and able to run on its own, in any process.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use serde::Serialize;
+use shoal_common::kafka::dlq::{self, DeadLetter};
+use shoal_common::kafka::headers::HeaderView;
+use shoal_common::kafka::offsets::Origin;
+use shoal_common::kafka::pipeline::Processor;
+use shoal_common::kafka::producer::TrackedProducer;
+use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
+use uuid::Uuid;
+
+/// Results counters.
+#[derive(Debug, Default)]
+pub struct ResultStats {
+    /// Commands seen on the commands topic.
+    pub commands_seen: AtomicU64,
+    /// Results seen on the results topic.
+    pub results_seen: AtomicU64,
+    /// Outcomes recorded (result matched to its command).
+    pub recorded: AtomicU64,
+    /// Recorded with status `succeeded`.
+    pub succeeded: AtomicU64,
+    /// Recorded with any other status.
+    pub not_succeeded: AtomicU64,
+    /// A second result for an already recorded command.
+    pub duplicates: AtomicU64,
+    /// Pending commands or early results forgotten because of the bound.
+    pub evicted: AtomicU64,
+    /// Records that could not be decoded (sent to the dead-letter topic).
+    pub dead_lettered: AtomicU64,
+}
+
+/// One recorded outcome, as logged and appended to the record file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The command.
+    pub command_id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Its key.
+    pub key: String,
+    /// Its per-key sequence number.
+    pub seq: u64,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// Result status.
+    pub status: ResultStatus,
+    /// Worker that produced the result.
+    pub worker_id: String,
+    /// When the worker finished.
+    pub finished_at: DateTime<Utc>,
+    /// When this stage recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// Issue to record, milliseconds.
+    pub end_to_end_ms: i64,
+    /// Handler output.
+    pub output: serde_json::Value,
+}
+
+/// Bounded insertion-ordered map: the oldest entries go first when full.
+#[derive(Debug)]
+struct Bounded<V> {
+    map: HashMap<Uuid, V>,
+    order: VecDeque<Uuid>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), cap }
+    }
+
+    /// Inserts; returns how many old entries were evicted.
+    fn insert(&mut self, id: Uuid, value: V) -> u64 {
+        let mut evicted = 0;
+        if self.map.insert(id, value).is_none() {
+            self.order.push_back(id);
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => evicted += u64::from(self.map.remove(&old).is_some()),
+                None => break,
+            }
+        }
+        // Entries removed by `take` leave stale ids in `order`; trim them so
+        // the queue stays proportional to the map.
+        if self.order.len() > self.cap.saturating_mul(2) {
+            let map = &self.map;
+            self.order.retain(|id| map.contains_key(id));
+        }
+        evicted
+    }
+
+    fn take(&mut self, id: &Uuid) -> Option<V> {
+        self.map.remove(id)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Matches results to commands.
+#[derive(Debug)]
+pub struct Recorder {
+    issued: Bounded<Command>,
+    early: Bounded<CommandResult>,
+    recorded: Bounded<()>,
+    record_file: Option<std::fs::File>,
+    stats: Arc<ResultStats>,
+}
+
+impl Recorder {
+    /// A recorder remembering at most `max_pending` of each kind of entry,
+    /// appending outcomes to `record_file` if given.
+    pub fn new(max_pending: usize, record_file: Option<std::fs::File>, stats: Arc<ResultStats>) -> Self {
+        Self {
+            issued: Bounded::new(max_pending),
+            early: Bounded::new(max_pending),
+            recorded: Bounded::new(max_pending),
+            record_file,
+            stats,
+        }
+    }
+
+    /// Commands issued and still awaiting a result.
+    pub fn pending(&self) -> usize {
+        self.issued.len()
+    }
+
+    /// Notes an issued command; records it at once if its result came first.
+    pub fn on_command(&mut self, command: Command) -> Option<Outcome> {
+        self.stats.commands_seen.fetch_add(1, Ordering::Relaxed);
+        if self.recorded.map.contains_key(&command.id) {
+            return None; // replayed command whose outcome is already recorded
+        }
+        if let Some(result) = self.early.take(&command.id) {
+            return Some(self.record(command, result));
+        }
+        let evicted = self.issued.insert(command.id, command);
+        self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+        None
+    }
+
+    /// Notes a result; records it if its command is known.
+    pub fn on_result(&mut self, result: CommandResult) -> Option<Outcome> {
+        self.stats.results_seen.fetch_add(1, Ordering::Relaxed);
+        if self.recorded.map.contains_key(&result.command_id) {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(command_id = %result.command_id, worker_id = %result.worker_id, "duplicate result for an already recorded command");
+            return None;
+        }
+        match self.issued.take(&result.command_id) {
+            Some(command) => Some(self.record(command, result)),
+            None => {
+                let evicted = self.early.insert(result.command_id, result);
+                self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, command: Command, result: CommandResult) -> Outcome {
+        let recorded_at = Utc::now();
+        let outcome = Outcome {
+            command_id: command.id,
+            kind: command.kind,
+            key: command.key,
+            seq: command.seq,
+            issued_at: command.issued_at,
+            status: result.status,
+            worker_id: result.worker_id,
+            finished_at: result.finished_at,
+            recorded_at,
+            end_to_end_ms: (recorded_at - command.issued_at).num_milliseconds(),
+            output: result.output,
+        };
+        self.recorded.insert(outcome.command_id, ());
+        self.stats.recorded.fetch_add(1, Ordering::Relaxed);
+        let counter =
+            if outcome.status == ResultStatus::Succeeded { &self.stats.succeeded } else { &self.stats.not_succeeded };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(file) = &mut self.record_file {
+            let mut line = serde_json::to_vec(&outcome).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(error) = file.write_all(&line) {
+                tracing::error!(%error, "cannot append to the outcome record file");
+            }
+        }
+        outcome
+    }
+}
+
+/// The results stage's [`Processor`].
+#[derive(Debug)]
+pub struct ResultProcessor {
+    /// Commands topic (to tell commands from results).
+    pub commands_topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Matching state.
+    pub recorder: Recorder,
+    /// Producer for dead letters.
+    pub producer: TrackedProducer,
+    /// Counters.
+    pub stats: Arc<ResultStats>,
+}
+
+impl Processor for ResultProcessor {
+    async fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) {
+        let payload = message.payload().unwrap_or_default();
+        let outcome = if origin.topic == self.commands_topic {
+            Command::decode(payload).map(|c| self.recorder.on_command(c))
+        } else {
+            CommandResult::decode(payload).map(|r| self.recorder.on_result(r))
+        };
+        match outcome {
+            Ok(Some(outcome)) => {
+                let span = tracing::info_span!(
+                    "record result",
+                    otel.kind = "consumer",
+                    messaging.system = "kafka",
+                    messaging.destination.name = %origin.topic,
+                    messaging.kafka.partition = origin.partition,
+                    messaging.kafka.offset = origin.offset,
+                    command.id = %outcome.command_id,
+                );
+                HeaderView(message.headers()).set_parent_of(&span);
+                let _entered = span.enter();
+                tracing::info!(
+                    command_id = %outcome.command_id, kind = %outcome.kind, key = %outcome.key, seq = outcome.seq,
+                    status = outcome.status.as_str(), worker_id = %outcome.worker_id, end_to_end_ms = outcome.end_to_end_ms,
+                    output = %outcome.output,
+                    "result recorded"
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, reason = error.reason(), %error, "undecodable record sent to the dead-letter topic");
+                let letter =
+                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "results", attempts: 1 };
+                if let Err(error) = dlq::publish(&self.producer, &self.dlq_topic, message, letter).await {
+                    tracing::error!(%error, "cannot enqueue dead letter; the record will be processed again");
+                }
+            }
+        }
+    }
+
+    fn status(&self) {
+        let s = &self.stats;
+        tracing::info!(
+            commands_seen = s.commands_seen.load(Ordering::Relaxed),
+            results_seen = s.results_seen.load(Ordering::Relaxed),
+            recorded = s.recorded.load(Ordering::Relaxed),
+            succeeded = s.succeeded.load(Ordering::Relaxed),
+            not_succeeded = s.not_succeeded.load(Ordering::Relaxed),
+            pending = self.recorder.pending(),
+            duplicates = s.duplicates.load(Ordering::Relaxed),
+            evicted = s.evicted.load(Ordering::Relaxed),
+            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            "results status"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_common::messages::SCHEMA_VERSION;
+
+    fn command(n: u64) -> Command {
+        Command {
+            schema_version: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            kind: "raise_alert".into(),
+            key: "K".into(),
+            seq: n,
+            issued_at: Utc::now(),
+            deadline: None,
+            payload: serde_json::json!({}),
+        }
+    }
+
+    fn result(c: &Command) -> CommandResult {
+        CommandResult {
+            schema_version: SCHEMA_VERSION,
+            command_id: c.id,
+            kind: c.kind.clone(),
+            key: c.key.clone(),
+            seq: c.seq,
+            worker_id: "w".into(),
+            status: ResultStatus::Succeeded,
+            output: serde_json::json!({}),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn matches_in_either_order_and_counts_duplicates() {
+        let stats = Arc::new(ResultStats::default());
+        let mut r = Recorder::new(10, None, stats.clone());
+        let (a, b) = (command(1), command(2));
+        assert!(r.on_command(a.clone()).is_none());
+        assert_eq!(r.on_result(result(&a)).unwrap().command_id, a.id);
+        assert!(r.on_result(result(&b)).is_none(), "result before its command waits");
+        assert_eq!(r.on_command(b.clone()).unwrap().command_id, b.id);
+        assert!(r.on_result(result(&a)).is_none());
+        assert_eq!(stats.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.recorded.load(Ordering::Relaxed), 2);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn pending_commands_are_bounded() {
+        let stats = Arc::new(ResultStats::default());
+        let mut r = Recorder::new(3, None, stats.clone());
+        for n in 0..5 {
+            r.on_command(command(n));
+        }
+        assert_eq!(r.pending(), 3);
+        assert_eq!(stats.evicted.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,91 @@
+//! Command handlers: a small trait and a registry keyed by command kind.
+
+mod alert;
+mod fraud;
+mod strategy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shoal_common::messages::{Command, kinds};
+
+pub use alert::RaiseAlertHandler;
+pub use fraud::ScoreTransactionHandler;
+pub use strategy::EvaluateStrategyHandler;
+
+/// Why a handler could not produce an output.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The payload does not match the kind's schema.
+    #[error("invalid payload for {kind}: {source}")]
+    InvalidPayload {
+        /// Command kind.
+        kind: String,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The payload decoded but its values cannot be worked on.
+    #[error("cannot handle command: {0}")]
+    Rejected(String),
+}
+
+/// Executes commands of one kind.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    /// Does the work and returns the result's `output`.
+    async fn handle(&self, command: &Command) -> Result<serde_json::Value, HandlerError>;
+}
+
+/// Decodes a command's payload into the kind's typed payload.
+pub fn payload<T: serde::de::DeserializeOwned>(command: &Command) -> Result<T, HandlerError> {
+    T::deserialize(&command.payload)
+        .map_err(|source| HandlerError::InvalidPayload { kind: command.kind.clone(), source })
+}
+
+/// Handlers by command kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bundled handlers: `evaluate_strategy`, `raise_alert`,
+    /// `score_transaction`.
+    pub fn with_builtin() -> Self {
+        let mut r = Self::new();
+        r.register(kinds::EVALUATE_STRATEGY, EvaluateStrategyHandler);
+        r.register(kinds::RAISE_ALERT, RaiseAlertHandler);
+        r.register(kinds::SCORE_TRANSACTION, ScoreTransactionHandler);
+        r
+    }
+
+    /// Adds or replaces the handler for `kind`.
+    pub fn register(&mut self, kind: &str, handler: impl Handler + 'static) -> &mut Self {
+        self.handlers.insert(kind.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// The handler for `kind`, if any.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    /// Registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut k: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    }
+}

@@ -1,0 +1,67 @@
+//! Shoal worker: a member of the workers' consumer group on the commands
+//! topic. It dispatches each command by kind to a handler, publishes a
+//! result keyed like the command, and commits a command's offset only after
+//! its result is acknowledged (at-least-once).
+
+pub mod handlers;
+pub mod processor;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_common::kafka::offsets::OffsetTracker;
+use shoal_common::kafka::pipeline::{self, DrainReport, LoopSettings};
+use shoal_common::kafka::producer::TrackedProducer;
+use shoal_common::kafka::{self as kafka, consumer};
+use tokio_util::sync::CancellationToken;
+
+use crate::handlers::Registry;
+use crate::processor::{CommandProcessor, WorkerStats};
+use crate::settings::WorkerSettings;
+
+/// Runs a worker until `shutdown` is cancelled, then drains within the
+/// configured bound. Counters are published into `stats` as it goes.
+pub async fn run(
+    settings: WorkerSettings,
+    registry: Registry,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+) -> anyhow::Result<DrainReport> {
+    use anyhow::Context as _;
+    if settings.topics.create {
+        kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
+    }
+    let w = &settings.worker;
+    let tracker = Arc::new(OffsetTracker::new());
+    let producer = TrackedProducer::new(&settings.kafka, &w.id, tracker).context("creating the results producer")?;
+    let flush_timeout = settings.shutdown.timeout() / 2;
+    let (consumer, group) = consumer::subscribe(
+        &settings.kafka,
+        &w.group_id,
+        &w.id,
+        &[&settings.topics.commands.name],
+        producer.clone(),
+        flush_timeout,
+    )
+    .context("joining the workers' consumer group")?;
+    tracing::info!(worker_id = %w.id, group = %w.group_id, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
+    let mut processor = CommandProcessor {
+        worker_id: w.id.clone(),
+        results_topic: settings.topics.results.name.clone(),
+        dlq_topic: settings.topics.dlq.name.clone(),
+        registry,
+        producer: producer.clone(),
+        handler_timeout: Duration::from_millis(w.handler_timeout_ms),
+        stats,
+        group,
+    };
+    let loop_settings = LoopSettings {
+        name: "worker",
+        commit_interval: Duration::from_millis(w.commit_interval_ms),
+        status_interval: (settings.log.status_interval_secs > 0)
+            .then(|| Duration::from_secs(settings.log.status_interval_secs)),
+        shutdown_timeout: settings.shutdown.timeout(),
+    };
+    Ok(pipeline::run(consumer, producer, &mut processor, shutdown, &loop_settings).await)
+}

@@ -1,0 +1,75 @@
+//! The worker's configuration (see the README's configuration reference).
+
+use serde::{Deserialize, Serialize};
+use shoal_common::settings::{KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate};
+
+/// Everything `shoal-worker` reads at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Topic names and partition counts.
+    pub topics: TopicsSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Graceful shutdown bound.
+    pub shutdown: ShutdownSettings,
+    /// Worker behaviour.
+    pub worker: WorkerSection,
+}
+
+/// The `[worker]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// This instance's identity, written into every result. Defaults to the
+    /// host name (the pod name on Kubernetes) or `worker-<pid>`.
+    pub id: String,
+    /// Consumer group shared by all workers.
+    pub group_id: String,
+    /// How often completed offsets are committed, milliseconds.
+    pub commit_interval_ms: u64,
+    /// A handler running longer than this fails the command, milliseconds.
+    pub handler_timeout_ms: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        let id = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+        Self { id, group_id: "shoal-workers".into(), commit_interval_ms: 1_000, handler_timeout_ms: 5_000 }
+    }
+}
+
+impl Validate for WorkerSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.kafka.validate()?;
+        self.topics.validate()?;
+        self.shutdown.validate()?;
+        let w = &self.worker;
+        if w.id.trim().is_empty() {
+            return Err(SettingsError::invalid("worker.id", "empty", "a non-empty identity, e.g. worker-1"));
+        }
+        if w.group_id.trim().is_empty() {
+            return Err(SettingsError::invalid("worker.group_id", "empty", "a consumer group name"));
+        }
+        if !(10..=60_000).contains(&w.commit_interval_ms) {
+            return Err(SettingsError::invalid(
+                "worker.commit_interval_ms",
+                w.commit_interval_ms.to_string(),
+                "milliseconds between 10 and 60000",
+            ));
+        }
+        if !(1..=600_000).contains(&w.handler_timeout_ms) {
+            return Err(SettingsError::invalid(
+                "worker.handler_timeout_ms",
+                w.handler_timeout_ms.to_string(),
+                "milliseconds between 1 and 600000",
+            ));
+        }
+        Ok(())
+    }
+}
