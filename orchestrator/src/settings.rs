@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_common::messages::kinds;
 use shoal_common::settings::{
@@ -29,6 +30,10 @@ pub struct OrchestratorSettings {
     pub rules: RulesSettings,
     /// Result recording.
     pub results: ResultsSettings,
+    /// The worker's section is accepted and ignored, so one file or one
+    /// environment can configure both binaries.
+    #[serde(skip_serializing)]
+    pub worker: IgnoredAny,
 }
 
 /// Orchestrator stages; all run in one process by default.
@@ -265,6 +270,13 @@ mod tests {
             .unwrap();
         assert_eq!(s.orchestrator.stages, vec!["ingest", "results"]);
         assert_eq!(s.feed.symbols, vec!["SIM-A", "SIM-B"]);
+    }
+
+    #[test]
+    fn the_workers_section_is_ignored_but_typos_are_not() {
+        assert!(load(&[("SHOAL__WORKER__ID", "w-1")]).is_ok());
+        let err = load(&[("SHOAL__WROKER__ID", "w-1")]).unwrap_err().to_string();
+        assert!(err.contains("wroker"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The worker's configuration (see the README's configuration reference).
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_common::settings::{KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate};
 
@@ -17,6 +18,19 @@ pub struct WorkerSettings {
     pub shutdown: ShutdownSettings,
     /// Worker behaviour.
     pub worker: WorkerSection,
+    /// The orchestrator's sections are accepted and ignored, so one file or
+    /// one environment can configure both binaries.
+    #[serde(skip_serializing)]
+    pub orchestrator: IgnoredAny,
+    /// See `orchestrator`.
+    #[serde(skip_serializing)]
+    pub feed: IgnoredAny,
+    /// See `orchestrator`.
+    #[serde(skip_serializing)]
+    pub rules: IgnoredAny,
+    /// See `orchestrator`.
+    #[serde(skip_serializing)]
+    pub results: IgnoredAny,
 }
 
 /// The `[worker]` section.

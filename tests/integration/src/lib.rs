@@ -1,1 +1,392 @@
-//! placeholder
+//! Helpers for Shoal's cross-process tests: a real Kafka broker (started by
+//! `scripts/kafka.sh`, found through `KAFKA_BOOTSTRAP_SERVERS`), the real
+//! binaries from `target/debug`, and per-test topics and groups so tests
+//! never see each other's records.
+//!
+//! Waiting is always on a condition with a deadline, never a bare sleep.
+
+// Test helpers: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use shoal_common::settings::{KafkaSettings, TopicSettings, TopicsSettings};
+use uuid::Uuid;
+
+/// The broker the tests use.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Kafka settings pointing at the test broker.
+pub fn kafka_settings() -> KafkaSettings {
+    KafkaSettings { bootstrap_servers: bootstrap(), ..KafkaSettings::default() }
+}
+
+/// Installs a log subscriber once, honouring `RUST_LOG` (tests' own logs).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A test's private namespace: topic names, group ids and a log directory.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Short unique id.
+    pub id: String,
+    /// Topics under the scope's prefix.
+    pub topics: TopicsSettings,
+    /// Directory for child logs and record files.
+    pub dir: PathBuf,
+}
+
+impl Scope {
+    /// A fresh namespace named after the test.
+    pub fn new(test: &str) -> Self {
+        let id = format!("{test}-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let topic =
+            |name: &str, partitions| TopicSettings { name: format!("it.{id}.{name}"), partitions, replication: 1 };
+        let topics = TopicsSettings {
+            ticks: topic("ticks", 3),
+            events: topic("events", 3),
+            commands: topic("commands", 12),
+            results: topic("results", 6),
+            dlq: topic("dlq", 1),
+            create: true,
+        };
+        let dir = target_dir().join("it-logs").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { id, topics, dir }
+    }
+
+    /// Environment for a Shoal binary: broker, topics, groups, quick status.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let t = &self.topics;
+        let mut env = vec![
+            ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), bootstrap()),
+            ("SHOAL__WORKER__GROUP_ID".into(), format!("it.{}.workers", self.id)),
+            ("SHOAL__ORCHESTRATOR__DECISIONS_GROUP".into(), format!("it.{}.decisions", self.id)),
+            ("SHOAL__ORCHESTRATOR__RESULTS_GROUP".into(), format!("it.{}.results", self.id)),
+            ("SHOAL__LOG__STATUS_INTERVAL_SECS".into(), "2".into()),
+            ("RUST_LOG".into(), std::env::var("SHOAL_IT_CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
+            ("NO_COLOR".into(), "1".into()),
+        ];
+        for (key, topic) in t.all() {
+            let upper = key.to_uppercase();
+            env.push((format!("SHOAL__TOPICS__{upper}__NAME"), topic.name.clone()));
+            env.push((format!("SHOAL__TOPICS__{upper}__PARTITIONS"), topic.partitions.to_string()));
+        }
+        env
+    }
+
+    /// The workers' group id.
+    pub fn workers_group(&self) -> String {
+        format!("it.{}.workers", self.id)
+    }
+
+    /// Creates the scope's topics.
+    pub async fn create_topics(&self) {
+        shoal_common::kafka::ensure_topics(&kafka_settings(), &self.topics).await.unwrap();
+    }
+}
+
+/// `target/debug` (or whichever profile the tests were built with).
+pub fn target_dir() -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Path of a workspace binary; `make test` builds them before the tests.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose output goes to a log file; killed if dropped while
+/// still running.
+#[derive(Debug)]
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    child: Child,
+    /// Combined stdout/stderr log file.
+    pub log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `program` with `env` added, logging to `<dir>/<name>.log`.
+    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self { name: name.into(), child, log, status: None }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).unwrap()), signal).unwrap();
+    }
+
+    /// Waits for exit up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.status {
+                return Some(status);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.status = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        self.status.is_none() && self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `shoal-sim` on a free port; returns it and its WebSocket URL.
+pub fn start_sim(args: &[&str], dir: &Path) -> (Child, String) {
+    let mut child = Command::new(bin("shoal-sim"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(dir.join("sim.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    // The simulator prints this line once bound; read_line returns when it
+    // arrives or the process exits.
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url =
+        line.trim().strip_prefix("shoal-sim listening on ").unwrap_or_else(|| panic!("unexpected sim output {line:?}"));
+    (child, url.to_string())
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+    }
+}
+
+/// A plain idempotent producer for test input.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .unwrap()
+}
+
+/// Produces `payload` to `topic` keyed by `key` and waits for the ack.
+pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// Reads a whole topic (all partitions, from the beginning, committed
+/// records only), accumulating what it has seen across calls.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+    /// Records read so far.
+    pub messages: Vec<OwnedMessage>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader").field("messages", &self.messages.len()).finish()
+    }
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topic` at the beginning.
+    pub fn new(topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", format!("it-reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let partitions = metadata.topics()[0].partitions().len();
+        assert!(partitions > 0, "topic {topic} has no partitions");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, i32::try_from(p).unwrap(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        Self {
+            consumer,
+            topic: topic.to_string(),
+            partitions: i32::try_from(partitions).unwrap(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Reads everything written to the topic before this call.
+    pub async fn read_to_end(&mut self, timeout: Duration) {
+        let mut total = 0;
+        for p in 0..self.partitions {
+            let (low, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).unwrap();
+            total += usize::try_from(high - low).unwrap();
+        }
+        let what = format!("{total} records of {}", self.topic);
+        self.read_until(timeout, &what, |m| m.len() >= total).await;
+    }
+
+    /// Reads whatever is available now (up to ~100 ms of polling).
+    pub fn drain(&mut self) -> usize {
+        let before = self.messages.len();
+        while let Some(result) = self.consumer.poll(Duration::from_millis(100)) {
+            self.messages.push(result.unwrap().detach());
+        }
+        self.messages.len() - before
+    }
+
+    /// Reads until `condition(messages)` holds or `timeout` passes.
+    pub async fn read_until(&mut self, timeout: Duration, what: &str, condition: impl Fn(&[OwnedMessage]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            tokio::task::block_in_place(|| self.drain());
+            if condition(&self.messages) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; have {} records",
+                self.messages.len()
+            );
+        }
+    }
+}
+
+/// A header's value as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    (0..headers.count())
+        .map(|i| headers.get(i))
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Members of `group` that have an assignment, as reported by the broker.
+pub fn group_members_with_assignment(group: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(5)) else { return 0 };
+    list.groups()
+        .iter()
+        .filter(|g| g.name() == group && g.state() == "Stable")
+        .flat_map(|g| g.members())
+        .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+        .count()
+}
+
+/// Counts of each key in `ids`, to find duplicates and gaps.
+pub fn counts<T: std::hash::Hash + Eq>(ids: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
+    let mut map = HashMap::new();
+    for id in ids {
+        *map.entry(id).or_insert(0) += 1;
+    }
+    map
+}
+
+/// A valid `raise_alert` command for `key`.
+pub fn alert_command(key: &str, seq: u64) -> shoal_common::messages::Command {
+    use shoal_common::messages::{Command, SCHEMA_VERSION, kinds};
+    let payload = shoal_common::payloads::RaiseAlert {
+        symbol: key.to_string(),
+        level: "100".parse().unwrap(),
+        previous_price: "99.95".parse().unwrap(),
+        price: "100.05".parse().unwrap(),
+    };
+    Command {
+        schema_version: SCHEMA_VERSION,
+        id: Uuid::now_v7(),
+        kind: kinds::RAISE_ALERT.into(),
+        key: key.to_string(),
+        seq,
+        issued_at: chrono::Utc::now(),
+        deadline: None,
+        payload: serde_json::to_value(payload).unwrap(),
+    }
+}
+
+/// Decodes every record of a results topic.
+pub fn decode_results(messages: &[OwnedMessage]) -> Vec<shoal_common::messages::CommandResult> {
+    use shoal_common::messages::WireMessage;
+    messages
+        .iter()
+        .map(|m| shoal_common::messages::CommandResult::decode(m.payload().unwrap_or_default()).unwrap())
+        .collect()
+}
