@@ -50,9 +50,21 @@ async fn wait_for_signal() -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }
 
-/// Waits for `work` but gives up after `bound`, returning `None` if it did not
-/// finish in time. Used to keep every shutdown step within the configured
-/// shutdown timeout.
-pub async fn bounded<F: std::future::Future>(bound: Duration, work: F) -> Option<F::Output> {
-    tokio::time::timeout(bound, work).await.ok()
+/// Exit status used when a graceful shutdown overruns its bound.
+pub const OVERRUN_EXIT_CODE: i32 = 70;
+
+/// Guarantees the process ends within `bound` of `token` being cancelled:
+/// every drain step has its own time limit, but a blocking librdkafka call
+/// (a commit with the cluster gone, say) could still hold the process. A
+/// plain OS thread does the waiting so a starved runtime cannot delay it.
+pub fn exit_after_bound(token: &CancellationToken, bound: Duration) {
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        std::thread::spawn(move || {
+            std::thread::sleep(bound);
+            tracing::error!(?bound, "graceful shutdown overran its bound; exiting now");
+            std::process::exit(OVERRUN_EXIT_CODE);
+        });
+    });
 }

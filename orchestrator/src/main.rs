@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use shoal_common::settings;
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let _telemetry = shoal_common::telemetry::init("shoal-orchestrator", settings.log.format, &settings.log.level);
         let shutdown = shoal_common::shutdown::install_signal_handlers();
+        // Each drain step is bounded by shutdown.timeout_ms; this is the
+        // backstop for the whole process, with a second of slack for exit.
+        shoal_common::shutdown::exit_after_bound(&shutdown, settings.shutdown.timeout() + Duration::from_secs(1));
         match shoal_orchestrator::run(settings, shutdown, OrchestratorStats::default()).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use shoal_common::settings;
@@ -57,6 +58,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let _telemetry = shoal_common::telemetry::init("shoal-worker", settings.log.format, &settings.log.level);
         let shutdown = shoal_common::shutdown::install_signal_handlers();
+        // Each drain step is bounded by shutdown.timeout_ms; this is the
+        // backstop for the whole process, with a second of slack for exit.
+        shoal_common::shutdown::exit_after_bound(&shutdown, settings.shutdown.timeout() + Duration::from_secs(1));
         let stats = Arc::new(WorkerStats::default());
         match shoal_worker::run(settings, Registry::with_builtin(), shutdown, stats).await {
             Ok(report) if report.clean() => ExitCode::SUCCESS,

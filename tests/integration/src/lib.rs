@@ -198,15 +198,17 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `shoal-sim` on a free port; returns it and its WebSocket URL.
-pub fn start_sim(args: &[&str], dir: &Path) -> (Child, String) {
+/// Starts `shoal-sim` on a free port; returns it (killed when dropped) and
+/// its WebSocket URL.
+pub fn start_sim(args: &[&str], dir: &Path) -> (Proc, String) {
+    let log = dir.join("sim.log");
     let mut child = Command::new(bin("shoal-sim"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(File::create(dir.join("sim.log")).unwrap())
+        .stderr(File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -216,7 +218,8 @@ pub fn start_sim(args: &[&str], dir: &Path) -> (Child, String) {
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let url =
         line.trim().strip_prefix("shoal-sim listening on ").unwrap_or_else(|| panic!("unexpected sim output {line:?}"));
-    (child, url.to_string())
+    let url = url.to_string();
+    (Proc { name: "sim".into(), child, log, status: None }, url)
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.

@@ -59,8 +59,9 @@ async fn malformed_websocket_frames_are_counted_and_skipped() {
         assert_eq!(m.key(), Some(tick.symbol.as_bytes()), "ticks are keyed by symbol");
         assert_eq!(tick.price.scale(), 2, "exact decimal price {}", tick.price);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sim.id() as i32), Signal::SIGTERM).unwrap();
-    sim.wait().unwrap();
+    sim.signal(Signal::SIGTERM);
+    let sim_status = tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10))).expect("simulator exits");
+    assert!(sim_status.success(), "simulator exited with {sim_status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

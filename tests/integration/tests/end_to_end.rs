@@ -80,6 +80,21 @@ async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
     );
     assert_eq!(per_command.len(), issued_ids.len(), "no result for a command that was never issued");
 
+    // Trace context travels in headers: a result continues its command's trace.
+    let trace_id = |m: &rdkafka::message::OwnedMessage| {
+        let parent = header(m, "traceparent").expect("traceparent header");
+        parent.split('-').nth(1).expect("W3C traceparent").to_string()
+    };
+    for (command_msg, command) in commands.messages.iter().zip(&issued) {
+        let result_msg = results
+            .messages
+            .iter()
+            .find(|m| header(m, "shoal-command-id").as_deref() == Some(command.id.to_string().as_str()))
+            .expect("result carries the command id header");
+        assert_eq!(trace_id(result_msg), trace_id(command_msg), "one trace per decision");
+        assert_eq!(result_msg.key(), command_msg.key(), "results are keyed like their command");
+    }
+
     // The orchestrator recorded outcomes against their commands, each once.
     let recorded: Vec<serde_json::Value> =
         std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -100,7 +115,7 @@ async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
         let status = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(20))).expect("worker exits");
         assert!(status.success(), "{} exited with {status}", w.name);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sim.id() as i32), Signal::SIGTERM).unwrap();
-    let sim_status = sim.wait().unwrap();
+    sim.signal(Signal::SIGTERM);
+    let sim_status = tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10))).expect("simulator exits");
     assert!(sim_status.success(), "simulator exited with {sim_status}");
 }

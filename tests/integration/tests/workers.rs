@@ -154,3 +154,28 @@ async fn sigterm_mid_stream_hands_partitions_over_without_losing_a_command() {
         assert!(status.success(), "{} exited with {status}", w.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_cluster_is_unreachable_still_stops_within_its_bound() {
+    let scope = Scope::new("nobroker");
+    let mut env = scope.env();
+    env.extend([
+        // Nothing listens on port 1: every connection attempt is refused.
+        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), "127.0.0.1:1".to_string()),
+        ("SHOAL__TOPICS__CREATE".to_string(), "false".to_string()),
+        ("SHOAL__SHUTDOWN__TIMEOUT_MS".to_string(), "2000".to_string()),
+    ]);
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    eventually(Duration::from_secs(30), "the worker to start polling", || {
+        let started = worker.log_text().contains("worker started");
+        async move { started }
+    })
+    .await;
+    worker.signal(Signal::SIGTERM);
+    let began = Instant::now();
+    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(10)))
+        .unwrap_or_else(|| panic!("worker still running {:?} after SIGTERM", began.elapsed()));
+    // Within the 2 s bound plus the watchdog's 1 s of slack.
+    assert!(began.elapsed() < Duration::from_millis(3_500), "took {:?}", began.elapsed());
+    assert!(status.code().is_some(), "exited by itself, not by a signal: {status}");
+}
