@@ -69,7 +69,7 @@ impl DecisionProcessor {
         }
     }
 
-    async fn issue(&mut self, draft: Draft, origin: &Origin) {
+    async fn issue(&mut self, draft: Draft, origin: &Origin, parent: tracing::Span) {
         let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
         *seq += 1;
         let issued_at = Utc::now();
@@ -84,6 +84,7 @@ impl DecisionProcessor {
             payload: draft.payload,
         };
         let span = tracing::info_span!(
+            parent: &parent,
             "publish command",
             otel.kind = "producer",
             messaging.system = "kafka",
@@ -103,7 +104,9 @@ impl DecisionProcessor {
             payload: &body,
             headers: headers.into_owned(),
         };
-        match self.producer.send(record, Some(origin.clone())).instrument(span).await {
+        let sent = self.producer.send(record, Some(origin.clone())).instrument(span).await;
+        // Logged outside the span so the line stays readable.
+        match sent {
             Ok(()) => {
                 self.stats.commands.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
@@ -144,7 +147,8 @@ impl Processor for DecisionProcessor {
         match drafts {
             Ok(drafts) => {
                 for draft in drafts {
-                    self.issue(draft, origin).instrument(span.clone()).await;
+                    let publish_parent = span.clone();
+                    self.issue(draft, origin, publish_parent).await;
                 }
             }
             Err((reason, error)) => self.dead_letter(message, reason, error).await,

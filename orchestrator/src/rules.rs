@@ -129,13 +129,11 @@ pub fn crossed_level(from: Decimal, to: Decimal, step: Decimal) -> Option<Decima
     if step <= Decimal::ZERO || from == to {
         return None;
     }
-    if to > from {
-        let level = (to / step).floor() * step;
-        (level > from).then_some(level)
-    } else {
-        let level = (to / step).ceil() * step;
-        (level < from).then_some(level)
-    }
+    let mut level = if to > from { (to / step).floor() * step } else { (to / step).ceil() * step };
+    // Quote the level like the prices (100.00, not 100.0).
+    level.rescale(to.scale().max(step.scale()));
+    let crossed = if to > from { level > from } else { level < from };
+    crossed.then_some(level)
 }
 
 #[cfg(test)]
@@ -182,6 +180,7 @@ mod tests {
         assert_eq!(crossed_level(d("100"), d("100.5"), d("1")), None, "leaving a level is not crossing");
         assert_eq!(crossed_level(d("97.5"), d("103.2"), d("1")), Some(d("103")), "nearest to the new price");
         assert_eq!(crossed_level(d("99"), d("101"), d("0")), None, "step 0 disables");
+        assert_eq!(crossed_level(d("100.09"), d("99.95"), d("0.20")).unwrap().to_string(), "100.00");
     }
 
     #[test]
@@ -212,7 +211,7 @@ mod tests {
         let drafts = r.on_tick(&tick(1, "105.10"));
         assert_eq!(drafts.len(), 1);
         assert_eq!(drafts[0].kind, kinds::RAISE_ALERT);
-        assert_eq!(drafts[0].payload["level"], "105");
+        assert_eq!(drafts[0].payload["level"], "105.00", "quoted like the price");
     }
 
     #[test]

@@ -144,48 +144,45 @@ impl Processor for CommandProcessor {
             command.seq = command.seq,
         );
         HeaderView(message.headers()).set_parent_of(&span);
-        async {
-            let started_at = Utc::now();
-            let (status, output) = self.execute(&command).await;
-            let result = CommandResult {
-                schema_version: SCHEMA_VERSION,
-                command_id: command.id,
-                kind: command.kind.clone(),
-                key: command.key.clone(),
-                seq: command.seq,
-                worker_id: self.worker_id.clone(),
-                status,
-                output,
-                started_at,
-                finished_at: Utc::now(),
-            };
-            let mut headers = HeaderSet::new("result", &self.worker_id).with_current_trace();
-            headers.insert(headers::COMMAND_ID, &command.id.to_string());
-            let body = result.encode();
-            let sent = self
-                .producer
-                .send(
-                    OutRecord { topic: &self.results_topic, key: Some(&command.key), payload: &body, headers: headers.into_owned() },
-                    Some(origin.clone()),
-                )
-                .await;
-            match sent {
-                Ok(()) => {
-                    self.stats.count_status(status);
-                    tracing::info!(
-                        command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
-                        status = status.as_str(), handler_ms = (result.finished_at - started_at).num_milliseconds(),
-                        "command handled"
-                    );
-                }
-                Err(error) => {
-                    self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, command_id = %command.id, "cannot enqueue result; the command will be processed again");
-                }
+        let started_at = Utc::now();
+        let (status, output) = self.execute(&command).instrument(span.clone()).await;
+        let result = CommandResult {
+            schema_version: SCHEMA_VERSION,
+            command_id: command.id,
+            kind: command.kind.clone(),
+            key: command.key.clone(),
+            seq: command.seq,
+            worker_id: self.worker_id.clone(),
+            status,
+            output,
+            started_at,
+            finished_at: Utc::now(),
+        };
+        let mut headers = span.in_scope(|| HeaderSet::new("result", &self.worker_id).with_current_trace());
+        headers.insert(headers::COMMAND_ID, &command.id.to_string());
+        let body = result.encode();
+        let record = OutRecord {
+            topic: &self.results_topic,
+            key: Some(&command.key),
+            payload: &body,
+            headers: headers.into_owned(),
+        };
+        let sent = self.producer.send(record, Some(origin.clone())).instrument(span).await;
+        // Logged outside the span so the line stays readable.
+        match sent {
+            Ok(()) => {
+                self.stats.count_status(status);
+                tracing::info!(
+                    command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
+                    status = status.as_str(), handler_ms = (result.finished_at - started_at).num_milliseconds(),
+                    "command handled"
+                );
+            }
+            Err(error) => {
+                self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, command_id = %command.id, "cannot enqueue result; the command will be processed again");
             }
         }
-        .instrument(span)
-        .await;
     }
 
     fn status(&self) {

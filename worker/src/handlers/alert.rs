@@ -15,7 +15,7 @@ pub fn alert(p: &RaiseAlert) -> Result<serde_json::Value, HandlerError> {
     if p.previous_price <= Decimal::ZERO {
         return Err(HandlerError::Rejected("previous_price must be positive".into()));
     }
-    let direction = if p.price >= p.level { "up" } else { "down" };
+    let direction = if p.price >= p.previous_price { "up" } else { "down" };
     let move_bps = ((p.price - p.previous_price) / p.previous_price * Decimal::from(10_000)).round_dp(2);
     let severity = match move_bps.abs() {
         m if m >= Decimal::from(100) => "critical",
@@ -54,5 +54,17 @@ mod tests {
         assert_eq!(out["direction"], "up");
         assert_eq!(out["severity"], "critical");
         assert_eq!(out["move_bps"], "172.59");
+    }
+
+    #[test]
+    fn landing_on_a_level_from_above_is_down() {
+        let out = alert(&RaiseAlert {
+            symbol: "SIM-A".into(),
+            level: "100.00".parse().unwrap(),
+            previous_price: "100.09".parse().unwrap(),
+            price: "100.00".parse().unwrap(),
+        })
+        .unwrap();
+        assert_eq!(out["direction"], "down");
     }
 }
