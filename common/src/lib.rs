@@ -1,6 +1,7 @@
 //! Shared building blocks of Shoal: versioned message types, configuration,
 //! Kafka client plumbing, telemetry and process lifecycle.
 
+pub mod app;
 pub mod kafka;
 pub mod messages;
 pub mod payloads;

@@ -10,12 +10,11 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use shoal_common::kafka::dlq::{self, DeadLetter};
-use shoal_common::kafka::headers::{self, HeaderSet, HeaderView};
+use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::offsets::Origin;
 use shoal_common::kafka::pipeline::Processor;
-use shoal_common::kafka::producer::{OutRecord, TrackedProducer};
+use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
 use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};
@@ -61,11 +60,9 @@ pub struct DecisionProcessor {
 impl DecisionProcessor {
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, error: String) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, %error, "input sent to the dead-letter topic");
         let letter = DeadLetter { reason, error, stage: "decisions", attempts: 1 };
-        if let Err(error) = dlq::publish(&self.producer, &self.dlq_topic, message, letter).await {
+        if !dlq::route(&self.producer, &self.dlq_topic, message, letter).await {
             self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "cannot enqueue dead letter; the record will be processed again");
         }
     }
 
@@ -95,16 +92,12 @@ impl DecisionProcessor {
             command.kind = %command.kind,
             command.seq = command.seq,
         );
-        let mut headers = span.in_scope(|| HeaderSet::new("command", &self.producer_id).with_current_trace());
-        headers.insert(headers::COMMAND_ID, &command.id.to_string());
-        let body = command.encode();
-        let record = OutRecord {
-            topic: &self.commands_topic,
-            key: Some(&command.key),
-            payload: &body,
-            headers: headers.into_owned(),
-        };
-        let sent = self.producer.send(record, Some(origin.clone())).instrument(span).await;
+        let meta =
+            MessageMeta { message_type: "command", producer_id: &self.producer_id, command_id: Some(command.id) };
+        let sent = self
+            .producer
+            .send_message(&self.commands_topic, &command.key, &meta, &command, Some(origin.clone()), span)
+            .await;
         // Logged outside the span so the line stays readable.
         match sent {
             Ok(()) => {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_common::kafka::offsets::OffsetTracker;
-use shoal_common::kafka::pipeline::{self, LoopSettings};
+use shoal_common::kafka::pipeline::{self, LoopSettings, Processor};
 use shoal_common::kafka::producer::TrackedProducer;
 use shoal_common::kafka::{self as kafka, consumer};
 use tokio::task::JoinSet;
@@ -82,22 +82,11 @@ pub async fn run(
         });
     }
 
+    let consuming = ConsumingStage { settings: &settings, commit_interval, status_interval, shutdown: &shutdown };
     if o.runs("decisions") {
-        let tracker = Arc::new(OffsetTracker::new());
-        let producer = TrackedProducer::new(&settings.kafka, &format!("{}-decisions", o.id), tracker)
-            .context("creating the commands producer")?;
-        let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
-        let (consumer, _group) = consumer::subscribe(
-            &settings.kafka,
-            &o.decisions_group,
-            &o.id,
-            &topics,
-            producer.clone(),
-            shutdown_timeout / 2,
-        )
-        .context("joining the decisions consumer group")?;
         let deadline_ms = settings.rules.command_deadline_ms;
-        let mut processor = DecisionProcessor {
+        let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+        consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, |producer| DecisionProcessor {
             producer_id: o.id.clone(),
             ticks_topic: settings.topics.ticks.name.clone(),
             commands_topic: settings.topics.commands.name.clone(),
@@ -106,31 +95,12 @@ pub async fn run(
                 .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
             rules: MarketRules::new(settings.rules.clone()),
             sequences: HashMap::new(),
-            producer: producer.clone(),
+            producer,
             stats: stats.decisions.clone(),
-        };
-        let loop_settings = LoopSettings { name: "decisions", commit_interval, status_interval, shutdown_timeout };
-        let token = shutdown.child_token();
-        stages.spawn(async move {
-            let report = pipeline::run(consumer, producer, &mut processor, token, &loop_settings).await;
-            ("decisions", report.clean())
-        });
+        })?;
     }
 
     if o.runs("results") {
-        let tracker = Arc::new(OffsetTracker::new());
-        let producer = TrackedProducer::new(&settings.kafka, &format!("{}-results", o.id), tracker)
-            .context("creating the dead-letter producer")?;
-        let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
-        let (consumer, _group) = consumer::subscribe(
-            &settings.kafka,
-            &o.results_group,
-            &o.id,
-            &topics,
-            producer.clone(),
-            shutdown_timeout / 2,
-        )
-        .context("joining the results consumer group")?;
         let record_file = if settings.results.record_path.is_empty() {
             None
         } else {
@@ -143,19 +113,14 @@ pub async fn run(
                     .with_context(|| format!("opening results.record_path {path:?}"))?,
             )
         };
-        let mut processor = ResultProcessor {
+        let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
+        consuming.spawn(&mut stages, "results", &o.results_group, &topics, |producer| ResultProcessor {
             commands_topic: settings.topics.commands.name.clone(),
             dlq_topic: settings.topics.dlq.name.clone(),
             recorder: Recorder::new(settings.results.max_pending, record_file, stats.results.clone()),
-            producer: producer.clone(),
+            producer,
             stats: stats.results.clone(),
-        };
-        let loop_settings = LoopSettings { name: "results", commit_interval, status_interval, shutdown_timeout };
-        let token = shutdown.child_token();
-        stages.spawn(async move {
-            let report = pipeline::run(consumer, producer, &mut processor, token, &loop_settings).await;
-            ("results", report.clean())
-        });
+        })?;
     }
 
     tracing::info!(id = %o.id, stages = ?o.stages, "orchestrator started");
@@ -175,4 +140,46 @@ pub async fn run(
         shutdown.cancel();
     }
     Ok(clean)
+}
+
+/// What the two Kafka-consuming stages share: a tracked producer, a group
+/// consumer that commits before revocation, and the pipeline loop.
+struct ConsumingStage<'a> {
+    settings: &'a OrchestratorSettings,
+    commit_interval: Duration,
+    status_interval: Option<Duration>,
+    shutdown: &'a CancellationToken,
+}
+
+impl ConsumingStage<'_> {
+    fn spawn<P: Processor + 'static>(
+        &self,
+        stages: &mut JoinSet<(&'static str, bool)>,
+        name: &'static str,
+        group: &str,
+        topics: &[&str],
+        processor: impl FnOnce(TrackedProducer) -> P,
+    ) -> anyhow::Result<()> {
+        let s = self.settings;
+        let client_id = format!("{}-{name}", s.orchestrator.id);
+        let shutdown_timeout = s.shutdown.timeout();
+        let producer = TrackedProducer::new(&s.kafka, &client_id, Arc::new(OffsetTracker::new()))
+            .with_context(|| format!("creating the {name} producer"))?;
+        let (consumer, _group) =
+            consumer::subscribe(&s.kafka, group, &client_id, topics, producer.clone(), shutdown_timeout / 2)
+                .with_context(|| format!("joining the {name} consumer group"))?;
+        let mut processor = processor(producer.clone());
+        let loop_settings = LoopSettings {
+            name,
+            commit_interval: self.commit_interval,
+            status_interval: self.status_interval,
+            shutdown_timeout,
+        };
+        let token = self.shutdown.child_token();
+        stages.spawn(async move {
+            let report = pipeline::run(consumer, producer, &mut processor, token, &loop_settings).await;
+            (name, report.clean())
+        });
+        Ok(())
+    }
 }

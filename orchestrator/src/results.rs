@@ -250,12 +250,9 @@ impl Processor for ResultProcessor {
             Ok(None) => {}
             Err(error) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, reason = error.reason(), %error, "undecodable record sent to the dead-letter topic");
                 let letter =
                     DeadLetter { reason: error.reason(), error: error.to_string(), stage: "results", attempts: 1 };
-                if let Err(error) = dlq::publish(&self.producer, &self.dlq_topic, message, letter).await {
-                    tracing::error!(%error, "cannot enqueue dead letter; the record will be processed again");
-                }
+                dlq::route(&self.producer, &self.dlq_topic, message, letter).await;
             }
         }
     }

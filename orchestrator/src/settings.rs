@@ -159,6 +159,16 @@ impl Default for ResultsSettings {
     }
 }
 
+impl shoal_common::app::AppSettings for OrchestratorSettings {
+    fn log(&self) -> &LogSettings {
+        &self.log
+    }
+
+    fn shutdown(&self) -> &ShutdownSettings {
+        &self.shutdown
+    }
+}
+
 impl Validate for OrchestratorSettings {
     const LIST_KEYS: &'static [&'static str] = &["orchestrator.stages", "feed.symbols"];
 

@@ -9,11 +9,11 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use shoal_common::kafka::dlq::{self, DeadLetter};
-use shoal_common::kafka::headers::{self, HeaderSet, HeaderView};
+use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::offsets::Origin;
 use shoal_common::kafka::pipeline::Processor;
-use shoal_common::kafka::producer::{OutRecord, TrackedProducer};
-use shoal_common::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage};
+use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
+use shoal_common::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage as _};
 use tracing::Instrument;
 
 use crate::handlers::Registry;
@@ -76,9 +76,8 @@ pub struct CommandProcessor {
 impl CommandProcessor {
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, letter: DeadLetter<'_>) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = dlq::publish(&self.producer, &self.dlq_topic, message, letter).await {
+        if !dlq::route(&self.producer, &self.dlq_topic, message, letter).await {
             self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, offset = message.offset(), "cannot enqueue dead letter; the record will be processed again");
         }
     }
 
@@ -121,7 +120,6 @@ impl Processor for CommandProcessor {
             Ok(command) => command,
             Err(error) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, reason = error.reason(), %error, "undecodable command sent to the dead-letter topic");
                 self.dead_letter(
                     message,
                     DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 },
@@ -158,16 +156,11 @@ impl Processor for CommandProcessor {
             started_at,
             finished_at: Utc::now(),
         };
-        let mut headers = span.in_scope(|| HeaderSet::new("result", &self.worker_id).with_current_trace());
-        headers.insert(headers::COMMAND_ID, &command.id.to_string());
-        let body = result.encode();
-        let record = OutRecord {
-            topic: &self.results_topic,
-            key: Some(&command.key),
-            payload: &body,
-            headers: headers.into_owned(),
-        };
-        let sent = self.producer.send(record, Some(origin.clone())).instrument(span).await;
+        let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
+        let sent = self
+            .producer
+            .send_message(&self.results_topic, &command.key, &meta, &result, Some(origin.clone()), span)
+            .await;
         // Logged outside the span so the line stays readable.
         match sent {
             Ok(()) => {

@@ -58,6 +58,16 @@ impl Default for WorkerSection {
     }
 }
 
+impl shoal_common::app::AppSettings for WorkerSettings {
+    fn log(&self) -> &LogSettings {
+        &self.log
+    }
+
+    fn shutdown(&self) -> &ShutdownSettings {
+        &self.shutdown
+    }
+}
+
 impl Validate for WorkerSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;

@@ -38,6 +38,33 @@ pub struct DeadLetter<'a> {
     pub attempts: u32,
 }
 
+/// Logs why `message` is being dead-lettered (with its origin) and publishes
+/// it; returns `false`, after logging, if it could not even be enqueued (the
+/// record then stays uncommitted and is processed again).
+pub async fn route(
+    producer: &TrackedProducer,
+    dlq_topic: &str,
+    message: &BorrowedMessage<'_>,
+    letter: DeadLetter<'_>,
+) -> bool {
+    tracing::warn!(
+        stage = letter.stage,
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        reason = letter.reason,
+        error = %letter.error,
+        "record sent to the dead-letter topic"
+    );
+    match publish(producer, dlq_topic, message, letter).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, offset = message.offset(), "cannot enqueue dead letter; the record will be processed again");
+            false
+        }
+    }
+}
+
 /// Publishes `message` to `dlq_topic`; the consumed record's offset is
 /// completed in the tracker only once the dead letter is acknowledged.
 pub async fn publish(

@@ -13,8 +13,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
+use tracing::Instrument;
+
 use super::KafkaSetupError;
+use super::headers::HeaderSet;
 use super::offsets::{OffsetTracker, Origin};
+use crate::messages::WireMessage;
 use crate::settings::KafkaSettings;
 
 /// Counters of what the producer delivered.
@@ -81,6 +85,17 @@ impl std::fmt::Debug for TrackedProducer {
     }
 }
 
+/// Header metadata for [`TrackedProducer::send_message`].
+#[derive(Debug, Clone, Copy)]
+pub struct MessageMeta<'a> {
+    /// `shoal-message-type` header.
+    pub message_type: &'a str,
+    /// `shoal-producer` header.
+    pub producer_id: &'a str,
+    /// `shoal-command-id` header, on commands and results.
+    pub command_id: Option<uuid::Uuid>,
+}
+
 /// One record to produce.
 #[derive(Debug)]
 pub struct OutRecord<'a> {
@@ -144,6 +159,27 @@ impl TrackedProducer {
                 }
             }
         }
+    }
+
+    /// Encodes `message` and sends it keyed by `key`, with Shoal's headers
+    /// (type, schema version, producer, optional command id) and the trace
+    /// context of `span`; the send itself is traced under `span`.
+    pub async fn send_message<M: WireMessage>(
+        &self,
+        topic: &str,
+        key: &str,
+        meta: &MessageMeta<'_>,
+        message: &M,
+        origin: Option<Origin>,
+        span: tracing::Span,
+    ) -> Result<(), KafkaError> {
+        let mut headers = span.in_scope(|| HeaderSet::new(meta.message_type, meta.producer_id).with_current_trace());
+        if let Some(id) = meta.command_id {
+            headers.insert(super::headers::COMMAND_ID, &id.to_string());
+        }
+        let body = message.encode();
+        let record = OutRecord { topic, key: Some(key), payload: &body, headers: headers.into_owned() };
+        self.send(record, origin).instrument(span).await
     }
 
     /// Waits (blocking) until every enqueued record is acknowledged or

@@ -15,9 +15,8 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use shoal_common::kafka::headers::HeaderSet;
-use shoal_common::kafka::producer::{OutRecord, TrackedProducer};
-use shoal_common::messages::{MarketTick, WireMessage};
+use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
+use shoal_common::messages::MarketTick;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -194,11 +193,8 @@ async fn publish(sink: &TickSink, tick: &MarketTick, stats: &FeedStats) {
         symbol = %tick.symbol,
         trade_id = tick.trade_id.as_deref().unwrap_or_default(),
     );
-    let headers = span.in_scope(|| HeaderSet::new("tick", &sink.producer_id).with_current_trace());
-    let body = tick.encode();
-    let record =
-        OutRecord { topic: &sink.topic, key: Some(&tick.symbol), payload: &body, headers: headers.into_owned() };
-    match sink.producer.send(record, None).await {
+    let meta = MessageMeta { message_type: "tick", producer_id: &sink.producer_id, command_id: None };
+    match sink.producer.send_message(&sink.topic, &tick.symbol, &meta, tick, None, span).await {
         Ok(()) => {
             stats.ticks.fetch_add(1, Ordering::Relaxed);
         }
