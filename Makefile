@@ -1,0 +1,59 @@
+# Shoal developer entry points; `make` (or `make help`) lists them.
+# Dependencies are installed by scripts/ensure-deps.sh (Debian packages, Rust
+# toolchain) and scripts/kafka.sh (Java and Maven for the local broker).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# cargo may live in rustup's usual place without being on PATH; a script
+# cannot change make's PATH, so it is added here (after PATH, so that a cargo
+# already on PATH wins).
+CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
+export PATH := $(PATH):$(CARGO_BIN)
+
+# Broker the tests use when KAFKA_BOOTSTRAP_SERVERS is not set (the one
+# scripts/kafka.sh runs).
+LOCAL_KAFKA := 127.0.0.1:9092
+
+.PHONY: help deps build test lint fmt demo kafka-up kafka-down clean-state
+
+help: ## List the targets (this text)
+	@printf 'Usage: make TARGET\n\nTargets:\n'
+	@sed -n 's/^\([a-z][a-z-]*\):.*## \(.*\)$$/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
+	@printf '\nVariables: WORKERS=N and DEMO_SECONDS=N for demo (see scripts/demo.sh --help);\n'
+	@printf 'KAFKA_BOOTSTRAP_SERVERS=host:port makes test and demo use that cluster instead of a local broker.\n'
+
+deps: ## Install missing build dependencies (Debian packages, Rust toolchain)
+	@scripts/ensure-deps.sh
+
+build: deps ## Build the workspace (debug profile: target/debug)
+	cargo build --workspace
+
+test: deps ## Start Kafka if needed, build the binaries, run every test (leaves Kafka running)
+	scripts/kafka.sh up
+	cargo build --workspace --bins
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" cargo test --workspace
+	@if [[ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then \
+	  echo "Kafka left running; stop it with scripts/kafka.sh down"; \
+	fi
+
+lint: deps ## Check formatting (cargo fmt --check) and run clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: deps ## Format the code (cargo fmt --all)
+	cargo fmt --all
+
+demo: ## Run the local demo: simulator, orchestrator, workers on a local Kafka (Ctrl-C stops it)
+	scripts/demo.sh
+
+kafka-up: ## Start the local Kafka broker (scripts/kafka.sh up; no-op if running)
+	scripts/kafka.sh up
+
+kafka-down: ## Stop the local Kafka broker (scripts/kafka.sh down)
+	scripts/kafka.sh down
+
+clean-state: ## Stop Kafka and delete its data (.kafka) and the demo's state (.demo)
+	scripts/kafka.sh down --purge
+	rm -rf .demo

@@ -1,0 +1,514 @@
+#!/usr/bin/env bash
+# Shoal's local demo (`make demo`): the market simulator, the orchestrator
+# and N workers on a local Kafka broker, their logs interleaved with
+# prefixes, stopped cleanly with Ctrl-C. See --help.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO_ROOT
+cd "$REPO_ROOT"
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/demo.sh [--workers N] [--seconds N]      (or: make demo)
+
+Runs Shoal locally, end to end, on this machine:
+  shoal-sim            simulated market trades over WebSocket
+                       (127.0.0.1:9001, 4 symbols, 10 trades/s each, seed 7)
+  shoal-orchestrator   feed -> Kafka -> decisions -> commands; records results
+                       in .demo/outcomes.jsonl
+  shoal-worker x N     worker-1 .. worker-N in one consumer group: they share
+                       the commands and send back results
+Their output is interleaved, each line prefixed with [sim], [orchestrator],
+[worker-1], ...; full logs are kept in .demo/logs/. Ctrl-C (or SIGTERM) stops
+the orchestrator and workers gracefully, then the simulator, and prints a
+summary of the outcomes recorded.
+
+First, as needed: installs missing build dependencies (scripts/ensure-deps.sh),
+starts the local Kafka broker (scripts/kafka.sh up) unless it is already
+running -- a broker started by the demo is stopped at the end, one that was
+already running is left alone -- and builds the binaries
+(cargo build --workspace --bins, debug profile, shared with the tests).
+
+Options:
+  -n, --workers N   number of workers (at least 2; default 3, or $WORKERS)
+  -s, --seconds N   stop by itself after N seconds, as if Ctrl-C were pressed
+                    (default: run until Ctrl-C, or $DEMO_SECONDS)
+  -h, --help        show this help
+
+Environment:
+  WORKERS                   number of workers (default 3)
+  DEMO_SECONDS              run for this many seconds, then stop
+  SHOAL_DEMO_SIM_PORT       simulator port (default 9001)
+  SHOAL_DEMO_SYMBOLS        simulated symbols (default SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO)
+  SHOAL_DEMO_STOP_TIMEOUT   seconds to wait for a graceful stop before SIGKILL
+                            (default 20)
+  RUST_LOG                  log filter (default info,librdkafka=warn,rdkafka=warn)
+  KAFKA_BOOTSTRAP_SERVERS   use this Kafka cluster instead of the local broker
+  SHOAL__SECTION__KEY       any Shoal setting, passed on to the orchestrator and
+                            workers (e.g. SHOAL__RULES__MOVE_THRESHOLD_BPS=20)
+
+Exit status: 0 when every process started and then stopped cleanly (exit 0)
+when asked to; 1 when one failed or died on its own; 130/143 when interrupted
+before the demo was running.
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+die_usage() {
+  printf 'demo.sh: %s (see --help)\n' "$*" >&2
+  exit 2
+}
+
+WORKERS="${WORKERS:-3}"
+DEMO_SECONDS="${DEMO_SECONDS:-}"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -n | --workers)
+      [[ $# -ge 2 ]] || die_usage "$1 needs a number"
+      WORKERS="$2"
+      shift
+      ;;
+    -s | --seconds)
+      [[ $# -ge 2 ]] || die_usage "$1 needs a number of seconds"
+      DEMO_SECONDS="$2"
+      shift
+      ;;
+    -h | --help | help)
+      usage
+      exit 0
+      ;;
+    *) die_usage "unknown argument '$1'" ;;
+  esac
+  shift
+done
+if ! [[ $WORKERS =~ ^[0-9]+$ ]] || ((WORKERS < 2)); then
+  die_usage "WORKERS must be a number >= 2, not '$WORKERS'"
+fi
+[[ -z $DEMO_SECONDS || $DEMO_SECONDS =~ ^[0-9]+$ ]] || die_usage "DEMO_SECONDS must be a number of seconds, not '$DEMO_SECONDS'"
+
+readonly SIM_PORT="${SHOAL_DEMO_SIM_PORT:-9001}"
+# Eight symbols whose keys hash to eight different partitions of the
+# 12-partition commands topic, so every worker of the demo gets work.
+readonly SYMBOLS="${SHOAL_DEMO_SYMBOLS:-SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO}"
+readonly STOP_TIMEOUT="${SHOAL_DEMO_STOP_TIMEOUT:-20}"
+readonly SIM_STOP_TIMEOUT=5
+readonly DEMO_DIR=.demo
+readonly LOG_DIR="$DEMO_DIR/logs"
+readonly OUTCOMES="$DEMO_DIR/outcomes.jsonl"
+readonly BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
+[[ $SIM_PORT =~ ^[0-9]+$ ]] || die_usage "SHOAL_DEMO_SIM_PORT must be a port number"
+[[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die_usage "SHOAL_DEMO_STOP_TIMEOUT must be a number of seconds"
+
+# Marks every process the demo starts, so that the final check finds exactly
+# this run's processes (never another demo's, nor the tests').
+readonly RUN_ID="$$-$EPOCHSECONDS"
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
+  C_RESET=$'\e[0m' C_BOLD=$'\e[1m' C_RED=$'\e[1;31m'
+  SIM_COLOR=$'\e[36m' ORCH_COLOR=$'\e[1;35m'
+  WORKER_COLORS=($'\e[32m' $'\e[33m' $'\e[34m' $'\e[92m' $'\e[93m' $'\e[94m' $'\e[96m' $'\e[95m')
+else
+  C_RESET='' C_BOLD='' C_RED='' SIM_COLOR='' ORCH_COLOR=''
+  WORKER_COLORS=('')
+fi
+readonly C_RESET C_BOLD C_RED SIM_COLOR ORCH_COLOR WORKER_COLORS
+readonly PREFIX_WIDTH=14 # "[orchestrator]"
+
+say() { printf '%s%-*s%s %s\n' "$C_BOLD" "$PREFIX_WIDTH" "[demo]" "$C_RESET" "$*"; }
+warn() { printf '%s%-*s %s%s\n' "$C_RED" "$PREFIX_WIDTH" "[demo]" "$*" "$C_RESET"; }
+
+banner() {
+  local stop_how="Press Ctrl-C to stop everything (gracefully) and see a summary."
+  [[ -z $DEMO_SECONDS ]] || stop_how="It stops by itself after ${DEMO_SECONDS}s (or on Ctrl-C) and prints a summary."
+  cat <<EOF
+${C_BOLD}Shoal local demo${C_RESET}: simulator -> orchestrator -> Kafka -> $WORKERS workers -> results
+  [sim]           simulated trades for $SYMBOLS on ws://127.0.0.1:$SIM_PORT
+  [orchestrator]  ingests the trades into Kafka and, when a price moves enough,
+                  logs 'command issued' (kind, key, seq) as it sends a command;
+                  when a worker's answer comes back it logs 'result recorded'
+                  (status, worker_id, end_to_end_ms, output) and appends it to
+                  $OUTCOMES
+  [worker-N]      logs 'command handled' for each command it runs; Kafka spreads
+                  the commands over the $WORKERS workers by key
+  Every 10s the orchestrator and each worker log a status line with their counters.
+  $stop_how
+  Full logs: $LOG_DIR/
+
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+NAMES=()          # in start order
+declare -A PID=() # name -> pid
+declare -A RC=()  # name -> exit status, once reaped
+PHASE=setup       # setup -> running -> stopping -> finished
+STOP_REASON=""
+FAILED=0 # 1 when a process failed or died on its own
+FORCE_KILL=0
+KAFKA_STARTED=0
+SLEEPER=""
+RUN_START=""
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_proc NAME VAR=VALUE... -- PROGRAM ARGS...
+# Starts PROGRAM in the background with the given environment, its stdout
+# and stderr prefixed with [NAME] on ours and copied (without colours) to
+# $LOG_DIR/NAME.log. PROGRAM runs in its own session (setsid execs it in
+# place, so $! is its pid): a Ctrl-C in the terminal reaches only this
+# script, which then stops each program with exactly one SIGTERM (a second
+# signal would make them exit at once). The prefixers ignore INT and TERM so
+# that they outlive the programs and pass on their last lines.
+start_proc() {
+  local name="$1" color prefix log env=()
+  shift
+  while [[ $1 != -- ]]; do
+    env+=("$1")
+    shift
+  done
+  shift
+  case "$name" in
+    sim) color="$SIM_COLOR" ;;
+    orchestrator) color="$ORCH_COLOR" ;;
+    *) color="${WORKER_COLORS[(${name##*-} - 1) % ${#WORKER_COLORS[@]}]}" ;;
+  esac
+  prefix="$(printf '%s%-*s%s ' "$color" "$PREFIX_WIDTH" "[$name]" "$C_RESET")"
+  log="$LOG_DIR/$name.log"
+  : >"$log"
+  setsid env "${COMMON_ENV[@]}" "${env[@]}" "$@" </dev/null \
+    > >(
+      trap '' INT TERM
+      tee >(sed -u 's/\x1b\[[0-9;]*m//g' >"$log") | sed -u "s/^/$prefix/"
+    ) 2>&1 &
+  PID[$name]=$!
+  NAMES+=("$name")
+}
+
+alive() { [[ -n ${PID[$1]:-} && -z ${RC[$1]:-} ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+# Records the exit status of NAME, which must have exited.
+reap() {
+  local rc=0
+  [[ -n ${RC[$1]:-} ]] && return 0
+  wait "${PID[$1]}" 2>/dev/null || rc=$?
+  RC[$1]=$rc
+}
+
+describe_rc() {
+  local rc="$1"
+  if ((rc == 0)); then
+    printf 'exit 0'
+  elif ((rc > 128)); then
+    printf 'killed by SIG%s' "$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"
+  else
+    printf 'exit %d' "$rc"
+  fi
+}
+
+# stop_group TIMEOUT NAME...: one SIGTERM to each running NAME, then waits up
+# to TIMEOUT seconds for all of them (SIGKILL for those still running).
+stop_group() {
+  local timeout="$1" name deadline pending polls=0
+  shift
+  for name in "$@"; do
+    if alive "$name"; then kill -TERM "${PID[$name]}" 2>/dev/null || true; fi
+  done
+  deadline=$((SECONDS + timeout))
+  while :; do
+    pending=()
+    for name in "$@"; do
+      if alive "$name"; then pending+=("$name"); else [[ -z ${PID[$name]:-} ]] || reap "$name"; fi
+    done
+    [[ ${#pending[@]} -gt 0 ]] || break
+    # After a second signal, only what does not stop promptly is killed.
+    if ((SECONDS >= deadline || (FORCE_KILL && polls >= 3))); then
+      for name in "${pending[@]}"; do
+        if ((FORCE_KILL)); then
+          warn "$name (pid ${PID[$name]}): killing at once (second signal)"
+        else
+          warn "$name (pid ${PID[$name]}) did not stop within ${timeout}s; sending SIGKILL"
+        fi
+        kill -KILL "${PID[$name]}" 2>/dev/null || true
+      done
+      for name in "${pending[@]}"; do
+        while kill -0 "${PID[$name]}" 2>/dev/null; do sleep 0.1; done
+        reap "$name"
+      done
+      break
+    fi
+    sleep 0.2
+    polls=$((polls + 1))
+  done
+}
+
+# Stops everything the demo started, prints the summary, and sets the exit
+# status. Safe to call more than once.
+stop_all() {
+  local reason="$1" name workers=() started_any=0
+  [[ $PHASE != stopping && $PHASE != finished ]] || return 0
+  PHASE=stopping
+  [[ -z $SLEEPER ]] || kill "$SLEEPER" 2>/dev/null || true
+  for name in "${NAMES[@]}"; do
+    [[ $name == worker-* ]] && workers+=("$name")
+    started_any=1
+  done
+  if ((started_any)); then
+    printf '\n'
+    say "stopping ($reason): SIGTERM to the orchestrator and the workers, waiting up to ${STOP_TIMEOUT}s"
+    stop_group "$STOP_TIMEOUT" orchestrator "${workers[@]}"
+    say "stopping the simulator"
+    stop_group "$SIM_STOP_TIMEOUT" sim
+    sleep 0.3 # let the prefixers pass on the last lines
+  fi
+  if ((KAFKA_STARTED)); then
+    say "stopping the Kafka broker the demo started"
+    scripts/kafka.sh down || warn "scripts/kafka.sh down failed"
+  elif [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]] && ((started_any)); then
+    say "Kafka was already running before the demo; left running (stop it with scripts/kafka.sh down)"
+  fi
+  ((started_any)) && summary
+  check_leftovers
+  PHASE=finished
+}
+
+summary() {
+  local name rc n total line
+  printf '\n%s==== demo summary ====%s\n' "$C_BOLD" "$C_RESET"
+  [[ -z $RUN_START ]] || printf 'ran for %ds\n' $((SECONDS - RUN_START))
+  total=0
+  [[ -f $OUTCOMES ]] && total=$(grep -c . "$OUTCOMES" || true)
+  printf 'outcomes recorded in %s: %d\n' "$OUTCOMES" "$total"
+  if ((total > 0)); then
+    if command -v jq >/dev/null 2>&1; then
+      jq -rR 'fromjson? | .status // "unknown"' "$OUTCOMES" | sort | uniq -c | sort -rn |
+        while read -r n line; do printf '  %-12s %d\n' "$line" "$n"; done
+    else
+      for line in succeeded failed expired unsupported; do
+        n=$(grep -c "\"status\":\"$line\"" "$OUTCOMES" || true)
+        ((n == 0)) || printf '  %-12s %d\n' "$line" "$n"
+      done
+    fi
+  fi
+  if [[ -f $LOG_DIR/orchestrator.log ]]; then
+    printf 'commands issued (orchestrator log): %d\n' "$(grep -c 'command issued' "$LOG_DIR/orchestrator.log" || true)"
+  fi
+  local handled=() statuses=()
+  for name in "${NAMES[@]}"; do
+    [[ $name == worker-* ]] || continue
+    handled+=("$name $(grep -c 'command handled' "$LOG_DIR/$name.log" || true)")
+  done
+  join ', ' 'commands handled (worker logs): ' "${handled[@]}"
+  for name in "${NAMES[@]}"; do
+    rc="${RC[$name]:-}"
+    if [[ -z $rc ]]; then
+      statuses+=("$name ?")
+      FAILED=1
+    else
+      statuses+=("$name $(describe_rc "$rc")")
+      [[ $rc == 0 ]] || FAILED=1
+    fi
+  done
+  join ', ' 'exit statuses: ' "${statuses[@]}"
+}
+
+# join SEPARATOR LEAD ITEM...: prints LEAD and the items separated.
+join() {
+  local sep="$1" out="$2"
+  shift 2
+  [[ $# -gt 0 ]] || return 0
+  out+="$1"
+  shift
+  while [[ $# -gt 0 ]]; do
+    out+="$sep$1"
+    shift
+  done
+  printf '%s\n' "$out"
+}
+
+# Any process of this run still alive (found by the marker in its
+# environment) is reported and killed.
+check_leftovers() {
+  local f pid left=()
+  for f in /proc/[0-9]*/environ; do
+    if grep -qzx "SHOAL_DEMO_RUN=$RUN_ID" "$f" 2>/dev/null; then
+      pid="${f#/proc/}"
+      left+=("${pid%/environ}")
+    fi
+  done
+  if [[ ${#left[@]} -eq 0 ]]; then
+    ((${#NAMES[@]} == 0)) || printf 'processes left running: none\n'
+    return 0
+  fi
+  FAILED=1
+  for pid in "${left[@]}"; do
+    warn "left running, killing: pid $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# shellcheck disable=SC2317 # on_signal and on_exit are run by traps
+on_signal() {
+  local sig="$1"
+  case "$PHASE" in
+    setup)
+      printf '\n'
+      say "SIG$sig during start-up"
+      stop_all "SIG$sig"
+      trap - EXIT
+      [[ $sig == INT ]] && exit 130
+      exit 143
+      ;;
+    running)
+      STOP_REASON="SIG$sig"
+      [[ -z $SLEEPER ]] || kill "$SLEEPER" 2>/dev/null || true
+      ;;
+    stopping)
+      FORCE_KILL=1
+      ;;
+  esac
+}
+
+# shellcheck disable=SC2317
+on_exit() {
+  local rc=$?
+  set +e
+  if [[ $PHASE != finished ]]; then
+    stop_all "the demo script failed (exit $rc)"
+    ((rc != 0)) || rc=1
+  fi
+  exit "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+trap on_exit EXIT
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap 'on_signal HUP' HUP
+
+banner
+
+if port_open "$SIM_PORT"; then
+  warn "127.0.0.1:$SIM_PORT is already in use (another demo?); pick another port with SHOAL_DEMO_SIM_PORT"
+  exit 1
+fi
+
+scripts/ensure-deps.sh
+# ensure-deps.sh cannot change our PATH: cargo may be in rustup's usual place.
+if ! command -v cargo >/dev/null 2>&1; then
+  export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+fi
+
+if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+  say "using the Kafka cluster at $KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS)"
+  scripts/kafka.sh up
+else
+  kafka_status=0
+  kafka_out="$(scripts/kafka.sh status 2>&1)" || kafka_status=$?
+  if [[ $kafka_status -eq 0 || $kafka_out == *"process alive"* ]]; then
+    say "Kafka is already running on 127.0.0.1:9092; the demo uses it and leaves it running"
+    [[ $kafka_status -eq 0 ]] || scripts/kafka.sh up # wait until it answers
+  else
+    say "starting Kafka (scripts/kafka.sh up); the demo stops it at the end"
+    KAFKA_STARTED=1
+    scripts/kafka.sh up
+  fi
+fi
+
+say "building: cargo build --workspace --bins"
+cargo build --workspace --bins
+for bin in shoal-sim shoal-orchestrator shoal-worker; do
+  [[ -x $BIN_DIR/$bin ]] || {
+    warn "$BIN_DIR/$bin is missing after the build"
+    exit 1
+  }
+done
+
+mkdir -p "$LOG_DIR"
+rm -f "$OUTCOMES" "$LOG_DIR"/*.log
+
+COMMON_ENV=(
+  "SHOAL_DEMO_RUN=$RUN_ID"
+  "RUST_LOG=${RUST_LOG:-info,librdkafka=warn,rdkafka=warn}"
+  "SHOAL__LOG__STATUS_INTERVAL_SECS=${SHOAL__LOG__STATUS_INTERVAL_SECS:-10}"
+)
+if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} && -z ${SHOAL__KAFKA__BOOTSTRAP_SERVERS:-} ]]; then
+  COMMON_ENV+=("SHOAL__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS")
+fi
+# Not a terminal: keep the programs' log lines free of colour codes.
+[[ -t 1 ]] || COMMON_ENV+=("NO_COLOR=1")
+
+start_proc sim -- "$BIN_DIR/shoal-sim" --listen "127.0.0.1:$SIM_PORT" --rate 5 --seed 7 --symbols "$SYMBOLS"
+# The simulator prints its "listening" line once its port is open (a probe
+# connection would only make it log a failed handshake).
+deadline=$((SECONDS + 15))
+until grep -q 'shoal-sim listening on' "$LOG_DIR/sim.log" 2>/dev/null; do
+  if ! alive sim; then
+    reap sim
+    warn "the simulator exited during start-up ($(describe_rc "${RC[sim]}"))"
+    exit 1
+  fi
+  if ((SECONDS >= deadline)); then
+    warn "the simulator did not open 127.0.0.1:$SIM_PORT within 15s"
+    exit 1
+  fi
+  sleep 0.1
+done
+
+for ((i = 1; i <= WORKERS; i++)); do
+  start_proc "worker-$i" "SHOAL__WORKER__ID=worker-$i" -- "$BIN_DIR/shoal-worker"
+done
+start_proc orchestrator \
+  "SHOAL__FEED__URL=ws://127.0.0.1:$SIM_PORT" "SHOAL__RESULTS__RECORD_PATH=$OUTCOMES" \
+  -- "$BIN_DIR/shoal-orchestrator"
+
+RUN_START=$SECONDS
+PHASE=running
+pids=""
+for name in "${NAMES[@]}"; do pids+=" $name=${PID[$name]}"; done
+say "started:$pids"
+if [[ -n $DEMO_SECONDS ]]; then
+  say "running for ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops it earlier"
+else
+  say "running; press Ctrl-C to stop"
+fi
+
+while [[ -z $STOP_REASON ]]; do
+  sleep 1 &
+  SLEEPER=$!
+  wait "$SLEEPER" 2>/dev/null || true
+  SLEEPER=""
+  [[ -z $STOP_REASON ]] || break
+  for name in "${NAMES[@]}"; do
+    if ! alive "$name"; then
+      reap "$name"
+      warn "$name (pid ${PID[$name]}) exited on its own ($(describe_rc "${RC[$name]}")); stopping the demo"
+      FAILED=1
+      STOP_REASON="$name exited"
+    fi
+  done
+  if [[ -z $STOP_REASON && -n $DEMO_SECONDS ]] && ((SECONDS - RUN_START >= DEMO_SECONDS)); then
+    STOP_REASON="DEMO_SECONDS=$DEMO_SECONDS elapsed"
+  fi
+done
+
+stop_all "$STOP_REASON"
+trap - EXIT
+if ((FAILED)); then
+  warn "the demo did not run cleanly (see above and $LOG_DIR/)"
+  exit 1
+fi
+exit 0
