@@ -14,7 +14,7 @@ Usage: scripts/demo.sh [--workers N] [--seconds N]      (or: make demo)
 
 Runs Shoal locally, end to end, on this machine:
   shoal-sim            simulated market trades over WebSocket
-                       (127.0.0.1:9001, 4 symbols, 10 trades/s each, seed 7)
+                       (127.0.0.1:9001, 8 symbols, 5 trades/s each, seed 7)
   shoal-orchestrator   feed -> Kafka -> decisions -> commands; records results
                        in .demo/outcomes.jsonl
   shoal-worker x N     worker-1 .. worker-N in one consumer group: they share
