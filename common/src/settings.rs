@@ -322,6 +322,84 @@ impl Default for LogSettings {
     }
 }
 
+/// How results and commands are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Outputs and consumed offsets are committed in one Kafka transaction:
+    /// no loss, no duplicates, for `read_committed` readers.
+    ExactlyOnce,
+    /// Outputs are acknowledged before their input's offset is committed: no
+    /// loss; a crash can repeat outputs.
+    AtLeastOnce,
+}
+
+/// The `[delivery]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// `exactly_once` or `at_least_once`.
+    pub mode: DeliveryMode,
+    /// Prefix of transactional ids; each stage instance appends its stage and
+    /// instance id, which must be stable across restarts (so a restarted
+    /// instance fences its zombie).
+    pub transactional_id_prefix: String,
+    /// Most records per transaction.
+    pub transaction_max_records: usize,
+    /// Longest a transaction collects records before committing, ms.
+    pub transaction_max_ms: u64,
+    /// Bound on each transactional call (init, offsets, commit, abort), ms.
+    pub transaction_call_timeout_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::ExactlyOnce,
+            transactional_id_prefix: "shoal".into(),
+            transaction_max_records: 500,
+            transaction_max_ms: 100,
+            transaction_call_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.transactional_id_prefix.trim().is_empty() {
+            return Err(SettingsError::invalid("delivery.transactional_id_prefix", "empty", "a non-empty prefix"));
+        }
+        if !(1..=100_000).contains(&self.transaction_max_records) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_max_records",
+                self.transaction_max_records.to_string(),
+                "an integer between 1 and 100000",
+            ));
+        }
+        if !(1..=60_000).contains(&self.transaction_max_ms) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_max_ms",
+                self.transaction_max_ms.to_string(),
+                "milliseconds between 1 and 60000",
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.transaction_call_timeout_ms) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_call_timeout_ms",
+                self.transaction_call_timeout_ms.to_string(),
+                "milliseconds between 1000 and 300000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The transactional id of one stage instance.
+    pub fn transactional_id(&self, stage: &str, instance: &str) -> String {
+        format!("{}-{stage}-{instance}", self.transactional_id_prefix)
+    }
+}
+
 /// Shutdown behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

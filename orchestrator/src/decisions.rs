@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
-use shoal_common::kafka::dlq::{self, DeadLetter};
+use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
-use shoal_common::kafka::offsets::Origin;
+use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::Processor;
-use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
 use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
 use uuid::Uuid;
 
@@ -26,12 +25,11 @@ pub struct DecisionStats {
     pub ticks: AtomicU64,
     /// Events read.
     pub events: AtomicU64,
-    /// Commands enqueued for Kafka.
+    /// Commands produced (visible once delivered, or once their transaction
+    /// commits with exactly-once delivery).
     pub commands: AtomicU64,
     /// Records that could not be decoded or used (sent to the dead-letter topic).
     pub dead_lettered: AtomicU64,
-    /// Records that could not be enqueued.
-    pub produce_errors: AtomicU64,
 }
 
 /// The decisions stage's [`Processor`].
@@ -51,22 +49,12 @@ pub struct DecisionProcessor {
     pub rules: MarketRules,
     /// Next sequence number per key.
     pub sequences: HashMap<String, u64>,
-    /// Output producer.
-    pub producer: TrackedProducer,
     /// Counters.
     pub stats: Arc<DecisionStats>,
 }
 
 impl DecisionProcessor {
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, error: String) {
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        let letter = DeadLetter { reason, error, stage: "decisions", attempts: 1 };
-        if !dlq::route(&self.producer, &self.dlq_topic, message, letter).await {
-            self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    async fn issue(&mut self, draft: Draft, origin: &Origin, parent: tracing::Span) {
+    fn issue(&mut self, draft: Draft, out: &mut Outputs, parent: &tracing::Span) {
         let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
         *seq += 1;
         let issued_at = Utc::now();
@@ -81,7 +69,7 @@ impl DecisionProcessor {
             payload: draft.payload,
         };
         let span = tracing::info_span!(
-            parent: &parent,
+            parent: parent,
             "publish command",
             otel.kind = "producer",
             messaging.system = "kafka",
@@ -94,38 +82,27 @@ impl DecisionProcessor {
         );
         let meta =
             MessageMeta { message_type: "command", producer_id: &self.producer_id, command_id: Some(command.id) };
-        let sent = self
-            .producer
-            .send_message(&self.commands_topic, &command.key, &meta, &command, Some(origin.clone()), span)
-            .await;
+        out.message(&self.commands_topic, &command.key, &meta, &command, &span);
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
         // Logged outside the span so the line stays readable.
-        match sent {
-            Ok(()) => {
-                self.stats.commands.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
-            }
-            Err(error) => {
-                self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, kind = %command.kind, key = %command.key, "cannot enqueue command; its input will be processed again");
-            }
-        }
+        tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
     }
 }
 
 impl Processor for DecisionProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) {
+    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let span = tracing::debug_span!(
             "evaluate rules",
             otel.kind = "consumer",
             messaging.system = "kafka",
-            messaging.destination.name = %origin.topic,
-            messaging.kafka.partition = origin.partition,
-            messaging.kafka.offset = origin.offset,
+            messaging.destination.name = message.topic(),
+            messaging.kafka.partition = message.partition(),
+            messaging.kafka.offset = message.offset(),
         );
         HeaderView(message.headers()).set_parent_of(&span);
         let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
-            if origin.topic == self.ticks_topic {
+            if message.topic() == self.ticks_topic {
                 self.stats.ticks.fetch_add(1, Ordering::Relaxed);
                 MarketTick::decode(payload).map(|tick| self.rules.on_tick(&tick)).map_err(decode_reason)
             } else {
@@ -140,11 +117,17 @@ impl Processor for DecisionProcessor {
         match drafts {
             Ok(drafts) => {
                 for draft in drafts {
-                    let publish_parent = span.clone();
-                    self.issue(draft, origin, publish_parent).await;
+                    self.issue(draft, out, &span);
                 }
             }
-            Err((reason, error)) => self.dead_letter(message, reason, error).await,
+            Err((reason, error)) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                out.dead_letter(
+                    &self.dlq_topic,
+                    message,
+                    DeadLetter { reason, error, stage: "decisions", attempts: 1 },
+                );
+            }
         }
     }
 
@@ -155,7 +138,6 @@ impl Processor for DecisionProcessor {
             events = s.events.load(Ordering::Relaxed),
             commands = s.commands.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            produce_errors = s.produce_errors.load(Ordering::Relaxed),
             symbols = self.rules.symbols(),
             keys = self.sequences.len(),
             "decisions status"

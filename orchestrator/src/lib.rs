@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shoal_common::kafka;
 use shoal_common::kafka::offsets::OffsetTracker;
-use shoal_common::kafka::pipeline::{self, LoopSettings, Processor};
+use shoal_common::kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
 use shoal_common::kafka::producer::TrackedProducer;
-use shoal_common::kafka::{self as kafka, consumer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +86,7 @@ pub async fn run(
     if o.runs("decisions") {
         let deadline_ms = settings.rules.command_deadline_ms;
         let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
-        consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, |producer| DecisionProcessor {
+        consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, || DecisionProcessor {
             producer_id: o.id.clone(),
             ticks_topic: settings.topics.ticks.name.clone(),
             commands_topic: settings.topics.commands.name.clone(),
@@ -95,7 +95,6 @@ pub async fn run(
                 .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
             rules: MarketRules::new(settings.rules.clone()),
             sequences: HashMap::new(),
-            producer,
             stats: stats.decisions.clone(),
         })?;
     }
@@ -114,16 +113,15 @@ pub async fn run(
             )
         };
         let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
-        consuming.spawn(&mut stages, "results", &o.results_group, &topics, |producer| ResultProcessor {
+        consuming.spawn(&mut stages, "results", &o.results_group, &topics, || ResultProcessor {
             commands_topic: settings.topics.commands.name.clone(),
             dlq_topic: settings.topics.dlq.name.clone(),
             recorder: Recorder::new(settings.results.max_pending, record_file, stats.results.clone()),
-            producer,
             stats: stats.results.clone(),
         })?;
     }
 
-    tracing::info!(id = %o.id, stages = ?o.stages, "orchestrator started");
+    tracing::info!(id = %o.id, stages = ?o.stages, delivery = ?settings.delivery.mode, "orchestrator started");
     let mut clean = true;
     while let Some(joined) = stages.join_next().await {
         match joined {
@@ -158,17 +156,14 @@ impl ConsumingStage<'_> {
         name: &'static str,
         group: &str,
         topics: &[&str],
-        processor: impl FnOnce(TrackedProducer) -> P,
+        processor: impl FnOnce() -> P,
     ) -> anyhow::Result<()> {
         let s = self.settings;
-        let client_id = format!("{}-{name}", s.orchestrator.id);
         let shutdown_timeout = s.shutdown.timeout();
-        let producer = TrackedProducer::new(&s.kafka, &client_id, Arc::new(OffsetTracker::new()))
-            .with_context(|| format!("creating the {name} producer"))?;
-        let (consumer, _group) =
-            consumer::subscribe(&s.kafka, group, &client_id, topics, producer.clone(), shutdown_timeout / 2)
+        let connected =
+            pipeline::connect(&s.kafka, &s.delivery, name, &s.orchestrator.id, group, topics, shutdown_timeout / 2)
                 .with_context(|| format!("joining the {name} consumer group"))?;
-        let mut processor = processor(producer.clone());
+        let mut processor = processor();
         let loop_settings = LoopSettings {
             name,
             commit_interval: self.commit_interval,
@@ -177,7 +172,16 @@ impl ConsumingStage<'_> {
         };
         let token = self.shutdown.child_token();
         stages.spawn(async move {
-            let report = pipeline::run(consumer, producer, &mut processor, token, &loop_settings).await;
+            let report = pipeline::run(
+                connected.consumer,
+                connected.group,
+                connected.delivery,
+                &mut processor,
+                token,
+                &loop_settings,
+                Arc::new(PipelineStats::default()),
+            )
+            .await;
             (name, report.clean())
         });
         Ok(())

@@ -12,11 +12,10 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use serde::Serialize;
-use shoal_common::kafka::dlq::{self, DeadLetter};
+use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
-use shoal_common::kafka::offsets::Origin;
+use shoal_common::kafka::outputs::Outputs;
 use shoal_common::kafka::pipeline::Processor;
-use shoal_common::kafka::producer::TrackedProducer;
 use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
 use uuid::Uuid;
 
@@ -211,16 +210,14 @@ pub struct ResultProcessor {
     pub dlq_topic: String,
     /// Matching state.
     pub recorder: Recorder,
-    /// Producer for dead letters.
-    pub producer: TrackedProducer,
     /// Counters.
     pub stats: Arc<ResultStats>,
 }
 
 impl Processor for ResultProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) {
+    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
-        let outcome = if origin.topic == self.commands_topic {
+        let outcome = if message.topic() == self.commands_topic {
             Command::decode(payload).map(|c| self.recorder.on_command(c))
         } else {
             CommandResult::decode(payload).map(|r| self.recorder.on_result(r))
@@ -231,9 +228,9 @@ impl Processor for ResultProcessor {
                     "record result",
                     otel.kind = "consumer",
                     messaging.system = "kafka",
-                    messaging.destination.name = %origin.topic,
-                    messaging.kafka.partition = origin.partition,
-                    messaging.kafka.offset = origin.offset,
+                    messaging.destination.name = message.topic(),
+                    messaging.kafka.partition = message.partition(),
+                    messaging.kafka.offset = message.offset(),
                     command.id = %outcome.command_id,
                 );
                 HeaderView(message.headers()).set_parent_of(&span);
@@ -252,7 +249,7 @@ impl Processor for ResultProcessor {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 let letter =
                     DeadLetter { reason: error.reason(), error: error.to_string(), stage: "results", attempts: 1 };
-                dlq::route(&self.producer, &self.dlq_topic, message, letter).await;
+                out.dead_letter(&self.dlq_topic, message, letter);
             }
         }
     }

@@ -7,7 +7,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_common::messages::kinds;
 use shoal_common::settings::{
-    KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate, one_of,
+    DeliverySettings, KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate, one_of,
 };
 
 /// Everything `shoal-orchestrator` reads at start-up.
@@ -22,6 +22,8 @@ pub struct OrchestratorSettings {
     pub log: LogSettings,
     /// Graceful shutdown bound.
     pub shutdown: ShutdownSettings,
+    /// Exactly-once or at-least-once delivery.
+    pub delivery: DeliverySettings,
     /// Which stages run and their consumer groups.
     pub orchestrator: OrchestratorSection,
     /// The market data feed.
@@ -176,6 +178,7 @@ impl Validate for OrchestratorSettings {
         self.kafka.validate()?;
         self.topics.validate()?;
         self.shutdown.validate()?;
+        self.delivery.validate()?;
         let o = &self.orchestrator;
         if o.stages.is_empty() {
             return Err(SettingsError::invalid(

@@ -10,10 +10,8 @@ pub mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_common::kafka::offsets::OffsetTracker;
-use shoal_common::kafka::pipeline::{self, DrainReport, LoopSettings};
-use shoal_common::kafka::producer::TrackedProducer;
-use shoal_common::kafka::{self as kafka, consumer};
+use shoal_common::kafka::pipeline::{self, DrainReport, LoopSettings, PipelineStats};
+use shoal_common::kafka::{self as kafka};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::Registry;
@@ -33,28 +31,25 @@ pub async fn run(
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }
     let w = &settings.worker;
-    let tracker = Arc::new(OffsetTracker::new());
-    let producer = TrackedProducer::new(&settings.kafka, &w.id, tracker).context("creating the results producer")?;
-    let flush_timeout = settings.shutdown.timeout() / 2;
-    let (consumer, group) = consumer::subscribe(
+    let connected = pipeline::connect(
         &settings.kafka,
-        &w.group_id,
+        &settings.delivery,
+        "worker",
         &w.id,
+        &w.group_id,
         &[&settings.topics.commands.name],
-        producer.clone(),
-        flush_timeout,
+        settings.shutdown.timeout() / 2,
     )
     .context("joining the workers' consumer group")?;
-    tracing::info!(worker_id = %w.id, group = %w.group_id, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
+    tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
     let mut processor = CommandProcessor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
         dlq_topic: settings.topics.dlq.name.clone(),
         registry,
-        producer: producer.clone(),
         handler_timeout: Duration::from_millis(w.handler_timeout_ms),
         stats,
-        group,
+        group: connected.group.clone(),
     };
     let loop_settings = LoopSettings {
         name: "worker",
@@ -63,5 +58,15 @@ pub async fn run(
             .then(|| Duration::from_secs(settings.log.status_interval_secs)),
         shutdown_timeout: settings.shutdown.timeout(),
     };
-    Ok(pipeline::run(consumer, producer, &mut processor, shutdown, &loop_settings).await)
+    let pipeline_stats = Arc::new(PipelineStats::default());
+    Ok(pipeline::run(
+        connected.consumer,
+        connected.group,
+        connected.delivery,
+        &mut processor,
+        shutdown,
+        &loop_settings,
+        pipeline_stats,
+    )
+    .await)
 }

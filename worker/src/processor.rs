@@ -8,11 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
-use shoal_common::kafka::dlq::{self, DeadLetter};
+use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
-use shoal_common::kafka::offsets::Origin;
+use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::Processor;
-use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
 use shoal_common::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage as _};
 use tracing::Instrument;
 
@@ -21,7 +20,8 @@ use crate::handlers::Registry;
 /// What this worker has done; read by status lines and tests.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    /// Commands whose result was published.
+    /// Commands handled (result produced; with exactly-once delivery it
+    /// becomes visible when its transaction commits).
     pub handled: AtomicU64,
     /// Results with status `succeeded`.
     pub succeeded: AtomicU64,
@@ -35,8 +35,6 @@ pub struct WorkerStats {
     pub undecodable: AtomicU64,
     /// Records sent to the dead-letter topic for any reason.
     pub dead_lettered: AtomicU64,
-    /// Records that could not even be enqueued for producing.
-    pub produce_errors: AtomicU64,
 }
 
 impl WorkerStats {
@@ -63,8 +61,6 @@ pub struct CommandProcessor {
     pub dlq_topic: String,
     /// Handlers.
     pub registry: Registry,
-    /// Output producer.
-    pub producer: TrackedProducer,
     /// Handler time limit.
     pub handler_timeout: Duration,
     /// Counters.
@@ -74,13 +70,6 @@ pub struct CommandProcessor {
 }
 
 impl CommandProcessor {
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, letter: DeadLetter<'_>) {
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        if !dlq::route(&self.producer, &self.dlq_topic, message, letter).await {
-            self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Runs the handler, catching panics and enforcing the time limit.
     async fn execute(&self, command: &Command) -> (ResultStatus, serde_json::Value) {
         if let Some(deadline) = command.deadline
@@ -115,16 +104,15 @@ impl CommandProcessor {
 }
 
 impl Processor for CommandProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) {
+    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
         let command = match Command::decode(message.payload().unwrap_or_default()) {
             Ok(command) => command,
             Err(error) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                self.dead_letter(
-                    message,
-                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 },
-                )
-                .await;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let letter =
+                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
+                out.dead_letter(&self.dlq_topic, message, letter);
                 return;
             }
         };
@@ -133,9 +121,9 @@ impl Processor for CommandProcessor {
             otel.kind = "consumer",
             messaging.system = "kafka",
             messaging.operation = "process",
-            messaging.destination.name = %origin.topic,
-            messaging.kafka.partition = origin.partition,
-            messaging.kafka.offset = origin.offset,
+            messaging.destination.name = message.topic(),
+            messaging.kafka.partition = message.partition(),
+            messaging.kafka.offset = message.offset(),
             command.id = %command.id,
             command.kind = %command.kind,
             command.key = %command.key,
@@ -157,25 +145,14 @@ impl Processor for CommandProcessor {
             finished_at: Utc::now(),
         };
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
-        let sent = self
-            .producer
-            .send_message(&self.results_topic, &command.key, &meta, &result, Some(origin.clone()), span)
-            .await;
+        out.message(&self.results_topic, &command.key, &meta, &result, &span);
+        self.stats.count_status(status);
         // Logged outside the span so the line stays readable.
-        match sent {
-            Ok(()) => {
-                self.stats.count_status(status);
-                tracing::info!(
-                    command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
-                    status = status.as_str(), handler_ms = (result.finished_at - started_at).num_milliseconds(),
-                    "command handled"
-                );
-            }
-            Err(error) => {
-                self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, command_id = %command.id, "cannot enqueue result; the command will be processed again");
-            }
-        }
+        tracing::info!(
+            command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
+            status = status.as_str(), handler_ms = (result.finished_at - started_at).num_milliseconds(),
+            "command handled"
+        );
     }
 
     fn status(&self) {
@@ -189,8 +166,6 @@ impl Processor for CommandProcessor {
             unsupported = s.unsupported.load(Ordering::Relaxed),
             undecodable = s.undecodable.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            produce_errors = s.produce_errors.load(Ordering::Relaxed),
-            in_flight = self.producer.tracker().in_flight(),
             assigned_partitions = self.group.assigned.load(Ordering::Relaxed),
             rebalances = self.group.rebalances.load(Ordering::Relaxed),
             "worker status"

@@ -2,7 +2,9 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use shoal_common::settings::{KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate};
+use shoal_common::settings::{
+    DeliverySettings, KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate,
+};
 
 /// Everything `shoal-worker` reads at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -16,6 +18,8 @@ pub struct WorkerSettings {
     pub log: LogSettings,
     /// Graceful shutdown bound.
     pub shutdown: ShutdownSettings,
+    /// Exactly-once or at-least-once delivery.
+    pub delivery: DeliverySettings,
     /// Worker behaviour.
     pub worker: WorkerSection,
     /// The orchestrator's sections are accepted and ignored, so one file or
@@ -73,6 +77,7 @@ impl Validate for WorkerSettings {
         self.kafka.validate()?;
         self.topics.validate()?;
         self.shutdown.validate()?;
+        self.delivery.validate()?;
         let w = &self.worker;
         if w.id.trim().is_empty() {
             return Err(SettingsError::invalid("worker.id", "empty", "a non-empty identity, e.g. worker-1"));

@@ -24,16 +24,28 @@ pub struct GroupStats {
     pub assigned: AtomicI64,
     /// Commits that failed.
     pub commit_failures: AtomicU64,
+    /// Partitions revoked since the pipeline last looked; an exactly-once
+    /// pipeline drops their uncommitted records from its open batch.
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+impl GroupStats {
+    /// Takes the partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Consumer context that, before partitions are revoked, waits for the
 /// producer to deliver what was produced for them and commits their offsets,
-/// so the next owner neither loses nor repeats work.
+/// so the next owner neither loses nor repeats work. With exactly-once
+/// delivery there is no such producer (offsets travel in transactions) and
+/// the context only records what was revoked.
 #[derive(Debug)]
 pub struct GroupContext {
     name: String,
     tracker: Arc<OffsetTracker>,
-    producer: TrackedProducer,
+    producer: Option<TrackedProducer>,
     flush_timeout: Duration,
     stats: Arc<GroupStats>,
 }
@@ -54,9 +66,12 @@ impl ConsumerContext for GroupContext {
             let revoked = partitions(tpl);
             // Blocks the thread polling this consumer, bounded by the flush
             // timeout: the handover must not start before outputs are acked.
-            if let Err(error) = self.producer.flush_blocking(self.flush_timeout) {
+            if let Some(producer) = &self.producer
+                && let Err(error) = producer.flush_blocking(self.flush_timeout)
+            {
                 tracing::warn!(consumer = %self.name, %error, "flush before revoke did not finish; uncommitted records will be processed again by the next owner");
             }
+            self.stats.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(revoked.iter().cloned());
             let commit = self.tracker.commit_list(Some(&revoked));
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {
@@ -105,13 +120,13 @@ pub fn subscribe(
     group_id: &str,
     client_id: &str,
     topics: &[&str],
-    producer: TrackedProducer,
+    producer: Option<TrackedProducer>,
     flush_timeout: Duration,
 ) -> Result<(GroupConsumer, Arc<GroupStats>), KafkaSetupError> {
     let stats = Arc::new(GroupStats::default());
     let context = GroupContext {
         name: format!("{group_id}/{client_id}"),
-        tracker: producer.tracker().clone(),
+        tracker: producer.as_ref().map(|p| p.tracker().clone()).unwrap_or_default(),
         producer,
         flush_timeout,
         stats: stats.clone(),

@@ -6,8 +6,10 @@ pub mod consumer;
 pub mod dlq;
 pub mod headers;
 pub mod offsets;
+pub mod outputs;
 pub mod pipeline;
 pub mod producer;
+pub mod transactions;
 
 use std::time::Duration;
 

@@ -1,26 +1,42 @@
-//! The consume → process → produce loop every Kafka-to-Kafka stage runs,
-//! with periodic commits of completed offsets, periodic status lines, and a
-//! bounded graceful drain on shutdown.
+//! The consume → process → produce loop every Kafka-to-Kafka stage runs, in
+//! one of two delivery modes, with periodic status lines and a bounded
+//! graceful drain on shutdown.
+//!
+//! - **At-least-once**: each output is produced as soon as its record is
+//!   processed; a record's offset is committed (periodically) once all its
+//!   outputs are acknowledged.
+//! - **Exactly-once**: records are processed into a batch of outputs; the
+//!   batch and the consumed offsets are committed in one Kafka transaction
+//!   (bounded by count and age, so throughput survives). On an abortable
+//!   error the transaction is aborted and the input rewound to the last
+//!   committed position; on a fatal one the producer is recreated; a fenced
+//!   producer (a newer instance with the same transactional id) stops.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::consumer::{GroupConsumer, close_bounded, commit_done};
+use super::KafkaSetupError;
+use super::consumer::{GroupConsumer, GroupStats, close_bounded, commit_done};
+use super::offsets::OffsetTracker;
 use super::offsets::Origin;
+use super::outputs::{Output, Outputs};
 use super::producer::TrackedProducer;
+use super::transactions::{TransactionalProducer, TxError};
+use crate::settings::{DeliveryMode, DeliverySettings, KafkaSettings};
 
 /// One stage's handling of a consumed record.
 pub trait Processor: Send {
-    /// Handles one record. Outputs must be sent with
-    /// `producer.send(record, Some(origin.clone()))` so the record's offset is
-    /// committed only after they are acknowledged.
-    fn process(&mut self, message: &BorrowedMessage<'_>, origin: &Origin) -> impl Future<Output = ()> + Send;
+    /// Handles one record, describing what to produce in `out`.
+    fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) -> impl Future<Output = ()> + Send;
 
     /// Logs one status line (counters).
     fn status(&self);
@@ -31,7 +47,7 @@ pub trait Processor: Send {
 pub struct LoopSettings {
     /// Stage name for logs.
     pub name: &'static str,
-    /// How often completed offsets are committed.
+    /// How often completed offsets are committed (at-least-once).
     pub commit_interval: Duration,
     /// How often a status line is logged; `None` for never.
     pub status_interval: Option<Duration>,
@@ -39,10 +55,107 @@ pub struct LoopSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// How outputs are delivered.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Tracked, acknowledged outputs; offsets committed after them.
+    AtLeastOnce(TrackedProducer),
+    /// Kafka transactions.
+    ExactlyOnce(TxSettings),
+}
+
+/// What the exactly-once loop needs to (re)create its producer and size its
+/// transactions.
+#[derive(Debug, Clone)]
+pub struct TxSettings {
+    /// Cluster.
+    pub kafka: KafkaSettings,
+    /// Client id.
+    pub client_id: String,
+    /// Stable transactional id of this stage instance.
+    pub transactional_id: String,
+    /// Most records per transaction.
+    pub max_records: usize,
+    /// Longest a transaction collects records.
+    pub max_age: Duration,
+    /// Bound on each transactional call.
+    pub call_timeout: Duration,
+}
+
+/// A stage's consumer and delivery, ready for [`run`].
+pub struct Connected {
+    /// Group member on the stage's input topics.
+    pub consumer: GroupConsumer,
+    /// Its group counters.
+    pub group: Arc<GroupStats>,
+    /// How its outputs are delivered.
+    pub delivery: Delivery,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("group", &self.group)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the producer side for `delivery.mode` and joins `group_id` on
+/// `topics`. The transactional id is `<prefix>-<stage>-<instance>`, stable
+/// across restarts of the same instance.
+pub fn connect(
+    kafka: &KafkaSettings,
+    delivery: &DeliverySettings,
+    stage: &str,
+    instance: &str,
+    group_id: &str,
+    topics: &[&str],
+    flush_timeout: Duration,
+) -> Result<Connected, KafkaSetupError> {
+    let client_id = format!("{instance}-{stage}");
+    let (delivery, tracked) = match delivery.mode {
+        DeliveryMode::AtLeastOnce => {
+            let producer = TrackedProducer::new(kafka, &client_id, Arc::new(OffsetTracker::new()))?;
+            (Delivery::AtLeastOnce(producer.clone()), Some(producer))
+        }
+        DeliveryMode::ExactlyOnce => {
+            let tx = TxSettings {
+                kafka: kafka.clone(),
+                client_id: client_id.clone(),
+                transactional_id: delivery.transactional_id(stage, instance),
+                max_records: delivery.transaction_max_records,
+                max_age: Duration::from_millis(delivery.transaction_max_ms),
+                call_timeout: Duration::from_millis(delivery.transaction_call_timeout_ms),
+            };
+            (Delivery::ExactlyOnce(tx), None)
+        }
+    };
+    let (consumer, group) = super::consumer::subscribe(kafka, group_id, &client_id, topics, tracked, flush_timeout)?;
+    Ok(Connected { consumer, group, delivery })
+}
+
+/// Pipeline counters.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Records consumed and processed.
+    pub records: AtomicU64,
+    /// Outputs produced (committed, in exactly-once mode).
+    pub outputs: AtomicU64,
+    /// Outputs that could not be enqueued (at-least-once).
+    pub produce_errors: AtomicU64,
+    /// Transactions committed.
+    pub transactions: AtomicU64,
+    /// Transactions aborted (input rewound).
+    pub aborts: AtomicU64,
+    /// Transactional producers recreated after a fatal error.
+    pub producer_restarts: AtomicU64,
+}
+
 /// How the drain went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
-    /// Every produced record was acknowledged.
+    /// Every output was acknowledged (or the last transaction committed).
     pub flushed: bool,
     /// Completed offsets were committed.
     pub committed: bool,
@@ -57,69 +170,126 @@ impl DrainReport {
     }
 }
 
-/// Runs the loop until `shutdown` is cancelled, then drains: stop reading,
-/// wait for outputs to be acknowledged, commit, leave the group — all within
-/// `settings.shutdown_timeout`.
+/// Runs the loop until `shutdown` is cancelled (or, exactly-once, the
+/// producer is fenced), then drains within `settings.shutdown_timeout`.
 pub async fn run<P: Processor>(
     consumer: GroupConsumer,
-    producer: TrackedProducer,
+    group: Arc<GroupStats>,
+    delivery: Delivery,
     processor: &mut P,
     shutdown: CancellationToken,
     settings: &LoopSettings,
+    stats: Arc<PipelineStats>,
 ) -> DrainReport {
-    let tracker = producer.tracker().clone();
-    let mut commit_tick = tokio::time::interval(settings.commit_interval);
-    commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let status_period = settings.status_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-    let mut status_tick = tokio::time::interval_at(Instant::now() + status_period, status_period);
-    status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut consecutive_errors = 0u32;
+    let mut status_tick = interval(settings.status_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX))));
+    let (flushed, committed) = match delivery {
+        Delivery::AtLeastOnce(producer) => {
+            at_least_once(&consumer, producer, processor, &shutdown, settings, &stats, &mut status_tick).await
+        }
+        Delivery::ExactlyOnce(tx) => {
+            exactly_once(&consumer, &group, &tx, processor, &shutdown, settings, &stats, &mut status_tick).await
+        }
+    };
+    let closed = close_bounded(consumer, settings.shutdown_timeout).await;
+    processor.status();
+    log_status(settings.name, &stats);
+    let report = DrainReport { flushed, committed, closed };
+    tracing::info!(stage = settings.name, ?report, "stage stopped");
+    report
+}
 
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
+}
+
+fn log_status(stage: &str, s: &PipelineStats) {
+    tracing::info!(
+        stage,
+        records = s.records.load(Ordering::Relaxed),
+        outputs = s.outputs.load(Ordering::Relaxed),
+        produce_errors = s.produce_errors.load(Ordering::Relaxed),
+        transactions = s.transactions.load(Ordering::Relaxed),
+        aborts = s.aborts.load(Ordering::Relaxed),
+        producer_restarts = s.producer_restarts.load(Ordering::Relaxed),
+        "pipeline status"
+    );
+}
+
+fn origin_of(message: &BorrowedMessage<'_>) -> Origin {
+    Origin { topic: message.topic().to_string(), partition: message.partition(), offset: message.offset() }
+}
+
+/// Backs off a little after a consumer error so a persistent one does not
+/// spin; librdkafka recovers from per-fetch errors by itself.
+async fn consumer_error(stage: &str, error: rdkafka::error::KafkaError, consecutive: &mut u32) {
+    *consecutive = consecutive.saturating_add(1);
+    tracing::warn!(stage, %error, consecutive_errors = *consecutive, "consumer error");
+    tokio::time::sleep(Duration::from_millis(50 * u64::from((*consecutive).min(20)))).await;
+}
+
+async fn at_least_once<P: Processor>(
+    consumer: &GroupConsumer,
+    producer: TrackedProducer,
+    processor: &mut P,
+    shutdown: &CancellationToken,
+    settings: &LoopSettings,
+    stats: &PipelineStats,
+    status_tick: &mut tokio::time::Interval,
+) -> (bool, bool) {
+    let tracker = producer.tracker().clone();
+    let mut commit_tick = interval(settings.commit_interval);
+    let mut consecutive_errors = 0u32;
+    let mut out = Outputs::new();
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             _ = commit_tick.tick() => {
-                if let Err(error) = commit_done(&consumer, &tracker, CommitMode::Async) {
+                if let Err(error) = commit_done(consumer, &tracker, CommitMode::Async) {
                     tracing::warn!(stage = settings.name, %error, "periodic commit failed; will retry");
                 }
             }
-            _ = status_tick.tick() => processor.status(),
+            _ = status_tick.tick() => {
+                processor.status();
+                log_status(settings.name, stats);
+            }
             received = consumer.recv() => match received {
                 Ok(message) => {
                     consecutive_errors = 0;
-                    let origin = Origin {
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    };
+                    let origin = origin_of(&message);
                     tracker.begin(&origin);
-                    processor.process(&message, &origin).await;
+                    processor.process(&message, &mut out).await;
+                    stats.records.fetch_add(1, Ordering::Relaxed);
+                    for output in out.take() {
+                        match producer.send(output, Some(origin.clone())).await {
+                            Ok(()) => {
+                                stats.outputs.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(stage = settings.name, %error, ?origin, "cannot enqueue output; the record will be processed again");
+                            }
+                        }
+                    }
                     tracker.complete(&origin);
                 }
-                Err(error) => {
-                    // Consumer errors here are per-fetch (e.g. a partition
-                    // leader moving); librdkafka recovers by itself. Back off
-                    // a little so a persistent error does not spin.
-                    consecutive_errors = consecutive_errors.saturating_add(1);
-                    tracing::warn!(stage = settings.name, %error, consecutive_errors, "consumer error");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(consecutive_errors.min(20)))).await;
-                }
+                Err(error) => consumer_error(settings.name, error, &mut consecutive_errors).await,
             },
         }
     }
 
     tracing::info!(stage = settings.name, in_flight = tracker.in_flight(), "draining: no new records will be read");
     let deadline = Instant::now() + settings.shutdown_timeout;
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    let flushed = match producer.flush(remaining()).await {
+    let flushed = match producer.flush(deadline.saturating_duration_since(Instant::now())).await {
         Ok(()) => true,
         Err(error) => {
             tracing::warn!(stage = settings.name, %error, "flush did not complete; unacknowledged records will be processed again");
             false
         }
     };
-    let committed = match tokio::task::block_in_place(|| commit_done(&consumer, &tracker, CommitMode::Sync)) {
+    let committed = match tokio::task::block_in_place(|| commit_done(consumer, &tracker, CommitMode::Sync)) {
         Ok(count) => {
             tracing::info!(stage = settings.name, partitions = count, "committed final offsets");
             true
@@ -129,9 +299,252 @@ pub async fn run<P: Processor>(
             false
         }
     };
-    let closed = close_bounded(consumer, remaining()).await;
-    processor.status();
-    let report = DrainReport { flushed, committed, closed };
-    tracing::info!(stage = settings.name, ?report, "stage stopped");
-    report
+    (flushed, committed)
+}
+
+/// Records processed but not yet committed, grouped by partition.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Per partition: first offset in the batch, next offset to read, outputs.
+    partitions: HashMap<(String, i32), (i64, i64, Vec<Output>)>,
+    records: usize,
+    opened: Option<Instant>,
+}
+
+impl Batch {
+    fn add(&mut self, origin: &Origin, outputs: Vec<Output>) {
+        let entry = self
+            .partitions
+            .entry((origin.topic.clone(), origin.partition))
+            .or_insert_with(|| (origin.offset, origin.offset, Vec::new()));
+        entry.1 = origin.offset + 1;
+        entry.2.extend(outputs);
+        self.records += 1;
+        self.opened.get_or_insert_with(Instant::now);
+    }
+
+    /// Drops the records of partitions this member no longer owns: the new
+    /// owner reads them again from the last committed offset.
+    fn drop_partitions(&mut self, revoked: &[(String, i32)]) {
+        for key in revoked {
+            self.partitions.remove(key);
+        }
+    }
+
+    fn offsets(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (_, next, _)) in &self.partitions {
+            // Adding to a fresh list cannot fail for a valid offset.
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        tpl
+    }
+
+    fn take_outputs(&mut self) -> Vec<Output> {
+        self.partitions.values_mut().flat_map(|(_, _, outputs)| std::mem::take(outputs)).collect()
+    }
+}
+
+/// What the loop does after a commit attempt.
+enum AfterCommit {
+    /// Committed, or aborted and rewound: go on with the same producer.
+    Continue,
+    /// The producer is unusable (or the rewind failed): create a new one,
+    /// which also aborts anything left open, and go on from the group's
+    /// committed offsets.
+    RecreateProducer,
+    /// Another instance owns the transactional id: stop.
+    Fenced,
+}
+
+async fn create_producer(tx: &TxSettings) -> Result<Arc<TransactionalProducer>, TxError> {
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        TransactionalProducer::create_blocking(&tx.kafka, &tx.client_id, &tx.transactional_id, tx.call_timeout)
+    })
+    .await
+    .unwrap_or_else(|join| {
+        Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)).inspect_err(|_| {
+            tracing::error!(%join, "transactional producer set-up task failed");
+        })
+    })
+    .map(Arc::new)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exactly_once<P: Processor>(
+    consumer: &GroupConsumer,
+    group: &GroupStats,
+    tx: &TxSettings,
+    processor: &mut P,
+    shutdown: &CancellationToken,
+    settings: &LoopSettings,
+    stats: &PipelineStats,
+    status_tick: &mut tokio::time::Interval,
+) -> (bool, bool) {
+    let mut producer = match create_producer(tx).await {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::error!(stage = settings.name, %error, transactional_id = %tx.transactional_id, "cannot create the transactional producer");
+            shutdown.cancel();
+            return (false, false);
+        }
+    };
+    let mut consecutive_errors = 0u32;
+    let mut out = Outputs::new();
+    let mut batch = Batch::default();
+    let mut stopping = false;
+    let far = Duration::from_secs(3600);
+    loop {
+        let batch_due = batch.opened.map_or(Instant::now() + far, |t| t + tx.max_age);
+        let full = batch.records >= tx.max_records;
+        if !full && !stopping {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => stopping = true,
+                _ = status_tick.tick() => {
+                    processor.status();
+                    log_status(settings.name, stats);
+                    continue;
+                }
+                () = tokio::time::sleep_until(batch_due), if batch.records > 0 => {}
+                received = consumer.recv() => {
+                    match received {
+                        Ok(message) => {
+                            consecutive_errors = 0;
+                            let origin = origin_of(&message);
+                            processor.process(&message, &mut out).await;
+                            stats.records.fetch_add(1, Ordering::Relaxed);
+                            batch.add(&origin, out.take());
+                        }
+                        Err(error) => consumer_error(settings.name, error, &mut consecutive_errors).await,
+                    }
+                    let revoked = group.take_revoked();
+                    if !revoked.is_empty() {
+                        batch.drop_partitions(&revoked);
+                    }
+                    if batch.records < tx.max_records && Instant::now() < batch_due {
+                        continue;
+                    }
+                }
+            }
+        }
+        batch.drop_partitions(&group.take_revoked());
+        if !batch.partitions.is_empty() {
+            match commit_batch(consumer, &producer, &mut batch, settings, stats).await {
+                AfterCommit::Continue => {}
+                AfterCommit::RecreateProducer => {
+                    // Best effort: a partition that cannot be rewound was
+                    // revoked and is re-read by its new owner.
+                    rewind(consumer, &batch, settings.name);
+                    match create_producer(tx).await {
+                        Ok(p) => {
+                            stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
+                            producer = p;
+                        }
+                        Err(TxError::Fenced(error)) => {
+                            tracing::error!(stage = settings.name, %error, "fenced while recreating the producer; stopping");
+                            shutdown.cancel();
+                            return (false, false);
+                        }
+                        Err(error) => {
+                            tracing::error!(stage = settings.name, %error, "cannot recreate the transactional producer; stopping");
+                            shutdown.cancel();
+                            return (false, false);
+                        }
+                    }
+                }
+                AfterCommit::Fenced => {
+                    shutdown.cancel();
+                    return (false, false);
+                }
+            }
+        }
+        batch = Batch::default();
+        if stopping {
+            tracing::info!(stage = settings.name, "drained: last transaction committed");
+            return (true, true);
+        }
+    }
+}
+
+/// Commits the batch; on an abortable error aborts it and rewinds.
+async fn commit_batch(
+    consumer: &GroupConsumer,
+    producer: &Arc<TransactionalProducer>,
+    batch: &mut Batch,
+    settings: &LoopSettings,
+    stats: &PipelineStats,
+) -> AfterCommit {
+    let Some(group_metadata) = consumer.group_metadata() else {
+        tracing::warn!(stage = settings.name, "no consumer group metadata yet; retrying the batch");
+        return if rewind(consumer, batch, settings.name) {
+            AfterCommit::Continue
+        } else {
+            AfterCommit::RecreateProducer
+        };
+    };
+    let offsets = batch.offsets();
+    let outputs = batch.take_outputs();
+    let count = outputs.len() as u64;
+    let records = batch.records;
+    let committing = producer.clone();
+    let result =
+        tokio::task::spawn_blocking(move || committing.commit_batch_blocking(outputs, &offsets, &group_metadata))
+            .await
+            .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
+    match result {
+        Ok(()) => {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats.outputs.fetch_add(count, Ordering::Relaxed);
+            tracing::debug!(stage = settings.name, records, outputs = count, "transaction committed");
+            AfterCommit::Continue
+        }
+        Err(TxError::Abortable(error)) => {
+            stats.aborts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(stage = settings.name, %error, records, "aborting transaction; rewinding to the last committed offsets");
+            let aborting = producer.clone();
+            let aborted = tokio::task::spawn_blocking(move || aborting.abort_blocking())
+                .await
+                .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
+            match aborted {
+                Ok(()) if rewind(consumer, batch, settings.name) => AfterCommit::Continue,
+                Ok(()) => AfterCommit::RecreateProducer,
+                Err(TxError::Fenced(error)) => {
+                    tracing::error!(stage = settings.name, %error, "fenced: another instance owns this transactional id; stopping");
+                    AfterCommit::Fenced
+                }
+                Err(error) => {
+                    tracing::error!(stage = settings.name, %error, "abort failed; recreating the producer");
+                    AfterCommit::RecreateProducer
+                }
+            }
+        }
+        Err(TxError::Fenced(error)) => {
+            tracing::error!(stage = settings.name, %error, "fenced: another instance owns this transactional id; stopping");
+            AfterCommit::Fenced
+        }
+        Err(TxError::Fatal(error)) => {
+            stats.aborts.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(stage = settings.name, %error, "fatal transactional error; recreating the producer and rewinding");
+            AfterCommit::RecreateProducer
+        }
+    }
+}
+
+/// Seeks every partition of the batch back to its first record, so the
+/// records of an aborted transaction are read and processed again.
+fn rewind(consumer: &GroupConsumer, batch: &Batch, stage: &str) -> bool {
+    let mut all = true;
+    for ((topic, partition), (first, _, _)) in &batch.partitions {
+        let seek = tokio::task::block_in_place(|| {
+            consumer.seek(topic, *partition, Offset::Offset(*first), Duration::from_secs(10))
+        });
+        if let Err(error) = seek {
+            // A partition revoked meanwhile is re-read by its new owner.
+            tracing::warn!(stage, topic, partition, %error, "cannot rewind partition");
+            all = false;
+        }
+    }
+    all
 }

@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use tracing::Instrument;
-
 use super::KafkaSetupError;
-use super::headers::HeaderSet;
 use super::offsets::{OffsetTracker, Origin};
-use crate::messages::WireMessage;
+use super::outputs::Output;
 use crate::settings::KafkaSettings;
 
 /// Counters of what the producer delivered.
@@ -85,30 +82,6 @@ impl std::fmt::Debug for TrackedProducer {
     }
 }
 
-/// Header metadata for [`TrackedProducer::send_message`].
-#[derive(Debug, Clone, Copy)]
-pub struct MessageMeta<'a> {
-    /// `shoal-message-type` header.
-    pub message_type: &'a str,
-    /// `shoal-producer` header.
-    pub producer_id: &'a str,
-    /// `shoal-command-id` header, on commands and results.
-    pub command_id: Option<uuid::Uuid>,
-}
-
-/// One record to produce.
-#[derive(Debug)]
-pub struct OutRecord<'a> {
-    /// Destination topic.
-    pub topic: &'a str,
-    /// Record key (the entity), if any.
-    pub key: Option<&'a str>,
-    /// Encoded body.
-    pub payload: &'a [u8],
-    /// Headers.
-    pub headers: OwnedHeaders,
-}
-
 impl TrackedProducer {
     /// Creates the producer; `tracker` receives its delivery reports.
     pub fn new(kafka: &KafkaSettings, client_id: &str, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
@@ -133,13 +106,14 @@ impl TrackedProducer {
     /// Enqueues a record. When librdkafka's queue is full this waits for room
     /// (backpressure) instead of growing memory. `origin`, if given, is
     /// completed in the tracker once the record is acknowledged.
-    pub async fn send(&self, record: OutRecord<'_>, origin: Option<Origin>) -> Result<(), KafkaError> {
+    pub async fn send(&self, output: Output, origin: Option<Origin>) -> Result<(), KafkaError> {
         if let Some(origin) = &origin {
             self.tracker.add_output(origin);
         }
-        let mut base =
-            BaseRecord::with_opaque_to(record.topic, Box::new(origin)).payload(record.payload).headers(record.headers);
-        if let Some(key) = record.key {
+        let mut base = BaseRecord::with_opaque_to(&output.topic, Box::new(origin))
+            .payload(&output.payload)
+            .headers(output.headers);
+        if let Some(key) = &output.key {
             base = base.key(key);
         }
         let mut backoff = Duration::from_millis(1);
@@ -159,27 +133,6 @@ impl TrackedProducer {
                 }
             }
         }
-    }
-
-    /// Encodes `message` and sends it keyed by `key`, with Shoal's headers
-    /// (type, schema version, producer, optional command id) and the trace
-    /// context of `span`; the send itself is traced under `span`.
-    pub async fn send_message<M: WireMessage>(
-        &self,
-        topic: &str,
-        key: &str,
-        meta: &MessageMeta<'_>,
-        message: &M,
-        origin: Option<Origin>,
-        span: tracing::Span,
-    ) -> Result<(), KafkaError> {
-        let mut headers = span.in_scope(|| HeaderSet::new(meta.message_type, meta.producer_id).with_current_trace());
-        if let Some(id) = meta.command_id {
-            headers.insert(super::headers::COMMAND_ID, &id.to_string());
-        }
-        let body = message.encode();
-        let record = OutRecord { topic, key: Some(key), payload: &body, headers: headers.into_owned() };
-        self.send(record, origin).instrument(span).await
     }
 
     /// Waits (blocking) until every enqueued record is acknowledged or

@@ -15,7 +15,8 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use shoal_common::kafka::producer::{MessageMeta, TrackedProducer};
+use shoal_common::kafka::outputs::{MessageMeta, Outputs};
+use shoal_common::kafka::producer::TrackedProducer;
 use shoal_common::messages::MarketTick;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -194,7 +195,13 @@ async fn publish(sink: &TickSink, tick: &MarketTick, stats: &FeedStats) {
         trade_id = tick.trade_id.as_deref().unwrap_or_default(),
     );
     let meta = MessageMeta { message_type: "tick", producer_id: &sink.producer_id, command_id: None };
-    match sink.producer.send_message(&sink.topic, &tick.symbol, &meta, tick, None, span).await {
+    let mut out = Outputs::new();
+    out.message(&sink.topic, &tick.symbol, &meta, tick, &span);
+    let sent = match out.take().pop() {
+        Some(output) => sink.producer.send(output, None).await,
+        None => Ok(()),
+    };
+    match sent {
         Ok(()) => {
             stats.ticks.fetch_add(1, Ordering::Relaxed);
         }

@@ -258,8 +258,8 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
 /// records only), accumulating what it has seen across calls.
 pub struct TopicReader {
     consumer: BaseConsumer,
-    topic: String,
     partitions: i32,
+    at_end: std::collections::HashSet<i32>,
     /// Records read so far.
     pub messages: Vec<OwnedMessage>,
 }
@@ -278,6 +278,7 @@ impl TopicReader {
             .set("group.id", format!("it-reader-{}", Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
             .create()
             .unwrap();
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
@@ -290,28 +291,45 @@ impl TopicReader {
         consumer.assign(&tpl).unwrap();
         Self {
             consumer,
-            topic: topic.to_string(),
             partitions: i32::try_from(partitions).unwrap(),
+            at_end: Default::default(),
             messages: Vec::new(),
         }
     }
 
-    /// Reads everything written to the topic before this call.
+    /// Reads until every partition has reported its end (for
+    /// `read_committed`, the last stable offset) with nothing after it.
+    /// Offsets cannot be counted instead: transaction markers and aborted
+    /// records take offsets too.
     pub async fn read_to_end(&mut self, timeout: Duration) {
-        let mut total = 0;
-        for p in 0..self.partitions {
-            let (low, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).unwrap();
-            total += usize::try_from(high - low).unwrap();
+        let deadline = Instant::now() + timeout;
+        // One poll first, so records committed before this call are fetched
+        // and clear a partition's earlier end-of-partition mark.
+        tokio::task::block_in_place(|| self.drain());
+        while self.at_end.len() < usize::try_from(self.partitions).unwrap() {
+            tokio::task::block_in_place(|| self.drain());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} reading to the end; have {}",
+                self.messages.len()
+            );
         }
-        let what = format!("{total} records of {}", self.topic);
-        self.read_until(timeout, &what, |m| m.len() >= total).await;
     }
 
     /// Reads whatever is available now (up to ~100 ms of polling).
     pub fn drain(&mut self) -> usize {
         let before = self.messages.len();
         while let Some(result) = self.consumer.poll(Duration::from_millis(100)) {
-            self.messages.push(result.unwrap().detach());
+            match result {
+                Ok(message) => {
+                    self.at_end.remove(&message.partition());
+                    self.messages.push(message.detach());
+                }
+                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                    self.at_end.insert(partition);
+                }
+                Err(error) => panic!("reading a topic: {error}"),
+            }
         }
         self.messages.len() - before
     }

@@ -35,11 +35,20 @@ async fn wait_for_members(scope: &Scope, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_workers_share_the_work_and_every_command_gets_exactly_one_result() {
+async fn three_workers_share_the_work_exactly_once() {
+    three_workers_share_the_work_and_every_command_gets_exactly_one_result("exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_the_work_at_least_once() {
+    three_workers_share_the_work_and_every_command_gets_exactly_one_result("at_least_once").await;
+}
+
+async fn three_workers_share_the_work_and_every_command_gets_exactly_one_result(mode: &str) {
     init_logs();
     let scope = Scope::new("share");
     scope.create_topics().await;
-    let mut workers = start_workers(&scope, 3, &[]);
+    let mut workers = start_workers(&scope, 3, &[("SHOAL__DELIVERY__MODE", mode)]);
     wait_for_members(&scope, 3).await;
 
     let producer = producer();
@@ -85,12 +94,22 @@ async fn three_workers_share_the_work_and_every_command_gets_exactly_one_result(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_stream_hands_partitions_over_without_losing_a_command() {
+async fn sigterm_mid_stream_exactly_once() {
+    sigterm_mid_stream_hands_partitions_over_without_losing_a_command("exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_at_least_once() {
+    sigterm_mid_stream_hands_partitions_over_without_losing_a_command("at_least_once").await;
+}
+
+async fn sigterm_mid_stream_hands_partitions_over_without_losing_a_command(mode: &str) {
     init_logs();
     let scope = Scope::new("sigterm");
     scope.create_topics().await;
     let shutdown_bound = Duration::from_millis(5_000);
-    let mut workers = start_workers(&scope, 3, &[("SHOAL__SHUTDOWN__TIMEOUT_MS", "5000")]);
+    let mut workers =
+        start_workers(&scope, 3, &[("SHOAL__SHUTDOWN__TIMEOUT_MS", "5000"), ("SHOAL__DELIVERY__MODE", mode)]);
     wait_for_members(&scope, 3).await;
 
     let producer = producer();

@@ -1,0 +1,178 @@
+//! Exactly-once delivery: a transactional producer that writes a batch of
+//! outputs and the consumed offsets that caused them in one Kafka
+//! transaction, so either both become visible (to `read_committed` readers
+//! and to the group) or neither does.
+//!
+//! librdkafka's transactional calls block, so every method here is
+//! `*_blocking` and is called from `spawn_blocking` or `block_in_place`,
+//! never directly on the async runtime's threads.
+
+use std::time::Duration;
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use super::outputs::Output;
+use crate::settings::KafkaSettings;
+
+/// How a transactional failure must be handled, per librdkafka's error
+/// classes.
+#[derive(Debug, thiserror::Error)]
+pub enum TxError {
+    /// Abort the transaction and rewind the input to the last committed
+    /// position (e.g. a rebalance changed the group generation).
+    #[error("transaction must be aborted: {0}")]
+    Abortable(KafkaError),
+    /// The producer is unusable; create a new one (a timed-out commit or
+    /// abort is treated as fatal too: its outcome is unknown).
+    #[error("fatal producer error: {0}")]
+    Fatal(KafkaError),
+    /// A newer instance with the same transactional id exists: this one is a
+    /// zombie and must stop.
+    #[error("fenced by a newer producer with the same transactional id: {0}")]
+    Fenced(KafkaError),
+}
+
+fn classify(error: KafkaError) -> TxError {
+    let Some(code) = error.rdkafka_error_code() else { return TxError::Abortable(error) };
+    // `_FENCED` is librdkafka's local code for "a newer instance with this
+    // transactional id exists"; the broker's codes say the same.
+    let fenced = matches!(
+        code,
+        RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+    );
+    match &error {
+        _ if fenced => TxError::Fenced(error),
+        KafkaError::Transaction(rd) if rd.is_fatal() => TxError::Fatal(error),
+        KafkaError::Transaction(rd) if rd.txn_requires_abort() => TxError::Abortable(error),
+        _ if code == RDKafkaErrorCode::OperationTimedOut || code == RDKafkaErrorCode::MessageTimedOut => {
+            TxError::Fatal(error)
+        }
+        _ => TxError::Abortable(error),
+    }
+}
+
+fn is_retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(rd) if rd.is_retriable())
+}
+
+/// A producer with a stable `transactional.id`.
+pub struct TransactionalProducer {
+    inner: ThreadedProducer<DefaultProducerContext>,
+    transactional_id: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("transactional_id", &self.transactional_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Retries of a retriable `send_offsets_to_transaction` or commit.
+const RETRIES: u32 = 5;
+
+impl TransactionalProducer {
+    /// Creates the producer and initialises transactions, which fences any
+    /// older instance with the same transactional id and aborts its open
+    /// transaction. Blocking.
+    pub fn create_blocking(
+        kafka: &KafkaSettings,
+        client_id: &str,
+        transactional_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, TxError> {
+        let mut cfg = super::producer_config(kafka, client_id);
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        let transaction_timeout =
+            timeout.saturating_mul(2).max(Duration::from_millis(u64::from(kafka.message_timeout_ms)));
+        cfg.set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", transaction_timeout.as_millis().to_string());
+        let inner: ThreadedProducer<DefaultProducerContext> = cfg.create().map_err(TxError::Fatal)?;
+        let mut attempt = 0;
+        loop {
+            match inner.init_transactions(timeout) {
+                Ok(()) => break,
+                Err(error) if is_retriable(&error) && attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, "init_transactions failed; retrying");
+                }
+                Err(error) => return Err(classify(error)),
+            }
+        }
+        tracing::info!(transactional_id, "transactional producer ready");
+        Ok(Self { inner, transactional_id: transactional_id.to_string(), timeout })
+    }
+
+    /// The transactional id.
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// Produces `outputs` and commits them together with `offsets` (the next
+    /// offset to read per partition) for the consumer group in `group`.
+    /// Blocking.
+    pub fn commit_batch_blocking(
+        &self,
+        outputs: Vec<Output>,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), TxError> {
+        self.inner.begin_transaction().map_err(classify)?;
+        for output in &outputs {
+            let mut record = BaseRecord::to(&output.topic).payload(&output.payload).headers(output.headers.clone());
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            loop {
+                match self.inner.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        // Blocking context: wait for the producer thread to
+                        // make room.
+                        record = returned;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((error, _)) => return Err(TxError::Abortable(error)),
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match self.inner.send_offsets_to_transaction(offsets, group, self.timeout) {
+                Ok(()) => break,
+                Err(error) if is_retriable(&error) && attempt < RETRIES => attempt += 1,
+                Err(error) => return Err(classify(error)),
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match self.inner.commit_transaction(self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(error) if is_retriable(&error) && attempt < RETRIES => attempt += 1,
+                Err(error) => return Err(classify(error)),
+            }
+        }
+    }
+
+    /// Aborts the open transaction. Blocking.
+    pub fn abort_blocking(&self) -> Result<(), TxError> {
+        let mut attempt = 0;
+        loop {
+            match self.inner.abort_transaction(self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(error) if is_retriable(&error) && attempt < RETRIES => attempt += 1,
+                Err(error) => {
+                    return Err(match classify(error) {
+                        TxError::Abortable(e) => TxError::Fatal(e),
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
+}
