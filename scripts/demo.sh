@@ -301,7 +301,16 @@ summary() {
     fi
   fi
   if [[ -f $LOG_DIR/orchestrator.log ]]; then
-    printf 'commands issued (orchestrator log): %d\n' "$(grep -c 'command issued' "$LOG_DIR/orchestrator.log" || true)"
+    local issued recorded
+    issued=$(grep -c 'command issued' "$LOG_DIR/orchestrator.log" || true)
+    recorded=$(grep -c 'result recorded' "$LOG_DIR/orchestrator.log" || true)
+    printf 'commands issued (orchestrator log): %d\n' "$issued"
+    if ((issued > recorded)); then
+      # Everything stops at once, so the last commands may be in Kafka
+      # without a result yet: they are handled on the next run.
+      printf '  %d issued in the last moments before Ctrl-C are still in Kafka, handled on the next run\n' \
+        $((issued - recorded))
+    fi
   fi
   local handled=() statuses=()
   for name in "${NAMES[@]}"; do
