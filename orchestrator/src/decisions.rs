@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
@@ -90,7 +90,7 @@ impl DecisionProcessor {
 }
 
 impl Processor for DecisionProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
+    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let span = tracing::debug_span!(
             "evaluate rules",

@@ -169,6 +169,7 @@ impl ConsumingStage<'_> {
             commit_interval: self.commit_interval,
             status_interval: self.status_interval,
             shutdown_timeout,
+            max_batch: s.delivery.transaction_max_records,
         };
         let token = self.shutdown.child_token();
         stages.spawn(async move {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use serde::Serialize;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
@@ -215,7 +215,7 @@ pub struct ResultProcessor {
 }
 
 impl Processor for ResultProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
+    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let outcome = if message.topic() == self.commands_topic {
             Command::decode(payload).map(|c| self.recorder.on_command(c))

@@ -15,14 +15,14 @@ use shoal_common::kafka::{self as kafka};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::Registry;
-use crate::processor::{CommandProcessor, WorkerStats};
+use crate::processor::{CommandProcessor, RetryPolicy, WorkerStats};
 use crate::settings::WorkerSettings;
 
 /// Runs a worker until `shutdown` is cancelled, then drains within the
 /// configured bound. Counters are published into `stats` as it goes.
 pub async fn run(
     settings: WorkerSettings,
-    registry: Registry,
+    mut registry: Registry,
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
 ) -> anyhow::Result<DrainReport> {
@@ -31,6 +31,9 @@ pub async fn run(
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }
     let w = &settings.worker;
+    if w.probe_handler {
+        registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
+    }
     let connected = pipeline::connect(
         &settings.kafka,
         &settings.delivery,
@@ -48,6 +51,12 @@ pub async fn run(
         dlq_topic: settings.topics.dlq.name.clone(),
         registry,
         handler_timeout: Duration::from_millis(w.handler_timeout_ms),
+        retry: RetryPolicy {
+            max_attempts: w.max_attempts,
+            initial: Duration::from_millis(w.retry_initial_ms),
+            max: Duration::from_millis(w.retry_max_ms),
+        },
+        max_concurrency: w.max_concurrency,
         stats,
         group: connected.group.clone(),
     };
@@ -57,6 +66,7 @@ pub async fn run(
         status_interval: (settings.log.status_interval_secs > 0)
             .then(|| Duration::from_secs(settings.log.status_interval_secs)),
         shutdown_timeout: settings.shutdown.timeout(),
+        max_batch: settings.delivery.transaction_max_records,
     };
     let pipeline_stats = Arc::new(PipelineStats::default());
     Ok(pipeline::run(

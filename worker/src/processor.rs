@@ -1,13 +1,22 @@
-//! Handling of one consumed command: decode, check the deadline, run the
-//! handler, publish the result (or a dead letter).
+//! Handling of consumed commands: decode, check the deadline, run the
+//! handler with retries, publish the result (and a dead letter when a
+//! command fails for good).
+//!
+//! A batch of records is handled key by key: the commands of one key run one
+//! after another in the order they were consumed (which is `seq` order), and
+//! different keys run concurrently up to `worker.max_concurrency`, so a key
+//! waiting on retries does not hold up the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
+use rand::Rng;
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
@@ -15,7 +24,7 @@ use shoal_common::kafka::pipeline::Processor;
 use shoal_common::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage as _};
 use tracing::Instrument;
 
-use crate::handlers::Registry;
+use crate::handlers::{HandlerError, Registry};
 
 /// What this worker has done; read by status lines and tests.
 #[derive(Debug, Default)]
@@ -31,6 +40,8 @@ pub struct WorkerStats {
     pub expired: AtomicU64,
     /// Results with status `unsupported`.
     pub unsupported: AtomicU64,
+    /// Handler attempts retried after a transient failure.
+    pub retries: AtomicU64,
     /// Records that could not be decoded (sent to the dead-letter topic).
     pub undecodable: AtomicU64,
     /// Records sent to the dead-letter topic for any reason.
@@ -50,6 +61,36 @@ impl WorkerStats {
     }
 }
 
+/// Retry policy for transient handler failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first.
+    pub max_attempts: u32,
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter before attempt `attempt + 1`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.max);
+        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+}
+
+/// How one command ended.
+struct Execution {
+    status: ResultStatus,
+    output: serde_json::Value,
+    attempts: u32,
+    /// Set when the command failed for good and must be dead-lettered.
+    dead_letter: Option<&'static str>,
+}
+
 /// The worker's [`Processor`].
 #[derive(Debug)]
 pub struct CommandProcessor {
@@ -61,8 +102,12 @@ pub struct CommandProcessor {
     pub dlq_topic: String,
     /// Handlers.
     pub registry: Registry,
-    /// Handler time limit.
+    /// Time limit of one handler attempt.
     pub handler_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Keys handled concurrently.
+    pub max_concurrency: usize,
     /// Counters.
     pub stats: Arc<WorkerStats>,
     /// Group counters, for status lines.
@@ -70,52 +115,64 @@ pub struct CommandProcessor {
 }
 
 impl CommandProcessor {
-    /// Runs the handler, catching panics and enforcing the time limit.
-    async fn execute(&self, command: &Command) -> (ResultStatus, serde_json::Value) {
+    /// Runs the handler with retries, catching panics and enforcing the
+    /// time limit on each attempt.
+    async fn execute(&self, command: &Command) -> Execution {
         if let Some(deadline) = command.deadline
             && Utc::now() > deadline
         {
-            return (
-                ResultStatus::Expired,
-                serde_json::json!({"reason": "deadline passed before execution", "deadline": deadline}),
-            );
+            let output = serde_json::json!({"reason": "deadline passed before execution", "deadline": deadline});
+            return Execution { status: ResultStatus::Expired, output, attempts: 0, dead_letter: None };
         }
         let Some(handler) = self.registry.get(&command.kind) else {
-            return (
-                ResultStatus::Unsupported,
-                serde_json::json!({"error": format!("no handler for kind {:?}; this worker handles {:?}", command.kind, self.registry.kinds())}),
-            );
+            let error =
+                format!("no handler for kind {:?}; this worker handles {:?}", command.kind, self.registry.kinds());
+            let output = serde_json::json!({ "error": error });
+            return Execution {
+                status: ResultStatus::Unsupported,
+                output,
+                attempts: 0,
+                dead_letter: Some("unsupported_kind"),
+            };
         };
-        let owned = command.clone();
-        // A separate task isolates a panicking handler from the worker.
-        let task = tokio::spawn(async move { handler.handle(&owned).await }.in_current_span());
-        match tokio::time::timeout(self.handler_timeout, task).await {
-            Ok(Ok(Ok(output))) => (ResultStatus::Succeeded, output),
-            Ok(Ok(Err(error))) => (ResultStatus::Failed, serde_json::json!({"error": error.to_string()})),
-            Ok(Err(join_error)) => {
-                (ResultStatus::Failed, serde_json::json!({"error": format!("handler panicked: {join_error}")}))
+        let mut attempt = 1;
+        loop {
+            let owned = command.clone();
+            let handler = handler.clone();
+            // A separate task isolates a panicking handler from the worker.
+            let task = tokio::spawn(async move { handler.handle(&owned, attempt).await }.in_current_span());
+            let outcome = match tokio::time::timeout(self.handler_timeout, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join_error)) => Err(HandlerError::Rejected(format!("handler panicked: {join_error}"))),
+                Err(_) => Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout))),
+            };
+            match outcome {
+                Ok(output) => {
+                    return Execution { status: ResultStatus::Succeeded, output, attempts: attempt, dead_letter: None };
+                }
+                Err(error) if error.is_retryable() && attempt < self.retry.max_attempts => {
+                    let delay = self.retry.delay(attempt);
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(command_id = %command.id, attempt, ?delay, %error, "transient failure; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    let reason = if error.is_retryable() { "retries_exhausted" } else { "handler_failed" };
+                    let output = serde_json::json!({"error": error.to_string(), "attempts": attempt});
+                    return Execution {
+                        status: ResultStatus::Failed,
+                        output,
+                        attempts: attempt,
+                        dead_letter: Some(reason),
+                    };
+                }
             }
-            Err(_) => (
-                ResultStatus::Failed,
-                serde_json::json!({"error": format!("handler timed out after {:?}", self.handler_timeout)}),
-            ),
         }
     }
-}
 
-impl Processor for CommandProcessor {
-    async fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) {
-        let command = match Command::decode(message.payload().unwrap_or_default()) {
-            Ok(command) => command,
-            Err(error) => {
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                let letter =
-                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
-                out.dead_letter(&self.dlq_topic, message, letter);
-                return;
-            }
-        };
+    /// Handles one decoded command into `out`.
+    async fn handle(&self, message: &OwnedMessage, command: Command, out: &mut Outputs) {
         let span = tracing::info_span!(
             "process command",
             otel.kind = "consumer",
@@ -131,7 +188,8 @@ impl Processor for CommandProcessor {
         );
         HeaderView(message.headers()).set_parent_of(&span);
         let started_at = Utc::now();
-        let (status, output) = self.execute(&command).instrument(span.clone()).await;
+        let execution = self.execute(&command).instrument(span.clone()).await;
+        let status = execution.status;
         let result = CommandResult {
             schema_version: SCHEMA_VERSION,
             command_id: command.id,
@@ -140,19 +198,84 @@ impl Processor for CommandProcessor {
             seq: command.seq,
             worker_id: self.worker_id.clone(),
             status,
-            output,
+            output: execution.output,
             started_at,
             finished_at: Utc::now(),
         };
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
         out.message(&self.results_topic, &command.key, &meta, &result, &span);
+        if let Some(reason) = execution.dead_letter {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let error = result.output.get("error").and_then(|e| e.as_str()).unwrap_or(reason).to_string();
+            let letter = DeadLetter { reason, error, stage: "worker", attempts: execution.attempts };
+            out.dead_letter(&self.dlq_topic, message, letter);
+        }
         self.stats.count_status(status);
         // Logged outside the span so the line stays readable.
         tracing::info!(
             command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
-            status = status.as_str(), handler_ms = (result.finished_at - started_at).num_milliseconds(),
+            status = status.as_str(), attempts = execution.attempts,
+            handler_ms = (result.finished_at - started_at).num_milliseconds(),
             "command handled"
         );
+    }
+}
+
+impl Processor for CommandProcessor {
+    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
+        match Command::decode(message.payload().unwrap_or_default()) {
+            Ok(command) => self.handle(message, command, out).await,
+            Err(error) => {
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let letter =
+                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
+                out.dead_letter(&self.dlq_topic, message, letter);
+            }
+        }
+    }
+
+    async fn process_batch(&mut self, records: &[OwnedMessage]) -> Vec<Outputs> {
+        let mut outputs: Vec<Outputs> = records.iter().map(|_| Outputs::new()).collect();
+        // Group by key, keeping consumption order within each key.
+        let mut chains: Vec<Vec<(usize, Command)>> = Vec::new();
+        let mut chain_of_key: HashMap<String, usize> = HashMap::new();
+        for (index, message) in records.iter().enumerate() {
+            match Command::decode(message.payload().unwrap_or_default()) {
+                Ok(command) => {
+                    let chain = *chain_of_key.entry(command.key.clone()).or_insert_with(|| {
+                        chains.push(Vec::new());
+                        chains.len() - 1
+                    });
+                    chains[chain].push((index, command));
+                }
+                Err(error) => {
+                    self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let letter =
+                        DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
+                    outputs[index].dead_letter(&self.dlq_topic, message, letter);
+                }
+            }
+        }
+        let this = &*self;
+        let done: Vec<Vec<(usize, Outputs)>> = futures::stream::iter(chains)
+            .map(|chain| async move {
+                let mut produced = Vec::with_capacity(chain.len());
+                for (index, command) in chain {
+                    let mut out = Outputs::new();
+                    this.handle(&records[index], command, &mut out).await;
+                    produced.push((index, out));
+                }
+                produced
+            })
+            .buffer_unordered(self.max_concurrency)
+            .collect()
+            .await;
+        for (index, out) in done.into_iter().flatten() {
+            outputs[index] = out;
+        }
+        outputs
     }
 
     fn status(&self) {
@@ -164,11 +287,31 @@ impl Processor for CommandProcessor {
             failed = s.failed.load(Ordering::Relaxed),
             expired = s.expired.load(Ordering::Relaxed),
             unsupported = s.unsupported.load(Ordering::Relaxed),
+            retries = s.retries.load(Ordering::Relaxed),
             undecodable = s.undecodable.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
             assigned_partitions = self.group.assigned.load(Ordering::Relaxed),
             rebalances = self.group.rebalances.load(Ordering::Relaxed),
             "worker status"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_are_jittered_and_capped() {
+        let policy =
+            RetryPolicy { max_attempts: 10, initial: Duration::from_millis(100), max: Duration::from_millis(1_000) };
+        for attempt in 1..20 {
+            let d = policy.delay(attempt);
+            assert!(d <= Duration::from_millis(1_000), "attempt {attempt}: {d:?}");
+        }
+        let first = policy.delay(1);
+        assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&first), "{first:?}");
+        let third = policy.delay(3);
+        assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&third), "{third:?}");
     }
 }

@@ -48,8 +48,21 @@ pub struct WorkerSection {
     pub group_id: String,
     /// How often completed offsets are committed, milliseconds.
     pub commit_interval_ms: u64,
-    /// A handler running longer than this fails the command, milliseconds.
+    /// A handler running longer than this fails the attempt, milliseconds
+    /// (a time-out is retried like any transient failure).
     pub handler_timeout_ms: u64,
+    /// Attempts per command before a transient failure becomes final (and
+    /// the command is dead-lettered).
+    pub max_attempts: u32,
+    /// First retry delay, milliseconds; doubles per attempt, with jitter.
+    pub retry_initial_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+    /// Keys handled concurrently; commands of one key always run one after
+    /// another in `seq` order.
+    pub max_concurrency: usize,
+    /// Register the diagnostic `probe` handler (for rehearsing failures).
+    pub probe_handler: bool,
 }
 
 impl Default for WorkerSection {
@@ -58,7 +71,17 @@ impl Default for WorkerSection {
             .ok()
             .filter(|h| !h.trim().is_empty())
             .unwrap_or_else(|| format!("worker-{}", std::process::id()));
-        Self { id, group_id: "shoal-workers".into(), commit_interval_ms: 1_000, handler_timeout_ms: 5_000 }
+        Self {
+            id,
+            group_id: "shoal-workers".into(),
+            commit_interval_ms: 1_000,
+            handler_timeout_ms: 5_000,
+            max_attempts: 5,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            max_concurrency: 16,
+            probe_handler: false,
+        }
     }
 }
 
@@ -97,6 +120,27 @@ impl Validate for WorkerSettings {
                 "worker.handler_timeout_ms",
                 w.handler_timeout_ms.to_string(),
                 "milliseconds between 1 and 600000",
+            ));
+        }
+        if !(1..=100).contains(&w.max_attempts) {
+            return Err(SettingsError::invalid(
+                "worker.max_attempts",
+                w.max_attempts.to_string(),
+                "an integer between 1 and 100",
+            ));
+        }
+        if w.retry_initial_ms == 0 || w.retry_initial_ms > w.retry_max_ms {
+            return Err(SettingsError::invalid(
+                "worker.retry_initial_ms",
+                format!("{} (max {})", w.retry_initial_ms, w.retry_max_ms),
+                "milliseconds > 0 and <= worker.retry_max_ms",
+            ));
+        }
+        if !(1..=10_000).contains(&w.max_concurrency) {
+            return Err(SettingsError::invalid(
+                "worker.max_concurrency",
+                w.max_concurrency.to_string(),
+                "an integer between 1 and 10000",
             ));
         }
         Ok(())

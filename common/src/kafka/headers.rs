@@ -61,17 +61,17 @@ impl Injector for HeaderSet {
     }
 }
 
-/// Reads headers of a consumed record.
+/// Reads headers of a consumed record (borrowed or owned).
 #[derive(Clone, Copy)]
-pub struct HeaderView<'a>(pub Option<&'a BorrowedHeaders>);
+pub struct HeaderView<'a, H: Headers = BorrowedHeaders>(pub Option<&'a H>);
 
-impl std::fmt::Debug for HeaderView<'_> {
+impl<H: Headers> std::fmt::Debug for HeaderView<'_, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(Extractor::keys(self)).finish()
     }
 }
 
-impl<'a> HeaderView<'a> {
+impl<'a, H: Headers> HeaderView<'a, H> {
     /// The first header called `name`, if it is UTF-8.
     pub fn get(&self, name: &str) -> Option<&'a str> {
         let headers = self.0?;
@@ -99,7 +99,7 @@ impl<'a> HeaderView<'a> {
     }
 }
 
-impl Extractor for HeaderView<'_> {
+impl<H: Headers> Extractor for HeaderView<'_, H> {
     fn get(&self, key: &str) -> Option<&str> {
         HeaderView::get(self, key)
     }

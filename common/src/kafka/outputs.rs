@@ -4,7 +4,7 @@
 //! (exactly-once).
 
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 
 use super::dlq::{self, DeadLetter};
 use super::headers::{self, HeaderSet, HeaderView};
@@ -77,7 +77,7 @@ impl Outputs {
 
     /// Adds a dead letter for `message` (its original key, body and headers
     /// plus reason and origin headers) and logs why.
-    pub fn dead_letter(&mut self, dlq_topic: &str, message: &BorrowedMessage<'_>, letter: DeadLetter<'_>) {
+    pub fn dead_letter<M: Message>(&mut self, dlq_topic: &str, message: &M, letter: DeadLetter<'_>) {
         tracing::warn!(
             stage = letter.stage,
             topic = message.topic(),

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -33,10 +34,25 @@ use super::producer::TrackedProducer;
 use super::transactions::{TransactionalProducer, TxError};
 use crate::settings::{DeliveryMode, DeliverySettings, KafkaSettings};
 
-/// One stage's handling of a consumed record.
+/// One stage's handling of consumed records.
 pub trait Processor: Send {
     /// Handles one record, describing what to produce in `out`.
-    fn process(&mut self, message: &BorrowedMessage<'_>, out: &mut Outputs) -> impl Future<Output = ()> + Send;
+    fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) -> impl Future<Output = ()> + Send;
+
+    /// Handles records in consumption order and returns each one's outputs,
+    /// in the same order. One at a time by default; a processor may overlap
+    /// independent records (the worker runs different keys concurrently).
+    fn process_batch(&mut self, records: &[OwnedMessage]) -> impl Future<Output = Vec<Outputs>> + Send {
+        async move {
+            let mut all = Vec::with_capacity(records.len());
+            for record in records {
+                let mut out = Outputs::new();
+                self.process(record, &mut out).await;
+                all.push(out);
+            }
+            all
+        }
+    }
 
     /// Logs one status line (counters).
     fn status(&self);
@@ -53,6 +69,9 @@ pub struct LoopSettings {
     pub status_interval: Option<Duration>,
     /// Bound on the whole drain after shutdown is requested.
     pub shutdown_timeout: Duration,
+    /// Most records processed together (at-least-once; exactly-once uses
+    /// the transaction bound).
+    pub max_batch: usize,
 }
 
 /// How outputs are delivered.
@@ -217,7 +236,7 @@ fn log_status(stage: &str, s: &PipelineStats) {
     );
 }
 
-fn origin_of(message: &BorrowedMessage<'_>) -> Origin {
+fn origin_of<M: Message>(message: &M) -> Origin {
     Origin { topic: message.topic().to_string(), partition: message.partition(), offset: message.offset() }
 }
 
@@ -241,7 +260,6 @@ async fn at_least_once<P: Processor>(
     let tracker = producer.tracker().clone();
     let mut commit_tick = interval(settings.commit_interval);
     let mut consecutive_errors = 0u32;
-    let mut out = Outputs::new();
     loop {
         tokio::select! {
             biased;
@@ -256,24 +274,37 @@ async fn at_least_once<P: Processor>(
                 log_status(settings.name, stats);
             }
             received = consumer.recv() => match received {
-                Ok(message) => {
+                Ok(first) => {
                     consecutive_errors = 0;
-                    let origin = origin_of(&message);
-                    tracker.begin(&origin);
-                    processor.process(&message, &mut out).await;
-                    stats.records.fetch_add(1, Ordering::Relaxed);
-                    for output in out.take() {
-                        match producer.send(output, Some(origin.clone())).await {
-                            Ok(()) => {
-                                stats.outputs.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(error) => {
-                                stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(stage = settings.name, %error, ?origin, "cannot enqueue output; the record will be processed again");
-                            }
+                    // Take whatever else is already fetched, so independent
+                    // records can be processed together.
+                    let mut records = vec![first.detach()];
+                    while records.len() < settings.max_batch {
+                        match consumer.recv().now_or_never() {
+                            Some(Ok(message)) => records.push(message.detach()),
+                            _ => break,
                         }
                     }
-                    tracker.complete(&origin);
+                    let origins: Vec<Origin> = records.iter().map(origin_of).collect();
+                    for origin in &origins {
+                        tracker.begin(origin);
+                    }
+                    let outputs = processor.process_batch(&records).await;
+                    stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    for (origin, mut out) in origins.iter().zip(outputs) {
+                        for output in out.take() {
+                            match producer.send(output, Some(origin.clone())).await {
+                                Ok(()) => {
+                                    stats.outputs.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(error) => {
+                                    stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                                    tracing::error!(stage = settings.name, %error, ?origin, "cannot enqueue output; the record will be processed again");
+                                }
+                            }
+                        }
+                        tracker.complete(origin);
+                    }
                 }
                 Err(error) => consumer_error(settings.name, error, &mut consecutive_errors).await,
             },
@@ -302,13 +333,20 @@ async fn at_least_once<P: Processor>(
     (flushed, committed)
 }
 
+/// Drops records of partitions this member no longer owns: the new owner
+/// reads them again from the last committed offset.
+fn drop_revoked(pending: &mut Vec<OwnedMessage>, revoked: &[(String, i32)]) {
+    if !revoked.is_empty() {
+        pending.retain(|m| !revoked.iter().any(|(t, p)| t == m.topic() && *p == m.partition()));
+    }
+}
+
 /// Records processed but not yet committed, grouped by partition.
 #[derive(Debug, Default)]
 struct Batch {
     /// Per partition: first offset in the batch, next offset to read, outputs.
     partitions: HashMap<(String, i32), (i64, i64, Vec<Output>)>,
     records: usize,
-    opened: Option<Instant>,
 }
 
 impl Batch {
@@ -320,7 +358,6 @@ impl Batch {
         entry.1 = origin.offset + 1;
         entry.2.extend(outputs);
         self.records += 1;
-        self.opened.get_or_insert_with(Instant::now);
     }
 
     /// Drops the records of partitions this member no longer owns: the new
@@ -391,14 +428,14 @@ async fn exactly_once<P: Processor>(
         }
     };
     let mut consecutive_errors = 0u32;
-    let mut out = Outputs::new();
-    let mut batch = Batch::default();
+    // Records read for the next transaction, processed when it is due.
+    let mut pending: Vec<OwnedMessage> = Vec::new();
+    let mut opened: Option<Instant> = None;
     let mut stopping = false;
     let far = Duration::from_secs(3600);
     loop {
-        let batch_due = batch.opened.map_or(Instant::now() + far, |t| t + tx.max_age);
-        let full = batch.records >= tx.max_records;
-        if !full && !stopping {
+        let batch_due = opened.map_or(Instant::now() + far, |t| t + tx.max_age);
+        if pending.len() < tx.max_records && !stopping {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => stopping = true,
@@ -407,29 +444,36 @@ async fn exactly_once<P: Processor>(
                     log_status(settings.name, stats);
                     continue;
                 }
-                () = tokio::time::sleep_until(batch_due), if batch.records > 0 => {}
+                () = tokio::time::sleep_until(batch_due), if !pending.is_empty() => {}
                 received = consumer.recv() => {
                     match received {
                         Ok(message) => {
                             consecutive_errors = 0;
-                            let origin = origin_of(&message);
-                            processor.process(&message, &mut out).await;
-                            stats.records.fetch_add(1, Ordering::Relaxed);
-                            batch.add(&origin, out.take());
+                            pending.push(message.detach());
+                            opened.get_or_insert_with(Instant::now);
                         }
                         Err(error) => consumer_error(settings.name, error, &mut consecutive_errors).await,
                     }
-                    let revoked = group.take_revoked();
-                    if !revoked.is_empty() {
-                        batch.drop_partitions(&revoked);
-                    }
-                    if batch.records < tx.max_records && Instant::now() < batch_due {
+                    drop_revoked(&mut pending, &group.take_revoked());
+                    if pending.len() < tx.max_records && Instant::now() < batch_due {
                         continue;
                     }
                 }
             }
         }
-        batch.drop_partitions(&group.take_revoked());
+        drop_revoked(&mut pending, &group.take_revoked());
+        let records = std::mem::take(&mut pending);
+        opened = None;
+        let mut batch = Batch::default();
+        if !records.is_empty() {
+            let outputs = processor.process_batch(&records).await;
+            stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+            for (record, mut out) in records.iter().zip(outputs) {
+                batch.add(&origin_of(record), out.take());
+            }
+            // Revocations that happened while processing.
+            batch.drop_partitions(&group.take_revoked());
+        }
         if !batch.partitions.is_empty() {
             match commit_batch(consumer, &producer, &mut batch, settings, stats).await {
                 AfterCommit::Continue => {}
@@ -460,7 +504,6 @@ async fn exactly_once<P: Processor>(
                 }
             }
         }
-        batch = Batch::default();
         if stopping {
             tracing::info!(stage = settings.name, "drained: last transaction committed");
             return (true, true);

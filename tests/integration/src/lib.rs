@@ -80,6 +80,9 @@ impl Scope {
             ("SHOAL__WORKER__GROUP_ID".into(), format!("it.{}.workers", self.id)),
             ("SHOAL__ORCHESTRATOR__DECISIONS_GROUP".into(), format!("it.{}.decisions", self.id)),
             ("SHOAL__ORCHESTRATOR__RESULTS_GROUP".into(), format!("it.{}.results", self.id)),
+            // Transactional ids are global to the cluster: tests running at
+            // the same time must not share them or they fence each other.
+            ("SHOAL__DELIVERY__TRANSACTIONAL_ID_PREFIX".into(), format!("it.{}", self.id)),
             ("SHOAL__LOG__STATUS_INTERVAL_SECS".into(), "2".into()),
             ("RUST_LOG".into(), std::env::var("SHOAL_IT_CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
             ("NO_COLOR".into(), "1".into()),

@@ -73,6 +73,7 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
         WorkerSettings { kafka: kafka_settings(), topics: scope.topics.clone(), ..WorkerSettings::default() };
     settings.worker.id = "it-worker".into();
     settings.worker.group_id = scope.workers_group();
+    settings.delivery.transactional_id_prefix = format!("it.{}", scope.id);
     let stats = Arc::new(WorkerStats::default());
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(shoal_worker::run(settings, Registry::with_builtin(), shutdown.clone(), stats.clone()));
@@ -98,12 +99,12 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
     assert_eq!(decoded[1].status, ResultStatus::Succeeded);
 
     let mut dead = TopicReader::new(&scope.topics.dlq.name);
-    dead.read_until(Duration::from_secs(30), "two dead letters", |m| m.len() >= 2).await;
+    dead.read_until(Duration::from_secs(30), "three dead letters", |m| m.len() >= 3).await;
     let reasons: Vec<String> = dead.messages.iter().map(|m| header(m, dlq::REASON).unwrap()).collect();
-    assert_eq!(reasons, ["malformed", "unsupported_schema_version"]);
+    assert_eq!(reasons, ["malformed", "unsupported_schema_version", "unsupported_kind"]);
     for (i, m) in dead.messages.iter().enumerate() {
         assert_eq!(header(m, dlq::ORIGIN_TOPIC).as_deref(), Some(topic.as_str()));
-        assert_eq!(header(m, dlq::ORIGIN_OFFSET), Some(i.to_string()), "offsets 0 and 1 of the key's partition");
+        assert_eq!(header(m, dlq::ORIGIN_OFFSET), Some(i.to_string()), "offsets 0, 1, 2 of the key's partition");
         assert!(header(m, dlq::ORIGIN_PARTITION).is_some());
         assert_eq!(header(m, dlq::STAGE).as_deref(), Some("worker"));
         assert!(!header(m, dlq::ERROR).unwrap().is_empty());
@@ -111,6 +112,7 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
     }
     assert_eq!(dead.messages[0].payload(), Some(&b"\x00\x01 definitely not json"[..]), "original bytes kept");
     assert_eq!(stats.undecodable.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 3);
     assert_eq!(stats.unsupported.load(Ordering::Relaxed), 1);
 
     shutdown.cancel();

@@ -33,7 +33,7 @@ pub fn alert(p: &RaiseAlert) -> Result<serde_json::Value, HandlerError> {
 
 #[async_trait::async_trait]
 impl Handler for RaiseAlertHandler {
-    async fn handle(&self, command: &Command) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
         alert(&payload(command)?)
     }
 }

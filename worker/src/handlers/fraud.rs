@@ -57,7 +57,7 @@ pub fn score(p: &ScoreTransaction) -> Result<serde_json::Value, HandlerError> {
 
 #[async_trait::async_trait]
 impl Handler for ScoreTransactionHandler {
-    async fn handle(&self, command: &Command) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
         score(&payload(command)?)
     }
 }

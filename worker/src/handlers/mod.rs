@@ -2,6 +2,7 @@
 
 mod alert;
 mod fraud;
+mod probe;
 mod strategy;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use shoal_common::messages::{Command, kinds};
 
 pub use alert::RaiseAlertHandler;
 pub use fraud::ScoreTransactionHandler;
+pub use probe::{PROBE_KIND, ProbeHandler};
 pub use strategy::EvaluateStrategyHandler;
 
 /// Why a handler could not produce an output.
@@ -28,13 +30,25 @@ pub enum HandlerError {
     /// The payload decoded but its values cannot be worked on.
     #[error("cannot handle command: {0}")]
     Rejected(String),
+    /// A transient failure (a dependency timed out, a rate limit): the
+    /// worker retries with backoff up to `worker.max_attempts`.
+    #[error("transient failure: {0}")]
+    Retryable(String),
+}
+
+impl HandlerError {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
 }
 
 /// Executes commands of one kind.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
-    /// Does the work and returns the result's `output`.
-    async fn handle(&self, command: &Command) -> Result<serde_json::Value, HandlerError>;
+    /// Does the work and returns the result's `output`. `attempt` starts at 1
+    /// and grows with each retry of a [`HandlerError::Retryable`] failure.
+    async fn handle(&self, command: &Command, attempt: u32) -> Result<serde_json::Value, HandlerError>;
 }
 
 /// Decodes a command's payload into the kind's typed payload.

@@ -59,7 +59,7 @@ pub fn evaluate(p: &EvaluateStrategy) -> Result<serde_json::Value, HandlerError>
 
 #[async_trait::async_trait]
 impl Handler for EvaluateStrategyHandler {
-    async fn handle(&self, command: &Command) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
         evaluate(&payload(command)?)
     }
 }
