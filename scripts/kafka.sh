@@ -8,22 +8,39 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO_ROOT
 readonly KAFKA_SUPPORT_DIR="$SCRIPT_DIR/kafka"
 readonly KAFKA_POM="$KAFKA_SUPPORT_DIR/pom.xml"
-readonly SERVER_TEMPLATE="$KAFKA_SUPPORT_DIR/server.properties.template"
+readonly SINGLE_TEMPLATE="$KAFKA_SUPPORT_DIR/server.properties.template"
+readonly CLUSTER_TEMPLATE="$KAFKA_SUPPORT_DIR/server-cluster.properties.template"
 readonly BROKER_LOG4J="$KAFKA_SUPPORT_DIR/log4j2.properties"
 readonly TOOLS_LOG4J="$KAFKA_SUPPORT_DIR/tools-log4j2.properties"
 
 readonly MIN_JAVA=17
 readonly HOST=127.0.0.1
-readonly BASE_BROKER_PORT=9092
-readonly BASE_CONTROLLER_PORT=9093
+# Single-node mode (the default): node 1 on 9092 (broker) and 9093
+# (controller).
+readonly SINGLE_BROKER_PORT=9092
+readonly SINGLE_CONTROLLER_PORT=9093
+readonly SINGLE_HEAP="-Xms256m -Xmx1g"
+# Cluster mode (--brokers 3): node n listens on 19092 + 2(n-1) (broker) and
+# 19093 + 2(n-1) (controller), i.e. 19092/19093, 19094/19095, 19096/19097,
+# clear of the single node's ports so both modes can run side by side.
+readonly CLUSTER_SIZE=3
+readonly CLUSTER_BROKER_PORT=19092
+readonly CLUSTER_CONTROLLER_PORT=19093
+readonly CLUSTER_HEAP="-Xms256m -Xmx768m"
 
 readonly STATE_DIR="${SHOAL_KAFKA_DIR:-$REPO_ROOT/.kafka}"
+readonly CLUSTER_DIR="$STATE_DIR/cluster$CLUSTER_SIZE"
 readonly CACHE_ROOT="${SHOAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 
-# How many nodes this invocation manages. Only 1 (a combined
-# broker+controller) is implemented; the per-node functions below take the
-# node id so that a multi-broker mode can loop over node_ids.
+# How many nodes this invocation manages: 1 (a combined broker+controller,
+# the default) or CLUSTER_SIZE (--brokers 3 or SHOAL_KAFKA_BROKERS=3; each
+# node a combined broker+controller). The per-node functions below take the
+# node id; set_brokers fills in the mode's ports, template and heap.
 BROKERS=1
+BASE_BROKER_PORT=$SINGLE_BROKER_PORT
+BASE_CONTROLLER_PORT=$SINGLE_CONTROLLER_PORT
+SERVER_TEMPLATE=$SINGLE_TEMPLATE
+DEFAULT_HEAP=$SINGLE_HEAP
 
 READY_TIMEOUT="${SHOAL_KAFKA_READY_TIMEOUT:-90}"
 STOP_TIMEOUT="${SHOAL_KAFKA_STOP_TIMEOUT:-30}"
@@ -32,12 +49,14 @@ APT_UPDATED=0
 
 usage() {
   cat <<EOF
-Usage: scripts/kafka.sh COMMAND [OPTIONS]
+Usage: scripts/kafka.sh [--brokers 1|3] COMMAND [OPTIONS]
 
 Runs a single-node Apache Kafka broker in KRaft mode (combined broker and
 controller, node.id=1) for Shoal, without Docker:
-  bootstrap   $HOST:$BASE_BROKER_PORT  (PLAINTEXT)
-  controller  $HOST:$BASE_CONTROLLER_PORT  (CONTROLLER listener)
+  bootstrap   $HOST:$SINGLE_BROKER_PORT  (PLAINTEXT)
+  controller  $HOST:$SINGLE_CONTROLLER_PORT  (CONTROLLER listener)
+With --brokers 3 (or SHOAL_KAFKA_BROKERS=3) it runs a three-node cluster
+instead; see "Three-node cluster mode" below.
 
 Commands:
   up [--fresh] [--timeout SECS]
@@ -55,6 +74,55 @@ Commands:
   -h, --help
         Show this help.
 
+Three-node cluster mode (--brokers 3, or SHOAL_KAFKA_BROKERS=3):
+  Three Kafka nodes on loopback, node ids 1..3, each a combined broker and
+  controller (process.roles=broker,controller); the three controllers form
+  one static KRaft quorum of 3 voters, so the cluster keeps working (and
+  keeps acks=all writes going) with any one node down.
+    node  broker (PLAINTEXT)  controller
+    1     $HOST:$((CLUSTER_BROKER_PORT + 0))     $HOST:$((CLUSTER_CONTROLLER_PORT + 0))
+    2     $HOST:$((CLUSTER_BROKER_PORT + 2))     $HOST:$((CLUSTER_CONTROLLER_PORT + 2))
+    3     $HOST:$((CLUSTER_BROKER_PORT + 4))     $HOST:$((CLUSTER_CONTROLLER_PORT + 4))
+  bootstrap servers: $(BROKERS=$CLUSTER_SIZE BASE_BROKER_PORT=$CLUSTER_BROKER_PORT bootstrap_servers)
+  Cluster defaults: default.replication.factor=3, min.insync.replicas=2,
+  internal topics (offsets, transactions, share state) with 3 replicas and
+  min ISR 2, unclean.leader.election.enable=false,
+  auto.create.topics.enable=false, group.initial.rebalance.delay.ms=0.
+  Heap per node: -Xms256m -Xmx768m unless KAFKA_HEAP_OPTS is set.
+  State: \${SHOAL_KAFKA_DIR:-<repo>/.kafka}/cluster3/node-<id>/ with
+  server.properties, data/, broker.pid and broker.log per node
+  (here: $CLUSTER_DIR).
+  up, down, status and logs work on all three nodes:
+    up [--fresh] [--timeout SECS]
+        Start every node that is not running (formatting empty log dirs
+        with the cluster's id) and wait until all 3 brokers are registered
+        and answer. Running nodes are left alone; --fresh stops all, wipes
+        their data and formats a new cluster.
+    down [--purge]
+        Stop all nodes (SIGTERM to all at once, SIGKILL after ${STOP_TIMEOUT}s).
+        --purge also deletes the cluster3 state dir (not the single node's).
+    status
+        One line per node (running with pid, or not) and the bootstrap
+        servers; exit 0 if all nodes run, 4 if some, 3 if none.
+    logs [--node N] [-f] [-n LINES]
+        The end of every node's log (or of node N's only); -f follows.
+  Per-node fault injection (node N = 1, 2 or 3):
+    stop-node N      SIGTERM node N (a clean, controlled shutdown) and wait
+                     until it has exited (SIGKILL after ${STOP_TIMEOUT}s). The
+                     last running node cannot finish a controlled shutdown
+                     (no quorum) and always waits for the SIGKILL.
+    kill-node N      SIGKILL node N (a crash) and wait until it is gone.
+    start-node N [--timeout SECS]
+                     Start node N again with its existing data and wait until
+                     its port answers and it is registered in the cluster
+                     (needs 2 live controllers, i.e. another running node).
+                     Does nothing but wait if it is already running.
+    pid-node N       Print node N's pid; exit 3 if it is not running.
+  A killed node is fenced, and dropped from the ISRs of its partitions, once
+  its broker session times out (broker.session.timeout.ms, 9s by default);
+  started again before that, it registers only once the old session ends.
+  KAFKA_BOOTSTRAP_SERVERS is ignored in this mode.
+
 The broker's jars (version from scripts/kafka/pom.xml, kafka.version) are
 resolved from Maven Central with 'mvn dependency:copy-dependencies' once and
 cached outside the work tree in
@@ -70,12 +138,15 @@ Runtime state (server.properties, data, broker.log, broker.pid) lives in
 Environment:
   KAFKA_BOOTSTRAP_SERVERS   use this existing cluster instead: 'up' and
                             'status' only check that it answers a metadata
-                            request, 'down' and 'logs' do nothing.
+                            request, 'down' and 'logs' do nothing
+                            (single-node mode only).
+  SHOAL_KAFKA_BROKERS       1 (default) or 3: as --brokers.
   SHOAL_KAFKA_DIR           state dir (see above).
   SHOAL_CACHE_DIR           jar cache root (see above).
   SHOAL_KAFKA_READY_TIMEOUT seconds 'up' waits for readiness (default 90).
   SHOAL_KAFKA_STOP_TIMEOUT  seconds 'down' waits before SIGKILL (default 30).
-  KAFKA_HEAP_OPTS           broker heap (default: -Xms256m -Xmx1g).
+  KAFKA_HEAP_OPTS           heap per broker (default: -Xms256m -Xmx1g, or
+                            -Xms256m -Xmx768m per node with --brokers 3).
   JAVA_HOME                 Java to use (default: java on PATH).
 EOF
 }
@@ -252,6 +323,13 @@ kafka_tool() {
 # Succeeds when the cluster at $1 answers a metadata (ApiVersions) request
 # within $2 seconds.
 probe_cluster() {
+  probe_output "$@" >/dev/null
+}
+
+# As probe_cluster, printing BrokerApiVersionsCommand's output: one entry
+# per broker in the cluster's metadata, "host:port (id: N rack: ...) -> ("
+# followed by its API versions, or "-> ERROR" when it did not answer.
+probe_output() {
   local bootstrap="$1" timeout_s="${2:-20}" config="$KAFKA_HOME/probe.properties"
   cat >"$config.$$" <<'EOF'
 # Client settings for scripts/kafka.sh's readiness probe: give up quickly.
@@ -265,13 +343,44 @@ EOF
   local TOOL_CMD
   tool_cmd org.apache.kafka.tools.BrokerApiVersionsCommand \
     --bootstrap-server "$bootstrap" --command-config "$config"
-  timeout --kill-after=5 "$timeout_s" "${TOOL_CMD[@]}" </dev/null >/dev/null 2>&1
+  timeout --kill-after=5 "$timeout_s" "${TOOL_CMD[@]}" </dev/null 2>/dev/null
+}
+
+# Node ids, one a line, of the brokers that the cluster at $1 lists in its
+# metadata (registered and unfenced) and that answered an ApiVersions
+# request, within $2 seconds.
+registered_brokers() {
+  local out
+  out="$(probe_output "$1" "${2:-20}")" || true
+  printf '%s\n' "$out" | grep -v 'isFenced: true' |
+    sed -n 's/^[^ ]* (id: \([0-9][0-9]*\) rack: .*) -> ($/\1/p' | sort -un
 }
 
 # ---------------------------------------------------------------------------
-# Nodes. Node n of a (future) multi-broker mode would get its own dir and
+# Nodes. In cluster mode node n gets its own dir (cluster3/node-n) and
 # ports; the single node keeps its files directly in the state dir.
 # ---------------------------------------------------------------------------
+
+# Switches this invocation to single-node (1) or cluster (3) mode.
+set_brokers() {
+  case "$1" in
+    1)
+      BROKERS=1
+      BASE_BROKER_PORT=$SINGLE_BROKER_PORT
+      BASE_CONTROLLER_PORT=$SINGLE_CONTROLLER_PORT
+      SERVER_TEMPLATE=$SINGLE_TEMPLATE
+      DEFAULT_HEAP=$SINGLE_HEAP
+      ;;
+    "$CLUSTER_SIZE")
+      BROKERS=$CLUSTER_SIZE
+      BASE_BROKER_PORT=$CLUSTER_BROKER_PORT
+      BASE_CONTROLLER_PORT=$CLUSTER_CONTROLLER_PORT
+      SERVER_TEMPLATE=$CLUSTER_TEMPLATE
+      DEFAULT_HEAP=$CLUSTER_HEAP
+      ;;
+    *) die "--brokers (or SHOAL_KAFKA_BROKERS) must be 1 or $CLUSTER_SIZE, not '$1'" ;;
+  esac
+}
 
 node_ids() { seq 1 "$BROKERS"; }
 
@@ -279,7 +388,7 @@ node_dir() {
   if [[ $BROKERS -eq 1 ]]; then
     printf '%s\n' "$STATE_DIR"
   else
-    printf '%s\n' "$STATE_DIR/node-$1"
+    printf '%s\n' "$CLUSTER_DIR/node-$1"
   fi
 }
 node_broker_port() { printf '%s\n' $((BASE_BROKER_PORT + 2 * ($1 - 1))); }
@@ -301,6 +410,15 @@ quorum_bootstrap() {
   local n out=""
   for n in $(node_ids); do
     out="${out:+$out,}$HOST:$(node_controller_port "$n")"
+  done
+  printf '%s\n' "$out"
+}
+
+# Static voter set for cluster mode: 1@host:port,2@host:port,...
+quorum_voters() {
+  local n out=""
+  for n in $(node_ids); do
+    out="${out:+$out,}$n@$HOST:$(node_controller_port "$n")"
   done
   printf '%s\n' "$out"
 }
@@ -327,6 +445,10 @@ check_node_ports_free() {
   local port
   for port in "$(node_broker_port "$1")" "$(node_controller_port "$1")"; do
     if port_open "$port"; then
+      if [[ $BROKERS -gt 1 ]]; then
+        die "port $HOST:$port (node $1) is already in use by another process (not a node started from $CLUSTER_DIR).
+  Stop it, or run the cluster with another SHOAL_KAFKA_DIR's nodes stopped first."
+      fi
       die "port $HOST:$port is already in use by another process (not a broker started here).
   Stop it, or set KAFKA_BOOTSTRAP_SERVERS to use that cluster instead."
     fi
@@ -343,15 +465,19 @@ write_node_config() {
     -e "s|@BROKER_PORT@|$(node_broker_port "$n")|g" \
     -e "s|@CONTROLLER_PORT@|$(node_controller_port "$n")|g" \
     -e "s|@QUORUM_BOOTSTRAP@|$(quorum_bootstrap)|g" \
+    -e "s|@QUORUM_VOTERS@|$(quorum_voters)|g" \
     -e "s|@LOG_DIRS@|$(node_data_dir "$n")|g" \
     "$SERVER_TEMPLATE" >"$tmp"
   mv "$tmp" "$config"
 }
 
 # Formats node n's log dir unless it already is. A single node forms its
-# own dynamic quorum (--standalone).
+# own dynamic quorum (--standalone); cluster nodes list the static voter set
+# (controller.quorum.voters) in their config, and StorageTool wants no quorum
+# option then.
 format_node() {
-  local n="$1" cluster_id="$2" data
+  local n="$1" cluster_id="$2" data quorum_opts=(--standalone)
+  [[ $BROKERS -eq 1 ]] || quorum_opts=()
   data="$(node_data_dir "$n")"
   if [[ -f $data/meta.properties ]]; then
     log "node $n: reusing data in $data (cluster id $(sed -n 's/^cluster.id=//p' "$data/meta.properties"))"
@@ -359,7 +485,7 @@ format_node() {
   fi
   log "node $n: formatting $data (cluster id $cluster_id)"
   local out
-  if ! out="$(kafka_tool kafka.tools.StorageTool format --standalone \
+  if ! out="$(kafka_tool kafka.tools.StorageTool format "${quorum_opts[@]}" \
     --cluster-id "$cluster_id" --config "$(node_config "$n")" </dev/null 2>&1)"; then
     err "StorageTool format failed:"
     printf '%s\n' "$out" | sed 's/^/  | /' >&2
@@ -373,7 +499,7 @@ start_node() {
   node_log_file="$(node_log "$n")"
   pid_file="$(node_pid_file "$n")"
   # shellcheck disable=SC2206 # word splitting of the heap options is wanted
-  local heap=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g})
+  local heap=(${KAFKA_HEAP_OPTS:-$DEFAULT_HEAP})
   {
     echo "===== $(date -u +%Y-%m-%dT%H:%M:%SZ) kafka.sh: starting node $n (Kafka $KAFKA_VERSION) ====="
   } >>"$node_log_file"
@@ -404,12 +530,26 @@ print_log_tail() {
   tail -n +"${from:-1}" "$f" | tail -n "$lines" | sed 's/^/  | /' >&2
 }
 
+# Succeeds when the local cluster is ready: for the single node, when it
+# answers a metadata request; in cluster mode, when all nodes are registered
+# (unfenced) brokers that answer.
+cluster_answers() {
+  if [[ $BROKERS -eq 1 ]]; then
+    probe_cluster "$(bootstrap_servers)" 15
+  else
+    [[ "$(registered_brokers "$(bootstrap_servers)" 15 | wc -l)" -eq $BROKERS ]]
+  fi
+}
+
 # Waits until every node's process is alive and the cluster answers a
 # metadata request. The listener port is polled cheaply first; the JVM-based
 # probe runs only once it accepts connections.
 wait_ready() {
   local deadline=$((SECONDS + READY_TIMEOUT)) start=$SECONDS n last_dot=$SECONDS
-  printf 'kafka.sh: waiting for %s to answer (up to %ss) ' "$(bootstrap_servers)" "$READY_TIMEOUT"
+  local what
+  what="$(bootstrap_servers)"
+  [[ $BROKERS -eq 1 ]] || what="all $BROKERS brokers at $what"
+  printf 'kafka.sh: waiting for %s to answer (up to %ss) ' "$what" "$READY_TIMEOUT"
   while ((SECONDS < deadline)); do
     for n in $(node_ids); do
       if ! node_pid "$n" >/dev/null; then
@@ -421,7 +561,7 @@ wait_ready() {
       fi
     done
     if port_open "$BASE_BROKER_PORT"; then
-      if probe_cluster "$(bootstrap_servers)" 15; then
+      if cluster_answers; then
         printf '\n'
         log "ready after $((SECONDS - start))s: bootstrap servers $(bootstrap_servers)"
         return 0
@@ -467,6 +607,331 @@ stop_node() {
 }
 
 # ---------------------------------------------------------------------------
+# Cluster mode (--brokers 3)
+# ---------------------------------------------------------------------------
+
+# Succeeds while the pid is a live process (a zombie, killed but not yet
+# reaped by its parent, counts as gone).
+pid_alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ ${stat%% *} != Z ]]
+}
+
+# Stops the given nodes together: SIGTERM to all (each broker then shuts
+# down in a controlled way while the quorum is still there), SIGKILL to
+# those still running after STOP_TIMEOUT.
+stop_nodes() {
+  local n pid ids=() pids=() waited=0 alive
+  for n in "$@"; do
+    if pid="$(node_pid "$n")"; then
+      ids+=("$n")
+      pids+=("$pid")
+      log "node $n: stopping pid $pid"
+    else
+      rm -f "$(node_pid_file "$n")"
+      log "node $n: not running"
+    fi
+  done
+  [[ ${#pids[@]} -gt 0 ]] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  while :; do
+    alive=()
+    for pid in "${pids[@]}"; do
+      if pid_alive "$pid"; then alive+=("$pid"); fi
+    done
+    [[ ${#alive[@]} -gt 0 ]] || break
+    if ((waited >= STOP_TIMEOUT * 10)); then
+      log "pid(s) ${alive[*]} still running after ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
+      for pid in "${alive[@]}"; do
+        while pid_alive "$pid"; do sleep 0.1; done
+      done
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  for n in "${ids[@]}"; do rm -f "$(node_pid_file "$n")"; done
+  log "node(s) ${ids[*]}: stopped after $((waited / 10)).$((waited % 10))s"
+}
+
+# SIGKILLs node n (a crash: no controlled shutdown, no log flush) and waits
+# until the process is gone.
+kill_node() {
+  local n="$1" pid tries=100
+  if ! pid="$(node_pid "$n")"; then
+    rm -f "$(node_pid_file "$n")"
+    log "node $n: not running"
+    return 0
+  fi
+  kill -KILL "$pid" 2>/dev/null || true
+  while pid_alive "$pid" && ((tries-- > 0)); do sleep 0.1; done
+  pid_alive "$pid" && die "node $n: pid $pid still alive 10s after SIGKILL"
+  rm -f "$(node_pid_file "$n")"
+  log "node $n: killed pid $pid (SIGKILL)"
+}
+
+# Prints the cluster id that the formatted nodes share (nothing if none is
+# formatted); dies if they disagree.
+existing_cluster_id() {
+  local n meta id found=""
+  for n in $(node_ids); do
+    meta="$(node_data_dir "$n")/meta.properties"
+    [[ -f $meta ]] || continue
+    id="$(sed -n 's/^cluster.id=//p' "$meta")"
+    [[ " $found " == *" $id "* ]] || found="${found:+$found }$id"
+  done
+  if [[ $found == *" "* ]]; then
+    die "the nodes in $CLUSTER_DIR were formatted with different cluster ids ($found).
+  Run 'scripts/kafka.sh --brokers $BROKERS up --fresh' (or 'down --purge') to start over."
+  fi
+  [[ -z $found ]] || printf '%s\n' "$found"
+}
+
+# Waits until node n's process is alive, its broker port accepts
+# connections and it is a registered broker that answers requests.
+wait_node_ready() {
+  local n="$1" deadline=$((SECONDS + READY_TIMEOUT)) start=$SECONDS last_dot=$SECONDS port
+  port="$(node_broker_port "$n")"
+  printf 'kafka.sh: waiting for node %s (%s) to answer and register (up to %ss) ' \
+    "$n" "$HOST:$port" "$READY_TIMEOUT"
+  while ((SECONDS < deadline)); do
+    if ! node_pid "$n" >/dev/null; then
+      printf '\n'
+      err "node $n exited during start-up"
+      print_log_tail "$(node_log "$n")"
+      rm -f "$(node_pid_file "$n")"
+      exit 1
+    fi
+    if port_open "$port"; then
+      if registered_brokers "$HOST:$port" 15 | grep -qx "$n"; then
+        printf '\n'
+        log "node $n: ready after $((SECONDS - start))s (pid $(node_pid "$n"), $HOST:$port)"
+        return 0
+      fi
+      printf '.'
+      last_dot=$SECONDS
+      sleep 0.5
+    else
+      if ((SECONDS > last_dot)); then
+        printf '.'
+        last_dot=$SECONDS
+      fi
+      sleep 0.2
+    fi
+  done
+  printf '\n'
+  err "node $n did not answer and register within ${READY_TIMEOUT}s (a node needs another running node: the quorum needs 2 of 3 controllers)"
+  print_log_tail "$(node_log "$n")"
+  exit 1
+}
+
+cluster_up() {
+  local fresh="$1" n running="" stopped=()
+  for n in $(node_ids); do
+    if node_pid "$n" >/dev/null; then
+      running="${running:+$running, }$n: $(node_pid "$n")"
+    else
+      stopped+=("$n")
+    fi
+  done
+  if [[ ${#stopped[@]} -eq 0 && $fresh -eq 0 ]]; then
+    ensure_java
+    ensure_libs
+    if port_open "$BASE_BROKER_PORT" && cluster_answers; then
+      log "already running (pids $running): bootstrap servers $(bootstrap_servers)"
+      return 0
+    fi
+    log "all $BROKERS nodes are alive but not all brokers answer yet"
+    wait_ready
+    return 0
+  fi
+
+  if [[ $fresh -eq 1 ]]; then
+    # shellcheck disable=SC2046 # node ids are plain numbers
+    stop_nodes $(node_ids)
+    log "--fresh: deleting data in $CLUSTER_DIR"
+    stopped=()
+    for n in $(node_ids); do
+      rm -rf "$(node_data_dir "$n")"
+      stopped+=("$n")
+    done
+  elif [[ -n $running ]]; then
+    log "already running (node $running); starting node(s) ${stopped[*]}"
+  fi
+
+  for n in "${stopped[@]}"; do
+    rm -f "$(node_pid_file "$n")"
+    check_node_ports_free "$n"
+  done
+  ensure_java
+  ensure_libs
+  mkdir -p "$CLUSTER_DIR"
+  local cluster_id existing_id
+  existing_id="$(existing_cluster_id)"
+  cluster_id="$existing_id"
+  if [[ -z $cluster_id ]]; then
+    cluster_id="$(kafka_tool kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n1)"
+    [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "StorageTool random-uuid printed '$cluster_id'"
+  fi
+  for n in "${stopped[@]}"; do
+    write_node_config "$n"
+    if [[ -n $existing_id && ! -f "$(node_data_dir "$n")/meta.properties" ]]; then
+      log "node $n: warning: its log dir is empty; it joins cluster $cluster_id without data and catches up from the others"
+    fi
+    format_node "$n" "$cluster_id"
+  done
+  for n in "${stopped[@]}"; do start_node "$n"; done
+  wait_ready
+}
+
+cluster_down() {
+  local purge="$1"
+  # shellcheck disable=SC2046 # node ids are plain numbers
+  stop_nodes $(node_ids)
+  if [[ $purge -eq 1 ]]; then
+    if [[ -d $CLUSTER_DIR ]]; then
+      rm -rf "$CLUSTER_DIR"
+      log "purged $CLUSTER_DIR"
+    else
+      log "nothing to purge at $CLUSTER_DIR"
+    fi
+  fi
+}
+
+cluster_status() {
+  local n pid up=0 port
+  for n in $(node_ids); do
+    port="$(node_broker_port "$n")"
+    if pid="$(node_pid "$n")"; then
+      if port_open "$port"; then
+        log "node $n: running, pid $pid, broker $HOST:$port, controller $HOST:$(node_controller_port "$n")"
+        up=$((up + 1))
+      else
+        log "node $n: process alive (pid $pid) but $HOST:$port not open yet"
+      fi
+    else
+      log "node $n: not running"
+    fi
+  done
+  if ((up == BROKERS)); then
+    log "running: bootstrap servers $(bootstrap_servers) (state in $CLUSTER_DIR)"
+    exit 0
+  elif ((up > 0)); then
+    log "degraded: $up of $BROKERS nodes running; bootstrap servers $(bootstrap_servers)"
+    exit 4
+  fi
+  log "not running (bootstrap servers would be $(bootstrap_servers))"
+  exit 3
+}
+
+cluster_logs() {
+  local follow=() lines=100 node=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -f | --follow) follow=(-F) ;;
+      -n | --lines)
+        [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "-n needs a number of lines"
+        lines="$2"
+        shift
+        ;;
+      --node)
+        [[ $# -ge 2 ]] || die "--node needs a node id"
+        node="$(check_node_id "$2")"
+        shift
+        ;;
+      -h | --help) usage; exit 0 ;;
+      *) die "logs: unknown option '$1' (see --help)" ;;
+    esac
+    shift
+  done
+  local n f files=()
+  for n in ${node:-$(node_ids)}; do
+    f="$(node_log "$n")"
+    [[ -f $f ]] && files+=("$f")
+  done
+  [[ ${#files[@]} -gt 0 ]] || die "no broker log in $CLUSTER_DIR (has '--brokers $BROKERS up' run?)"
+  exec tail -n "$lines" "${follow[@]}" "${files[@]}"
+}
+
+# Prints $1 if it is a node id of this cluster, else dies.
+check_node_id() {
+  if [[ ! $1 =~ ^[0-9]+$ ]] || (($1 < 1 || $1 > BROKERS)); then
+    die "node id must be 1..$BROKERS, not '$1'"
+  fi
+  printf '%s\n' "$1"
+}
+
+# The per-node commands: stop-node, kill-node, start-node, pid-node.
+cmd_node() {
+  local cmd="$1" n="" arg
+  shift
+  [[ $BROKERS -gt 1 ]] ||
+    die "$cmd needs the three-node cluster: scripts/kafka.sh --brokers $CLUSTER_SIZE $cmd N"
+  while [[ $# -gt 0 ]]; do
+    arg="$1"
+    case "$arg" in
+      --timeout)
+        [[ $cmd == start-node ]] || die "$cmd: unknown option '$arg' (see --help)"
+        [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "--timeout needs a number of seconds"
+        READY_TIMEOUT="$2"
+        shift
+        ;;
+      -h | --help) usage; exit 0 ;;
+      -*) die "$cmd: unknown option '$arg' (see --help)" ;;
+      *)
+        [[ -z $n ]] || die "$cmd takes one node id"
+        n="$(check_node_id "$arg")"
+        ;;
+    esac
+    shift
+  done
+  [[ -n $n ]] || die "usage: scripts/kafka.sh --brokers $BROKERS $cmd N (N = 1..$BROKERS)"
+  case "$cmd" in
+    stop-node) stop_nodes "$n" ;;
+    kill-node) kill_node "$n" ;;
+    pid-node)
+      local pid
+      if pid="$(node_pid "$n")"; then
+        printf '%s\n' "$pid"
+      else
+        err "node $n: not running"
+        exit 3
+      fi
+      ;;
+    start-node)
+      if node_pid "$n" >/dev/null; then
+        log "node $n: already running, pid $(node_pid "$n")"
+        ensure_java
+        ensure_libs
+      else
+        [[ -f "$(node_data_dir "$n")/meta.properties" ]] ||
+          die "node $n has no formatted data in $(node_data_dir "$n"); run 'scripts/kafka.sh --brokers $BROKERS up' first"
+        rm -f "$(node_pid_file "$n")"
+        check_node_ports_free "$n"
+        ensure_java
+        ensure_libs
+        write_node_config "$n"
+        start_node "$n"
+      fi
+      wait_node_ready "$n"
+      ;;
+  esac
+}
+
+# Succeeds if a node of the three-node cluster is running.
+cluster_running() (
+  set_brokers "$CLUSTER_SIZE"
+  for n in $(node_ids); do
+    if node_pid "$n" >/dev/null; then exit 0; fi
+  done
+  exit 1
+)
+
+# ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
@@ -485,6 +950,11 @@ cmd_up() {
     esac
     shift
   done
+
+  if [[ $BROKERS -gt 1 ]]; then
+    cluster_up "$fresh"
+    return 0
+  fi
 
   if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
     ensure_java
@@ -550,6 +1020,10 @@ cmd_down() {
     esac
     shift
   done
+  if [[ $BROKERS -gt 1 ]]; then
+    cluster_down "$purge"
+    return 0
+  fi
   if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
     log "KAFKA_BOOTSTRAP_SERVERS is set ($KAFKA_BOOTSTRAP_SERVERS): nothing was started here, nothing to stop"
     return 0
@@ -557,7 +1031,12 @@ cmd_down() {
   local n
   for n in $(node_ids); do stop_node "$n"; done
   if [[ $purge -eq 1 ]]; then
-    if [[ -d $STATE_DIR ]]; then
+    if [[ -d $STATE_DIR ]] && cluster_running; then
+      # The --brokers 3 cluster keeps its state in a subdirectory; do not
+      # pull it from under its running nodes.
+      find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name "${CLUSTER_DIR##*/}" -exec rm -rf {} +
+      log "purged $STATE_DIR except $CLUSTER_DIR (the --brokers $CLUSTER_SIZE cluster is running)"
+    elif [[ -d $STATE_DIR ]]; then
       rm -rf "$STATE_DIR"
       log "purged $STATE_DIR"
     else
@@ -568,6 +1047,7 @@ cmd_down() {
 
 cmd_status() {
   [[ $# -eq 0 ]] || die "status takes no options"
+  [[ $BROKERS -eq 1 ]] || cluster_status
   if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
     ensure_java
     ensure_libs
@@ -601,6 +1081,7 @@ cmd_status() {
 }
 
 cmd_logs() {
+  [[ $BROKERS -eq 1 ]] || cluster_logs "$@"
   local follow=() lines=100
   while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -626,6 +1107,24 @@ cmd_logs() {
 }
 
 main() {
+  # --brokers N (or --brokers=N) may come anywhere; it overrides
+  # SHOAL_KAFKA_BROKERS.
+  local brokers="${SHOAL_KAFKA_BROKERS:-1}" args=()
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --brokers)
+        [[ $# -ge 2 ]] || die "--brokers needs a number (1 or $CLUSTER_SIZE)"
+        brokers="$2"
+        shift
+        ;;
+      --brokers=*) brokers="${1#--brokers=}" ;;
+      *) args+=("$1") ;;
+    esac
+    shift
+  done
+  set_brokers "$brokers"
+  set -- "${args[@]}"
+
   local cmd="${1:-}"
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
@@ -633,6 +1132,7 @@ main() {
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     logs) cmd_logs "$@" ;;
+    stop-node | kill-node | start-node | pid-node) cmd_node "$cmd" "$@" ;;
     -h | --help | help) usage ;;
     "")
       usage >&2
