@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo kafka-up kafka-down clean-state
+.PHONY: help deps build test lint fmt demo chaos kafka-up kafka-down clean-state
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -47,6 +47,18 @@ fmt: deps ## Format the code (cargo fmt --all)
 
 demo: ## Run the local demo: simulator, orchestrator, workers on a local Kafka (Ctrl-C stops it)
 	scripts/demo.sh
+
+# Seeds of `make chaos`, and its size; see shoal-chaos --help.
+SEEDS ?= 1 2 3 4 5
+CHAOS_ARGS ?= --commands 20000 --kills 10 --zombies 1 --cluster three
+
+chaos: deps ## Fault-injection runs on a 3-broker cluster, one per seed in SEEDS (exactly-once; MODE=at_least_once to compare)
+	cargo build --workspace --bins
+	@summary=$$(mktemp); \
+	for seed in $(SEEDS); do \
+	  target/debug/shoal-chaos $(CHAOS_ARGS) --mode $${MODE:-exactly_once} --seed $$seed | tee -a "$$summary" || exit 1; \
+	done; \
+	echo; grep '^chaos: mode=' "$$summary"; rm -f "$$summary"
 
 kafka-up: ## Start the local Kafka broker (scripts/kafka.sh up; no-op if running)
 	scripts/kafka.sh up

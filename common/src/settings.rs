@@ -350,6 +350,10 @@ pub struct DeliverySettings {
     pub transaction_max_ms: u64,
     /// Bound on each transactional call (init, offsets, commit, abort), ms.
     pub transaction_call_timeout_ms: u64,
+    /// Append a JSON line per transaction (committed, aborted, or unknown
+    /// outcome, with a digest of each output) to this file; empty for none.
+    /// The chaos checker reads it to prove aborted results are never seen.
+    pub history_path: String,
 }
 
 impl Default for DeliverySettings {
@@ -360,6 +364,7 @@ impl Default for DeliverySettings {
             transaction_max_records: 500,
             transaction_max_ms: 100,
             transaction_call_timeout_ms: 10_000,
+            history_path: String::new(),
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct TxSettings {
     pub max_age: Duration,
     /// Bound on each transactional call.
     pub call_timeout: Duration,
+    /// Transaction history file, if any.
+    pub history: Option<std::path::PathBuf>,
 }
 
 /// A stage's consumer and delivery, ready for [`run`].
@@ -146,6 +148,7 @@ pub fn connect(
                 max_records: delivery.transaction_max_records,
                 max_age: Duration::from_millis(delivery.transaction_max_ms),
                 call_timeout: Duration::from_millis(delivery.transaction_call_timeout_ms),
+                history: (!delivery.history_path.is_empty()).then(|| delivery.history_path.clone().into()),
             };
             (Delivery::ExactlyOnce(tx), None)
         }
@@ -475,7 +478,7 @@ async fn exactly_once<P: Processor>(
             batch.drop_partitions(&group.take_revoked());
         }
         if !batch.partitions.is_empty() {
-            match commit_batch(consumer, &producer, &mut batch, settings, stats).await {
+            match commit_batch(consumer, &producer, &mut batch, settings, stats, tx.history.as_deref()).await {
                 AfterCommit::Continue => {}
                 AfterCommit::RecreateProducer => {
                     // Best effort: a partition that cannot be rewound was
@@ -518,6 +521,7 @@ async fn commit_batch(
     batch: &mut Batch,
     settings: &LoopSettings,
     stats: &PipelineStats,
+    history: Option<&std::path::Path>,
 ) -> AfterCommit {
     let Some(group_metadata) = consumer.group_metadata() else {
         tracing::warn!(stage = settings.name, "no consumer group metadata yet; retrying the batch");
@@ -531,11 +535,22 @@ async fn commit_batch(
     let outputs = batch.take_outputs();
     let count = outputs.len() as u64;
     let records = batch.records;
+    let digests: Option<Vec<(String, String)>> =
+        history.map(|_| outputs.iter().map(|o| (o.topic.clone(), output_digest(&o.payload))).collect());
     let committing = producer.clone();
     let result =
         tokio::task::spawn_blocking(move || committing.commit_batch_blocking(outputs, &offsets, &group_metadata))
             .await
             .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
+    if let (Some(path), Some(digests)) = (history, digests) {
+        let event = match &result {
+            Ok(()) => "commit",
+            Err(TxError::Abortable(_)) => "abort",
+            // A fatal or fenced error leaves the outcome unknown.
+            Err(_) => "unknown",
+        };
+        record_history(path, producer.transactional_id(), event, records, &digests);
+    }
     match result {
         Ok(()) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -572,6 +587,40 @@ async fn commit_batch(
             tracing::error!(stage = settings.name, %error, "fatal transactional error; recreating the producer and rewinding");
             AfterCommit::RecreateProducer
         }
+    }
+}
+
+/// Digest identifying one output record's body across processes (FNV-1a,
+/// 64 bit: stable, unlike the standard library's hasher).
+pub fn output_digest(payload: &[u8]) -> String {
+    let hash =
+        payload.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+/// Appends one transaction's outcome to the history file.
+fn record_history(
+    path: &std::path::Path,
+    transactional_id: &str,
+    event: &str,
+    records: usize,
+    digests: &[(String, String)],
+) {
+    use std::io::Write as _;
+    let line = serde_json::json!({
+        "ts": chrono::Utc::now(),
+        "transactional_id": transactional_id,
+        "event": event,
+        "records": records,
+        "outputs": digests,
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(error) = written {
+        tracing::warn!(%error, path = %path.display(), "cannot append to the transaction history");
     }
 }
 

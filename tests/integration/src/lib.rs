@@ -108,9 +108,11 @@ impl Scope {
 
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
-    // The test executable lives in target/<profile>/deps/.
+    // Test executables live in target/<profile>/deps/, binaries (shoal-chaos)
+    // in target/<profile>/.
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
 }
 
 /// Path of a workspace binary; `make test` builds them before the tests.
@@ -240,8 +242,13 @@ where
 
 /// A plain idempotent producer for test input.
 pub fn producer() -> FutureProducer {
+    producer_for(&bootstrap())
+}
+
+/// [`producer`] for another cluster.
+pub fn producer_for(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
@@ -276,8 +283,13 @@ impl std::fmt::Debug for TopicReader {
 impl TopicReader {
     /// Assigns every partition of `topic` at the beginning.
     pub fn new(topic: &str) -> Self {
+        Self::new_at(&bootstrap(), topic)
+    }
+
+    /// [`TopicReader::new`] on another cluster.
+    pub fn new_at(bootstrap: &str, topic: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
+            .set("bootstrap.servers", bootstrap)
             .set("group.id", format!("it-reader-{}", Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
