@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos kafka-up kafka-down clean-state
+.PHONY: help deps build test lint fmt demo chaos bench kafka-up kafka-down clean-state
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -59,6 +59,11 @@ chaos: deps ## Fault-injection runs on a 3-broker cluster, one per seed in SEEDS
 	  target/debug/shoal-chaos $(CHAOS_ARGS) --mode $${MODE:-exactly_once} --seed $$seed | tee -a "$$summary" || exit 1; \
 	done; \
 	echo; grep '^chaos: mode=' "$$summary"; rm -f "$$summary"
+
+bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal at-least-once vs exactly-once, same run
+	scripts/kafka.sh up
+	cargo build --release --workspace --bins
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" target/release/shoal-bench $(BENCH_ARGS)
 
 kafka-up: ## Start the local Kafka broker (scripts/kafka.sh up; no-op if running)
 	scripts/kafka.sh up

@@ -1,0 +1,352 @@
+//! `shoal-bench`: measures the real worker pipeline against a raw
+//! librdkafka consume→produce loop on the same broker, in the same run.
+//!
+//! For each of: raw baseline, Shoal at-least-once, Shoal exactly-once:
+//! - throughput: a backlog of N commands is drained into results, timed
+//!   from the first to the last result visible to a `read_committed`
+//!   reader;
+//! - latency: commands are issued at a fixed rate and each result's
+//!   end-to-end latency (issue → visible to the reader) is recorded;
+//!   percentiles p50/p90/p99/max.
+//!
+//! Ratios are reported against the raw baseline.
+
+// A CLI that reports by printing.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use shoal_common::messages::WireMessage;
+use shoal_common::settings::{TopicSettings, TopicsSettings};
+use shoal_integration_tests::{Proc, alert_command, bin, produce, producer_for};
+
+/// Benchmark of the worker pipeline against raw librdkafka.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-bench", version)]
+struct Cli {
+    /// Commands in the throughput backlog.
+    #[arg(long, default_value_t = 20_000)]
+    backlog: usize,
+    /// Commands per second in the latency phase.
+    #[arg(long, default_value_t = 500)]
+    rate: usize,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Workers (Shoal runs).
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Broker.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+}
+
+struct Measured {
+    name: &'static str,
+    throughput: f64,
+    latencies_ms: Vec<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn topics(run: &str) -> TopicsSettings {
+    let topic =
+        |name: &str, partitions| TopicSettings { name: format!("bench.{run}.{name}"), partitions, replication: 1 };
+    TopicsSettings {
+        ticks: topic("ticks", 1),
+        events: topic("events", 1),
+        commands: topic("commands", 12),
+        results: topic("results", 6),
+        dlq: topic("dlq", 1),
+        create: true,
+    }
+}
+
+/// Issues `n` commands as fast as the producer takes them.
+async fn issue_backlog(bootstrap: &str, topic: &str, n: usize) {
+    let producer = producer_for(bootstrap);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let commands: Vec<_> =
+            chunk.iter().map(|i| alert_command(&format!("key-{}", i % 200), (*i / 200) as u64 + 1)).collect();
+        let bodies: Vec<Vec<u8>> = commands.iter().map(|c| c.encode()).collect();
+        futures::future::join_all(commands.iter().zip(&bodies).map(|(c, b)| produce(&producer, topic, &c.key, b)))
+            .await;
+    }
+}
+
+fn paced_ticks(seconds: u64) -> u64 {
+    seconds * 100
+}
+
+/// How many commands [`issue_paced`] issues.
+fn paced_count(rate: usize, seconds: u64) -> usize {
+    (rate / 100).max(1) * usize::try_from(paced_ticks(seconds)).unwrap_or(usize::MAX)
+}
+
+/// Issues commands at `rate` per second for `seconds`; returns when each
+/// command was issued.
+async fn issue_paced(
+    bootstrap: &str,
+    topic: &str,
+    rate: usize,
+    seconds: u64,
+) -> std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>> {
+    let producer = producer_for(bootstrap);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let mut n = 0;
+    let mut issued = std::collections::HashMap::new();
+    for _ in 0..paced_ticks(seconds) {
+        tick.tick().await;
+        let commands: Vec<_> =
+            (0..per_tick).map(|i| alert_command(&format!("key-{}", (n + i) % 200), (n + i) as u64)).collect();
+        let bodies: Vec<Vec<u8>> = commands.iter().map(|c| c.encode()).collect();
+        futures::future::join_all(commands.iter().zip(&bodies).map(|(c, b)| produce(&producer, topic, &c.key, b)))
+            .await;
+        issued.extend(commands.iter().map(|c| (c.id, c.issued_at)));
+        n += per_tick;
+    }
+    issued
+}
+
+/// Reads `topic` from the beginning (read_committed), stamping each
+/// record with the time it was received.
+struct TimedReader {
+    consumer: BaseConsumer,
+}
+
+impl TimedReader {
+    fn new(bootstrap: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("bench-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        Self { consumer }
+    }
+
+    /// Reads until `n` results arrived; returns (received at, result).
+    fn read(&self, n: usize) -> Vec<(Instant, chrono::DateTime<chrono::Utc>, shoal_common::messages::CommandResult)> {
+        let mut got = Vec::with_capacity(n);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got.len() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} results after 10 minutes", got.len());
+            if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(50)) {
+                let result =
+                    shoal_common::messages::CommandResult::decode(message.payload().unwrap_or_default()).unwrap();
+                got.push((Instant::now(), chrono::Utc::now(), result));
+            }
+        }
+        got
+    }
+}
+
+/// Issues a paced stream while the reader receives it concurrently, and
+/// returns each result's latency, ms from issue to receipt.
+async fn paced_latencies(
+    reader: &std::sync::Arc<TimedReader>,
+    bootstrap: &str,
+    topic: &str,
+    rate: usize,
+    seconds: u64,
+) -> Vec<f64> {
+    let expected = paced_count(rate, seconds);
+    let receiving = {
+        let reader = reader.clone();
+        tokio::task::spawn_blocking(move || reader.read(expected))
+    };
+    let issued = issue_paced(bootstrap, topic, rate, seconds).await;
+    receiving
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, at, r)| {
+            issued.get(&r.command_id).map(|t| (at - *t).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        })
+        .collect()
+}
+
+/// The baseline: a raw librdkafka consumer → producer loop, no Shoal.
+fn raw_loop(bootstrap: &str, input: &str, output: &str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{input}.raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        // The same work as the worker's framing: decode the command, encode
+        // a result keyed like it (the handler itself is trivial).
+        let command = shoal_common::messages::Command::decode(message.payload().unwrap_or_default()).unwrap();
+        let now = chrono::Utc::now();
+        let result = shoal_common::messages::CommandResult {
+            schema_version: shoal_common::messages::SCHEMA_VERSION,
+            command_id: command.id,
+            kind: command.kind.clone(),
+            key: command.key.clone(),
+            seq: command.seq,
+            worker_id: "raw".into(),
+            status: shoal_common::messages::ResultStatus::Succeeded,
+            output: serde_json::json!({}),
+            started_at: now,
+            finished_at: now,
+        };
+        let body = result.encode();
+        let mut record = BaseRecord::to(output).key(&command.key).payload(&body);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(10));
+}
+
+/// The consumers under test: raw loop or Shoal worker processes.
+struct Consumers {
+    raw: Option<(std::thread::JoinHandle<()>, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    workers: Vec<Proc>,
+}
+
+impl Consumers {
+    fn start(cli: &Cli, run: &str, topics: &TopicsSettings, mode: Option<&str>, dir: &std::path::Path) -> Self {
+        let mut consumers = Self { raw: None, workers: Vec::new() };
+        match mode {
+            None => {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (bootstrap, input, output, flag) =
+                    (cli.bootstrap.clone(), topics.commands.name.clone(), topics.results.name.clone(), stop.clone());
+                consumers.raw = Some((std::thread::spawn(move || raw_loop(&bootstrap, &input, &output, flag)), stop));
+            }
+            Some(mode) => {
+                for i in 1..=cli.workers {
+                    let mut env = vec![
+                        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), cli.bootstrap.clone()),
+                        ("SHOAL__DELIVERY__MODE".into(), mode.to_string()),
+                        ("SHOAL__DELIVERY__TRANSACTIONAL_ID_PREFIX".into(), format!("bench.{run}")),
+                        ("SHOAL__WORKER__ID".into(), format!("b-{i}")),
+                        ("SHOAL__WORKER__GROUP_ID".into(), format!("bench.{run}.workers")),
+                        ("SHOAL__TOPICS__CREATE".into(), "false".into()),
+                        ("RUST_LOG".into(), "warn".into()),
+                    ];
+                    for (key, topic) in topics.all() {
+                        env.push((format!("SHOAL__TOPICS__{}__NAME", key.to_uppercase()), topic.name.clone()));
+                    }
+                    consumers.workers.push(Proc::spawn(&format!("b-{i}"), &bin("shoal-worker"), &[], &env, dir));
+                }
+            }
+        }
+        consumers
+    }
+
+    fn stop(self) {
+        if let Some((thread, stop)) = self.raw {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            thread.join().unwrap();
+        }
+        for w in &self.workers {
+            w.signal(Signal::SIGTERM);
+        }
+        for mut w in self.workers {
+            tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(30)));
+        }
+    }
+}
+
+async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured {
+    let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let topics = topics(&run);
+    let kafka =
+        shoal_common::settings::KafkaSettings { bootstrap_servers: cli.bootstrap.clone(), ..Default::default() };
+    shoal_common::kafka::ensure_topics(&kafka, &topics).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("shoal-bench-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Latency: consumers running and warmed up (group joined), then a paced
+    // stream.
+    let reader = std::sync::Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
+    let consumers = Consumers::start(cli, &run, &topics, mode, &dir);
+    paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1).await;
+    let mut latencies = paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, cli.rate, cli.seconds).await;
+    consumers.stop();
+
+    // Throughput: a backlog written while nothing consumes, then drained by
+    // fresh consumers in the same group, timed from its first result to its
+    // last as received (group join time excluded).
+    issue_backlog(&cli.bootstrap, &topics.commands.name, cli.backlog).await;
+    let consumers = Consumers::start(cli, &run, &topics, mode, &dir);
+    let received = tokio::task::block_in_place(|| reader.read(cli.backlog));
+    let elapsed = received.last().unwrap().0.duration_since(received[0].0).as_secs_f64().max(1e-3);
+    consumers.stop();
+    latencies.sort_by(f64::total_cmp);
+    Measured { name, throughput: cli.backlog as f64 / elapsed, latencies_ms: latencies }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    println!(
+        "bench: backlog={} latency phase {}/s for {}s, {} workers, broker {}",
+        cli.backlog, cli.rate, cli.seconds, cli.workers, cli.bootstrap
+    );
+    let mut all = Vec::new();
+    for (name, mode) in [
+        ("raw-librdkafka", None),
+        ("shoal-at-least-once", Some("at_least_once")),
+        ("shoal-exactly-once", Some("exactly_once")),
+    ] {
+        println!("bench: measuring {name} ...");
+        all.push(measure(&cli, name, mode).await);
+    }
+    let raw = all[0].throughput;
+    println!(
+        "{:<22} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for m in &all {
+        let l = &m.latencies_ms;
+        println!(
+            "{:<22} {:>12.0} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            m.name,
+            m.throughput,
+            m.throughput / raw,
+            percentile(l, 50.0),
+            percentile(l, 90.0),
+            percentile(l, 99.0),
+            l.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    let (alo, eos) = (all[1].throughput, all[2].throughput);
+    println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
+}
