@@ -361,7 +361,10 @@ impl Default for DeliverySettings {
         Self {
             mode: DeliveryMode::ExactlyOnce,
             transactional_id_prefix: "shoal".into(),
-            transaction_max_records: 500,
+            // Large enough that a backlog amortises the per-transaction cost
+            // (about 100 ms of commit round trips); at low rates the time
+            // bound closes the batch first.
+            transaction_max_records: 5_000,
             transaction_max_ms: 100,
             transaction_call_timeout_ms: 10_000,
             history_path: String::new(),

@@ -297,6 +297,15 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured 
     // stream.
     let reader = std::sync::Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
     let consumers = Consumers::start(cli, &run, &topics, mode, &dir);
+    if mode.is_some() {
+        // Latency is measured on a settled group, not during its joins.
+        let group = format!("bench.{run}.workers");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shoal_integration_tests::group_members_with_assignment(&group) < cli.workers {
+            assert!(Instant::now() < deadline, "workers did not all join {group}");
+            tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
+        }
+    }
     paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1).await;
     let mut latencies = paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, cli.rate, cli.seconds).await;
     consumers.stop();
