@@ -477,7 +477,9 @@ async fn exactly_once<P: Processor>(
             // Revocations that happened while processing.
             batch.drop_partitions(&group.take_revoked());
         }
-        if !batch.partitions.is_empty() {
+        let committed_before = stats.transactions.load(Ordering::Relaxed);
+        let nothing_to_commit = batch.partitions.is_empty();
+        if !nothing_to_commit {
             match commit_batch(consumer, &producer, &mut batch, settings, stats, tx.history.as_deref()).await {
                 AfterCommit::Continue => {}
                 AfterCommit::RecreateProducer => {
@@ -508,8 +510,11 @@ async fn exactly_once<P: Processor>(
             }
         }
         if stopping {
-            tracing::info!(stage = settings.name, "drained: last transaction committed");
-            return (true, true);
+            // An aborted last batch was rewound: the next owner redoes it,
+            // but this drain did not finish its work.
+            let committed = nothing_to_commit || stats.transactions.load(Ordering::Relaxed) > committed_before;
+            tracing::info!(stage = settings.name, last_batch_committed = committed, "drained");
+            return (committed, committed);
         }
     }
 }
