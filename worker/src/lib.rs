@@ -59,6 +59,7 @@ pub async fn run(
         max_concurrency: w.max_concurrency,
         stats,
         group: connected.group.clone(),
+        sequences: Default::default(),
     };
     let loop_settings = LoopSettings {
         name: "worker",

@@ -46,6 +46,42 @@ pub struct WorkerStats {
     pub undecodable: AtomicU64,
     /// Records sent to the dead-letter topic for any reason.
     pub dead_lettered: AtomicU64,
+    /// Commands whose `seq` skipped ahead of the key's previous one.
+    pub sequence_gaps: AtomicU64,
+    /// Commands whose `seq` was not above the key's previous one (a replay
+    /// or a restarted issuer).
+    pub sequence_regressions: AtomicU64,
+}
+
+/// Last `seq` seen per key, to report gaps and regressions. It only knows
+/// keys this worker has handled since the last rebalance: after one, a key
+/// may come from another owner, so the history is dropped rather than
+/// misread.
+#[derive(Debug, Default)]
+pub struct SequenceCheck {
+    last: HashMap<String, u64>,
+    rebalances_seen: u64,
+}
+
+/// Keys remembered at most; beyond it the history starts again.
+const MAX_TRACKED_KEYS: usize = 100_000;
+
+impl SequenceCheck {
+    fn check(&mut self, command: &Command, rebalances: u64, stats: &WorkerStats) {
+        if rebalances != self.rebalances_seen || self.last.len() >= MAX_TRACKED_KEYS {
+            self.last.clear();
+            self.rebalances_seen = rebalances;
+        }
+        if let Some(previous) = self.last.insert(command.key.clone(), command.seq) {
+            if command.seq > previous + 1 {
+                stats.sequence_gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence gap: commands of this key are missing");
+            } else if command.seq <= previous {
+                stats.sequence_regressions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence regression: replayed command or restarted issuer");
+            }
+        }
+    }
 }
 
 impl WorkerStats {
@@ -112,6 +148,8 @@ pub struct CommandProcessor {
     pub stats: Arc<WorkerStats>,
     /// Group counters, for status lines.
     pub group: Arc<shoal_common::kafka::consumer::GroupStats>,
+    /// Per-key sequence check.
+    pub sequences: SequenceCheck,
 }
 
 impl CommandProcessor {
@@ -224,7 +262,11 @@ impl CommandProcessor {
 impl Processor for CommandProcessor {
     async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         match Command::decode(message.payload().unwrap_or_default()) {
-            Ok(command) => self.handle(message, command, out).await,
+            Ok(command) => {
+                let rebalances = self.group.rebalances.load(Ordering::Relaxed);
+                self.sequences.check(&command, rebalances, &self.stats);
+                self.handle(message, command, out).await;
+            }
             Err(error) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -243,6 +285,8 @@ impl Processor for CommandProcessor {
         for (index, message) in records.iter().enumerate() {
             match Command::decode(message.payload().unwrap_or_default()) {
                 Ok(command) => {
+                    let rebalances = self.group.rebalances.load(Ordering::Relaxed);
+                    self.sequences.check(&command, rebalances, &self.stats);
                     let chain = *chain_of_key.entry(command.key.clone()).or_insert_with(|| {
                         chains.push(Vec::new());
                         chains.len() - 1
@@ -288,6 +332,8 @@ impl Processor for CommandProcessor {
             expired = s.expired.load(Ordering::Relaxed),
             unsupported = s.unsupported.load(Ordering::Relaxed),
             retries = s.retries.load(Ordering::Relaxed),
+            sequence_gaps = s.sequence_gaps.load(Ordering::Relaxed),
+            sequence_regressions = s.sequence_regressions.load(Ordering::Relaxed),
             undecodable = s.undecodable.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
             assigned_partitions = self.group.assigned.load(Ordering::Relaxed),
@@ -300,6 +346,33 @@ impl Processor for CommandProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn command(key: &str, seq: u64) -> Command {
+        Command {
+            schema_version: SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            kind: "k".into(),
+            key: key.into(),
+            seq,
+            issued_at: Utc::now(),
+            deadline: None,
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn sequence_gaps_and_regressions_are_counted_and_forgotten_after_a_rebalance() {
+        let stats = WorkerStats::default();
+        let mut check = SequenceCheck::default();
+        for (key, seq) in [("a", 1), ("a", 2), ("b", 7), ("a", 4), ("a", 4), ("b", 3)] {
+            check.check(&command(key, seq), 0, &stats);
+        }
+        assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1, "a: 2 -> 4");
+        assert_eq!(stats.sequence_regressions.load(Ordering::Relaxed), 2, "a: 4 -> 4, b: 7 -> 3");
+        // After a rebalance the key may have moved; no false report.
+        check.check(&command("a", 9), 1, &stats);
+        assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn retry_delays_grow_are_jittered_and_capped() {

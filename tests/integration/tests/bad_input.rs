@@ -113,6 +113,13 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
     assert_eq!(dead.messages[0].payload(), Some(&b"\x00\x01 definitely not json"[..]), "original bytes kept");
     assert_eq!(stats.undecodable.load(Ordering::Relaxed), 2);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 3);
+
+    // Per-key sequence checks: 3 -> 10 skips ahead, 10 -> 5 goes back.
+    produce(&producer, topic, "k1", &alert_command("k1", 10).encode()).await;
+    produce(&producer, topic, "k1", &alert_command("k1", 5).encode()).await;
+    results.read_until(Duration::from_secs(60), "two more results", |m| m.len() >= 4).await;
+    assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.sequence_regressions.load(Ordering::Relaxed), 1);
     assert_eq!(stats.unsupported.load(Ordering::Relaxed), 1);
 
     shutdown.cancel();
