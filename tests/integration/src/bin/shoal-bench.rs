@@ -225,7 +225,7 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, stop: std::sync::Arc<std
                 Ok(()) => break,
                 Err((_, r)) => {
                     record = r;
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1)); // backoff: producer queue full
                 }
             }
         }
