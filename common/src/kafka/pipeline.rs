@@ -543,19 +543,23 @@ async fn commit_batch(
     let digests: Option<Vec<(String, String)>> =
         history.map(|_| outputs.iter().map(|o| (o.topic.clone(), output_digest(&o.payload))).collect());
     let committing = producer.clone();
-    let result =
-        tokio::task::spawn_blocking(move || committing.commit_batch_blocking(outputs, &offsets, &group_metadata))
-            .await
-            .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
-    if let (Some(path), Some(digests)) = (history, digests) {
-        let event = match &result {
-            Ok(()) => "commit",
-            Err(TxError::Abortable(_)) => "abort",
-            // A fatal or fenced error leaves the outcome unknown.
-            Err(_) => "unknown",
-        };
-        record_history(path, producer.transactional_id(), event, records, &digests);
-    }
+    let history = history.map(std::path::Path::to_path_buf);
+    // The history append is file I/O: it runs on the blocking thread too.
+    let result = tokio::task::spawn_blocking(move || {
+        let result = committing.commit_batch_blocking(outputs, &offsets, &group_metadata);
+        if let (Some(path), Some(digests)) = (history, digests) {
+            let event = match &result {
+                Ok(()) => "commit",
+                Err(TxError::Abortable(_)) => "abort",
+                // A fatal or fenced error leaves the outcome unknown.
+                Err(_) => "unknown",
+            };
+            record_history(&path, committing.transactional_id(), event, records, &digests);
+        }
+        result
+    })
+    .await
+    .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
     match result {
         Ok(()) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);

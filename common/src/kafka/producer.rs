@@ -5,7 +5,6 @@
 //! on the async runtime and the consuming task is never blocked by them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -18,20 +17,10 @@ use super::offsets::{OffsetTracker, Origin};
 use super::outputs::Output;
 use crate::settings::KafkaSettings;
 
-/// Counters of what the producer delivered.
-#[derive(Debug, Default)]
-pub struct DeliveryStats {
-    /// Records acknowledged by the cluster.
-    pub delivered: AtomicU64,
-    /// Records that failed for good (after librdkafka's own retries).
-    pub failed: AtomicU64,
-}
-
 /// Producer context that reports deliveries to the tracker.
 #[derive(Debug)]
 pub struct TrackingContext {
     tracker: Arc<OffsetTracker>,
-    stats: Arc<DeliveryStats>,
 }
 
 impl ClientContext for TrackingContext {
@@ -46,13 +35,11 @@ impl ProducerContext for TrackingContext {
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
         match result {
             Ok(_) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some(origin) = origin.as_ref() {
                     self.tracker.complete(origin);
                 }
             }
             Err((error, message)) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     %error,
                     topic = message.topic(),
@@ -73,34 +60,27 @@ impl ProducerContext for TrackingContext {
 pub struct TrackedProducer {
     inner: ThreadedProducer<TrackingContext>,
     tracker: Arc<OffsetTracker>,
-    stats: Arc<DeliveryStats>,
 }
 
 impl std::fmt::Debug for TrackedProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackedProducer").field("stats", &self.stats).finish_non_exhaustive()
+        f.debug_struct("TrackedProducer").field("in_flight", &self.tracker.in_flight()).finish_non_exhaustive()
     }
 }
 
 impl TrackedProducer {
     /// Creates the producer; `tracker` receives its delivery reports.
     pub fn new(kafka: &KafkaSettings, client_id: &str, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
-        let stats = Arc::new(DeliveryStats::default());
-        let context = TrackingContext { tracker: tracker.clone(), stats: stats.clone() };
+        let context = TrackingContext { tracker: tracker.clone() };
         let inner = super::producer_config(kafka, client_id)
             .create_with_context(context)
             .map_err(|source| KafkaSetupError::Client { what: "producer", source })?;
-        Ok(Self { inner, tracker, stats })
+        Ok(Self { inner, tracker })
     }
 
     /// The tracker deliveries are reported to.
     pub fn tracker(&self) -> &Arc<OffsetTracker> {
         &self.tracker
-    }
-
-    /// Delivery counters.
-    pub fn stats(&self) -> &Arc<DeliveryStats> {
-        &self.stats
     }
 
     /// Enqueues a record. When librdkafka's queue is full this waits for room
@@ -145,10 +125,5 @@ impl TrackedProducer {
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = self.clone();
         tokio::task::spawn_blocking(move || producer.flush_blocking(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
-    }
-
-    /// Records enqueued but not yet acknowledged.
-    pub fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
     }
 }

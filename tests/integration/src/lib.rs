@@ -57,16 +57,7 @@ impl Scope {
     /// A fresh namespace named after the test.
     pub fn new(test: &str) -> Self {
         let id = format!("{test}-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        let topic =
-            |name: &str, partitions| TopicSettings { name: format!("it.{id}.{name}"), partitions, replication: 1 };
-        let topics = TopicsSettings {
-            ticks: topic("ticks", 3),
-            events: topic("events", 3),
-            commands: topic("commands", 12),
-            results: topic("results", 6),
-            dlq: topic("dlq", 1),
-            create: true,
-        };
+        let topics = topics_named(&format!("it.{id}"), 1);
         let dir = target_dir().join("it-logs").join(&id);
         std::fs::create_dir_all(&dir).unwrap();
         Self { id, topics, dir }
@@ -87,11 +78,7 @@ impl Scope {
             ("RUST_LOG".into(), std::env::var("SHOAL_IT_CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
             ("NO_COLOR".into(), "1".into()),
         ];
-        for (key, topic) in t.all() {
-            let upper = key.to_uppercase();
-            env.push((format!("SHOAL__TOPICS__{upper}__NAME"), topic.name.clone()));
-            env.push((format!("SHOAL__TOPICS__{upper}__PARTITIONS"), topic.partitions.to_string()));
-        }
+        env.extend(topic_env(t));
         env
     }
 
@@ -104,6 +91,35 @@ impl Scope {
     pub async fn create_topics(&self) {
         shoal_common::kafka::ensure_topics(&kafka_settings(), &self.topics).await.unwrap();
     }
+}
+
+/// Shoal's topics under `prefix` (`<prefix>.commands`, ...), with the
+/// default partition counts of a test run.
+pub fn topics_named(prefix: &str, replication: i32) -> TopicsSettings {
+    let topic = |name: &str, partitions| TopicSettings { name: format!("{prefix}.{name}"), partitions, replication };
+    TopicsSettings {
+        ticks: topic("ticks", 3),
+        events: topic("events", 3),
+        commands: topic("commands", 12),
+        results: topic("results", 6),
+        dlq: topic("dlq", 1),
+        create: true,
+    }
+}
+
+/// Environment naming `topics` and their partition counts for a Shoal binary.
+pub fn topic_env(topics: &TopicsSettings) -> Vec<(String, String)> {
+    topics
+        .all()
+        .iter()
+        .flat_map(|(key, topic)| {
+            let upper = key.to_uppercase();
+            [
+                (format!("SHOAL__TOPICS__{upper}__NAME"), topic.name.clone()),
+                (format!("SHOAL__TOPICS__{upper}__PARTITIONS"), topic.partitions.to_string()),
+            ]
+        })
+        .collect()
 }
 
 /// `target/debug` (or whichever profile the tests were built with).

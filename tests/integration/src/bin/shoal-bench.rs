@@ -23,8 +23,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use shoal_common::messages::WireMessage;
-use shoal_common::settings::{TopicSettings, TopicsSettings};
-use shoal_integration_tests::{Proc, alert_command, bin, produce, producer_for};
+use shoal_common::settings::TopicsSettings;
+use shoal_integration_tests::{Proc, alert_command, bin, produce, producer_for, topic_env, topics_named};
 
 /// Benchmark of the worker pipeline against raw librdkafka.
 #[derive(Debug, Parser)]
@@ -59,19 +59,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-fn topics(run: &str) -> TopicsSettings {
-    let topic =
-        |name: &str, partitions| TopicSettings { name: format!("bench.{run}.{name}"), partitions, replication: 1 };
-    TopicsSettings {
-        ticks: topic("ticks", 1),
-        events: topic("events", 1),
-        commands: topic("commands", 12),
-        results: topic("results", 6),
-        dlq: topic("dlq", 1),
-        create: true,
-    }
 }
 
 /// Issues `n` commands as fast as the producer takes them.
@@ -260,9 +247,7 @@ impl Consumers {
                         ("SHOAL__TOPICS__CREATE".into(), "false".into()),
                         ("RUST_LOG".into(), "warn".into()),
                     ];
-                    for (key, topic) in topics.all() {
-                        env.push((format!("SHOAL__TOPICS__{}__NAME", key.to_uppercase()), topic.name.clone()));
-                    }
+                    env.extend(topic_env(topics));
                     consumers.workers.push(Proc::spawn(&format!("b-{i}"), &bin("shoal-worker"), &[], &env, dir));
                 }
             }
@@ -286,7 +271,7 @@ impl Consumers {
 
 async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured {
     let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let topics = topics(&run);
+    let topics = topics_named(&format!("bench.{run}"), 1);
     let kafka =
         shoal_common::settings::KafkaSettings { bootstrap_servers: cli.bootstrap.clone(), ..Default::default() };
     shoal_common::kafka::ensure_topics(&kafka, &topics).await.unwrap();

@@ -24,8 +24,10 @@ use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use shoal_common::kafka::pipeline::output_digest;
 use shoal_common::messages::WireMessage;
-use shoal_common::settings::{TopicSettings, TopicsSettings};
-use shoal_integration_tests::{Proc, TopicReader, alert_command, bin, decode_results, produce, producer_for};
+use shoal_common::settings::TopicsSettings;
+use shoal_integration_tests::{
+    Proc, TopicReader, alert_command, bin, decode_results, produce, producer_for, topic_env, topics_named,
+};
 
 /// Fault-injection run and checker for Shoal's delivery guarantees.
 #[derive(Debug, Parser)]
@@ -112,9 +114,7 @@ impl Run {
             ("RUST_LOG".into(), "info,librdkafka=warn,shoal_worker::processor=warn".into()),
             ("NO_COLOR".into(), "1".into()),
         ];
-        for (key, topic) in self.topics.all() {
-            env.push((format!("SHOAL__TOPICS__{}__NAME", key.to_uppercase()), topic.name.clone()));
-        }
+        env.extend(topic_env(&self.topics));
         env
     }
 
@@ -158,15 +158,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let three = cli.cluster == "three";
     let replication = if three { 3 } else { 1 };
-    let topic = |name: &str, partitions| TopicSettings { name: format!("chaos.{id}.{name}"), partitions, replication };
-    let topics = TopicsSettings {
-        ticks: topic("ticks", 1),
-        events: topic("events", 1),
-        commands: topic("commands", 12),
-        results: topic("results", 6),
-        dlq: topic("dlq", 1),
-        create: true,
-    };
+    let topics = topics_named(&format!("chaos.{id}"), replication);
     let bootstrap = if three { THREE_NODE_BOOTSTRAP.to_string() } else { cli.bootstrap.clone() };
     let log = std::fs::File::create(dir.join("schedule.log")).unwrap();
     let mut run = Run {
