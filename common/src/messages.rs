@@ -95,6 +95,31 @@ pub struct CommandResult {
     pub started_at: DateTime<Utc>,
     /// When the worker finished it.
     pub finished_at: DateTime<Utc>,
+    /// Set when the command's `seq` did not follow the previous one the
+    /// worker saw for its key (absent when it did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceNote>,
+}
+
+/// A command whose `seq` did not follow its key's previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceNote {
+    /// What was wrong.
+    pub anomaly: SequenceAnomaly,
+    /// The key's previous `seq` as the worker saw it.
+    pub previous: u64,
+}
+
+/// How a `seq` failed to follow its key's previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceAnomaly {
+    /// It skipped ahead: commands of the key are missing (or still on their
+    /// way through another partition owner).
+    Gap,
+    /// It was not above the previous one: a replayed command or a restarted
+    /// issuer.
+    Regression,
 }
 
 /// Which side of the book the taker of a trade was on.
@@ -315,6 +340,7 @@ mod tests {
             output: serde_json::json!({}),
             started_at: Utc::now(),
             finished_at: Utc::now(),
+            sequence: None,
         };
         let bytes = res.encode();
         assert!(String::from_utf8_lossy(&bytes).contains("\"status\":\"succeeded\""));

@@ -12,7 +12,7 @@ use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
-use shoal_common::kafka::pipeline::Processor;
+use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
 use uuid::Uuid;
 
@@ -89,8 +89,9 @@ impl DecisionProcessor {
     }
 }
 
-impl Processor for DecisionProcessor {
-    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
+impl DecisionProcessor {
+    /// Handles one record, in consumption order.
+    fn handle_record(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let span = tracing::debug_span!(
             "evaluate rules",
@@ -129,6 +130,15 @@ impl Processor for DecisionProcessor {
                 );
             }
         }
+    }
+}
+
+impl Processor for DecisionProcessor {
+    fn start(&mut self, record: OwnedMessage) -> Work {
+        // The state must see every record in order: the work is done here.
+        let mut out = Outputs::new();
+        self.handle_record(&record, &mut out);
+        pipeline::ready(out)
     }
 
     fn status(&self) {

@@ -169,7 +169,11 @@ impl ConsumingStage<'_> {
             commit_interval: self.commit_interval,
             status_interval: self.status_interval,
             shutdown_timeout,
-            max_batch: s.delivery.transaction_max_records,
+            // The orchestrator's stages do their work as records arrive, in
+            // order; the bounds only matter for the commit metadata.
+            max_concurrency: pipeline::MAX_IN_FLIGHT,
+            max_in_flight: pipeline::MAX_IN_FLIGHT,
+            session_timeout: Duration::from_millis(u64::from(s.kafka.session_timeout_ms)),
         };
         let token = self.shutdown.child_token();
         stages.spawn(async move {

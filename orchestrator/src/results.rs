@@ -15,7 +15,7 @@ use serde::Serialize;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::Outputs;
-use shoal_common::kafka::pipeline::Processor;
+use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
 use uuid::Uuid;
 
@@ -214,8 +214,9 @@ pub struct ResultProcessor {
     pub stats: Arc<ResultStats>,
 }
 
-impl Processor for ResultProcessor {
-    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
+impl ResultProcessor {
+    /// Handles one record, in consumption order.
+    fn handle_record(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let outcome = if message.topic() == self.commands_topic {
             Command::decode(payload).map(|c| self.recorder.on_command(c))
@@ -252,6 +253,15 @@ impl Processor for ResultProcessor {
                 out.dead_letter(&self.dlq_topic, message, letter);
             }
         }
+    }
+}
+
+impl Processor for ResultProcessor {
+    fn start(&mut self, record: OwnedMessage) -> Work {
+        // The state must see every record in order: the work is done here.
+        let mut out = Outputs::new();
+        self.handle_record(&record, &mut out);
+        pipeline::ready(out)
     }
 
     fn status(&self) {
@@ -301,6 +311,7 @@ mod tests {
             output: serde_json::json!({}),
             started_at: Utc::now(),
             finished_at: Utc::now(),
+            sequence: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! result keyed like the command, and commits a command's offset only after
 //! its result is acknowledged (at-least-once).
 
+pub mod dedupe;
 pub mod handlers;
 pub mod processor;
 pub mod settings;
@@ -12,10 +13,12 @@ use std::time::Duration;
 
 use shoal_common::kafka::pipeline::{self, DrainReport, LoopSettings, PipelineStats};
 use shoal_common::kafka::{self as kafka};
+use shoal_common::settings::DeliveryMode;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedupe::{TailReader, Window};
 use crate::handlers::Registry;
-use crate::processor::{CommandProcessor, RetryPolicy, WorkerStats};
+use crate::processor::{CommandProcessor, Dedupe, Executor, RetryPolicy, WorkerStats};
 use crate::settings::WorkerSettings;
 
 /// Runs a worker until `shutdown` is cancelled, then drains within the
@@ -45,7 +48,7 @@ pub async fn run(
     )
     .context("joining the workers' consumer group")?;
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
-    let mut processor = CommandProcessor {
+    let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
         dlq_topic: settings.topics.dlq.name.clone(),
@@ -56,18 +59,32 @@ pub async fn run(
             initial: Duration::from_millis(w.retry_initial_ms),
             max: Duration::from_millis(w.retry_max_ms),
         },
-        max_concurrency: w.max_concurrency,
         stats,
-        group: connected.group.clone(),
-        sequences: Default::default(),
     };
+    let dedupe = match settings.delivery.mode {
+        DeliveryMode::ExactlyOnce => None,
+        DeliveryMode::AtLeastOnce => {
+            let window = Window::new(w.dedupe_window);
+            let reader = TailReader::new(
+                &settings.kafka,
+                &format!("{}-dedupe", w.id),
+                &settings.topics.results.name,
+                window.clone(),
+            )
+            .context("creating the dedupe window's reader")?;
+            Some(Dedupe { window, reader, loaded_at: None })
+        }
+    };
+    let mut processor = CommandProcessor::new(exec, connected.group.clone(), dedupe);
     let loop_settings = LoopSettings {
         name: "worker",
         commit_interval: Duration::from_millis(w.commit_interval_ms),
         status_interval: (settings.log.status_interval_secs > 0)
             .then(|| Duration::from_secs(settings.log.status_interval_secs)),
         shutdown_timeout: settings.shutdown.timeout(),
-        max_batch: settings.delivery.transaction_max_records,
+        max_concurrency: w.max_concurrency,
+        max_in_flight: w.max_in_flight,
+        session_timeout: Duration::from_millis(u64::from(settings.kafka.session_timeout_ms)),
     };
     let pipeline_stats = Arc::new(PipelineStats::default());
     Ok(pipeline::run(

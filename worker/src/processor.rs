@@ -2,10 +2,10 @@
 //! handler with retries, publish the result (and a dead letter when a
 //! command fails for good).
 //!
-//! A batch of records is handled key by key: the commands of one key run one
-//! after another in the order they were consumed (which is `seq` order), and
-//! different keys run concurrently up to `worker.max_concurrency`, so a key
-//! waiting on retries does not hold up the others.
+//! The pipeline runs the commands of one key one after another in the order
+//! they were consumed (which is `seq` order), and different keys
+//! concurrently up to `worker.max_concurrency`, so a key waiting on retries
+//! holds up neither the others nor the delivery of their results.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,17 +13,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
-use shoal_common::kafka::pipeline::Processor;
-use shoal_common::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage as _};
+use shoal_common::kafka::pipeline::{self, Processor, Work};
+use shoal_common::messages::{
+    Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
+};
 use tracing::Instrument;
 
+use crate::dedupe::{TailReader, Window};
 use crate::handlers::{HandlerError, Registry};
 
 /// What this worker has done; read by status lines and tests.
@@ -51,6 +53,9 @@ pub struct WorkerStats {
     /// Commands whose `seq` was not above the key's previous one (a replay
     /// or a restarted issuer).
     pub sequence_regressions: AtomicU64,
+    /// Repeated commands skipped because their result already exists
+    /// (at-least-once dedupe window).
+    pub duplicates_skipped: AtomicU64,
 }
 
 /// Last `seq` seen per key, to report gaps and regressions. It only knows
@@ -67,19 +72,23 @@ pub struct SequenceCheck {
 const MAX_TRACKED_KEYS: usize = 100_000;
 
 impl SequenceCheck {
-    fn check(&mut self, command: &Command, rebalances: u64, stats: &WorkerStats) {
+    /// Records `command`'s seq; returns what was wrong with it, if anything.
+    fn check(&mut self, command: &Command, rebalances: u64, stats: &WorkerStats) -> Option<SequenceNote> {
         if rebalances != self.rebalances_seen || self.last.len() >= MAX_TRACKED_KEYS {
             self.last.clear();
             self.rebalances_seen = rebalances;
         }
-        if let Some(previous) = self.last.insert(command.key.clone(), command.seq) {
-            if command.seq > previous + 1 {
-                stats.sequence_gaps.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence gap: commands of this key are missing");
-            } else if command.seq <= previous {
-                stats.sequence_regressions.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence regression: replayed command or restarted issuer");
-            }
+        let previous = self.last.insert(command.key.clone(), command.seq)?;
+        if command.seq > previous + 1 {
+            stats.sequence_gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence gap: commands of this key are missing");
+            Some(SequenceNote { anomaly: SequenceAnomaly::Gap, previous })
+        } else if command.seq <= previous {
+            stats.sequence_regressions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key = %command.key, previous, seq = command.seq, command_id = %command.id, "sequence regression: replayed command or restarted issuer");
+            Some(SequenceNote { anomaly: SequenceAnomaly::Regression, previous })
+        } else {
+            None
         }
     }
 }
@@ -127,9 +136,9 @@ struct Execution {
     dead_letter: Option<&'static str>,
 }
 
-/// The worker's [`Processor`].
+/// What running a command needs; shared by the work of every key.
 #[derive(Debug)]
-pub struct CommandProcessor {
+pub struct Executor {
     /// Identity written into results.
     pub worker_id: String,
     /// Topic results go to.
@@ -142,17 +151,11 @@ pub struct CommandProcessor {
     pub handler_timeout: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
-    /// Keys handled concurrently.
-    pub max_concurrency: usize,
     /// Counters.
     pub stats: Arc<WorkerStats>,
-    /// Group counters, for status lines.
-    pub group: Arc<shoal_common::kafka::consumer::GroupStats>,
-    /// Per-key sequence check.
-    pub sequences: SequenceCheck,
 }
 
-impl CommandProcessor {
+impl Executor {
     /// Runs the handler with retries, catching panics and enforcing the
     /// time limit on each attempt.
     async fn execute(&self, command: &Command) -> Execution {
@@ -189,6 +192,8 @@ impl CommandProcessor {
                     return Execution { status: ResultStatus::Succeeded, output, attempts: attempt, dead_letter: None };
                 }
                 Err(error) if error.is_retryable() && attempt < self.retry.max_attempts => {
+                    // Only this key waits: the pipeline runs other keys'
+                    // commands, and commits their results, meanwhile.
                     let delay = self.retry.delay(attempt);
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(command_id = %command.id, attempt, ?delay, %error, "transient failure; retrying");
@@ -209,8 +214,9 @@ impl CommandProcessor {
         }
     }
 
-    /// Handles one decoded command into `out`.
-    async fn handle(&self, message: &OwnedMessage, command: Command, out: &mut Outputs) {
+    /// Handles one decoded command: its result (and dead letter).
+    async fn handle(&self, message: &OwnedMessage, command: Command, sequence: Option<SequenceNote>) -> Outputs {
+        let mut out = Outputs::new();
         let span = tracing::info_span!(
             "process command",
             otel.kind = "consumer",
@@ -239,6 +245,7 @@ impl CommandProcessor {
             output: execution.output,
             started_at,
             finished_at: Utc::now(),
+            sequence,
         };
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
         out.message(&self.results_topic, &command.key, &meta, &result, &span);
@@ -256,76 +263,108 @@ impl CommandProcessor {
             handler_ms = (result.finished_at - started_at).num_milliseconds(),
             "command handled"
         );
+        out
+    }
+}
+
+/// At-least-once only: skips commands whose results already exist.
+#[derive(Debug)]
+pub struct Dedupe {
+    /// Ids of commands with results.
+    pub window: Window,
+    /// Refills `window` from the results topic.
+    pub reader: TailReader,
+    /// Rebalance count at the last reload; `None` to reload before the next
+    /// command.
+    pub loaded_at: Option<u64>,
+}
+
+/// The worker's [`Processor`].
+#[derive(Debug)]
+pub struct CommandProcessor {
+    exec: Arc<Executor>,
+    group: Arc<shoal_common::kafka::consumer::GroupStats>,
+    sequences: SequenceCheck,
+    dedupe: Option<Dedupe>,
+}
+
+impl CommandProcessor {
+    /// A processor running commands with `exec`; `dedupe` with at-least-once
+    /// delivery.
+    pub fn new(exec: Executor, group: Arc<shoal_common::kafka::consumer::GroupStats>, dedupe: Option<Dedupe>) -> Self {
+        Self { exec: Arc::new(exec), group, sequences: SequenceCheck::default(), dedupe }
+    }
+
+    /// Reloads the dedupe window when the partitions changed since the last
+    /// load: the commands now assigned may have results from their previous
+    /// owner.
+    fn refresh_dedupe(&mut self) {
+        let rebalances = self.group.rebalances.load(Ordering::Relaxed);
+        let Some(dedupe) = self.dedupe.as_mut() else { return };
+        if dedupe.loaded_at == Some(rebalances) {
+            return;
+        }
+        match tokio::task::block_in_place(|| dedupe.reader.reload()) {
+            Ok(_) => dedupe.loaded_at = Some(rebalances),
+            Err(error) => {
+                // Without the tail, repeats of the previous owner's commands
+                // produce second results; tried again before the next one.
+                tracing::warn!(%error, "cannot read the results tail for the dedupe window");
+            }
+        }
     }
 }
 
 impl Processor for CommandProcessor {
-    async fn process(&mut self, message: &OwnedMessage, out: &mut Outputs) {
-        match Command::decode(message.payload().unwrap_or_default()) {
-            Ok(command) => {
-                let rebalances = self.group.rebalances.load(Ordering::Relaxed);
-                self.sequences.check(&command, rebalances, &self.stats);
-                self.handle(message, command, out).await;
-            }
+    fn start(&mut self, record: OwnedMessage) -> Work {
+        let command = match Command::decode(record.payload().unwrap_or_default()) {
+            Ok(command) => command,
             Err(error) => {
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.exec.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                self.exec.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 let letter =
                     DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
-                out.dead_letter(&self.dlq_topic, message, letter);
+                let mut out = Outputs::new();
+                out.dead_letter(&self.exec.dlq_topic, &record, letter);
+                return pipeline::ready(out);
             }
-        }
+        };
+        let rebalances = self.group.rebalances.load(Ordering::Relaxed);
+        let sequence = self.sequences.check(&command, rebalances, &self.exec.stats);
+        self.refresh_dedupe();
+        let window = self.dedupe.as_ref().map(|d| d.window.clone());
+        let exec = self.exec.clone();
+        Box::pin(async move {
+            // Checked when the work runs, after the key's earlier commands.
+            let generation = window.as_ref().map(Window::generation);
+            if let Some(window) = &window
+                && window.contains(&command.id)
+            {
+                let skipped = exec.stats.duplicates_skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                if skipped <= 10 || skipped.is_power_of_two() {
+                    tracing::info!(command_id = %command.id, key = %command.key, seq = command.seq, skipped, "repeated command skipped: its result already exists");
+                }
+                return Outputs::new();
+            }
+            let id = command.id;
+            let out = exec.handle(&record, command, sequence).await;
+            if let (Some(window), Some(generation)) = (&window, generation) {
+                window.insert(id, generation);
+            }
+            out
+        })
     }
 
-    async fn process_batch(&mut self, records: &[OwnedMessage]) -> Vec<Outputs> {
-        let mut outputs: Vec<Outputs> = records.iter().map(|_| Outputs::new()).collect();
-        // Group by key, keeping consumption order within each key.
-        let mut chains: Vec<Vec<(usize, Command)>> = Vec::new();
-        let mut chain_of_key: HashMap<String, usize> = HashMap::new();
-        for (index, message) in records.iter().enumerate() {
-            match Command::decode(message.payload().unwrap_or_default()) {
-                Ok(command) => {
-                    let rebalances = self.group.rebalances.load(Ordering::Relaxed);
-                    self.sequences.check(&command, rebalances, &self.stats);
-                    let chain = *chain_of_key.entry(command.key.clone()).or_insert_with(|| {
-                        chains.push(Vec::new());
-                        chains.len() - 1
-                    });
-                    chains[chain].push((index, command));
-                }
-                Err(error) => {
-                    self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    let letter =
-                        DeadLetter { reason: error.reason(), error: error.to_string(), stage: "worker", attempts: 1 };
-                    outputs[index].dead_letter(&self.dlq_topic, message, letter);
-                }
-            }
+    fn reset(&mut self) {
+        if let Some(dedupe) = self.dedupe.as_mut() {
+            dedupe.loaded_at = None;
         }
-        let this = &*self;
-        let done: Vec<Vec<(usize, Outputs)>> = futures::stream::iter(chains)
-            .map(|chain| async move {
-                let mut produced = Vec::with_capacity(chain.len());
-                for (index, command) in chain {
-                    let mut out = Outputs::new();
-                    this.handle(&records[index], command, &mut out).await;
-                    produced.push((index, out));
-                }
-                produced
-            })
-            .buffer_unordered(self.max_concurrency)
-            .collect()
-            .await;
-        for (index, out) in done.into_iter().flatten() {
-            outputs[index] = out;
-        }
-        outputs
     }
 
     fn status(&self) {
-        let s = &self.stats;
+        let s = &self.exec.stats;
         tracing::info!(
-            worker_id = %self.worker_id,
+            worker_id = %self.exec.worker_id,
             handled = s.handled.load(Ordering::Relaxed),
             succeeded = s.succeeded.load(Ordering::Relaxed),
             failed = s.failed.load(Ordering::Relaxed),
@@ -334,6 +373,8 @@ impl Processor for CommandProcessor {
             retries = s.retries.load(Ordering::Relaxed),
             sequence_gaps = s.sequence_gaps.load(Ordering::Relaxed),
             sequence_regressions = s.sequence_regressions.load(Ordering::Relaxed),
+            duplicates_skipped = s.duplicates_skipped.load(Ordering::Relaxed),
+            dedupe_window = self.dedupe.as_ref().map_or(0, |d| d.window.len()),
             undecodable = s.undecodable.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
             assigned_partitions = self.group.assigned.load(Ordering::Relaxed),
@@ -364,9 +405,13 @@ mod tests {
     fn sequence_gaps_and_regressions_are_counted_and_forgotten_after_a_rebalance() {
         let stats = WorkerStats::default();
         let mut check = SequenceCheck::default();
-        for (key, seq) in [("a", 1), ("a", 2), ("b", 7), ("a", 4), ("a", 4), ("b", 3)] {
-            check.check(&command(key, seq), 0, &stats);
-        }
+        let notes: Vec<Option<SequenceNote>> = [("a", 1), ("a", 2), ("b", 7), ("a", 4), ("a", 4), ("b", 3)]
+            .into_iter()
+            .map(|(key, seq)| check.check(&command(key, seq), 0, &stats))
+            .collect();
+        let gap = |previous| Some(SequenceNote { anomaly: SequenceAnomaly::Gap, previous });
+        let regression = |previous| Some(SequenceNote { anomaly: SequenceAnomaly::Regression, previous });
+        assert_eq!(notes, vec![None, None, None, gap(2), regression(4), regression(7)]);
         assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1, "a: 2 -> 4");
         assert_eq!(stats.sequence_regressions.load(Ordering::Relaxed), 2, "a: 4 -> 4, b: 7 -> 3");
         // After a rebalance the key may have moved; no false report.

@@ -61,6 +61,14 @@ pub struct WorkerSection {
     /// Keys handled concurrently; commands of one key always run one after
     /// another in `seq` order.
     pub max_concurrency: usize,
+    /// Commands read but not finished (running or waiting behind their key);
+    /// reading pauses at this bound. At most 512: the commit metadata names
+    /// unfinished commands and must fit Kafka's 4 KiB limit.
+    pub max_in_flight: usize,
+    /// At-least-once only: how many command ids with results the worker
+    /// remembers to skip repeats (read from the results topic's tail when
+    /// its partitions change).
+    pub dedupe_window: usize,
     /// Register the diagnostic `probe` handler (for rehearsing failures).
     pub probe_handler: bool,
 }
@@ -80,6 +88,8 @@ impl Default for WorkerSection {
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             max_concurrency: 16,
+            max_in_flight: 256,
+            dedupe_window: 100_000,
             probe_handler: false,
         }
     }
@@ -141,6 +151,21 @@ impl Validate for WorkerSettings {
                 "worker.max_concurrency",
                 w.max_concurrency.to_string(),
                 "an integer between 1 and 10000",
+            ));
+        }
+        let max_in_flight = shoal_common::kafka::pipeline::MAX_IN_FLIGHT;
+        if !(1..=max_in_flight).contains(&w.max_in_flight) {
+            return Err(SettingsError::invalid(
+                "worker.max_in_flight",
+                w.max_in_flight.to_string(),
+                format!("an integer between 1 and {max_in_flight}"),
+            ));
+        }
+        if !(1..=10_000_000).contains(&w.dedupe_window) {
+            return Err(SettingsError::invalid(
+                "worker.dedupe_window",
+                w.dedupe_window.to_string(),
+                "an integer between 1 and 10000000",
             ));
         }
         Ok(())

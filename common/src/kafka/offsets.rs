@@ -9,6 +9,12 @@
 //! A record may cause several outputs (or none). Each pending record holds a
 //! count: one for "still being processed" plus one per output not yet
 //! acknowledged; it completes when the count reaches zero.
+//!
+//! Because records of different keys finish out of order, records above the
+//! committed position may already be done. The commit carries that in its
+//! metadata ([`DoneAbove`]), so whoever reads the partition next skips them
+//! instead of repeating their outputs (the technique of Confluent's parallel
+//! consumer).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -31,7 +37,7 @@ struct PartitionState {
     pending: BTreeMap<i64, u32>,
     failed: BTreeSet<i64>,
     next_after_highest: i64,
-    committed: Option<i64>,
+    committed: Option<(i64, String)>,
 }
 
 impl PartitionState {
@@ -41,6 +47,83 @@ impl PartitionState {
         let first_failed = self.failed.first().copied();
         [first_pending, first_failed].into_iter().flatten().min().unwrap_or(self.next_after_highest)
     }
+
+    /// Commit metadata naming the records above the committed position that
+    /// are not done yet (everything else below `next_after_highest` is).
+    fn metadata(&self, committed: i64) -> String {
+        let not_done: BTreeSet<i64> = self.pending.keys().chain(self.failed.iter()).copied().collect();
+        DoneAbove::encode(committed, self.next_after_highest, &not_done)
+    }
+}
+
+/// Records above a partition's committed offset that are already done, as
+/// carried in the commit's metadata: every offset in `[committed, end)` is
+/// done except those in `not_done` (the committed offset itself never is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoneAbove {
+    committed: i64,
+    end: i64,
+    not_done: BTreeSet<i64>,
+}
+
+/// Marks Shoal's metadata format; anything else is ignored.
+const METADATA_PREFIX: &str = "shoal1:";
+
+impl DoneAbove {
+    /// Encodes the state for a commit at `committed`: empty when no record
+    /// above it is done. Offsets are written as base-36 differences, so a
+    /// few hundred not-done records fit Kafka's default 4 KiB metadata limit.
+    pub fn encode(committed: i64, end: i64, not_done: &BTreeSet<i64>) -> String {
+        let above: Vec<i64> = not_done.range(committed + 1..end).copied().collect();
+        let open = end - committed - 1; // records above the committed one
+        if open <= 0 || above.len() as i64 == open {
+            return String::new();
+        }
+        let mut out = format!("{METADATA_PREFIX}{}", base36(end - committed));
+        let mut previous = committed;
+        for offset in above {
+            out.push(',');
+            out.push_str(&base36(offset - previous));
+            previous = offset;
+        }
+        out
+    }
+
+    /// Reads metadata committed at `committed`; `None` when it is not
+    /// Shoal's or is damaged (then nothing above the position counts as done).
+    pub fn decode(committed: i64, metadata: &str) -> Option<Self> {
+        let body = metadata.strip_prefix(METADATA_PREFIX)?;
+        let mut parts = body.split(',');
+        let span = i64::from_str_radix(parts.next()?, 36).ok()?;
+        let mut not_done = BTreeSet::new();
+        let mut previous = committed;
+        for part in parts {
+            let delta = i64::from_str_radix(part, 36).ok().filter(|d| *d > 0)?;
+            previous = previous.checked_add(delta)?;
+            not_done.insert(previous);
+        }
+        let end = committed.checked_add(span)?;
+        (span > 0 && previous < end).then_some(Self { committed, end, not_done })
+    }
+
+    /// Whether `offset` was already done when this was committed.
+    pub fn is_done(&self, offset: i64) -> bool {
+        offset > self.committed && offset < self.end && !self.not_done.contains(&offset)
+    }
+}
+
+fn base36(mut n: i64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    if n <= 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Tracks in-flight records per partition. Shared between the consuming task
@@ -117,9 +200,13 @@ impl OffsetTracker {
                     continue;
                 }
                 let offset = state.committable();
-                if offset > 0 && state.committed != Some(offset) {
+                let metadata = state.metadata(offset);
+                let unchanged = state.committed.as_ref().is_some_and(|(o, m)| *o == offset && *m == metadata);
+                if offset > 0 && !unchanged {
                     // Adding to a fresh list cannot fail for a valid offset.
-                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
+                    let mut elem = tpl.add_partition(topic, *partition);
+                    let _ = elem.set_offset(Offset::Offset(offset));
+                    elem.set_metadata(metadata);
                 }
             }
             tpl
@@ -133,7 +220,7 @@ impl OffsetTracker {
                 if let (Some(state), Offset::Offset(o)) =
                     (m.get_mut(&(elem.topic().to_string(), elem.partition())), elem.offset())
                 {
-                    state.committed = Some(o);
+                    state.committed = Some((o, elem.metadata().to_string()));
                 }
             }
         });
@@ -146,6 +233,11 @@ impl OffsetTracker {
                 m.remove(key);
             }
         });
+    }
+
+    /// Forgets every partition (after the input was rewound).
+    pub fn clear(&self) {
+        self.with(HashMap::clear);
     }
 
     /// Number of records begun but not yet completed or failed.
@@ -222,5 +314,44 @@ mod tests {
         assert_eq!(t.commit_list(Some(&[("other".into(), 0)])).count(), 0);
         t.forget(&[("t".into(), 0)]);
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn commit_metadata_names_what_is_done_above_the_position() {
+        let t = OffsetTracker::new();
+        for i in 10..16 {
+            t.begin(&o(i));
+        }
+        // 10 and 13 still running; 11, 12, 14, 15 done.
+        for i in [11, 12, 14, 15] {
+            t.complete(&o(i));
+        }
+        let tpl = t.commit_list(None);
+        let elem = &tpl.elements()[0];
+        assert_eq!(elem.offset(), Offset::Offset(10));
+        let done = DoneAbove::decode(10, elem.metadata()).expect("shoal metadata");
+        let skipped: Vec<i64> = (0..20).filter(|i| done.is_done(*i)).collect();
+        assert_eq!(skipped, vec![11, 12, 14, 15]);
+    }
+
+    #[test]
+    fn metadata_is_empty_when_nothing_above_is_done_and_bad_metadata_is_ignored() {
+        let none = BTreeSet::new();
+        assert_eq!(DoneAbove::encode(5, 6, &none), "");
+        assert_eq!(DoneAbove::encode(5, 8, &BTreeSet::from([6, 7])), "");
+        let encoded = DoneAbove::encode(100, 2_000, &BTreeSet::from([101, 1_500]));
+        let done = DoneAbove::decode(100, &encoded).unwrap();
+        assert!(!done.is_done(100) && !done.is_done(101) && done.is_done(102) && done.is_done(1_499));
+        assert!(!done.is_done(1_500) && done.is_done(1_999) && !done.is_done(2_000));
+        for bad in ["", "other", "shoal1:", "shoal1:zz,-1", "shoal1:2,5", "shoal1:!"] {
+            assert_eq!(DoneAbove::decode(100, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_few_hundred_open_records_fit_the_default_metadata_limit() {
+        let not_done: BTreeSet<i64> = (0..512).map(|i| 1_000 + i * 3_000).collect();
+        let encoded = DoneAbove::encode(1_000, 2_000_000, &not_done);
+        assert!(encoded.len() < 4_000, "{} bytes", encoded.len());
     }
 }

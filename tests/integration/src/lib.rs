@@ -280,6 +280,15 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
         .unwrap();
 }
 
+/// [`produce`] to one partition, whatever the key's hash.
+pub async fn produce_to(producer: &FutureProducer, topic: &str, partition: i32, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).partition(partition).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
 /// Reads a whole topic (all partitions, from the beginning, committed
 /// records only), accumulating what it has seen across calls.
 pub struct TopicReader {

@@ -105,3 +105,72 @@ async fn failures_exactly_once() {
 async fn failures_at_least_once() {
     failures_are_retried_answered_and_dead_lettered("at_least_once").await;
 }
+
+/// A key whose handler keeps failing transiently is retried while the other
+/// keys' commands, in the same partition and after it, are handled and their
+/// results committed; the key's own later command waits for it (per-key order).
+async fn retries_do_not_hold_up_other_keys(mode: &str) {
+    init_logs();
+    let scope = Scope::new("retry-keys");
+    scope.create_topics().await;
+    let release = scope.dir.join("outage-over");
+    let mut env = scope.env();
+    env.extend(
+        [
+            ("SHOAL__WORKER__ID", "retry-worker"),
+            ("SHOAL__WORKER__PROBE_HANDLER", "true"),
+            ("SHOAL__WORKER__MAX_ATTEMPTS", "100"),
+            ("SHOAL__WORKER__RETRY_INITIAL_MS", "50"),
+            ("SHOAL__WORKER__RETRY_MAX_MS", "100"),
+            ("SHOAL__DELIVERY__MODE", mode),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+
+    // All in partition 0, so that they also share a partition's offsets.
+    let stuck = probe("stuck", 1, serde_json::json!({"fail_until_exists": release}));
+    let stuck_next = probe("stuck", 2, serde_json::json!({}));
+    let others: Vec<Command> = (0..20).map(|i| probe(&format!("other-{i}"), 1, serde_json::json!({}))).collect();
+    let producer = producer();
+    let topic = &scope.topics.commands.name;
+    for c in [&stuck, &stuck_next].into_iter().chain(&others) {
+        produce_to(&producer, topic, 0, &c.key, &c.encode()).await;
+    }
+
+    let mut results = TopicReader::new(&scope.topics.results.name);
+    let other_ids: std::collections::HashSet<Uuid> = others.iter().map(|c| c.id).collect();
+    results
+        .read_until(Duration::from_secs(60), "the other keys' results", |m| {
+            decode_results(m).iter().filter(|r| other_ids.contains(&r.command_id)).count() == others.len()
+        })
+        .await;
+    let seen: Vec<Uuid> = decode_results(&results.messages).iter().map(|r| r.command_id).collect();
+    assert!(!seen.contains(&stuck.id), "the stuck command cannot have succeeded yet");
+    assert!(!seen.contains(&stuck_next.id), "the stuck key's next command waits for it");
+
+    std::fs::write(&release, b"").unwrap();
+    results.read_until(Duration::from_secs(60), "the stuck key's results", |m| m.len() >= others.len() + 2).await;
+    results.read_to_end(Duration::from_secs(10)).await;
+    let decoded = decode_results(&results.messages);
+    assert_eq!(decoded.len(), others.len() + 2, "one result per command");
+    let position = |id: Uuid| decoded.iter().position(|r| r.command_id == id).expect("a result");
+    let first = &decoded[position(stuck.id)];
+    assert_eq!(first.status, ResultStatus::Succeeded, "{first:?}");
+    assert!(first.output["attempt"].as_u64().unwrap() > 1, "it was retried: {first:?}");
+    assert!(position(stuck.id) < position(stuck_next.id), "per-key order kept");
+
+    worker.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("exits");
+    assert!(status.success(), "exit {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_do_not_hold_up_other_keys_exactly_once() {
+    retries_do_not_hold_up_other_keys("exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_do_not_hold_up_other_keys_at_least_once() {
+    retries_do_not_hold_up_other_keys("at_least_once").await;
+}

@@ -30,6 +30,10 @@ pub struct ProbePayload {
     /// Work this long before answering, milliseconds.
     #[serde(default)]
     pub sleep_ms: u64,
+    /// Fail with a retryable error until this file exists (an outage that
+    /// ends when the operator, or a test, says so).
+    #[serde(default)]
+    pub fail_until_exists: Option<std::path::PathBuf>,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +45,11 @@ impl Handler for ProbeHandler {
         }
         if p.permanent {
             return Err(HandlerError::Rejected("probe asked for a permanent failure".into()));
+        }
+        if let Some(path) = &p.fail_until_exists
+            && !path.exists()
+        {
+            return Err(HandlerError::Retryable(format!("probe waits for {}", path.display())));
         }
         if attempt <= p.fail_attempts {
             return Err(HandlerError::Retryable(format!("probe failure {attempt} of {}", p.fail_attempts)));

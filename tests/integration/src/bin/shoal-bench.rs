@@ -205,6 +205,7 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, stop: std::sync::Arc<std
             output: serde_json::json!({}),
             started_at: now,
             finished_at: now,
+            sequence: None,
         };
         let body = result.encode();
         let mut record = BaseRecord::to(output).key(&command.key).payload(&body);
