@@ -1,0 +1,299 @@
+{{/*
+Names, labels and the pieces every Shoal pod shares.
+*/}}
+
+{{- define "shoal.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every resource name. Component names append a suffix, so it is
+kept to 45 characters: "<prefix>-orchestrator" must stay within 63, and a
+worker StatefulSet's name within 52 (its pods' controller-revision-hash label
+appends 11 characters).
+*/}}
+{{- define "shoal.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shoal.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "shoal.orchestrator.fullname" -}}
+{{- printf "%s-orchestrator" (include "shoal.fullname" .) }}
+{{- end }}
+
+{{- define "shoal.worker.fullname" -}}
+{{- printf "%s-worker" (include "shoal.fullname" .) }}
+{{- end }}
+
+{{- define "shoal.simulator.fullname" -}}
+{{- printf "%s-sim" (include "shoal.fullname" .) }}
+{{- end }}
+
+{{- define "shoal.config.fullname" -}}
+{{- printf "%s-config" (include "shoal.fullname" .) }}
+{{- end }}
+
+{{/* Selector labels: stable for the release's lifetime (a selector cannot change). */}}
+{{- define "shoal.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shoal.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Standard labels of every resource; components add app.kubernetes.io/component. */}}
+{{- define "shoal.labels" -}}
+helm.sh/chart: {{ include "shoal.chart" . }}
+{{ include "shoal.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: shoal
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of a component's resources: call with (dict "root" $ "component" "worker"). */}}
+{{- define "shoal.componentLabels" -}}
+{{ include "shoal.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "shoal.componentSelectorLabels" -}}
+{{ include "shoal.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "shoal.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "shoal.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "shoal.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "shoal.orchestratorId" -}}
+{{- default (include "shoal.orchestrator.fullname" .) .Values.orchestrator.id }}
+{{- end }}
+
+{{- define "shoal.transactionalIdPrefix" -}}
+{{- default (printf "%s-%s" .Release.Namespace (include "shoal.fullname" .)) .Values.delivery.transactionalIdPrefix }}
+{{- end }}
+
+{{/* The feed URL the orchestrator uses: the value, else the bundled simulator's Service, else empty (Shoal's default). */}}
+{{- define "shoal.feedUrl" -}}
+{{- if .Values.orchestrator.feed.url }}
+{{- .Values.orchestrator.feed.url }}
+{{- else if .Values.simulator.enabled }}
+{{- printf "ws://%s:%d" (include "shoal.simulator.fullname" .) (int .Values.simulator.port) }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: Shoal's shutdown bound rounded up to seconds, plus the margin. */}}
+{{- define "shoal.terminationGracePeriodSeconds" -}}
+{{- $ms := int64 .Values.shutdown.timeoutMs }}
+{{- add (div (add $ms 999) 1000) (int64 .Values.shutdown.graceMarginSeconds) }}
+{{- end }}
+
+{{/* The SASL protocols need a Secret; a few sanity checks that the schema cannot express. */}}
+{{- define "shoal.validate" -}}
+{{- $k := .Values.kafka }}
+{{- if and (hasPrefix "sasl_" $k.securityProtocol) (not $k.sasl.existingSecret) }}
+{{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to an existing Secret holding the SASL password (the chart never takes credentials as values)" $k.securityProtocol) }}
+{{- end }}
+{{- if and (not (hasSuffix "ssl" $k.securityProtocol)) (or $k.tls.caSecret.name $k.tls.clientCertSecret.name) }}
+{{- fail (printf "kafka.tls.* is set but kafka.securityProtocol is %s: use ssl or sasl_ssl" $k.securityProtocol) }}
+{{- end }}
+{{- range $name, $_ := $k.options }}
+{{- $lower := lower $name }}
+{{- if or (contains "password" $lower) (contains "secret" $lower) (hasSuffix "key.pem" $lower) (hasSuffix "certificate.pem" $lower) (eq $lower "sasl.jaas.config") (eq $lower "sasl.oauthbearer.config") }}
+{{- fail (printf "kafka.options.%s looks like a credential: keep secrets out of values (kafka.sasl.existingSecret, kafka.tls.clientCertSecret, or workers.extraEnv/orchestrator.extraEnv with secretKeyRef)" $name) }}
+{{- end }}
+{{- if contains "_" $name }}
+{{- fail (printf "kafka.options.%s: write the librdkafka property with dots, as librdkafka names it (e.g. socket.keepalive.enable)" $name) }}
+{{- end }}
+{{- end }}
+{{- $partitions := int .Values.topics.commands.partitions }}
+{{- $w := .Values.workers }}
+{{- if and $w.autoscaling.enabled $w.keda.enabled }}
+{{- fail "workers.autoscaling.enabled and workers.keda.enabled are both true: KEDA manages its own HorizontalPodAutoscaler, so enable one of them" }}
+{{- end }}
+{{- if and $w.keda.enabled (gt (int $w.keda.maxReplicaCount) $partitions) }}
+{{- fail (printf "workers.keda.maxReplicaCount (%d) is larger than topics.commands.partitions (%d): workers beyond the partition count get no partition and sit idle" (int $w.keda.maxReplicaCount) $partitions) }}
+{{- end }}
+{{- if and $w.keda.enabled (gt (int $w.keda.minReplicaCount) (int $w.keda.maxReplicaCount)) }}
+{{- fail (printf "workers.keda.minReplicaCount (%d) is larger than workers.keda.maxReplicaCount (%d)" (int $w.keda.minReplicaCount) (int $w.keda.maxReplicaCount)) }}
+{{- end }}
+{{- if and $w.autoscaling.enabled (gt (int $w.autoscaling.maxReplicas) $partitions) }}
+{{- fail (printf "workers.autoscaling.maxReplicas (%d) is larger than topics.commands.partitions (%d): workers beyond the partition count get no partition and sit idle" (int $w.autoscaling.maxReplicas) $partitions) }}
+{{- end }}
+{{- if and $w.autoscaling.enabled (gt (int $w.autoscaling.minReplicas) (int $w.autoscaling.maxReplicas)) }}
+{{- fail (printf "workers.autoscaling.minReplicas (%d) is larger than workers.autoscaling.maxReplicas (%d)" (int $w.autoscaling.minReplicas) (int $w.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if and .Values.observability.otlp.enabled (not .Values.observability.otlp.endpoint) }}
+{{- fail "observability.otlp.enabled is true: set observability.otlp.endpoint to the OTLP collector (e.g. http://otel-collector.observability:4317)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by the orchestrator and the workers: the config file,
+identity from the downward API, Kafka credentials from existing Secrets, and
+the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
+*/}}
+{{- define "shoal.commonEnv" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+- name: SHOAL_CONFIG
+  value: /etc/shoal/config/shoal.toml
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- if hasPrefix "sasl_" $v.kafka.securityProtocol }}
+- name: SHOAL__KAFKA__OPTIONS__SASL_USERNAME
+{{- if $v.kafka.sasl.username }}
+  value: {{ $v.kafka.sasl.username | quote }}
+{{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.sasl.existingSecret }}
+      key: {{ $v.kafka.sasl.usernameKey }}
+{{- end }}
+- name: SHOAL__KAFKA__OPTIONS__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.sasl.existingSecret }}
+      key: {{ $v.kafka.sasl.passwordKey }}
+{{- end }}
+{{- if $v.observability.otlp.enabled }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $v.observability.otlp.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $v.observability.otlp.protocol | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "shoal-%s" .component | quote }}
+{{- $attrs := list "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.node.name=$(NODE_NAME)" "service.instance.id=$(POD_NAME)" (printf "service.namespace=%s" (include "shoal.fullname" $root)) (printf "service.version=%s" $root.Chart.AppVersion) }}
+{{- range $key, $value := $v.observability.otlp.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- with $v.observability.otlp.sampler }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.observability.otlp.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes shared by the orchestrator and the workers. */}}
+{{- define "shoal.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "shoal.config.fullname" . }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- with .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.tls.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- with .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.tls.clientCertSecret.certKey }}
+        path: tls.crt
+      - key: {{ $.Values.kafka.tls.clientCertSecret.keyKey }}
+        path: tls.key
+{{- end }}
+{{- end }}
+
+{{- define "shoal.volumeMounts" -}}
+- name: config
+  mountPath: /etc/shoal/config
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/shoal/kafka-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client-cert
+  mountPath: /etc/shoal/kafka-tls-client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Probes on the observability endpoint. */}}
+{{- define "shoal.probes" -}}
+{{- $p := .Values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http-metrics
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http-metrics
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http-metrics
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
+
+{{/* Pod-level settings shared by every pod of the chart. */}}
+{{- define "shoal.podCommon" -}}
+serviceAccountName: {{ include "shoal.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
