@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{self, LogSettings, ShutdownSettings, Validate};
+use crate::settings::{self, LogSettings, ObservabilitySettings, ShutdownSettings, Validate};
 
 /// Command-line options every Shoal binary has; `#[command(flatten)]` them.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +30,8 @@ pub trait AppSettings: Default + Serialize + DeserializeOwned + Validate {
     fn log(&self) -> &LogSettings;
     /// The `[shutdown]` section.
     fn shutdown(&self) -> &ShutdownSettings;
+    /// The `[observability]` section.
+    fn observability(&self) -> &ObservabilitySettings;
 }
 
 /// Runs a binary. `run` gets the validated settings and the root shutdown
@@ -62,12 +64,31 @@ where
         }
     };
     runtime.block_on(async move {
-        let _telemetry = crate::telemetry::init(name, settings.log().format, &settings.log().level);
+        let telemetry =
+            crate::telemetry::init(name, settings.log().format, &settings.log().level, settings.observability());
         let shutdown = crate::shutdown::install_signal_handlers();
+        let bound = settings.shutdown().timeout();
         // Each drain step is bounded by shutdown.timeout_ms; this is the
         // backstop for the whole process, with a second of slack for exit.
-        crate::shutdown::exit_after_bound(&shutdown, settings.shutdown().timeout() + Duration::from_secs(1));
-        match run(settings, shutdown).await {
+        crate::shutdown::exit_after_bound(&shutdown, bound + Duration::from_secs(1));
+        let shutdown_started = crate::shutdown::started_at(&shutdown);
+        let server = match start_http(settings.observability(), &shutdown).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = run(settings, shutdown.clone()).await;
+        // Whatever ended the run, the HTTP server stops with the process.
+        shutdown.cancel();
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+        }
+        // Export the spans still queued, within what is left of the bound.
+        let elapsed = shutdown_started.lock().map(|t| t.map(|t| t.elapsed())).ok().flatten().unwrap_or_default();
+        telemetry.shutdown(bound.saturating_sub(elapsed).max(Duration::from_millis(200))).await;
+        match outcome {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 tracing::warn!("shutdown was not clean");
@@ -79,4 +100,27 @@ where
             }
         }
     })
+}
+
+/// Starts the `/metrics`, `/healthz`, `/readyz` server unless
+/// `observability.listen` is empty; readiness fails once shutdown starts.
+async fn start_http(
+    observability: &ObservabilitySettings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context as _;
+    let token = shutdown.clone();
+    crate::observability::health()
+        .register("process", move || if token.is_cancelled() { Err("shutting down".into()) } else { Ok(()) });
+    if observability.listen.is_empty() {
+        return Ok(None);
+    }
+    let address: std::net::SocketAddr = observability
+        .listen
+        .parse()
+        .with_context(|| format!("observability.listen {:?} is not ip:port", observability.listen))?;
+    let (_, task) = crate::observability::server::serve(address, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on observability.listen {address}"))?;
+    Ok(Some(task))
 }

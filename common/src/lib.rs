@@ -4,6 +4,7 @@
 pub mod app;
 pub mod kafka;
 pub mod messages;
+pub mod observability;
 pub mod payloads;
 pub mod settings;
 pub mod shutdown;

@@ -408,6 +408,71 @@ impl DeliverySettings {
     }
 }
 
+/// The `[observability]` section: HTTP endpoints (metrics, health) and
+/// trace export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilitySettings {
+    /// `host:port` of the HTTP server for `/metrics`, `/healthz` and
+    /// `/readyz`; empty to disable it.
+    pub listen: String,
+    /// Export spans over OTLP.
+    pub otlp_enabled: bool,
+    /// OTLP endpoint (base URL); empty for the `OTEL_EXPORTER_OTLP_*`
+    /// environment variables or the protocol's default. The environment
+    /// variables win over this key.
+    pub otlp_endpoint: String,
+    /// `grpc` or `http/protobuf`; `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` and
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` win over this key.
+    pub otlp_protocol: String,
+    /// `service.name` of exported spans; empty for the binary's name.
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
+    /// wins over this key.
+    pub service_name: String,
+}
+
+impl Default for ObservabilitySettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+            otlp_enabled: false,
+            otlp_endpoint: String::new(),
+            otlp_protocol: "grpc".into(),
+            service_name: String::new(),
+        }
+    }
+}
+
+/// OTLP transports.
+pub const OTLP_PROTOCOLS: [&str; 2] = ["grpc", "http/protobuf"];
+
+impl ObservabilitySettings {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(SettingsError::invalid(
+                "observability.listen",
+                format!("{:?} is not an IP address and port", self.listen),
+                "ip:port, e.g. 0.0.0.0:9464, or an empty string to disable the HTTP server",
+            ));
+        }
+        one_of("observability.otlp_protocol", &self.otlp_protocol, &OTLP_PROTOCOLS)?;
+        if !self.otlp_endpoint.is_empty() {
+            match url::Url::parse(&self.otlp_endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(SettingsError::invalid(
+                        "observability.otlp_endpoint",
+                        format!("{:?} is not an http(s) URL", self.otlp_endpoint),
+                        "http://host:port or https://host:port (empty for the OTEL_EXPORTER_OTLP_* variables)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Shutdown behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -452,13 +517,15 @@ mod tests {
         kafka: KafkaSettings,
         topics: TopicsSettings,
         shutdown: ShutdownSettings,
+        observability: ObservabilitySettings,
     }
 
     impl Validate for TestSettings {
         fn validate(&self) -> Result<(), SettingsError> {
             self.kafka.validate()?;
             self.topics.validate()?;
-            self.shutdown.validate()
+            self.shutdown.validate()?;
+            self.observability.validate()
         }
     }
 
@@ -517,11 +584,34 @@ mod tests {
             ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "0", "topics.commands.partitions"),
             ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "twelve", "partitions"),
             ("SHOAL__SHUTDOWN__TIMEOUT_MS", "5", "shutdown.timeout_ms"),
+            ("SHOAL__OBSERVABILITY__LISTEN", "9464", "observability.listen"),
+            ("SHOAL__OBSERVABILITY__OTLP_PROTOCOL", "http/json", "observability.otlp_protocol"),
+            ("SHOAL__OBSERVABILITY__OTLP_ENDPOINT", "localhost:4317", "observability.otlp_endpoint"),
+            ("SHOAL__OBSERVABILITY__OTLP_ENABLED", "maybe", "otlp_enabled"),
         ];
         for (var, value, key) in cases {
             let err = load_from::<TestSettings, _>(None, env(&[(var, value)])).unwrap_err().to_string();
             assert!(err.contains(key), "{var}={value}: error {err:?} does not name {key}");
         }
+    }
+
+    #[test]
+    fn observability_listen_can_be_disabled_and_otlp_switched_on() {
+        let s: TestSettings = load_from(
+            None,
+            env(&[
+                ("SHOAL__OBSERVABILITY__LISTEN", ""),
+                ("SHOAL__OBSERVABILITY__OTLP_ENABLED", "true"),
+                ("SHOAL__OBSERVABILITY__OTLP_PROTOCOL", "http/protobuf"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.observability.listen, "");
+        assert!(s.observability.otlp_enabled);
+        assert_eq!(s.observability.otlp_protocol, "http/protobuf");
+        let defaults: TestSettings = load_from(None, env(&[])).unwrap();
+        assert_eq!(defaults.observability.listen, "0.0.0.0:9464");
+        assert!(!defaults.observability.otlp_enabled);
     }
 
     #[test]

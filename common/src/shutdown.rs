@@ -68,3 +68,15 @@ pub fn exit_after_bound(token: &CancellationToken, bound: Duration) {
         });
     });
 }
+
+/// When `token` was cancelled (shutdown requested), once it has been; for
+/// spending what is left of the shutdown bound.
+pub fn started_at(token: &CancellationToken) -> std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>> {
+    let at = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (token, slot) = (token.clone(), at.clone());
+    tokio::spawn(async move {
+        token.cancelled().await;
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    });
+    at
+}

@@ -14,6 +14,7 @@ use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
+use shoal_common::observability::{kind_label, metrics};
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};
@@ -51,6 +52,30 @@ pub struct DecisionProcessor {
     pub sequences: HashMap<String, u64>,
     /// Counters.
     pub stats: Arc<DecisionStats>,
+    /// The stage's consumer group (span attribute).
+    pub consumer_group: String,
+}
+
+impl DecisionStats {
+    /// Registers the counters as metrics, read at each scrape.
+    pub fn register_metrics(self: &Arc<Self>) {
+        let m = metrics();
+        let s = self.clone();
+        m.counter("shoal_decisions_ticks", "Ticks read by the decisions stage", vec![], move || {
+            s.ticks.load(Ordering::Relaxed)
+        });
+        let s = self.clone();
+        m.counter("shoal_decisions_events", "Business events read by the decisions stage", vec![], move || {
+            s.events.load(Ordering::Relaxed)
+        });
+        let s = self.clone();
+        m.counter(
+            "shoal_dead_letters",
+            "Records sent to the dead-letter topic, by stage",
+            vec![("stage", "decisions".to_string())],
+            move || s.dead_lettered.load(Ordering::Relaxed),
+        );
+    }
 }
 
 impl DecisionProcessor {
@@ -73,19 +98,25 @@ impl DecisionProcessor {
             "publish command",
             otel.kind = "producer",
             messaging.system = "kafka",
-            messaging.operation = "publish",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
             messaging.destination.name = %self.commands_topic,
             messaging.kafka.message.key = %command.key,
+            messaging.message.id = %command.id,
             command.id = %command.id,
             command.kind = %command.kind,
+            command.key = %command.key,
             command.seq = command.seq,
         );
         let meta =
             MessageMeta { message_type: "command", producer_id: &self.producer_id, command_id: Some(command.id) };
         out.message(&self.commands_topic, &command.key, &meta, &command, &span);
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        // Logged outside the span so the line stays readable.
-        tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
+        metrics().commands_issued.get_or_create(&kind_label(&command.kind)).inc();
+        // Inside the span, so the line carries the trace id.
+        span.in_scope(|| {
+            tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
+        });
     }
 }
 
@@ -93,13 +124,18 @@ impl DecisionProcessor {
     /// Handles one record, in consumption order.
     fn handle_record(&mut self, message: &OwnedMessage, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "evaluate rules",
             otel.kind = "consumer",
             messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = message.topic(),
-            messaging.kafka.partition = message.partition(),
+            messaging.destination.partition.id = %message.partition(),
             messaging.kafka.offset = message.offset(),
+            messaging.kafka.message.key = message.key().map(String::from_utf8_lossy).as_deref().unwrap_or_default(),
+            messaging.consumer.group.name = %self.consumer_group,
+            shoal.commands_issued = tracing::field::Empty,
         );
         HeaderView(message.headers()).set_parent_of(&span);
         let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
@@ -117,17 +153,20 @@ impl DecisionProcessor {
         });
         match drafts {
             Ok(drafts) => {
+                span.record("shoal.commands_issued", drafts.len());
                 for draft in drafts {
                     self.issue(draft, out, &span);
                 }
             }
             Err((reason, error)) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                out.dead_letter(
-                    &self.dlq_topic,
-                    message,
-                    DeadLetter { reason, error, stage: "decisions", attempts: 1 },
-                );
+                span.in_scope(|| {
+                    out.dead_letter(
+                        &self.dlq_topic,
+                        message,
+                        DeadLetter { reason, error, stage: "decisions", attempts: 1 },
+                    );
+                });
             }
         }
     }

@@ -66,6 +66,18 @@ pub async fn run(
         let producer =
             TrackedProducer::new(&settings.kafka, &format!("{}-ingest", o.id), Arc::new(OffsetTracker::new()))
                 .context("creating the ticks producer")?;
+        stats.feed.register_metrics();
+        let feed_stats = stats.feed.clone();
+        let health = shoal_common::observability::health();
+        health.register("ingest.feed", move || {
+            if feed_stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("market data feed not connected and subscribed".into())
+            }
+        });
+        let producer_health = producer.health().clone();
+        health.register("ingest.kafka", move || producer_health.connected());
         let sink = TickSink {
             producer: producer.clone(),
             topic: settings.topics.ticks.name.clone(),
@@ -86,6 +98,7 @@ pub async fn run(
     if o.runs("decisions") {
         let deadline_ms = settings.rules.command_deadline_ms;
         let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+        stats.decisions.register_metrics();
         consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, || DecisionProcessor {
             producer_id: o.id.clone(),
             ticks_topic: settings.topics.ticks.name.clone(),
@@ -96,6 +109,7 @@ pub async fn run(
             rules: MarketRules::new(settings.rules.clone()),
             sequences: HashMap::new(),
             stats: stats.decisions.clone(),
+            consumer_group: o.decisions_group.clone(),
         })?;
     }
 
@@ -113,11 +127,13 @@ pub async fn run(
             )
         };
         let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
+        stats.results.register_metrics();
         consuming.spawn(&mut stages, "results", &o.results_group, &topics, || ResultProcessor {
             commands_topic: settings.topics.commands.name.clone(),
             dlq_topic: settings.topics.dlq.name.clone(),
             recorder: Recorder::new(settings.results.max_pending, record_file, stats.results.clone()),
             stats: stats.results.clone(),
+            consumer_group: o.results_group.clone(),
         })?;
     }
 

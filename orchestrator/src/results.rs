@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
+use opentelemetry::trace::SpanContext;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::Outputs;
 use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
+use shoal_common::observability::{kind_label, metrics};
 use uuid::Uuid;
 
 /// Results counters.
@@ -38,6 +40,48 @@ pub struct ResultStats {
     pub evicted: AtomicU64,
     /// Records that could not be decoded (sent to the dead-letter topic).
     pub dead_lettered: AtomicU64,
+    /// Commands issued and not yet answered (remembered ones).
+    pub pending: AtomicU64,
+}
+
+impl ResultStats {
+    /// Registers the counters as metrics, read at each scrape.
+    pub fn register_metrics(self: &Arc<Self>) {
+        let m = metrics();
+        type Read = fn(&ResultStats) -> u64;
+        let counters: [(&'static str, &'static str, Read); 4] = [
+            ("shoal_results_commands_seen", "Commands read by the results stage", |s| {
+                s.commands_seen.load(Ordering::Relaxed)
+            }),
+            ("shoal_results_seen", "Results read by the results stage", |s| s.results_seen.load(Ordering::Relaxed)),
+            ("shoal_results_duplicates", "Second results for an already recorded command", |s| {
+                s.duplicates.load(Ordering::Relaxed)
+            }),
+            (
+                "shoal_results_evicted",
+                "Pending commands or early results forgotten because of results.max_pending",
+                |s| s.evicted.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in counters {
+            let stats = self.clone();
+            m.counter(name, help, vec![], move || read(&stats));
+        }
+        let stats = self.clone();
+        m.counter(
+            "shoal_dead_letters",
+            "Records sent to the dead-letter topic, by stage",
+            vec![("stage", "results".to_string())],
+            move || stats.dead_lettered.load(Ordering::Relaxed),
+        );
+        let stats = self.clone();
+        m.gauge(
+            "shoal_results_pending",
+            "Commands issued and not yet answered (in flight between the orchestrator and the workers)",
+            vec![],
+            move || i64::try_from(stats.pending.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+    }
 }
 
 /// One recorded outcome, as logged and appended to the record file.
@@ -65,6 +109,11 @@ pub struct Outcome {
     pub end_to_end_ms: i64,
     /// Handler output.
     pub output: serde_json::Value,
+    /// Trace context of the result record (its producer span), so that the
+    /// recording continues the decision's trace even when the result was
+    /// read before its command.
+    #[serde(skip)]
+    pub result_trace: Option<SpanContext>,
 }
 
 /// Bounded insertion-ordered map: the oldest entries go first when full.
@@ -114,7 +163,7 @@ impl<V> Bounded<V> {
 #[derive(Debug)]
 pub struct Recorder {
     issued: Bounded<Command>,
-    early: Bounded<CommandResult>,
+    early: Bounded<(CommandResult, Option<SpanContext>)>,
     recorded: Bounded<()>,
     record_file: Option<std::fs::File>,
     stats: Arc<ResultStats>,
@@ -144,16 +193,18 @@ impl Recorder {
         if self.recorded.map.contains_key(&command.id) {
             return None; // replayed command whose outcome is already recorded
         }
-        if let Some(result) = self.early.take(&command.id) {
-            return Some(self.record(command, result));
+        if let Some((result, trace)) = self.early.take(&command.id) {
+            return Some(self.record(command, result, trace));
         }
         let evicted = self.issued.insert(command.id, command);
         self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.stats.pending.store(self.issued.len() as u64, Ordering::Relaxed);
         None
     }
 
-    /// Notes a result; records it if its command is known.
-    pub fn on_result(&mut self, result: CommandResult) -> Option<Outcome> {
+    /// Notes a result (with the trace context of its record); records it if
+    /// its command is known.
+    pub fn on_result(&mut self, result: CommandResult, trace: Option<SpanContext>) -> Option<Outcome> {
         self.stats.results_seen.fetch_add(1, Ordering::Relaxed);
         if self.recorded.map.contains_key(&result.command_id) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -161,17 +212,24 @@ impl Recorder {
             return None;
         }
         match self.issued.take(&result.command_id) {
-            Some(command) => Some(self.record(command, result)),
+            Some(command) => Some(self.record(command, result, trace)),
             None => {
-                let evicted = self.early.insert(result.command_id, result);
+                let evicted = self.early.insert(result.command_id, (result, trace));
                 self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
                 None
             }
         }
     }
 
-    fn record(&mut self, command: Command, result: CommandResult) -> Outcome {
+    fn record(&mut self, command: Command, result: CommandResult, result_trace: Option<SpanContext>) -> Outcome {
         let recorded_at = Utc::now();
+        let latency = (recorded_at - command.issued_at).to_std().unwrap_or_default();
+        let m = metrics();
+        m.command_latency.get_or_create(&kind_label(&command.kind)).observe(latency.as_secs_f64());
+        m.results_recorded
+            .get_or_create(&vec![("kind", command.kind.clone()), ("status", result.status.as_str().to_string())])
+            .inc();
+        self.stats.pending.store(self.issued.len() as u64, Ordering::Relaxed);
         let outcome = Outcome {
             command_id: command.id,
             kind: command.kind,
@@ -184,6 +242,7 @@ impl Recorder {
             recorded_at,
             end_to_end_ms: (recorded_at - command.issued_at).num_milliseconds(),
             output: result.output,
+            result_trace,
         };
         self.recorded.insert(outcome.command_id, ());
         self.stats.recorded.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +271,8 @@ pub struct ResultProcessor {
     pub recorder: Recorder,
     /// Counters.
     pub stats: Arc<ResultStats>,
+    /// The stage's consumer group (span attribute).
+    pub consumer_group: String,
 }
 
 impl ResultProcessor {
@@ -221,29 +282,47 @@ impl ResultProcessor {
         let outcome = if message.topic() == self.commands_topic {
             Command::decode(payload).map(|c| self.recorder.on_command(c))
         } else {
-            CommandResult::decode(payload).map(|r| self.recorder.on_result(r))
+            let trace = HeaderView(message.headers()).span_context();
+            CommandResult::decode(payload).map(|r| self.recorder.on_result(r, trace))
         };
         match outcome {
             Ok(Some(outcome)) => {
                 let span = tracing::info_span!(
                     "record result",
                     otel.kind = "consumer",
+                    otel.status_code = tracing::field::Empty,
                     messaging.system = "kafka",
+                    messaging.operation.type = "process",
+                    messaging.operation.name = "process",
                     messaging.destination.name = message.topic(),
-                    messaging.kafka.partition = message.partition(),
+                    messaging.destination.partition.id = %message.partition(),
                     messaging.kafka.offset = message.offset(),
+                    messaging.kafka.message.key = %outcome.key,
+                    messaging.consumer.group.name = %self.consumer_group,
+                    messaging.message.id = %outcome.command_id,
                     command.id = %outcome.command_id,
+                    command.kind = %outcome.kind,
+                    shoal.result.status = outcome.status.as_str(),
+                    shoal.worker.id = %outcome.worker_id,
+                    shoal.end_to_end_ms = outcome.end_to_end_ms,
                 );
-                HeaderView(message.headers()).set_parent_of(&span);
-                // Logged outside the span so the line stays readable; the
-                // span exists to close the decision's trace.
-                drop(span);
-                tracing::info!(
-                    command_id = %outcome.command_id, kind = %outcome.kind, key = %outcome.key, seq = outcome.seq,
-                    status = outcome.status.as_str(), worker_id = %outcome.worker_id, end_to_end_ms = outcome.end_to_end_ms,
-                    output = %outcome.output,
-                    "result recorded"
-                );
+                if let Some(parent) = outcome.result_trace.clone() {
+                    use opentelemetry::trace::TraceContextExt as _;
+                    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+                }
+                if outcome.status != ResultStatus::Succeeded {
+                    span.record("otel.status_code", "ERROR");
+                }
+                // Inside the span, so the line carries the trace id.
+                span.in_scope(|| {
+                    tracing::info!(
+                        command_id = %outcome.command_id, kind = %outcome.kind, key = %outcome.key, seq = outcome.seq,
+                        status = outcome.status.as_str(), worker_id = %outcome.worker_id, end_to_end_ms = outcome.end_to_end_ms,
+                        output = %outcome.output,
+                        "result recorded"
+                    );
+                });
             }
             Ok(None) => {}
             Err(error) => {
@@ -321,10 +400,10 @@ mod tests {
         let mut r = Recorder::new(10, None, stats.clone());
         let (a, b) = (command(1), command(2));
         assert!(r.on_command(a.clone()).is_none());
-        assert_eq!(r.on_result(result(&a)).unwrap().command_id, a.id);
-        assert!(r.on_result(result(&b)).is_none(), "result before its command waits");
+        assert_eq!(r.on_result(result(&a), None).unwrap().command_id, a.id);
+        assert!(r.on_result(result(&b), None).is_none(), "result before its command waits");
         assert_eq!(r.on_command(b.clone()).unwrap().command_id, b.id);
-        assert!(r.on_result(result(&a)).is_none());
+        assert!(r.on_result(result(&a), None).is_none());
         assert_eq!(stats.duplicates.load(Ordering::Relaxed), 1);
         assert_eq!(stats.recorded.load(Ordering::Relaxed), 2);
         assert_eq!(r.pending(), 0);

@@ -7,7 +7,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_common::messages::kinds;
 use shoal_common::settings::{
-    DeliverySettings, KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate, one_of,
+    DeliverySettings, KafkaSettings, LogSettings, ObservabilitySettings, SettingsError, ShutdownSettings,
+    TopicsSettings, Validate, one_of,
 };
 
 /// Everything `shoal-orchestrator` reads at start-up.
@@ -24,6 +25,8 @@ pub struct OrchestratorSettings {
     pub shutdown: ShutdownSettings,
     /// Exactly-once or at-least-once delivery.
     pub delivery: DeliverySettings,
+    /// Metrics, health endpoints and trace export.
+    pub observability: ObservabilitySettings,
     /// Which stages run and their consumer groups.
     pub orchestrator: OrchestratorSection,
     /// The market data feed.
@@ -169,6 +172,10 @@ impl shoal_common::app::AppSettings for OrchestratorSettings {
     fn shutdown(&self) -> &ShutdownSettings {
         &self.shutdown
     }
+
+    fn observability(&self) -> &ObservabilitySettings {
+        &self.observability
+    }
 }
 
 impl Validate for OrchestratorSettings {
@@ -179,6 +186,7 @@ impl Validate for OrchestratorSettings {
         self.topics.validate()?;
         self.shutdown.validate()?;
         self.delivery.validate()?;
+        self.observability.validate()?;
         let o = &self.orchestrator;
         if o.stages.is_empty() {
             return Err(SettingsError::invalid(

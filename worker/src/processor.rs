@@ -23,6 +23,7 @@ use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{
     Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
 };
+use shoal_common::observability::{kind_label, metrics};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
@@ -94,6 +95,55 @@ impl SequenceCheck {
 }
 
 impl WorkerStats {
+    /// Registers the counters as metrics, read at each scrape.
+    pub fn register_metrics(self: &Arc<Self>) {
+        let m = metrics();
+        for (status, read) in [
+            ("succeeded", (|s: &WorkerStats| s.succeeded.load(Ordering::Relaxed)) as fn(&WorkerStats) -> u64),
+            ("failed", |s| s.failed.load(Ordering::Relaxed)),
+            ("expired", |s| s.expired.load(Ordering::Relaxed)),
+            ("unsupported", |s| s.unsupported.load(Ordering::Relaxed)),
+        ] {
+            let stats = self.clone();
+            m.counter(
+                "shoal_worker_results",
+                "Results the worker produced, by status",
+                vec![("status", status.to_string())],
+                move || read(&stats),
+            );
+        }
+        let stats = self.clone();
+        m.counter("shoal_worker_retries", "Handler attempts retried after a transient failure", vec![], move || {
+            stats.retries.load(Ordering::Relaxed)
+        });
+        let stats = self.clone();
+        m.counter(
+            "shoal_worker_duplicates_skipped",
+            "Repeated commands skipped because their result already exists (at-least-once dedupe window)",
+            vec![],
+            move || stats.duplicates_skipped.load(Ordering::Relaxed),
+        );
+        for (anomaly, read) in [
+            ("gap", (|s: &WorkerStats| s.sequence_gaps.load(Ordering::Relaxed)) as fn(&WorkerStats) -> u64),
+            ("regression", |s| s.sequence_regressions.load(Ordering::Relaxed)),
+        ] {
+            let stats = self.clone();
+            m.counter(
+                "shoal_worker_sequence_anomalies",
+                "Commands whose per-key seq skipped ahead (gap) or went back (regression)",
+                vec![("anomaly", anomaly.to_string())],
+                move || read(&stats),
+            );
+        }
+        let stats = self.clone();
+        m.counter(
+            "shoal_dead_letters",
+            "Records sent to the dead-letter topic, by stage",
+            vec![("stage", "worker".to_string())],
+            move || stats.dead_lettered.load(Ordering::Relaxed),
+        );
+    }
+
     fn count_status(&self, status: ResultStatus) {
         let counter = match status {
             ResultStatus::Succeeded => &self.succeeded,
@@ -180,13 +230,23 @@ impl Executor {
         loop {
             let owned = command.clone();
             let handler = handler.clone();
+            let span = tracing::info_span!(
+                "run handler",
+                shoal.handler.kind = %command.kind,
+                shoal.handler.attempt = attempt,
+                otel.status_code = tracing::field::Empty,
+            );
             // A separate task isolates a panicking handler from the worker.
-            let task = tokio::spawn(async move { handler.handle(&owned, attempt).await }.in_current_span());
+            let task = tokio::spawn(async move { handler.handle(&owned, attempt).await }.instrument(span.clone()));
             let outcome = match tokio::time::timeout(self.handler_timeout, task).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(join_error)) => Err(HandlerError::Rejected(format!("handler panicked: {join_error}"))),
                 Err(_) => Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout))),
             };
+            if let Err(error) = &outcome {
+                span.record("otel.status_code", "ERROR");
+                tracing::info!(parent: &span, %error, "handler attempt failed");
+            }
             match outcome {
                 Ok(output) => {
                     return Execution { status: ResultStatus::Succeeded, output, attempts: attempt, dead_letter: None };
@@ -215,25 +275,45 @@ impl Executor {
     }
 
     /// Handles one decoded command: its result (and dead letter).
-    async fn handle(&self, message: &OwnedMessage, command: Command, sequence: Option<SequenceNote>) -> Outputs {
+    async fn handle(
+        &self,
+        message: &OwnedMessage,
+        command: Command,
+        sequence: Option<SequenceNote>,
+        group: &str,
+    ) -> Outputs {
         let mut out = Outputs::new();
         let span = tracing::info_span!(
             "process command",
             otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
             messaging.system = "kafka",
-            messaging.operation = "process",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = message.topic(),
-            messaging.kafka.partition = message.partition(),
+            messaging.destination.partition.id = %message.partition(),
             messaging.kafka.offset = message.offset(),
+            messaging.kafka.message.key = %command.key,
+            messaging.consumer.group.name = group,
+            messaging.message.id = %command.id,
             command.id = %command.id,
             command.kind = %command.kind,
             command.key = %command.key,
             command.seq = command.seq,
+            shoal.worker.id = %self.worker_id,
+            shoal.result.status = tracing::field::Empty,
         );
         HeaderView(message.headers()).set_parent_of(&span);
         let started_at = Utc::now();
+        let started = std::time::Instant::now();
         let execution = self.execute(&command).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        metrics().handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
         let status = execution.status;
+        span.record("shoal.result.status", status.as_str());
+        if status != ResultStatus::Succeeded {
+            span.record("otel.status_code", "ERROR");
+        }
         let result = CommandResult {
             schema_version: SCHEMA_VERSION,
             command_id: command.id,
@@ -247,22 +327,37 @@ impl Executor {
             finished_at: Utc::now(),
             sequence,
         };
+        let publish = tracing::info_span!(
+            parent: &span,
+            "publish result",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %self.results_topic,
+            messaging.kafka.message.key = %command.key,
+            messaging.message.id = %command.id,
+            command.id = %command.id,
+        );
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
-        out.message(&self.results_topic, &command.key, &meta, &result, &span);
+        out.message(&self.results_topic, &command.key, &meta, &result, &publish);
+        drop(publish);
         if let Some(reason) = execution.dead_letter {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let error = result.output.get("error").and_then(|e| e.as_str()).unwrap_or(reason).to_string();
             let letter = DeadLetter { reason, error, stage: "worker", attempts: execution.attempts };
-            out.dead_letter(&self.dlq_topic, message, letter);
+            span.in_scope(|| out.dead_letter(&self.dlq_topic, message, letter));
         }
         self.stats.count_status(status);
-        // Logged outside the span so the line stays readable.
-        tracing::info!(
-            command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
-            status = status.as_str(), attempts = execution.attempts,
-            handler_ms = (result.finished_at - started_at).num_milliseconds(),
-            "command handled"
-        );
+        // Inside the span, so the line carries the trace id.
+        span.in_scope(|| {
+            tracing::info!(
+                command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
+                status = status.as_str(), attempts = execution.attempts,
+                handler_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                "command handled"
+            );
+        });
         out
     }
 }
@@ -334,6 +429,7 @@ impl Processor for CommandProcessor {
         self.refresh_dedupe();
         let window = self.dedupe.as_ref().map(|d| d.window.clone());
         let exec = self.exec.clone();
+        let group_id = self.group.group_id.clone();
         Box::pin(async move {
             // Checked when the work runs, after the key's earlier commands.
             let generation = window.as_ref().map(Window::generation);
@@ -347,7 +443,7 @@ impl Processor for CommandProcessor {
                 return Outputs::new();
             }
             let id = command.id;
-            let out = exec.handle(&record, command, sequence).await;
+            let out = exec.handle(&record, command, sequence, &group_id).await;
             if let (Some(window), Some(generation)) = (&window, generation) {
                 window.insert(id, generation);
             }

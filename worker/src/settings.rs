@@ -3,7 +3,8 @@
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_common::settings::{
-    DeliverySettings, KafkaSettings, LogSettings, SettingsError, ShutdownSettings, TopicsSettings, Validate,
+    DeliverySettings, KafkaSettings, LogSettings, ObservabilitySettings, SettingsError, ShutdownSettings,
+    TopicsSettings, Validate,
 };
 
 /// Everything `shoal-worker` reads at start-up.
@@ -20,6 +21,8 @@ pub struct WorkerSettings {
     pub shutdown: ShutdownSettings,
     /// Exactly-once or at-least-once delivery.
     pub delivery: DeliverySettings,
+    /// Metrics, health endpoints and trace export.
+    pub observability: ObservabilitySettings,
     /// Worker behaviour.
     pub worker: WorkerSection,
     /// The orchestrator's sections are accepted and ignored, so one file or
@@ -103,6 +106,10 @@ impl shoal_common::app::AppSettings for WorkerSettings {
     fn shutdown(&self) -> &ShutdownSettings {
         &self.shutdown
     }
+
+    fn observability(&self) -> &ObservabilitySettings {
+        &self.observability
+    }
 }
 
 impl Validate for WorkerSettings {
@@ -111,6 +118,7 @@ impl Validate for WorkerSettings {
         self.topics.validate()?;
         self.shutdown.validate()?;
         self.delivery.validate()?;
+        self.observability.validate()?;
         let w = &self.worker;
         if w.id.trim().is_empty() {
             return Err(SettingsError::invalid("worker.id", "empty", "a non-empty identity, e.g. worker-1"));

@@ -13,17 +13,22 @@ use rdkafka::error::KafkaResult;
 use super::KafkaSetupError;
 use super::offsets::OffsetTracker;
 use super::producer::TrackedProducer;
+use super::stats::{ClientHealth, STATS_INTERVAL};
 use crate::settings::KafkaSettings;
 
 /// Group membership counters.
 #[derive(Debug, Default)]
 pub struct GroupStats {
+    /// The consumer group.
+    pub group_id: String,
     /// Rebalances this member took part in (assign or revoke events).
     pub rebalances: AtomicU64,
     /// Partitions currently assigned to this member.
     pub assigned: AtomicI64,
     /// Commits that failed.
     pub commit_failures: AtomicU64,
+    /// Connectivity and per-partition lag, from librdkafka's statistics.
+    pub client: ClientHealth,
     /// Partitions revoked since the pipeline last looked; an exactly-once
     /// pipeline drops their uncommitted records from its open batch.
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
@@ -53,6 +58,10 @@ pub struct GroupContext {
 impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(consumer = %self.name, %error, reason, "kafka consumer error");
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.client.observe(statistics);
     }
 }
 
@@ -123,7 +132,7 @@ pub fn subscribe(
     producer: Option<TrackedProducer>,
     flush_timeout: Duration,
 ) -> Result<(GroupConsumer, Arc<GroupStats>), KafkaSetupError> {
-    let stats = Arc::new(GroupStats::default());
+    let stats = Arc::new(GroupStats { group_id: group_id.to_string(), ..GroupStats::default() });
     let context = GroupContext {
         name: format!("{group_id}/{client_id}"),
         tracker: producer.as_ref().map(|p| p.tracker().clone()).unwrap_or_default(),
@@ -131,9 +140,11 @@ pub fn subscribe(
         flush_timeout,
         stats: stats.clone(),
     };
-    let consumer: GroupConsumer = super::consumer_config(kafka, group_id, client_id)
-        .create_with_context(context)
-        .map_err(|source| KafkaSetupError::Client { what: "consumer", source })?;
+    let mut config = super::consumer_config(kafka, group_id, client_id);
+    // Connectivity and lag for /readyz and /metrics (GroupContext::stats_raw).
+    config.set("statistics.interval.ms", STATS_INTERVAL.as_millis().to_string());
+    let consumer: GroupConsumer =
+        config.create_with_context(context).map_err(|source| KafkaSetupError::Client { what: "consumer", source })?;
     consumer.subscribe(topics).map_err(|source| KafkaSetupError::Client { what: "consumer subscription", source })?;
     Ok((consumer, stats))
 }

@@ -86,6 +86,14 @@ impl<'a, H: Headers> HeaderView<'a, H> {
         let _ = span.set_parent(context);
     }
 
+    /// The remote span context in these headers, if valid (for span links).
+    pub fn span_context(&self) -> Option<opentelemetry::trace::SpanContext> {
+        use opentelemetry::trace::TraceContextExt as _;
+        let context = TraceContextPropagator::new().extract(self);
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then_some(span_context)
+    }
+
     /// Copies every header into a [`HeaderSet`] (used for dead letters).
     pub fn to_set(&self) -> HeaderSet {
         let mut set = HeaderSet::default();
@@ -122,5 +130,18 @@ mod tests {
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].value, Some(&b"b"[..]));
         assert!(owned.iter().any(|h| h.key == MESSAGE_TYPE && h.value == Some(&b"command"[..])));
+    }
+
+    #[test]
+    fn span_context_reads_a_w3c_traceparent() {
+        let mut set = HeaderSet::new("command", "test");
+        set.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let owned = set.into_owned();
+        let context = HeaderView(Some(&owned)).span_context().unwrap();
+        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(context.is_remote());
+        let none = HeaderSet::new("command", "test").into_owned();
+        assert!(HeaderView(Some(&none)).span_context().is_none());
     }
 }

@@ -15,17 +15,23 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use super::KafkaSetupError;
 use super::offsets::{OffsetTracker, Origin};
 use super::outputs::Output;
+use super::stats::{ClientHealth, STATS_INTERVAL};
 use crate::settings::KafkaSettings;
 
 /// Producer context that reports deliveries to the tracker.
 #[derive(Debug)]
 pub struct TrackingContext {
     tracker: Arc<OffsetTracker>,
+    health: Arc<ClientHealth>,
 }
 
 impl ClientContext for TrackingContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka producer error");
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.health.observe(statistics);
     }
 }
 
@@ -60,6 +66,7 @@ impl ProducerContext for TrackingContext {
 pub struct TrackedProducer {
     inner: ThreadedProducer<TrackingContext>,
     tracker: Arc<OffsetTracker>,
+    health: Arc<ClientHealth>,
 }
 
 impl std::fmt::Debug for TrackedProducer {
@@ -71,11 +78,20 @@ impl std::fmt::Debug for TrackedProducer {
 impl TrackedProducer {
     /// Creates the producer; `tracker` receives its delivery reports.
     pub fn new(kafka: &KafkaSettings, client_id: &str, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
-        let context = TrackingContext { tracker: tracker.clone() };
-        let inner = super::producer_config(kafka, client_id)
+        let health = Arc::new(ClientHealth::default());
+        let context = TrackingContext { tracker: tracker.clone(), health: health.clone() };
+        let mut config = super::producer_config(kafka, client_id);
+        // Connectivity for /readyz (TrackingContext::stats_raw).
+        config.set("statistics.interval.ms", STATS_INTERVAL.as_millis().to_string());
+        let inner = config
             .create_with_context(context)
             .map_err(|source| KafkaSetupError::Client { what: "producer", source })?;
-        Ok(Self { inner, tracker })
+        Ok(Self { inner, tracker, health })
+    }
+
+    /// Connectivity, from the producer's statistics.
+    pub fn health(&self) -> &Arc<ClientHealth> {
+        &self.health
     }
 
     /// The tracker deliveries are reported to.

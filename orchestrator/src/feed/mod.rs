@@ -48,6 +48,37 @@ pub struct FeedStats {
     pub produce_errors: AtomicU64,
 }
 
+impl FeedStats {
+    /// Registers the counters as metrics, read at each scrape.
+    pub fn register_metrics(self: &Arc<Self>) {
+        let m = shoal_common::observability::metrics();
+        type Read = fn(&FeedStats) -> u64;
+        let counters: [(&'static str, &'static str, Read); 7] = [
+            ("shoal_feed_frames", "WebSocket frames received from the feed", |s| s.frames.load(Ordering::Relaxed)),
+            ("shoal_feed_ticks", "Ticks ingested (written to the ticks topic)", |s| s.ticks.load(Ordering::Relaxed)),
+            ("shoal_feed_malformed", "Feed frames that could not be parsed", |s| s.malformed.load(Ordering::Relaxed)),
+            ("shoal_feed_heartbeats", "Feed heartbeats received", |s| s.heartbeats.load(Ordering::Relaxed)),
+            ("shoal_feed_sequence_gaps", "Feed sequence numbers that skipped ahead", |s| {
+                s.sequence_gaps.load(Ordering::Relaxed)
+            }),
+            ("shoal_feed_reconnects", "Feed connection attempts after the first", |s| {
+                s.reconnects.load(Ordering::Relaxed)
+            }),
+            ("shoal_feed_produce_errors", "Ticks that could not be enqueued for Kafka", |s| {
+                s.produce_errors.load(Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, read) in counters {
+            let stats = self.clone();
+            m.counter(name, help, vec![], move || read(&stats));
+        }
+        let stats = self.clone();
+        m.gauge("shoal_feed_connected", "1 when the feed is connected and subscribed", vec![], move || {
+            i64::from(stats.connected.load(Ordering::Relaxed))
+        });
+    }
+}
+
 /// Where ticks go.
 #[derive(Debug, Clone)]
 pub struct TickSink {
@@ -186,11 +217,19 @@ fn check_sequence(last: &mut Option<u64>, seq: Option<u64>, stats: &FeedStats) {
 }
 
 async fn publish(sink: &TickSink, tick: &MarketTick, stats: &FeedStats) {
-    let span = tracing::debug_span!(
+    // The root of a decision's trace: a trade received from the feed and
+    // written to the ticks topic.
+    let span = tracing::info_span!(
+        parent: None,
         "feed receive",
         otel.kind = "producer",
         messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
         messaging.destination.name = %sink.topic,
+        messaging.kafka.message.key = %tick.symbol,
+        shoal.feed.source = %tick.source,
+        shoal.feed.sequence = tick.sequence,
         symbol = %tick.symbol,
         trade_id = tick.trade_id.as_deref().unwrap_or_default(),
     );

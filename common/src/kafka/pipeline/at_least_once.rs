@@ -44,7 +44,9 @@ pub(super) async fn run<P: Processor>(
         {
             break;
         }
-        let can_read = drain_deadline.is_none() && in_flight.unfinished() < settings.max_in_flight;
+        let unfinished = in_flight.unfinished();
+        ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
+        let can_read = drain_deadline.is_none() && unfinished < settings.max_in_flight;
         tokio::select! {
             biased;
             () = shutdown.cancelled(), if drain_deadline.is_none() => {

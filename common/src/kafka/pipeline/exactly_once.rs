@@ -106,7 +106,10 @@ pub(super) async fn run<P: Processor>(
     let settings = ctx.settings;
     let stage = settings.name;
     let mut producer = match create_producer(tx).await {
-        Ok(p) => p,
+        Ok(p) => {
+            ctx.stats.producer_ready.store(true, Ordering::Relaxed);
+            p
+        }
         Err(error) => {
             tracing::error!(stage, %error, transactional_id = %tx.transactional_id, "cannot create the transactional producer");
             shutdown.cancel();
@@ -141,7 +144,9 @@ pub(super) async fn run<P: Processor>(
                 break;
             }
         }
-        let can_read = !draining && in_flight.unfinished() < settings.max_in_flight;
+        let unfinished = in_flight.unfinished();
+        ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
+        let can_read = !draining && unfinished < settings.max_in_flight;
         let next_commit = if committing.is_none() { open.due(tx) } else { None };
         tokio::select! {
             biased;
@@ -162,9 +167,11 @@ pub(super) async fn run<P: Processor>(
                         processor.reset();
                         let rewound = rewind_to_committed(ctx.consumer, stage);
                         if matches!(after, AfterCommit::RecreateProducer) || !rewound {
+                            ctx.stats.producer_ready.store(false, Ordering::Relaxed);
                             match create_producer(tx).await {
                                 Ok(p) => {
                                     ctx.stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
+                                    ctx.stats.producer_ready.store(true, Ordering::Relaxed);
                                     producer = p;
                                 }
                                 Err(error) => {
@@ -180,6 +187,7 @@ pub(super) async fn run<P: Processor>(
                         }
                     }
                     AfterCommit::Fenced => {
+                        ctx.stats.producer_ready.store(false, Ordering::Relaxed);
                         shutdown.cancel();
                         return (false, false);
                     }
@@ -243,6 +251,7 @@ fn start_commit(
     let offsets = tracker.commit_list(None);
     let (outputs, records) = open.take();
     let count = outputs.len() as u64;
+    let span = commit_span(ctx.settings.name, &outputs, records);
     let digests: Option<Vec<(String, String)>> =
         tx.history.as_ref().map(|_| outputs.iter().map(|o| (o.topic.clone(), output_digest(&o.payload))).collect());
     let committing = producer.clone();
@@ -250,7 +259,11 @@ fn start_commit(
     let sent = offsets.clone();
     // The history append is file I/O: it runs on the blocking thread too.
     let task = tokio::task::spawn_blocking(move || {
+        let _in_span = span.enter();
         let result = committing.commit_batch_blocking(outputs, &sent, &group_metadata);
+        if let Err(error) = &result {
+            tracing::info!(%error, "transaction not committed");
+        }
         if let (Some(path), Some(digests)) = (history, digests) {
             let event = match &result {
                 Ok(()) => "commit",
@@ -263,6 +276,38 @@ fn start_commit(
         result
     });
     Some(Committing { task, offsets, outputs: count, records })
+}
+
+/// Most span links on one "commit transaction" span: enough to find sample
+/// decisions of a batch from its commit, and cheap (a batch can hold
+/// thousands of records; the SDK keeps 128 links per span at most anyway).
+const MAX_COMMIT_LINKS: usize = 32;
+
+/// A span for one transaction commit (a root span: it serves many traces),
+/// linked to the trace contexts of the first outputs it makes visible.
+fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        parent: None,
+        "commit transaction",
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "commit",
+        messaging.batch.message_count = outputs.len(),
+        shoal.stage = stage,
+        shoal.transaction.records = records,
+    );
+    if !span.is_disabled() {
+        for context in outputs
+            .iter()
+            .take(MAX_COMMIT_LINKS)
+            .filter_map(|o| crate::kafka::headers::HeaderView(Some(&o.headers)).span_context())
+        {
+            span.add_link(context);
+        }
+    }
+    span
 }
 
 /// Accounts for a commit's outcome; aborts on an abortable error.

@@ -28,7 +28,7 @@ pub mod freeze;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -205,6 +205,11 @@ pub struct PipelineStats {
     /// Pauses of this process long enough to have lost the partitions
     /// (at-least-once drops its work in hand and rewinds).
     pub freezes: AtomicU64,
+    /// Records read and not finished (at-least-once: not acknowledged).
+    pub in_flight: AtomicU64,
+    /// The exactly-once producer is initialised and usable (false while it
+    /// is created or recreated, and after it was fenced).
+    pub producer_ready: AtomicBool,
 }
 
 /// How the drain went.
@@ -236,6 +241,7 @@ pub async fn run<P: Processor>(
     settings: &LoopSettings,
     stats: Arc<PipelineStats>,
 ) -> DrainReport {
+    register_observability(settings.name, &group, &delivery, &stats);
     let status_tick = interval(settings.status_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX))));
     let mut ctx = LoopContext { consumer: &consumer, group: &group, settings, stats: &stats, status_tick };
     let (flushed, committed) = match delivery {
@@ -248,6 +254,48 @@ pub async fn run<P: Processor>(
     let report = DrainReport { flushed, committed, closed };
     tracing::info!(stage = settings.name, ?report, "stage stopped");
     report
+}
+
+/// Metrics of the stage, and its readiness: connected to Kafka, partitions
+/// assigned, producer usable.
+fn register_observability(
+    stage: &'static str,
+    group: &Arc<GroupStats>,
+    delivery: &Delivery,
+    stats: &Arc<PipelineStats>,
+) {
+    crate::observability::register_stage(stage, stats, group);
+    let health = crate::observability::health();
+    let g = group.clone();
+    health.register(format!("{stage}.kafka"), move || g.client.connected());
+    let g = group.clone();
+    health.register(format!("{stage}.partitions"), move || {
+        if g.assigned.load(Ordering::Relaxed) > 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "no partitions assigned in group {} (not joined yet, or more members than partitions)",
+                g.group_id
+            ))
+        }
+    });
+    match delivery {
+        Delivery::AtLeastOnce(producer) => {
+            let producer = producer.health().clone();
+            health.register(format!("{stage}.producer"), move || producer.connected());
+        }
+        Delivery::ExactlyOnce(_) => {
+            let s = stats.clone();
+            health.register(format!("{stage}.producer"), move || {
+                if s.producer_ready.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("transactional producer not initialised (starting, recreating after an error, or fenced)"
+                        .into())
+                }
+            });
+        }
+    }
 }
 
 /// What both loops share.
