@@ -24,6 +24,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use shoal_common::settings::{KafkaSettings, TopicSettings, TopicsSettings};
 use uuid::Uuid;
 
+pub mod otlp;
+
 /// The broker the tests use.
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -75,6 +77,9 @@ impl Scope {
             // the same time must not share them or they fence each other.
             ("SHOAL__DELIVERY__TRANSACTIONAL_ID_PREFIX".into(), format!("it.{}", self.id)),
             ("SHOAL__LOG__STATUS_INTERVAL_SECS".into(), "2".into()),
+            // Port 0: each process picks a free port (tests run side by
+            // side); `http_address` reads it from the log.
+            ("SHOAL__OBSERVABILITY__LISTEN".into(), "127.0.0.1:0".into()),
             ("RUST_LOG".into(), std::env::var("SHOAL_IT_CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
             ("NO_COLOR".into(), "1".into()),
         ];
@@ -217,6 +222,45 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address a Shoal process serves `/metrics`, `/healthz` and
+/// `/readyz` on, read from its log once it is there.
+pub async fn http_address(proc: &Proc, timeout: Duration) -> std::net::SocketAddr {
+    let mut found = None;
+    eventually(timeout, &format!("{} to log its HTTP address", proc.name), || {
+        found = proc.log_text().lines().find_map(|line| {
+            let rest = line.split("serving /metrics, /healthz and /readyz").nth(1)?;
+            rest.split("address=").nth(1)?.split_whitespace().next()?.parse().ok()
+        });
+        let done = found.is_some();
+        async move { done }
+    })
+    .await;
+    found.unwrap()
+}
+
+/// `GET http://<address><path>` with a plain HTTP/1.1 request: status and
+/// body. A refused connection is an `Err`.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not HTTP: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
 }
 
 /// Starts `shoal-sim` on a free port; returns it (killed when dropped) and

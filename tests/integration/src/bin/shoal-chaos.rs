@@ -98,6 +98,8 @@ impl Run {
     fn env(&self, worker_id: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), self.bootstrap.clone()),
+            // Several workers on one machine: each picks a free port.
+            ("SHOAL__OBSERVABILITY__LISTEN".into(), "127.0.0.1:0".into()),
             ("SHOAL__KAFKA__SESSION_TIMEOUT_MS".into(), SESSION_TIMEOUT_MS.to_string()),
             ("SHOAL__KAFKA__MESSAGE_TIMEOUT_MS".into(), "10000".into()),
             ("SHOAL__DELIVERY__MODE".into(), self.cli.mode.clone()),

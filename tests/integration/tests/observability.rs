@@ -1,0 +1,390 @@
+//! Observability with the real binaries and the real broker: one decision
+//! is one trace across the orchestrator, two Kafka hops and a worker
+//! (exported over OTLP to a real receiver, gRPC and HTTP/protobuf), the
+//! metrics after real traffic, and readiness.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use shoal_integration_tests::otlp::{ReceivedSpan, Receiver};
+use shoal_integration_tests::*;
+
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+fn by_id(spans: &[ReceivedSpan]) -> HashMap<&str, &ReceivedSpan> {
+    spans.iter().map(|s| (s.span_id.as_str(), s)).collect()
+}
+
+fn parent<'a>(span: &ReceivedSpan, index: &HashMap<&str, &'a ReceivedSpan>) -> &'a ReceivedSpan {
+    index.get(span.parent_span_id.as_str()).unwrap_or_else(|| {
+        panic!("parent {:?} of {:?} ({}) was not exported", span.parent_span_id, span.name, span.service)
+    })
+}
+
+/// Metric families every process exposes after traffic, by binary.
+const ORCHESTRATOR_METRICS: &[&str] = &[
+    "shoal_feed_ticks_total",
+    "shoal_feed_reconnects_total",
+    "shoal_feed_sequence_gaps_total",
+    "shoal_feed_connected",
+    "shoal_decisions_ticks_total",
+    "shoal_decisions_events_total",
+    "shoal_commands_issued_total{kind=",
+    "shoal_results_recorded_total{kind=",
+    "shoal_command_latency_seconds_bucket{le=",
+    "shoal_command_latency_seconds_count{kind=",
+    "shoal_results_pending",
+    "shoal_dead_letters_total{stage=\"decisions\"}",
+    "shoal_consumer_lag{stage=\"decisions\"",
+    "shoal_consumer_rebalances_total{stage=\"results\"",
+    "shoal_consumer_assigned_partitions{stage=\"results\"",
+    "shoal_pipeline_in_flight{stage=\"decisions\"}",
+    "shoal_transactions_total{stage=\"decisions\",outcome=\"committed\"}",
+    "shoal_transactions_total{stage=\"results\",outcome=\"aborted\"}",
+];
+const WORKER_METRICS: &[&str] = &[
+    "shoal_worker_results_total{status=\"succeeded\"}",
+    "shoal_handler_duration_seconds_bucket{le=",
+    "shoal_handler_duration_seconds_count{kind=",
+    "shoal_dead_letters_total{stage=\"worker\"}",
+    "shoal_consumer_lag{stage=\"worker\"",
+    "shoal_consumer_rebalances_total{stage=\"worker\"",
+    "shoal_pipeline_in_flight{stage=\"worker\"}",
+    "shoal_transactions_total{stage=\"worker\",outcome=\"committed\"}",
+    "shoal_kafka_brokers_up{stage=\"worker\"",
+];
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Polls `probe` every 100 ms until it yields `Ok` or `timeout` passes;
+/// panics with its last complaint.
+async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(complaint) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out after {timeout:?} waiting for {what}: {complaint}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
+    }
+}
+
+/// `/readyz` as (status, JSON body).
+async fn readyz(address: std::net::SocketAddr) -> Result<(u16, serde_json::Value), String> {
+    let (status, body) = http_get(address, "/readyz").await.map_err(|e| e.to_string())?;
+    let json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    Ok((status, json))
+}
+
+fn failing_checks(body: &serde_json::Value) -> Vec<String> {
+    body["failing"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["check"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_traffic() {
+    init_logs();
+    let receiver = Receiver::start(true).await.unwrap();
+    let scope = Scope::new("obs-trace");
+    scope.create_topics().await;
+    // The demo's eight symbols: their keys fall on eight different partitions
+    // of the 12-partition commands topic, so each of two workers (six
+    // partitions each) gets some of them.
+    let symbols = "SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO";
+    let (mut sim, url) = start_sim(&["--rate", "10", "--seed", "5", "--symbols", symbols], &scope.dir);
+
+    // Both transports: worker-1 exports over gRPC, worker-2 and the
+    // orchestrator over HTTP/protobuf, each chosen by the standard variables.
+    let otlp = |protocol: &str, endpoint: String| {
+        [
+            ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), protocol.to_string()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint),
+            // Export often, so little waits for the final flush.
+            ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "500".to_string()),
+        ]
+    };
+    let mut workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            let mut env = scope.env();
+            env.push(("SHOAL__WORKER__ID".into(), format!("obs-worker-{i}")));
+            if i == 1 {
+                env.extend(otlp("grpc", receiver.grpc_endpoint()));
+            } else {
+                env.extend(otlp("http/protobuf", receiver.http_endpoint()));
+            }
+            Proc::spawn(&format!("worker-{i}"), &bin("shoal-worker"), &[], &env, &scope.dir)
+        })
+        .collect();
+    let record = scope.dir.join("outcomes.jsonl");
+    let mut env = scope.env();
+    env.extend(otlp("http/protobuf", receiver.http_endpoint()));
+    env.extend([
+        ("SHOAL__FEED__URL".to_string(), url),
+        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
+        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
+        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
+        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
+    ]);
+    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    let orchestrator_http = http_address(&orchestrator, Duration::from_secs(30)).await;
+    let worker_http = http_address(&workers[0], Duration::from_secs(30)).await;
+    let worker2_http = http_address(&workers[1], Duration::from_secs(30)).await;
+
+    let recorded_lines = || std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+    eventually(Duration::from_secs(90), "20 outcomes recorded", || {
+        let n = recorded_lines();
+        async move { n >= 20 }
+    })
+    .await;
+
+    // (b) Metrics after real traffic, from both binaries. Lag comes from
+    // librdkafka statistics, every 2 s; wait for it rather than assume.
+    let mut texts = HashMap::new();
+    for (name, address, expected) in [
+        ("orchestrator", orchestrator_http, ORCHESTRATOR_METRICS),
+        ("worker-1", worker_http, WORKER_METRICS),
+        ("worker-2", worker2_http, WORKER_METRICS),
+    ] {
+        wait_for(Duration::from_secs(30), &format!("{name}'s /metrics to name every family"), || async move {
+            let (status, body) = http_get(address, "/metrics").await.map_err(|e| e.to_string())?;
+            let missing: Vec<&&str> = expected.iter().filter(|m| !body.contains(**m)).collect();
+            if status == 200 && missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{status}, missing {missing:?} in\n{body}"))
+            }
+        })
+        .await;
+        let (status, body) = http_get(address, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+        texts.insert(name, body);
+    }
+    let orchestrator_metrics = &texts["orchestrator"];
+    assert!(sample(orchestrator_metrics, "shoal_feed_ticks_total").unwrap() > 0.0);
+    assert!(sample(orchestrator_metrics, "shoal_commands_issued_total{kind=").unwrap() > 0.0);
+    let recorded = sample(orchestrator_metrics, "shoal_command_latency_seconds_count{kind=").unwrap();
+    assert!(recorded > 0.0, "end-to-end latency observed");
+    for worker in ["worker-1", "worker-2"] {
+        assert!(sample(&texts[worker], "shoal_worker_results_total{status=\"succeeded\"}").unwrap() > 0.0, "{worker}");
+    }
+
+    // Stop everything: the exporters flush on shutdown.
+    orchestrator.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
+    assert!(status.success(), "orchestrator exited with {status}; log:\n{}", orchestrator.log_text());
+    for w in &workers {
+        w.signal(Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        let status = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(20))).expect("worker exits");
+        assert!(status.success(), "{} exited with {status}", w.name);
+    }
+    sim.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10)));
+
+    // (a) One recorded decision, end to end, as one trace.
+    let outcomes: Vec<serde_json::Value> =
+        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let spans = receiver.spans();
+    let index = by_id(&spans);
+    let named = |name: &str, command: &str| -> Vec<&ReceivedSpan> {
+        spans.iter().filter(|s| s.name == name && s.attr("command.id") == Some(command)).collect()
+    };
+    let mut checked = 0;
+    let mut workers_seen = std::collections::HashSet::new();
+    for outcome in &outcomes {
+        let command = outcome["command_id"].as_str().unwrap();
+        let (publish, process, result, record) = (
+            named("publish command", command),
+            named("process command", command),
+            named("publish result", command),
+            named("record result", command),
+        );
+        assert_eq!(publish.len(), 1, "one publish span for {command}");
+        assert_eq!(process.len(), 1, "one process span for {command} (exactly-once)");
+        assert_eq!(result.len(), 1);
+        assert_eq!(record.len(), 1, "one record span for {command}");
+        let (publish, process, result, record) = (publish[0], process[0], result[0], record[0]);
+
+        // Orchestrator: feed receive → evaluate rules → publish command.
+        let evaluate = parent(publish, &index);
+        assert_eq!(evaluate.name, "evaluate rules");
+        let feed = parent(evaluate, &index);
+        assert_eq!(feed.name, "feed receive");
+        assert!(feed.parent_span_id.is_empty(), "the feed receive span starts the trace");
+        // Kafka hop 1: commands topic → worker.
+        assert_eq!(process.parent_span_id, publish.span_id, "worker continues the command's publish span");
+        // Kafka hop 2: results topic → orchestrator.
+        assert_eq!(result.parent_span_id, process.span_id);
+        assert_eq!(record.parent_span_id, result.span_id, "recording continues the result's publish span");
+        let handler = spans.iter().find(|s| s.name == "run handler" && s.parent_span_id == process.span_id);
+        assert!(handler.is_some(), "the handler runs in a child span of process command");
+
+        let trace = &feed.trace_id;
+        for span in [evaluate, publish, process, result, record] {
+            assert_eq!(&span.trace_id, trace, "{} is in the decision's trace", span.name);
+        }
+        for span in [feed, evaluate, publish, record] {
+            assert_eq!(span.service, "shoal-orchestrator", "{}", span.name);
+        }
+        for span in [process, result] {
+            assert_eq!(span.service, "shoal-worker", "{}", span.name);
+        }
+        // Messaging semantic conventions.
+        assert_eq!(publish.kind, PRODUCER);
+        assert_eq!(result.kind, PRODUCER);
+        assert_eq!(process.kind, CONSUMER);
+        assert_eq!(record.kind, CONSUMER);
+        assert_eq!(process.attr("messaging.system"), Some("kafka"));
+        assert_eq!(process.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
+        assert_eq!(process.attr("messaging.consumer.group.name"), Some(scope.workers_group().as_str()));
+        assert_eq!(process.attr("messaging.operation.type"), Some("process"));
+        assert!(process.attr("messaging.destination.partition.id").is_some());
+        assert!(process.attr("messaging.kafka.offset").is_some());
+        assert_eq!(process.attr("messaging.kafka.message.key"), outcome["key"].as_str());
+        assert_eq!(publish.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
+        // The record that completed the match: usually the result, or the
+        // command when its result was read first (the parent is the
+        // result's publish span either way).
+        let completed_by = record.attr("messaging.destination.name");
+        assert!(
+            [Some(scope.topics.results.name.as_str()), Some(scope.topics.commands.name.as_str())]
+                .contains(&completed_by),
+            "{completed_by:?}"
+        );
+        workers_seen.insert(process.attr("shoal.worker.id").unwrap_or_default().to_string());
+        checked += 1;
+    }
+    assert!(checked >= 20, "checked {checked} decisions");
+    assert_eq!(workers_seen.len(), 2, "both workers (gRPC and HTTP export) took part: {workers_seen:?}");
+
+    // Batches: a transaction's commit span links to records it committed.
+    let results_published: std::collections::HashSet<&str> =
+        spans.iter().filter(|s| s.name == "publish result").map(|s| s.span_id.as_str()).collect();
+    let linked = spans
+        .iter()
+        .filter(|s| s.name == "commit transaction" && s.service == "shoal-worker")
+        .flat_map(|s| s.links.iter())
+        .filter(|(_, span)| results_published.contains(span.as_str()))
+        .count();
+    assert!(linked > 0, "worker commit spans link to the results they commit");
+
+    // Logs carry the trace id of the span they were written in.
+    let outcome = &outcomes[0];
+    let command = outcome["command_id"].as_str().unwrap();
+    let trace = &named("process command", command)[0].trace_id;
+    let worker_logs: String = workers.iter().map(Proc::log_text).collect();
+    let line = worker_logs
+        .lines()
+        .find(|l| l.contains("command handled") && l.contains(command))
+        .expect("the worker logged the command");
+    assert!(line.contains(&format!("trace_id={trace}")), "log line carries the trace id: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_ready_only_after_the_group_assignment() {
+    init_logs();
+    let scope = Scope::new("obs-ready");
+    let mut env = scope.env();
+    env.extend([
+        ("SHOAL__WORKER__ID".to_string(), "ready-worker".to_string()),
+        // The commands topic does not exist yet, so the group cannot assign
+        // anything until the test creates it; metadata is refreshed every
+        // second so the subscription notices the new topic soon.
+        ("SHOAL__TOPICS__CREATE".to_string(), "false".to_string()),
+        ("SHOAL__KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS".to_string(), "1000".to_string()),
+    ]);
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let address = http_address(&worker, Duration::from_secs(30)).await;
+
+    let (status, body) = http_get(address, "/healthz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Connected to Kafka, producer ready: only the assignment is missing.
+    let body = wait_for(Duration::from_secs(60), "readyz to fail on the partitions check alone", || async move {
+        let (status, body) = readyz(address).await?;
+        if status == 503 && failing_checks(&body) == ["worker.partitions"] {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    assert_eq!(group_members_with_assignment(&scope.workers_group()), 0, "no assignment yet: {body}");
+
+    scope.create_topics().await;
+    wait_for(Duration::from_secs(60), "readyz to turn 200 after the assignment", || async move {
+        let (status, body) = readyz(address).await?;
+        if status == 200 && body["ready"] == true { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+    let group = scope.workers_group();
+    wait_for(Duration::from_secs(10), "the broker to report the member's assignment", || {
+        let n = group_members_with_assignment(&group);
+        async move { if n == 1 { Ok(()) } else { Err(format!("{n} members with an assignment")) } }
+    })
+    .await;
+
+    worker.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("worker exits");
+    assert!(status.success(), "worker exited with {status}");
+    // The HTTP server stopped with the process.
+    assert!(http_get(address, "/healthz").await.is_err(), "nothing listens after exit");
+}
+
+/// "Not ready when Kafka is stopped", without stopping the broker other
+/// tests share: a worker whose cluster is unreachable (nothing listens on
+/// port 1) is alive but not ready, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_kafka_is_alive_but_not_ready() {
+    init_logs();
+    let scope = Scope::new("obs-nokafka");
+    let mut env = scope.env();
+    env.extend([
+        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), "127.0.0.1:1".to_string()),
+        ("SHOAL__TOPICS__CREATE".to_string(), "false".to_string()),
+        // Exactly-once would stop when its producer cannot initialise; the
+        // at-least-once worker keeps trying, as a pod waiting for Kafka does.
+        ("SHOAL__DELIVERY__MODE".to_string(), "at_least_once".to_string()),
+        ("SHOAL__SHUTDOWN__TIMEOUT_MS".to_string(), "2000".to_string()),
+    ]);
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let address = http_address(&worker, Duration::from_secs(30)).await;
+    // Once librdkafka's statistics arrive, the Kafka check names the cause.
+    let body = wait_for(Duration::from_secs(30), "readyz to report no broker connection", || async move {
+        let (status, body) = readyz(address).await?;
+        let named = body["failing"].as_array().is_some_and(|checks| {
+            checks.iter().any(|c| {
+                c["check"] == "worker.kafka" && c["detail"].as_str().is_some_and(|d| d.contains("no broker connection"))
+            })
+        });
+        if status == 503 && named { Ok(body) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    let (status, _) = http_get(address, "/healthz").await.unwrap();
+    assert_eq!(status, 200, "alive all the same");
+    assert!(worker.running());
+    worker.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(10))).expect("worker exits");
+}
