@@ -10,7 +10,7 @@ cd "$REPO_ROOT"
 
 usage() {
   cat <<'EOF'
-Usage: scripts/demo.sh [--workers N] [--seconds N]      (or: make demo)
+Usage: scripts/demo.sh [--workers N] [--seconds N] [--traces]   (or: make demo)
 
 Runs Shoal locally, end to end, on this machine:
   shoal-sim            simulated market trades over WebSocket
@@ -34,12 +34,21 @@ Options:
   -n, --workers N   number of workers (at least 2; default 3, or $WORKERS)
   -s, --seconds N   stop by itself after N seconds, as if Ctrl-C were pressed
                     (default: run until Ctrl-C, or $DEMO_SECONDS)
+  -t, --traces      also run a tracing backend: Jaeger (v2, all-in-one, built
+                    once from its Go module by scripts/ensure-jaeger.sh and
+                    cached in ~/.cache/shoal/tools; the first build takes
+                    several minutes), with every process exporting its spans
+                    over OTLP to it; at the end one decision's trace is
+                    written to .demo/trace.html (or DEMO_TRACES=1)
   -h, --help        show this help
 
 Environment:
   WORKERS                   number of workers (default 3)
   DEMO_SECONDS              run for this many seconds, then stop
+  DEMO_TRACES               1: same as --traces
   SHOAL_DEMO_SIM_PORT       simulator port (default 9001)
+  SHOAL_DEMO_HTTP_PORT      orchestrator's /metrics, /healthz, /readyz port
+                            (default 9464; worker-N uses the port + N)
   SHOAL_DEMO_SYMBOLS        simulated symbols (default SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO)
   SHOAL_DEMO_STOP_TIMEOUT   seconds to wait for a graceful stop before SIGKILL
                             (default 20)
@@ -65,6 +74,7 @@ die_usage() {
 
 WORKERS="${WORKERS:-3}"
 DEMO_SECONDS="${DEMO_SECONDS:-}"
+TRACES="${DEMO_TRACES:-0}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -n | --workers)
@@ -77,6 +87,7 @@ while [[ $# -gt 0 ]]; do
       DEMO_SECONDS="$2"
       shift
       ;;
+    -t | --traces) TRACES=1 ;;
     -h | --help | help)
       usage
       exit 0
@@ -91,6 +102,8 @@ fi
 [[ -z $DEMO_SECONDS || $DEMO_SECONDS =~ ^[0-9]+$ ]] || die_usage "DEMO_SECONDS must be a number of seconds, not '$DEMO_SECONDS'"
 
 readonly SIM_PORT="${SHOAL_DEMO_SIM_PORT:-9001}"
+# /metrics, /healthz, /readyz: the orchestrator on this port, worker-N on +N.
+readonly HTTP_PORT="${SHOAL_DEMO_HTTP_PORT:-9464}"
 # Eight symbols whose keys hash to eight different partitions of the
 # 12-partition commands topic, so every worker of the demo gets work.
 readonly SYMBOLS="${SHOAL_DEMO_SYMBOLS:-SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO}"
@@ -271,6 +284,7 @@ stop_all() {
     stop_group "$SIM_STOP_TIMEOUT" sim
     sleep 0.3 # let the prefixers pass on the last lines
   fi
+  stop_jaeger
   if ((KAFKA_STARTED)); then
     say "stopping the Kafka broker the demo started"
     scripts/kafka.sh down || warn "scripts/kafka.sh down failed"
@@ -366,6 +380,50 @@ check_leftovers() {
   done
 }
 
+# Tracing backend (--traces): Jaeger all-in-one, its output in its log only.
+JAEGER_PID=""
+start_jaeger() {
+  local jaeger deadline
+  jaeger="$(scripts/ensure-jaeger.sh)"
+  if port_open 4317 || port_open 16686; then
+    warn "127.0.0.1:4317 or :16686 is already in use (another Jaeger?); the demo exports there"
+    return 0
+  fi
+  setsid "$jaeger" </dev/null >"$LOG_DIR/jaeger.log" 2>&1 &
+  JAEGER_PID=$!
+  deadline=$((SECONDS + 30))
+  until port_open 4317 && port_open 16686; do
+    if ! kill -0 "$JAEGER_PID" 2>/dev/null; then
+      warn "Jaeger exited during start-up; see $LOG_DIR/jaeger.log"
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      warn "Jaeger did not open 127.0.0.1:4317 and :16686 within 30s"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  say "Jaeger (pid $JAEGER_PID): OTLP on 127.0.0.1:4317, query API on http://127.0.0.1:16686/api/"
+}
+
+# Writes one decision's trace to .demo/trace.html, then stops Jaeger (its
+# storage is in memory: the traces go with it).
+stop_jaeger() {
+  local trace_id
+  [[ -n $JAEGER_PID ]] || return 0
+  trace_id="$(grep -o 'result recorded.*trace_id=[0-9a-f]*' "$LOG_DIR/orchestrator.log" 2>/dev/null | tail -1 | sed 's/.*trace_id=//' || true)"
+  if [[ -n $trace_id ]] && command -v python3 >/dev/null 2>&1; then
+    sleep 1 # the exporters' last batches
+    if python3 scripts/trace-view.py "$trace_id" --out "$DEMO_DIR/trace.html"; then
+      say "one decision's trace ($trace_id): $DEMO_DIR/trace.html"
+    fi
+  fi
+  say "stopping Jaeger"
+  kill -TERM "$JAEGER_PID" 2>/dev/null || true
+  wait "$JAEGER_PID" 2>/dev/null || true
+  JAEGER_PID=""
+}
+
 # shellcheck disable=SC2317 # on_signal and on_exit are run by traps
 on_signal() {
   local sig="$1"
@@ -457,6 +515,14 @@ COMMON_ENV=(
 if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} && -z ${SHOAL__KAFKA__BOOTSTRAP_SERVERS:-} ]]; then
   COMMON_ENV+=("SHOAL__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS")
 fi
+if [[ $TRACES == 1 ]]; then
+  start_jaeger
+  COMMON_ENV+=(
+    "SHOAL__OBSERVABILITY__OTLP_ENABLED=true"
+    "OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4317}"
+    "OTEL_EXPORTER_OTLP_PROTOCOL=${OTEL_EXPORTER_OTLP_PROTOCOL:-grpc}"
+  )
+fi
 # Not a terminal: keep the programs' log lines free of colour codes.
 [[ -t 1 ]] || COMMON_ENV+=("NO_COLOR=1")
 
@@ -478,17 +544,22 @@ until grep -q 'shoal-sim listening on' "$LOG_DIR/sim.log" 2>/dev/null; do
 done
 
 for ((i = 1; i <= WORKERS; i++)); do
-  start_proc "worker-$i" "SHOAL__WORKER__ID=worker-$i" -- "$BIN_DIR/shoal-worker"
+  start_proc "worker-$i" "SHOAL__WORKER__ID=worker-$i" \
+    "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$((HTTP_PORT + i))" -- "$BIN_DIR/shoal-worker"
 done
 start_proc orchestrator \
   "SHOAL__FEED__URL=ws://127.0.0.1:$SIM_PORT" "SHOAL__RESULTS__RECORD_PATH=$OUTCOMES" \
-  -- "$BIN_DIR/shoal-orchestrator"
+  "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$HTTP_PORT" -- "$BIN_DIR/shoal-orchestrator"
 
 RUN_START=$SECONDS
 PHASE=running
 pids=""
 for name in "${NAMES[@]}"; do pids+=" $name=${PID[$name]}"; done
 say "started:$pids"
+say "metrics and health: http://127.0.0.1:$HTTP_PORT/{metrics,healthz,readyz} (orchestrator), ports $((HTTP_PORT + 1))..$((HTTP_PORT + WORKERS)) (workers)"
+if [[ $TRACES == 1 ]]; then
+  say "traces: curl 'http://127.0.0.1:16686/api/traces?service=shoal-orchestrator&operation=record%20result&limit=5'; each 'result recorded' line names its trace_id"
+fi
 if [[ -n $DEMO_SECONDS ]]; then
   say "running for ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops it earlier"
 else

@@ -9,7 +9,10 @@
 //!   end-to-end latency (issue → visible to the reader) is recorded;
 //!   percentiles p50/p90/p99/max.
 //!
-//! Ratios are reported against the raw baseline.
+//! Ratios are reported against the raw baseline. Both Shoal modes are also
+//! measured with OTLP trace export on (to a real OTLP receiver in this
+//! process, gRPC), and the export-on / export-off throughput ratio is
+//! reported.
 
 // A CLI that reports by printing.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -24,6 +27,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use shoal_common::messages::WireMessage;
 use shoal_common::settings::TopicsSettings;
+use shoal_integration_tests::otlp::Receiver;
 use shoal_integration_tests::{Proc, alert_command, bin, produce, producer_for, topic_env, topics_named};
 
 /// Benchmark of the worker pipeline against raw librdkafka.
@@ -229,7 +233,14 @@ struct Consumers {
 }
 
 impl Consumers {
-    fn start(cli: &Cli, run: &str, topics: &TopicsSettings, mode: Option<&str>, dir: &std::path::Path) -> Self {
+    fn start(
+        cli: &Cli,
+        run: &str,
+        topics: &TopicsSettings,
+        mode: Option<&str>,
+        otlp: Option<&str>,
+        dir: &std::path::Path,
+    ) -> Self {
         let mut consumers = Self { raw: None, workers: Vec::new() };
         match mode {
             None => {
@@ -248,7 +259,15 @@ impl Consumers {
                         ("SHOAL__WORKER__GROUP_ID".into(), format!("bench.{run}.workers")),
                         ("SHOAL__TOPICS__CREATE".into(), "false".into()),
                         ("RUST_LOG".into(), "warn".into()),
+                        ("SHOAL__OBSERVABILITY__LISTEN".into(), String::new()),
                     ];
+                    if let Some(endpoint) = otlp {
+                        env.extend([
+                            ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
+                            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+                            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_string()),
+                        ]);
+                    }
                     env.extend(topic_env(topics));
                     consumers.workers.push(Proc::spawn(&format!("b-{i}"), &bin("shoal-worker"), &[], &env, dir));
                 }
@@ -271,7 +290,7 @@ impl Consumers {
     }
 }
 
-async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured {
+async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option<&str>) -> Measured {
     let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let topics = topics_named(&format!("bench.{run}"), 1);
     let kafka =
@@ -283,7 +302,7 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured 
     // Latency: consumers running and warmed up (group joined), then a paced
     // stream.
     let reader = std::sync::Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
-    let consumers = Consumers::start(cli, &run, &topics, mode, &dir);
+    let consumers = Consumers::start(cli, &run, &topics, mode, otlp, &dir);
     if mode.is_some() {
         // Latency is measured on a settled group, not during its joins.
         let group = format!("bench.{run}.workers");
@@ -304,7 +323,7 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>) -> Measured 
     // first transaction makes a whole batch visible at once.
     issue_backlog(&cli.bootstrap, &topics.commands.name, cli.backlog).await;
     let started = Instant::now();
-    let consumers = Consumers::start(cli, &run, &topics, mode, &dir);
+    let consumers = Consumers::start(cli, &run, &topics, mode, otlp, &dir);
     let received = tokio::task::block_in_place(|| reader.read(cli.backlog));
     let elapsed = received.last().unwrap().0.duration_since(started).as_secs_f64().max(1e-3);
     consumers.stop();
@@ -319,14 +338,18 @@ async fn main() {
         "bench: backlog={} latency phase {}/s for {}s, {} workers, broker {}",
         cli.backlog, cli.rate, cli.seconds, cli.workers, cli.bootstrap
     );
+    let receiver = Receiver::start(false).await.expect("starting the OTLP receiver");
+    let endpoint = receiver.grpc_endpoint();
     let mut all = Vec::new();
-    for (name, mode) in [
-        ("raw-librdkafka", None),
-        ("shoal-at-least-once", Some("at_least_once")),
-        ("shoal-exactly-once", Some("exactly_once")),
+    for (name, mode, otlp) in [
+        ("raw-librdkafka", None, None),
+        ("shoal-at-least-once", Some("at_least_once"), None),
+        ("shoal-exactly-once", Some("exactly_once"), None),
+        ("shoal-at-least-once+otlp", Some("at_least_once"), Some(endpoint.as_str())),
+        ("shoal-exactly-once+otlp", Some("exactly_once"), Some(endpoint.as_str())),
     ] {
         println!("bench: measuring {name} ...");
-        all.push(measure(&cli, name, mode).await);
+        all.push(measure(&cli, name, mode, otlp).await);
     }
     let raw = all[0].throughput;
     println!(
@@ -348,4 +371,11 @@ async fn main() {
     }
     let (alo, eos) = (all[1].throughput, all[2].throughput);
     println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
+    let (alo_otlp, eos_otlp) = (all[3].throughput, all[4].throughput);
+    println!(
+        "bench: OTLP export on / off throughput: at-least-once = {:.2}, exactly-once = {:.2} ({} spans received)",
+        alo_otlp / alo,
+        eos_otlp / eos,
+        receiver.count()
+    );
 }
