@@ -345,8 +345,8 @@ async fn main() {
         ("raw-librdkafka", None, None),
         ("shoal-at-least-once", Some("at_least_once"), None),
         ("shoal-exactly-once", Some("exactly_once"), None),
-        ("shoal-at-least-once+otlp", Some("at_least_once"), Some(endpoint.as_str())),
-        ("shoal-exactly-once+otlp", Some("exactly_once"), Some(endpoint.as_str())),
+        ("shoal-at-least-once-otlp", Some("at_least_once"), Some(endpoint.as_str())),
+        ("shoal-exactly-once-otlp", Some("exactly_once"), Some(endpoint.as_str())),
     ] {
         println!("bench: measuring {name} ...");
         all.push(measure(&cli, name, mode, otlp).await);
