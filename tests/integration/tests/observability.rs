@@ -215,18 +215,18 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     let mut workers_seen = std::collections::HashSet::new();
     for outcome in &outcomes {
         let command = outcome["command_id"].as_str().unwrap();
-        let (publish, process, result, record) = (
-            named("publish command", command),
-            named("process command", command),
-            named("publish result", command),
-            named("record result", command),
-        );
+        let (publish, record) = (named("publish command", command), named("record result", command));
         assert_eq!(publish.len(), 1, "one publish span for {command}");
-        assert_eq!(process.len(), 1, "one process span for {command} (exactly-once)");
-        assert_eq!(result.len(), 1);
         assert_eq!(record.len(), 1, "one record span for {command}");
-        let (publish, process, result, record) = (publish[0], process[0], result[0], record[0]);
-
+        let (publish, record) = (publish[0], record[0]);
+        // A command may be processed more than once (a rebalance hands its
+        // partition over before the transaction commits); exactly one result
+        // is committed and recorded: follow the recorded one back.
+        let result = parent(record, &index);
+        assert_eq!(result.name, "publish result", "recording continues the result's publish span");
+        let process = parent(result, &index);
+        assert_eq!(process.name, "process command");
+        assert_eq!(process.attr("command.id"), Some(command));
         // Orchestrator: feed receive → evaluate rules → publish command.
         let evaluate = parent(publish, &index);
         assert_eq!(evaluate.name, "evaluate rules");
