@@ -13,6 +13,7 @@ use shoal_common::kafka::dlq::DeadLetter;
 use shoal_common::kafka::headers::HeaderView;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::{self, Processor, Work};
+use shoal_common::kafka::tail::TailReader;
 use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
 use uuid::Uuid;
 
@@ -47,13 +48,63 @@ pub struct DecisionProcessor {
     pub deadline: Option<chrono::Duration>,
     /// Derived state and rules.
     pub rules: MarketRules,
-    /// Next sequence number per key.
+    /// Last sequence number issued per key.
     pub sequences: HashMap<String, u64>,
+    /// Reads the last issued sequence numbers back from the commands topic.
+    pub recovery: SequenceRecovery,
     /// Counters.
     pub stats: Arc<DecisionStats>,
 }
 
+/// Commands read back, at most, to recover the per-key sequence numbers.
+pub const SEQUENCE_RECOVERY_RECORDS: usize = 200_000;
+
+/// Per-key sequence numbers live in memory, but the commands that carry them
+/// are in Kafka: at start, and after the input is rewound (an aborted
+/// transaction takes its commands with it), the stage reads the newest
+/// committed commands back and goes on from the highest `seq` per key. A key
+/// whose last command is older than [`SEQUENCE_RECOVERY_RECORDS`] commands
+/// starts again at 1 (workers report that as a regression).
+#[derive(Debug)]
+pub struct SequenceRecovery {
+    /// Reader of the commands topic.
+    pub tail: TailReader,
+    /// Whether `sequences` matches what is committed.
+    pub current: bool,
+}
+
 impl DecisionProcessor {
+    /// Rebuilds `sequences` from the commands topic unless it is current.
+    fn recover_sequences(&mut self) {
+        if self.recovery.current {
+            return;
+        }
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let read = tokio::task::block_in_place(|| {
+            self.recovery.tail.read(SEQUENCE_RECOVERY_RECORDS, std::time::Duration::from_secs(30), |message| {
+                if let Some(Ok(command)) = message.payload().map(Command::decode) {
+                    let seq = last.entry(command.key).or_default();
+                    *seq = (*seq).max(command.seq);
+                }
+            })
+        });
+        match read {
+            Ok(read) => {
+                tracing::info!(
+                    commands = read.records,
+                    keys = last.len(),
+                    complete = read.complete,
+                    "per-key sequence numbers recovered from the commands topic"
+                );
+                self.sequences = last;
+                self.recovery.current = true;
+            }
+            // Tried again before the next record; meanwhile numbers go on
+            // from memory.
+            Err(error) => tracing::warn!(%error, "cannot read the commands topic to recover sequence numbers"),
+        }
+    }
+
     fn issue(&mut self, draft: Draft, out: &mut Outputs, parent: &tracing::Span) {
         let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
         *seq += 1;
@@ -135,10 +186,17 @@ impl DecisionProcessor {
 
 impl Processor for DecisionProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
+        self.recover_sequences();
         // The state must see every record in order: the work is done here.
         let mut out = Outputs::new();
         self.handle_record(&record, &mut out);
         pipeline::ready(out)
+    }
+
+    fn reset(&mut self) {
+        // The commands of an aborted transaction are gone: number again from
+        // what is committed.
+        self.recovery.current = false;
     }
 
     fn status(&self) {

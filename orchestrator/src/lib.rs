@@ -25,10 +25,11 @@ use shoal_common::kafka;
 use shoal_common::kafka::offsets::OffsetTracker;
 use shoal_common::kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
 use shoal_common::kafka::producer::TrackedProducer;
+use shoal_common::kafka::tail::TailReader;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::decisions::{DecisionProcessor, DecisionStats};
+use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
 use crate::rules::MarketRules;
@@ -86,6 +87,9 @@ pub async fn run(
     if o.runs("decisions") {
         let deadline_ms = settings.rules.command_deadline_ms;
         let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+        let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
+            .context("creating the commands topic reader")?;
+        let recovery = SequenceRecovery { tail, current: false };
         consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, || DecisionProcessor {
             producer_id: o.id.clone(),
             ticks_topic: settings.topics.ticks.name.clone(),
@@ -95,6 +99,7 @@ pub async fn run(
                 .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
             rules: MarketRules::new(settings.rules.clone()),
             sequences: HashMap::new(),
+            recovery,
             stats: stats.decisions.clone(),
         })?;
     }

@@ -9,6 +9,7 @@ pub mod offsets;
 pub mod outputs;
 pub mod pipeline;
 pub mod producer;
+pub mod tail;
 pub mod transactions;
 
 use std::time::Duration;

@@ -235,6 +235,12 @@ impl OffsetTracker {
         });
     }
 
+    /// Partitions holding records whose outputs could not be delivered: they
+    /// must be read again (the caller rewinds them and forgets them here).
+    pub fn failed_partitions(&self) -> Vec<(String, i32)> {
+        self.with(|m| m.iter().filter(|(_, s)| !s.failed.is_empty()).map(|(k, _)| k.clone()).collect())
+    }
+
     /// Forgets every partition (after the input was rewound).
     pub fn clear(&self) {
         self.with(HashMap::clear);

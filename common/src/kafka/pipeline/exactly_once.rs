@@ -133,9 +133,10 @@ pub(super) async fn run<P: Processor>(
             let due = open.due(tx).is_some_and(|t| t <= Instant::now());
             if !open.is_empty() && (due || (draining && work_done)) {
                 match start_commit(ctx, &producer, &tracker, &mut open, tx) {
-                    Some(c) => committing = Some(c),
+                    Started::Committing(c) => committing = Some(c),
+                    Started::Nothing => {}
                     // No group metadata yet: try again shortly.
-                    None => open.opened = Some(Instant::now()),
+                    Started::NoGroupMetadata => open.opened = Some(Instant::now()),
                 }
             } else if draining && work_done && open.is_empty() {
                 break;
@@ -227,21 +228,31 @@ pub(super) async fn run<P: Processor>(
     (last_committed, last_committed)
 }
 
-/// Starts committing the open transaction on a blocking thread; `None` when
-/// the consumer has no group metadata yet.
+/// What [`start_commit`] did.
+enum Started {
+    Committing(Committing),
+    /// Nothing left to commit (what was open belonged to revoked partitions).
+    Nothing,
+    NoGroupMetadata,
+}
+
+/// Starts committing the open transaction on a blocking thread.
 fn start_commit(
     ctx: &LoopContext<'_>,
     producer: &Arc<TransactionalProducer>,
     tracker: &OffsetTracker,
     open: &mut OpenTxn,
     tx: &TxSettings,
-) -> Option<Committing> {
+) -> Started {
     let Some(group_metadata) = ctx.consumer.group_metadata() else {
         tracing::warn!(stage = ctx.settings.name, "no consumer group metadata yet; the transaction waits");
-        return None;
+        return Started::NoGroupMetadata;
     };
     let offsets = tracker.commit_list(None);
     let (outputs, records) = open.take();
+    if offsets.count() == 0 && outputs.is_empty() {
+        return Started::Nothing;
+    }
     let count = outputs.len() as u64;
     let digests: Option<Vec<(String, String)>> =
         tx.history.as_ref().map(|_| outputs.iter().map(|o| (o.topic.clone(), output_digest(&o.payload))).collect());
@@ -262,7 +273,7 @@ fn start_commit(
         }
         result
     });
-    Some(Committing { task, offsets, outputs: count, records })
+    Started::Committing(Committing { task, offsets, outputs: count, records })
 }
 
 /// Accounts for a commit's outcome; aborts on an abortable error.
