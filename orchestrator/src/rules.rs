@@ -158,6 +158,7 @@ mod tests {
             sequence: None,
             exchange_ts: ts,
             received_at: ts,
+            channel: None,
         }
     }
 
