@@ -195,7 +195,10 @@ impl Default for RulesSettings {
             move_cooldown_secs: 10,
             level_step: Decimal::new(100, 2),
             command_deadline_ms: 60_000,
-            events: BTreeMap::from([("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string())]),
+            events: BTreeMap::from([
+                ("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string()),
+                ("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string()),
+            ]),
         }
     }
 }

@@ -118,6 +118,12 @@ fn tick(
 
 /// Parses one text frame (raw or combined).
 pub fn parse(text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+    // Fast path for the commonest frame: one parse instead of two.
+    if text.starts_with(r#"{"e":"trade","#) {
+        let t: Trade = serde_json::from_str(text)?;
+        out.push(tick(t.s, t.t, &t.p, &t.q, t.trade_time, t.m, "trade", received_at)?);
+        return Ok(());
+    }
     let probe: Probe<'_> = serde_json::from_str(text)?;
     if let Some(data) = probe.data {
         // Combined stream: the event is inside `data`.

@@ -48,10 +48,11 @@ pub enum Verdict {
     Duplicate,
 }
 
-/// Highest trade ids per (source, symbol, id space).
+/// Highest trade ids per (source, symbol, id space): keyed by symbol (looked
+/// up without allocating), then a short list per source and id space.
 #[derive(Debug, Default, Clone)]
 pub struct Dedupe {
-    ids: HashMap<(String, String, &'static str), Ids>,
+    ids: HashMap<String, Vec<(String, &'static str, Ids)>>,
 }
 
 impl Dedupe {
@@ -62,7 +63,23 @@ impl Dedupe {
 
     /// Keys with state.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.values().map(Vec::len).sum()
+    }
+
+    fn entry(&mut self, source: &str, symbol: &str, space: &'static str) -> &mut Ids {
+        if !self.ids.contains_key(symbol) {
+            self.ids.insert(symbol.to_owned(), Vec::new());
+        }
+        // Present: inserted just above if it was missing.
+        let list = self.ids.get_mut(symbol).expect("entry exists");
+        let at = match list.iter().position(|(s, sp, _)| s == source && *sp == space) {
+            Some(at) => at,
+            None => {
+                list.push((source.to_owned(), space, Ids::default()));
+                list.len() - 1
+            }
+        };
+        &mut list[at].2
     }
 
     /// Whether there is no state.
@@ -72,13 +89,13 @@ impl Dedupe {
 
     /// The highest accepted id of a key.
     pub fn accepted(&self, source: &str, symbol: &str, space: &'static str) -> Option<u64> {
-        self.ids.get(&(source.to_owned(), symbol.to_owned(), space)).map(|i| i.accepted)
+        self.ids.get(symbol)?.iter().find(|(s, sp, _)| s == source && *sp == space).map(|(_, _, i)| i.accepted)
     }
 
     /// Decides about a trade with numeric id `id`. `continuity`: ids are
     /// consecutive on this feed, so a skip is a gap.
     pub fn trade(&mut self, source: &str, symbol: &str, space: &'static str, id: u64, continuity: bool) -> Verdict {
-        let ids = self.ids.entry((source.to_owned(), symbol.to_owned(), space)).or_default();
+        let ids = self.entry(source, symbol, space);
         if ids.accepted != 0 && id <= ids.accepted {
             return Verdict::Duplicate;
         }
@@ -92,7 +109,7 @@ impl Dedupe {
     /// Returns the gap (expected, announced) when trades before it never
     /// arrived; they are then not reported again.
     pub fn announced(&mut self, source: &str, symbol: &str, space: &'static str, last_id: u64) -> Option<(u64, u64)> {
-        let ids = self.ids.entry((source.to_owned(), symbol.to_owned(), space)).or_default();
+        let ids = self.entry(source, symbol, space);
         let gap = (ids.seen != 0 && last_id > ids.seen).then_some((ids.seen + 1, last_id));
         ids.seen = ids.seen.max(last_id);
         gap
@@ -101,7 +118,7 @@ impl Dedupe {
     /// Seeds state from a tick already on the ticks topic.
     pub fn remember(&mut self, tick: &MarketTick) {
         if let Some(id) = tick.trade_id.as_deref().and_then(|t| t.parse::<u64>().ok()) {
-            let ids = self.ids.entry((tick.source.clone(), tick.symbol.clone(), id_space(tick))).or_default();
+            let ids = self.entry(&tick.source, &tick.symbol, id_space(tick));
             ids.accepted = ids.accepted.max(id);
             ids.seen = ids.seen.max(id);
         }

@@ -144,6 +144,7 @@ pub type FeedSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// the platform's root certificates, with the configured extra handshake
 /// headers (marked sensitive, never logged).
 pub async fn connect(feed: &FeedSettings) -> Result<FeedSocket, ConnectError> {
+    install_crypto_provider();
     let mut request = feed.url.as_str().into_client_request().map_err(|e| ConnectError::Request(e.to_string()))?;
     for (key, value) in &feed.headers {
         let header = FeedSettings::header_name(key);
@@ -163,6 +164,16 @@ pub async fn connect(feed: &FeedSettings) -> Result<FeedSocket, ConnectError> {
         Ok(Err(error)) => Err(ConnectError::WebSocket(error)),
         Err(_) => Err(ConnectError::Timeout),
     }
+}
+
+/// rustls needs a process-wide crypto provider; tokio-tungstenite builds it
+/// without one, so without this every `wss://` connect would panic.
+fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // An error only means another provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Runs ingest until `shutdown` is cancelled, with empty dedupe state.
@@ -297,11 +308,15 @@ struct Ingest {
 
 impl Ingest {
     async fn run(&mut self, shutdown: &CancellationToken) {
+        // `attempt` drives the backoff and restarts at 1 after a connection
+        // that got as far as a confirmed subscription; every connection after
+        // the first waits at least the initial delay.
         let mut attempt: u32 = 0;
+        let mut connections: u64 = 0;
         loop {
-            if attempt > 0 {
+            if connections > 0 {
                 self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                let delay = backoff(&self.feed, attempt);
+                let delay = backoff(&self.feed, attempt.max(1));
                 tracing::info!(url = %self.feed.url, attempt, delay_ms = delay.as_millis() as u64, "reconnecting to feed");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -309,6 +324,7 @@ impl Ingest {
                 }
             }
             attempt = attempt.saturating_add(1);
+            connections += 1;
             match self.connect_and_stream(shutdown, &mut attempt).await {
                 Disconnect::Shutdown => return,
                 Disconnect::Lost(reason) => {
@@ -417,9 +433,14 @@ impl Ingest {
                         Verdict::New { gap: None } => {}
                     }
                 }
+                // Binance URL streams confirm nothing: data is the proof.
+                self.stats.connected.store(true, Ordering::Relaxed);
                 self.enqueue(Item::Tick(tick));
             }
-            Parsed::Book(top) => self.enqueue(Item::Book(top)),
+            Parsed::Book(top) => {
+                self.stats.connected.store(true, Ordering::Relaxed);
+                self.enqueue(Item::Book(top));
+            }
             Parsed::Heartbeat { symbol, last_trade_id } => {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 if let (Some(symbol), Some(last)) = (symbol, last_trade_id)
