@@ -10,11 +10,13 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
-use shoal_common::kafka::headers::HeaderView;
+use shoal_common::kafka::headers::{self, HeaderView};
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::kafka::tail::TailReader;
-use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
+use shoal_common::messages::{
+    BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
+};
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};
@@ -31,6 +33,10 @@ pub struct DecisionStats {
     pub commands: AtomicU64,
     /// Records that could not be decoded or used (sent to the dead-letter topic).
     pub dead_lettered: AtomicU64,
+    /// Book tops read from the ticks topic (no rule uses them yet).
+    pub book_tops: AtomicU64,
+    /// Feed data-quality events read from the ticks topic.
+    pub data_quality: AtomicU64,
 }
 
 /// The decisions stage's [`Processor`].
@@ -153,8 +159,27 @@ impl DecisionProcessor {
             messaging.kafka.offset = message.offset(),
         );
         HeaderView(message.headers()).set_parent_of(&span);
+        let message_type = HeaderView(message.headers()).get(headers::MESSAGE_TYPE);
         let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
-            if message.topic() == self.ticks_topic {
+            if message.topic() == self.ticks_topic && message_type == Some("book_top") {
+                self.stats.book_tops.fetch_add(1, Ordering::Relaxed);
+                BookTop::decode(payload).map(|_| Vec::new()).map_err(decode_reason)
+            } else if message.topic() == self.ticks_topic && message_type == Some("data_quality") {
+                self.stats.data_quality.fetch_add(1, Ordering::Relaxed);
+                let event = DataQuality::decode(payload).map_err(decode_reason)?;
+                // Surfaced to the orchestrator: logged here and counted in
+                // the status line. The symbol's window is not reset: the
+                // prices received remain true prices.
+                tracing::warn!(
+                    source = %event.source,
+                    symbol = %event.symbol,
+                    kind = ?event.kind,
+                    missing = ?event.missing,
+                    detail = %event.detail,
+                    "feed data-quality event"
+                );
+                Ok(Vec::new())
+            } else if message.topic() == self.ticks_topic {
                 self.stats.ticks.fetch_add(1, Ordering::Relaxed);
                 MarketTick::decode(payload).map(|tick| self.rules.on_tick(&tick)).map_err(decode_reason)
             } else {
@@ -206,6 +231,8 @@ impl Processor for DecisionProcessor {
             events = s.events.load(Ordering::Relaxed),
             commands = s.commands.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            book_tops = s.book_tops.load(Ordering::Relaxed),
+            data_quality = s.data_quality.load(Ordering::Relaxed),
             symbols = self.rules.symbols(),
             keys = self.sequences.len(),
             "decisions status"
