@@ -132,6 +132,9 @@ fn base36(mut n: i64) -> String {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: Mutex<HashMap<(String, i32), PartitionState>>,
+    /// Signalled when a record completes or fails, so a loop waiting for
+    /// room under its in-flight bound wakes up at once.
+    progressed: tokio::sync::Notify,
 }
 
 impl OffsetTracker {
@@ -164,8 +167,15 @@ impl OffsetTracker {
         self.begin(origin);
     }
 
+    /// Waits until a record completes or fails (or returns at once if one
+    /// did since the last wait).
+    pub async fn progressed(&self) {
+        self.progressed.notified().await;
+    }
+
     /// Records that processing of `origin`, or one of its outputs, is done.
     pub fn complete(&self, origin: &Origin) {
+        self.progressed.notify_one();
         self.with(|m| {
             if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition))
                 && let Some(count) = state.pending.get_mut(&origin.offset)
@@ -182,6 +192,7 @@ impl OffsetTracker {
     /// the committed position will never pass it, so it is processed again
     /// after a restart or rebalance instead of being lost.
     pub fn fail(&self, origin: &Origin) {
+        self.progressed.notify_one();
         self.with(|m| {
             if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition)) {
                 state.pending.remove(&origin.offset);

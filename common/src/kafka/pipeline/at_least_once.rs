@@ -107,6 +107,9 @@ pub(super) async fn run<P: Processor>(
                 }
             }
             _ = ctx.status_tick.tick() => ctx.status(processor, &in_flight),
+            // Outputs are acknowledged on librdkafka's thread: wake up when
+            // that makes room under the in-flight bound.
+            () = tracker.progressed(), if !can_read && drain_deadline.is_none() => {}
             () = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {}
             received = ctx.consumer.recv(), if can_read => match received {
                 Ok(message) => {
