@@ -66,6 +66,10 @@ pub struct DoneAbove {
     not_done: BTreeSet<i64>,
 }
 
+/// Most not-done offsets listed, so the metadata stays under Kafka's default
+/// 4 KiB `offset.metadata.max.bytes`.
+const MAX_LISTED: usize = 512;
+
 /// Marks Shoal's metadata format; anything else is ignored.
 const METADATA_PREFIX: &str = "shoal1:";
 
@@ -74,7 +78,16 @@ impl DoneAbove {
     /// above it is done. Offsets are written as base-36 differences, so a
     /// few hundred not-done records fit Kafka's default 4 KiB metadata limit.
     pub fn encode(committed: i64, end: i64, not_done: &BTreeSet<i64>) -> String {
-        let above: Vec<i64> = not_done.range(committed + 1..end).copied().collect();
+        let mut above: Vec<i64> = not_done.range(committed + 1..end).copied().collect();
+        // Too many to list: claim less. Everything from the first unlisted
+        // one on counts as not done (it may be repeated, never lost).
+        let end = if above.len() > MAX_LISTED {
+            let cut = above[MAX_LISTED];
+            above.truncate(MAX_LISTED);
+            cut
+        } else {
+            end
+        };
         let open = end - committed - 1; // records above the committed one
         if open <= 0 || above.len() as i64 == open {
             return String::new();
@@ -363,6 +376,18 @@ mod tests {
         for bad in ["", "other", "shoal1:", "shoal1:zz,-1", "shoal1:2,5", "shoal1:!"] {
             assert_eq!(DoneAbove::decode(100, bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn too_many_open_records_are_cut_off_conservatively() {
+        let not_done: BTreeSet<i64> = (0..2_000).map(|i| 10 + i * 2).collect();
+        let encoded = DoneAbove::encode(10, 10_000, &not_done);
+        assert!(encoded.len() < 4_000, "{} bytes", encoded.len());
+        let done = DoneAbove::decode(10, &encoded).unwrap();
+        assert!(done.is_done(11) && !done.is_done(12));
+        // Nothing at or past the cut is claimed done.
+        assert!(done.is_done(1_035));
+        assert!((12 + 2 * 512..10_000).all(|o| !done.is_done(o)));
     }
 
     #[test]

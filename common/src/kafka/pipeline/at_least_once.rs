@@ -46,7 +46,12 @@ pub(super) async fn run<P: Processor>(
         {
             break;
         }
-        let can_read = drain_deadline.is_none() && in_flight.unfinished() < settings.max_in_flight;
+        // Bounded by records being processed, and (loosely, at four times
+        // the bound) by outputs awaiting acknowledgement: the commit
+        // metadata cuts its list off conservatively when it is long.
+        let can_read = drain_deadline.is_none()
+            && in_flight.processing() < settings.max_in_flight
+            && in_flight.unfinished() < settings.max_in_flight * 4;
         tokio::select! {
             biased;
             () = shutdown.cancelled(), if drain_deadline.is_none() => {

@@ -143,6 +143,22 @@ pub(super) async fn run<P: Processor>(
             }
         }
         let can_read = !draining && in_flight.unfinished() < settings.max_in_flight;
+        if !can_read && !draining && in_flight.idle() && committing.is_none() && open.is_empty() {
+            // Records counted as unfinished with no work left for them: the
+            // loop would wait forever. Seen once in a chaos run after a
+            // broker kill (cause not found yet). Start again from what is
+            // committed, as after an abort.
+            ctx.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                stage,
+                unfinished = in_flight.unfinished(),
+                "records unfinished with no work running; rewinding to the committed offsets"
+            );
+            in_flight.reset();
+            processor.reset();
+            rewind_to_committed(ctx.consumer, stage);
+            continue;
+        }
         let next_commit = if committing.is_none() { open.due(tx) } else { None };
         tokio::select! {
             biased;

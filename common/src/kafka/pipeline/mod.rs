@@ -202,6 +202,9 @@ pub struct PipelineStats {
     /// Finished work dropped because its partition moved or the input was
     /// rewound before it could be delivered.
     pub discarded: AtomicU64,
+    /// Times the loop found records counted unfinished with no work left
+    /// for them, and rewound (a safety net for a bug not yet found).
+    pub stalls: AtomicU64,
     /// Times partitions were read again because outputs could not be
     /// delivered (at-least-once).
     pub redeliveries: AtomicU64,
@@ -294,6 +297,7 @@ fn log_status(stage: &str, s: &PipelineStats) {
         discarded = s.discarded.load(Ordering::Relaxed),
         freezes = s.freezes.load(Ordering::Relaxed),
         redeliveries = s.redeliveries.load(Ordering::Relaxed),
+        stalls = s.stalls.load(Ordering::Relaxed),
         "pipeline status"
     );
 }
@@ -363,6 +367,11 @@ impl InFlight {
     /// acknowledged).
     fn unfinished(&self) -> usize {
         self.tracker.in_flight()
+    }
+
+    /// Records whose work is running or waiting behind their key.
+    fn processing(&self) -> usize {
+        self.running.len() + self.chains.queued()
     }
 
     fn idle(&self) -> bool {
