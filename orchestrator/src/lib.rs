@@ -159,10 +159,23 @@ async fn recover_ingest_state(settings: &OrchestratorSettings) -> anyhow::Result
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.ticks.name.clone());
     let tail = i64::try_from(tail).unwrap_or(i64::MAX);
     let timeout = settings.shutdown.timeout().max(Duration::from_secs(10));
-    let recovered = tokio::task::spawn_blocking(move || feed::dedupe::recover(&kafka, &topic, tail, timeout))
-        .await
-        .context("recovery task failed")?
-        .context("recovering the last trade ids from the ticks topic")?;
+    // A topic created a moment ago may not have partition leaders yet
+    // (NotLeaderForPartition): try again for a while before giving up.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let recovered = loop {
+        let (kafka, topic) = (kafka.clone(), topic.clone());
+        let attempt = tokio::task::spawn_blocking(move || feed::dedupe::recover(&kafka, &topic, tail, timeout))
+            .await
+            .context("recovery task failed")?;
+        match attempt {
+            Ok(recovered) => break recovered,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "cannot read the ticks topic's tail yet; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error).context("recovering the last trade ids from the ticks topic"),
+        }
+    };
     let (dedupe, report) = recovered;
     tracing::info!(
         ticks_read = report.ticks_read,
