@@ -160,6 +160,80 @@ pub struct MarketTick {
     pub exchange_ts: DateTime<Utc>,
     /// When Shoal received it.
     pub received_at: DateTime<Utc>,
+    /// The feed's channel or stream the trade came from (`trade`,
+    /// `aggTrade`, `matches`, ...), when it matters for reading `trade_id`
+    /// (Binance trade ids and aggregate trade ids are different number
+    /// spaces). Optional and omitted when absent, so readers of schema
+    /// version 1 without it still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// Best bid and offer of one instrument, as written to the ticks topic keyed
+/// by symbol with the `shoal-message-type` header `book_top`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookTop {
+    /// Always [`SCHEMA_VERSION`] when written by this build.
+    pub schema_version: u32,
+    /// The feed it came from.
+    pub source: String,
+    /// Instrument symbol as the feed names it.
+    pub symbol: String,
+    /// Best bid price.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub bid_price: Decimal,
+    /// Size at the best bid.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub bid_size: Decimal,
+    /// Best ask (offer) price.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub ask_price: Decimal,
+    /// Size at the best ask.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub ask_size: Decimal,
+    /// The feed's update id or sequence number, when it has one.
+    pub sequence: Option<u64>,
+    /// Exchange timestamp, when the feed gives one.
+    pub exchange_ts: Option<DateTime<Utc>>,
+    /// When Shoal received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What kind of data-quality problem a feed had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataQualityKind {
+    /// Sequence numbers or trade ids skipped ahead: data was lost.
+    SequenceGap,
+    /// Nothing arrived for longer than the stale bound; the connection was
+    /// replaced.
+    StaleFeed,
+}
+
+/// A data-quality event from feed ingest, written to the ticks topic keyed by
+/// symbol (`*` when it concerns the whole connection) with the
+/// `shoal-message-type` header `data_quality`, so it sits in order with the
+/// symbol's ticks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    /// Always [`SCHEMA_VERSION`] when written by this build.
+    pub schema_version: u32,
+    /// The feed it concerns.
+    pub source: String,
+    /// The symbol it concerns, or `*` for the whole connection.
+    pub symbol: String,
+    /// What happened.
+    pub kind: DataQualityKind,
+    /// The number expected next (sequence gaps).
+    pub expected: Option<u64>,
+    /// The number received instead (sequence gaps).
+    pub received: Option<u64>,
+    /// How many messages are missing (sequence gaps).
+    pub missing: Option<u64>,
+    /// Human-readable detail.
+    pub detail: String,
+    /// When ingest noticed it.
+    pub detected_at: DateTime<Utc>,
 }
 
 /// A business event (card transaction, sensor reading, ...) consumed from the
@@ -268,6 +342,12 @@ impl WireMessage for MarketTick {
 impl WireMessage for Event {
     const TYPE_NAME: &'static str = "event";
 }
+impl WireMessage for BookTop {
+    const TYPE_NAME: &'static str = "book top";
+}
+impl WireMessage for DataQuality {
+    const TYPE_NAME: &'static str = "data quality event";
+}
 
 #[cfg(test)]
 mod tests {
@@ -286,7 +366,49 @@ mod tests {
             sequence: Some(9),
             exchange_ts: Utc::now(),
             received_at: Utc::now(),
+            channel: None,
         }
+    }
+
+    #[test]
+    fn a_tick_without_the_optional_channel_still_decodes() {
+        let mut json = serde_json::to_value(tick()).unwrap();
+        assert!(json.get("channel").is_none(), "omitted when absent");
+        json["channel"] = "aggTrade".into();
+        let decoded = MarketTick::decode(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(decoded.channel.as_deref(), Some("aggTrade"));
+    }
+
+    #[test]
+    fn book_top_and_data_quality_round_trip() {
+        let top = BookTop {
+            schema_version: SCHEMA_VERSION,
+            source: "binance".into(),
+            symbol: "BNBUSDT".into(),
+            bid_price: Decimal::from_str("25.35190000").unwrap(),
+            bid_size: Decimal::from_str("31.21000000").unwrap(),
+            ask_price: Decimal::from_str("25.36520000").unwrap(),
+            ask_size: Decimal::from_str("40.66000000").unwrap(),
+            sequence: Some(400_900_217),
+            exchange_ts: None,
+            received_at: Utc::now(),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&top.encode()).unwrap();
+        assert_eq!(json["bid_price"], "25.35190000");
+        assert_eq!(BookTop::decode(&top.encode()).unwrap(), top);
+        let dq = DataQuality {
+            schema_version: SCHEMA_VERSION,
+            source: "coinbase".into(),
+            symbol: "BTC-USD".into(),
+            kind: DataQualityKind::SequenceGap,
+            expected: Some(11),
+            received: Some(14),
+            missing: Some(3),
+            detail: "trade_id skipped".into(),
+            detected_at: Utc::now(),
+        };
+        assert!(String::from_utf8(dq.encode()).unwrap().contains("\"kind\":\"sequence_gap\""));
+        assert_eq!(DataQuality::decode(&dq.encode()).unwrap(), dq);
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub fn redacted<T: Serialize>(settings: &T) -> serde_json::Value {
                     let secret = ["password", "secret", "token", "key.pem", "private"].iter().any(|s| k.contains(s));
                     if secret && v.is_string() {
                         *v = serde_json::Value::String("<redacted>".into());
+                    } else if k == "headers"
+                        && let Some(headers) = v.as_object_mut()
+                    {
+                        // Extra handshake headers carry credentials (API keys,
+                        // bearer tokens): keep the names, hide every value.
+                        for value in headers.values_mut() {
+                            *value = serde_json::Value::String("<redacted>".into());
+                        }
                     } else {
                         walk(v);
                     }

@@ -10,10 +10,13 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use shoal_common::kafka::dlq::DeadLetter;
-use shoal_common::kafka::headers::HeaderView;
+use shoal_common::kafka::headers::{self, HeaderView};
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::pipeline::{self, Processor, Work};
-use shoal_common::messages::{Command, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage};
+use shoal_common::kafka::tail::TailReader;
+use shoal_common::messages::{
+    BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
+};
 use shoal_common::observability::{kind_label, metrics};
 use uuid::Uuid;
 
@@ -31,6 +34,10 @@ pub struct DecisionStats {
     pub commands: AtomicU64,
     /// Records that could not be decoded or used (sent to the dead-letter topic).
     pub dead_lettered: AtomicU64,
+    /// Book tops read from the ticks topic (no rule uses them yet).
+    pub book_tops: AtomicU64,
+    /// Feed data-quality events read from the ticks topic.
+    pub data_quality: AtomicU64,
 }
 
 /// The decisions stage's [`Processor`].
@@ -48,8 +55,10 @@ pub struct DecisionProcessor {
     pub deadline: Option<chrono::Duration>,
     /// Derived state and rules.
     pub rules: MarketRules,
-    /// Next sequence number per key.
+    /// Last sequence number issued per key.
     pub sequences: HashMap<String, u64>,
+    /// Reads the last issued sequence numbers back from the commands topic.
+    pub recovery: SequenceRecovery,
     /// Counters.
     pub stats: Arc<DecisionStats>,
     /// The stage's consumer group (span attribute).
@@ -78,7 +87,55 @@ impl DecisionStats {
     }
 }
 
+/// Commands read back, at most, to recover the per-key sequence numbers.
+pub const SEQUENCE_RECOVERY_RECORDS: usize = 200_000;
+
+/// Per-key sequence numbers live in memory, but the commands that carry them
+/// are in Kafka: at start, and after the input is rewound (an aborted
+/// transaction takes its commands with it), the stage reads the newest
+/// committed commands back and goes on from the highest `seq` per key. A key
+/// whose last command is older than [`SEQUENCE_RECOVERY_RECORDS`] commands
+/// starts again at 1 (workers report that as a regression).
+#[derive(Debug)]
+pub struct SequenceRecovery {
+    /// Reader of the commands topic.
+    pub tail: TailReader,
+    /// Whether `sequences` matches what is committed.
+    pub current: bool,
+}
+
 impl DecisionProcessor {
+    /// Rebuilds `sequences` from the commands topic unless it is current.
+    fn recover_sequences(&mut self) {
+        if self.recovery.current {
+            return;
+        }
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let read = tokio::task::block_in_place(|| {
+            self.recovery.tail.read(SEQUENCE_RECOVERY_RECORDS, std::time::Duration::from_secs(30), |message| {
+                if let Some(Ok(command)) = message.payload().map(Command::decode) {
+                    let seq = last.entry(command.key).or_default();
+                    *seq = (*seq).max(command.seq);
+                }
+            })
+        });
+        match read {
+            Ok(read) => {
+                tracing::info!(
+                    commands = read.records,
+                    keys = last.len(),
+                    complete = read.complete,
+                    "per-key sequence numbers recovered from the commands topic"
+                );
+                self.sequences = last;
+                self.recovery.current = true;
+            }
+            // Tried again before the next record; meanwhile numbers go on
+            // from memory.
+            Err(error) => tracing::warn!(%error, "cannot read the commands topic to recover sequence numbers"),
+        }
+    }
+
     fn issue(&mut self, draft: Draft, out: &mut Outputs, parent: &tracing::Span) {
         let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
         *seq += 1;
@@ -138,8 +195,27 @@ impl DecisionProcessor {
             shoal.commands_issued = tracing::field::Empty,
         );
         HeaderView(message.headers()).set_parent_of(&span);
+        let message_type = HeaderView(message.headers()).get(headers::MESSAGE_TYPE);
         let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
-            if message.topic() == self.ticks_topic {
+            if message.topic() == self.ticks_topic && message_type == Some("book_top") {
+                self.stats.book_tops.fetch_add(1, Ordering::Relaxed);
+                BookTop::decode(payload).map(|_| Vec::new()).map_err(decode_reason)
+            } else if message.topic() == self.ticks_topic && message_type == Some("data_quality") {
+                self.stats.data_quality.fetch_add(1, Ordering::Relaxed);
+                let event = DataQuality::decode(payload).map_err(decode_reason)?;
+                // Surfaced to the orchestrator: logged here and counted in
+                // the status line. The symbol's window is not reset: the
+                // prices received remain true prices.
+                tracing::warn!(
+                    source = %event.source,
+                    symbol = %event.symbol,
+                    kind = ?event.kind,
+                    missing = ?event.missing,
+                    detail = %event.detail,
+                    "feed data-quality event"
+                );
+                Ok(Vec::new())
+            } else if message.topic() == self.ticks_topic {
                 self.stats.ticks.fetch_add(1, Ordering::Relaxed);
                 MarketTick::decode(payload).map(|tick| self.rules.on_tick(&tick)).map_err(decode_reason)
             } else {
@@ -174,10 +250,17 @@ impl DecisionProcessor {
 
 impl Processor for DecisionProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
+        self.recover_sequences();
         // The state must see every record in order: the work is done here.
         let mut out = Outputs::new();
         self.handle_record(&record, &mut out);
         pipeline::ready(out)
+    }
+
+    fn reset(&mut self) {
+        // The commands of an aborted transaction are gone: number again from
+        // what is committed.
+        self.recovery.current = false;
     }
 
     fn status(&self) {
@@ -187,6 +270,8 @@ impl Processor for DecisionProcessor {
             events = s.events.load(Ordering::Relaxed),
             commands = s.commands.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            book_tops = s.book_tops.load(Ordering::Relaxed),
+            data_quality = s.data_quality.load(Ordering::Relaxed),
             symbols = self.rules.symbols(),
             keys = self.sequences.len(),
             "decisions status"

@@ -25,10 +25,11 @@ use shoal_common::kafka;
 use shoal_common::kafka::offsets::OffsetTracker;
 use shoal_common::kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
 use shoal_common::kafka::producer::TrackedProducer;
+use shoal_common::kafka::tail::TailReader;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::decisions::{DecisionProcessor, DecisionStats};
+use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
 use crate::rules::MarketRules;
@@ -84,8 +85,12 @@ pub async fn run(
             producer_id: o.id.clone(),
         };
         let (feed_settings, token, feed_stats) = (settings.feed.clone(), shutdown.child_token(), stats.feed.clone());
+        let dedupe = recover_ingest_state(&settings).await?;
+        if let Some(interval) = status_interval {
+            spawn_feed_status(stats.feed.clone(), interval, shutdown.child_token());
+        }
         stages.spawn(async move {
-            feed::run(feed_settings, sink, token, feed_stats).await;
+            feed::run_with(feed_settings, sink, token, feed_stats, dedupe).await;
             let flushed = producer.flush(shutdown_timeout).await;
             if let Err(error) = &flushed {
                 tracing::warn!(%error, "ticks not all delivered before shutdown");
@@ -99,6 +104,9 @@ pub async fn run(
         let deadline_ms = settings.rules.command_deadline_ms;
         let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
         stats.decisions.register_metrics();
+        let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
+            .context("creating the commands topic reader")?;
+        let recovery = SequenceRecovery { tail, current: false };
         consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, || DecisionProcessor {
             producer_id: o.id.clone(),
             ticks_topic: settings.topics.ticks.name.clone(),
@@ -108,6 +116,7 @@ pub async fn run(
                 .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
             rules: MarketRules::new(settings.rules.clone()),
             sequences: HashMap::new(),
+            recovery,
             stats: stats.decisions.clone(),
             consumer_group: o.decisions_group.clone(),
         })?;
@@ -154,6 +163,74 @@ pub async fn run(
         shutdown.cancel();
     }
     Ok(clean)
+}
+
+/// Reads the tail of the ticks topic so ingest does not write again the
+/// trades a previous run already wrote (see [`feed::dedupe`]).
+async fn recover_ingest_state(settings: &OrchestratorSettings) -> anyhow::Result<feed::dedupe::Dedupe> {
+    let tail = settings.feed.recover_tail_records;
+    if tail == 0 {
+        return Ok(feed::dedupe::Dedupe::new());
+    }
+    let (kafka, topic) = (settings.kafka.clone(), settings.topics.ticks.name.clone());
+    let tail = i64::try_from(tail).unwrap_or(i64::MAX);
+    let timeout = settings.shutdown.timeout().max(Duration::from_secs(10));
+    // A topic created a moment ago may not have partition leaders yet
+    // (NotLeaderForPartition): try again for a while before giving up.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let recovered = loop {
+        let (kafka, topic) = (kafka.clone(), topic.clone());
+        let attempt = tokio::task::spawn_blocking(move || feed::dedupe::recover(&kafka, &topic, tail, timeout))
+            .await
+            .context("recovery task failed")?;
+        match attempt {
+            Ok(recovered) => break recovered,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "cannot read the ticks topic's tail yet; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error).context("recovering the last trade ids from the ticks topic"),
+        }
+    };
+    let (dedupe, report) = recovered;
+    tracing::info!(
+        ticks_read = report.ticks_read,
+        keys = report.keys,
+        "ingest dedupe state recovered from the ticks topic"
+    );
+    Ok(dedupe)
+}
+
+/// Logs the feed counters every `interval`.
+fn spawn_feed_status(stats: Arc<FeedStats>, interval: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                connected = stats.connected.load(std::sync::atomic::Ordering::Relaxed),
+                frames = load(&stats.frames),
+                ticks = load(&stats.ticks),
+                book_tops = load(&stats.book_tops),
+                data_quality = load(&stats.data_quality),
+                malformed = load(&stats.malformed),
+                sequence_gaps = load(&stats.sequence_gaps),
+                duplicates = load(&stats.duplicates),
+                out_of_order = load(&stats.out_of_order),
+                coalesced = load(&stats.coalesced),
+                queue_high_water = load(&stats.queue_high_water),
+                reconnects = load(&stats.reconnects),
+                stale_reconnects = load(&stats.stale_reconnects),
+                produce_errors = load(&stats.produce_errors),
+                "feed status"
+            );
+        }
+    });
 }
 
 /// What the two Kafka-consuming stages share: a tracked producer, a group

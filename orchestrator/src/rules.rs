@@ -36,6 +36,20 @@ struct SymbolState {
 pub struct MarketRules {
     settings: RulesSettings,
     symbols: HashMap<String, SymbolState>,
+    /// Last reading per sensor (`<key>/<metric>`), for threshold crossings.
+    readings: HashMap<String, Decimal>,
+}
+
+/// Attributes of an event mapped to `raise_alert` (an IoT sensor reading):
+/// the value read and the threshold whose crossing raises the alert.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct SensorReading {
+    #[serde(with = "rust_decimal::serde::str")]
+    value: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    threshold: Decimal,
+    #[serde(default)]
+    metric: Option<String>,
 }
 
 /// Prices kept per symbol at most, so a very fast feed cannot grow the
@@ -45,7 +59,7 @@ const MAX_WINDOW_SAMPLES: usize = 4_096;
 impl MarketRules {
     /// Creates empty state.
     pub fn new(settings: RulesSettings) -> Self {
-        Self { settings, symbols: HashMap::new() }
+        Self { settings, symbols: HashMap::new(), readings: HashMap::new() }
     }
 
     /// Symbols with state.
@@ -96,9 +110,19 @@ impl MarketRules {
     }
 
     /// Maps a business event to a command through `rules.events`.
-    /// `Ok(None)`: no rule for this event type. `Err`: a rule applies but the
-    /// event's attributes do not fit the command's payload.
-    pub fn on_event(&self, event: &Event) -> Result<Option<Draft>, String> {
+    /// `Ok(None)`: no rule for this event type, or (for `raise_alert`) the
+    /// reading crossed no threshold. `Err`: a rule applies but the event's
+    /// attributes do not fit the command's payload.
+    ///
+    /// - `score_transaction`: the attributes are the transaction.
+    /// - `raise_alert`: the attributes are a sensor reading `{value,
+    ///   threshold, metric?}` (decimal strings). An alert is issued when the
+    ///   reading crosses the threshold from the sensor's previous reading (in
+    ///   either direction), or when the first reading is at or above it. The
+    ///   alert's symbol is `<key>/<metric>` (or the key), its level the
+    ///   threshold, its prices the previous and current reading.
+    /// - any other kind: `{event_id, event_type, attributes}`.
+    pub fn on_event(&mut self, event: &Event) -> Result<Option<Draft>, String> {
         let Some(kind) = self.settings.events.get(&event.event_type) else {
             return Ok(None);
         };
@@ -111,6 +135,25 @@ impl MarketRules {
             let typed: ScoreTransaction = serde_json::from_value(attributes)
                 .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;
             serde_json::to_value(typed).map_err(|e| e.to_string())?
+        } else if kind == kinds::RAISE_ALERT {
+            let reading: SensorReading = serde_json::from_value(event.attributes.clone())
+                .map_err(|e| format!("{} event does not fit {kind} (value, threshold): {e}", event.event_type))?;
+            let symbol = match &reading.metric {
+                Some(metric) => format!("{}/{metric}", event.key),
+                None => event.key.clone(),
+            };
+            let previous = self.readings.insert(symbol.clone(), reading.value);
+            let (value, threshold) = (reading.value, reading.threshold);
+            let crossed = match previous {
+                Some(p) => (p < threshold && value >= threshold) || (p >= threshold && value < threshold),
+                None => value >= threshold,
+            };
+            if !crossed {
+                return Ok(None);
+            }
+            let alert =
+                RaiseAlert { symbol, level: threshold, previous_price: previous.unwrap_or(value), price: value };
+            serde_json::to_value(alert).map_err(|e| e.to_string())?
         } else {
             serde_json::json!({"event_id": event.id, "event_type": event.event_type, "attributes": event.attributes})
         };
@@ -158,6 +201,7 @@ mod tests {
             sequence: None,
             exchange_ts: ts,
             received_at: ts,
+            channel: None,
         }
     }
 
@@ -215,8 +259,38 @@ mod tests {
     }
 
     #[test]
+    fn sensor_readings_raise_an_alert_when_they_cross_the_threshold() {
+        let mut r = MarketRules::new(RulesSettings {
+            events: [("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string())].into(),
+            ..RulesSettings::default()
+        });
+        let mut reading = |value: &str| {
+            let event = Event {
+                schema_version: SCHEMA_VERSION,
+                id: uuid::Uuid::nil(),
+                event_type: "sensor_reading".into(),
+                key: "boiler-7".into(),
+                occurred_at: Utc::now(),
+                attributes: serde_json::json!({"metric": "temperature", "value": value, "threshold": "80.0"}),
+            };
+            r.on_event(&event)
+        };
+        assert_eq!(reading("75.5").unwrap(), None, "below the threshold");
+        assert_eq!(reading("79.9").unwrap(), None);
+        let alert = reading("80.25").unwrap().expect("crossed up");
+        assert_eq!((alert.kind.as_str(), alert.key.as_str()), (kinds::RAISE_ALERT, "boiler-7"));
+        assert_eq!(
+            alert.payload,
+            serde_json::json!({"symbol": "boiler-7/temperature", "level": "80.0", "previous_price": "79.9", "price": "80.25"})
+        );
+        assert_eq!(reading("81").unwrap(), None, "still above: no new alert");
+        assert!(reading("79").unwrap().is_some(), "crossing back down alerts too");
+        assert!(reading("hot").is_err(), "not a decimal");
+    }
+
+    #[test]
     fn card_transactions_become_scoring_commands_and_bad_ones_are_errors() {
-        let r = rules();
+        let mut r = rules();
         let mut event = Event {
             schema_version: SCHEMA_VERSION,
             id: uuid::Uuid::nil(),

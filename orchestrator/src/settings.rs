@@ -79,22 +79,49 @@ impl OrchestratorSection {
     }
 }
 
+/// Wire formats `feed.format` accepts.
+pub const FEED_FORMATS: [&str; 4] = ["shoal-sim", "binance", "coinbase", "kraken"];
+
 /// The `[feed]` section: one WebSocket market data feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedSettings {
     /// WebSocket URL (`ws://` or `wss://`).
     pub url: String,
-    /// Wire format of the feed. Only `shoal-sim` (the bundled simulator) so far.
+    /// Wire format of the feed: `shoal-sim`, `binance`, `coinbase` or `kraken`.
     pub format: String,
-    /// Symbols to subscribe to; `*` for all the feed offers.
+    /// Symbols to subscribe to as the feed names them; `*` (all the feed
+    /// offers) only for `shoal-sim`.
     pub symbols: Vec<String>,
+    /// Channels to subscribe to; empty for the format's default (Binance
+    /// `trade`, `bookTicker`; Coinbase `matches`, `ticker`, `heartbeat`;
+    /// Kraken `trade`, `ticker`).
+    pub channels: Vec<String>,
+    /// Extra HTTP headers for the WebSocket handshake (an API key, a bearer
+    /// token). Never logged; redacted in `--print-config`. In the
+    /// environment write `_` for `-` in the name.
+    pub headers: BTreeMap<String, String>,
     /// First reconnect delay, milliseconds; doubles up to the maximum.
     pub reconnect_initial_ms: u64,
     /// Largest reconnect delay, milliseconds.
     pub reconnect_max_ms: u64,
-    /// Largest accepted WebSocket message, bytes.
+    /// Largest accepted WebSocket message (and frame), bytes.
     pub max_message_bytes: usize,
+    /// Interval between WebSocket pings sent to the feed, milliseconds.
+    pub ping_interval_ms: u64,
+    /// Nothing received (data, heartbeat or pong) for this long means the
+    /// feed is stale: the connection is replaced, milliseconds.
+    pub stale_after_ms: u64,
+    /// Items (trades, book tops, data-quality events) queued between the
+    /// socket and Kafka before per-symbol coalescing starts.
+    pub queue_capacity: usize,
+    /// Most records published to Kafka per second; `0` for no limit. A
+    /// throttle for shared clusters and for rehearsing backpressure.
+    pub max_publish_per_sec: u64,
+    /// At start-up, read this many records from the end of every ticks
+    /// partition to recover the last trade ids (deduplication across
+    /// restarts); `0` to skip.
+    pub recover_tail_records: u64,
 }
 
 impl Default for FeedSettings {
@@ -103,10 +130,40 @@ impl Default for FeedSettings {
             url: "ws://127.0.0.1:9001".into(),
             format: "shoal-sim".into(),
             symbols: vec!["*".into()],
+            channels: Vec::new(),
+            headers: BTreeMap::new(),
             reconnect_initial_ms: 250,
             reconnect_max_ms: 10_000,
             max_message_bytes: 1 << 20,
+            ping_interval_ms: 5_000,
+            stale_after_ms: 15_000,
+            queue_capacity: 10_000,
+            max_publish_per_sec: 0,
+            recover_tail_records: 10_000,
         }
+    }
+}
+
+impl FeedSettings {
+    /// The channels to subscribe to: the configured ones, or the format's
+    /// defaults.
+    pub fn effective_channels(&self) -> Vec<String> {
+        if !self.channels.is_empty() {
+            return self.channels.clone();
+        }
+        let defaults: &[&str] = match self.format.as_str() {
+            "binance" => &["trade", "bookTicker"],
+            "coinbase" => &["matches", "ticker", "heartbeat"],
+            "kraken" => &["trade", "ticker"],
+            _ => &[],
+        };
+        defaults.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    /// Header name as sent: `_` stands for `-` (environment variables
+    /// cannot hold `-`).
+    pub fn header_name(key: &str) -> String {
+        key.replace('_', "-").to_ascii_lowercase()
     }
 }
 
@@ -141,7 +198,10 @@ impl Default for RulesSettings {
             move_cooldown_secs: 10,
             level_step: Decimal::new(100, 2),
             command_deadline_ms: 60_000,
-            events: BTreeMap::from([("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string())]),
+            events: BTreeMap::from([
+                ("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string()),
+                ("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string()),
+            ]),
         }
     }
 }
@@ -179,7 +239,7 @@ impl shoal_common::app::AppSettings for OrchestratorSettings {
 }
 
 impl Validate for OrchestratorSettings {
-    const LIST_KEYS: &'static [&'static str] = &["orchestrator.stages", "feed.symbols"];
+    const LIST_KEYS: &'static [&'static str] = &["orchestrator.stages", "feed.symbols", "feed.channels"];
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
@@ -220,13 +280,56 @@ impl Validate for OrchestratorSettings {
                     ));
                 }
             }
-            one_of("feed.format", &f.format, &["shoal-sim"])?;
+            one_of("feed.format", &f.format, &FEED_FORMATS)?;
             if f.symbols.is_empty() || f.symbols.iter().any(|s| s.trim().is_empty()) {
                 return Err(SettingsError::invalid(
                     "feed.symbols",
                     "empty symbol list or empty symbol",
                     "symbols, or [\"*\"]",
                 ));
+            }
+            if f.format != "shoal-sim" && f.symbols.iter().any(|s| s == "*") {
+                return Err(SettingsError::invalid(
+                    "feed.symbols",
+                    format!("\"*\" with feed.format {}", f.format),
+                    "the exchange's symbols, e.g. BTCUSDT (binance), BTC-USD (coinbase), BTC/USD (kraken)",
+                ));
+            }
+            let allowed: &[&str] = match f.format.as_str() {
+                "binance" => &crate::feed::binance::CHANNELS,
+                "coinbase" => &crate::feed::coinbase::CHANNELS,
+                "kraken" => &crate::feed::kraken::CHANNELS,
+                _ => &[],
+            };
+            for channel in &f.channels {
+                if !allowed.contains(&channel.as_str()) {
+                    return Err(SettingsError::invalid(
+                        "feed.channels",
+                        format!("{channel:?} with feed.format {}", f.format),
+                        if allowed.is_empty() { "no channels for this format".to_owned() } else { allowed.join(", ") },
+                    ));
+                }
+            }
+            for name in f.headers.keys() {
+                let header = FeedSettings::header_name(name);
+                if tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    // Only the name is shown: the value may be a credential.
+                    return Err(SettingsError::invalid(
+                        format!("feed.headers.{name}"),
+                        "not a valid HTTP header name",
+                        "a header name such as authorization or x-api-key",
+                    ));
+                }
+            }
+            if f.ping_interval_ms == 0 || f.stale_after_ms <= f.ping_interval_ms {
+                return Err(SettingsError::invalid(
+                    "feed.stale_after_ms",
+                    format!("{} (ping interval {})", f.stale_after_ms, f.ping_interval_ms),
+                    "milliseconds above feed.ping_interval_ms, which must be > 0",
+                ));
+            }
+            if f.queue_capacity == 0 {
+                return Err(SettingsError::invalid("feed.queue_capacity", "0", "an integer >= 1"));
             }
             if f.reconnect_initial_ms == 0 || f.reconnect_initial_ms > f.reconnect_max_ms {
                 return Err(SettingsError::invalid(
@@ -294,6 +397,29 @@ mod tests {
     }
 
     #[test]
+    fn exchange_feeds_need_symbols_and_known_channels() {
+        let base = [("SHOAL__FEED__FORMAT", "binance"), ("SHOAL__FEED__SYMBOLS", "BTCUSDT,ETHUSDT")];
+        let s = load(&base).unwrap();
+        assert_eq!(s.feed.effective_channels(), ["trade", "bookTicker"]);
+        let err = load(&[("SHOAL__FEED__FORMAT", "kraken")]).unwrap_err().to_string();
+        assert!(err.contains("feed.symbols"), "{err}");
+        let mut with_channels = base.to_vec();
+        with_channels.push(("SHOAL__FEED__CHANNELS", "aggTrade,ticker"));
+        let err = load(&with_channels).unwrap_err().to_string();
+        assert!(err.contains("feed.channels") && err.contains("ticker"), "{err}");
+    }
+
+    #[test]
+    fn handshake_headers_come_from_the_environment_and_are_redacted() {
+        let s = load(&[("SHOAL__FEED__HEADERS__X_API_KEY", "s3cret-value")]).unwrap();
+        assert_eq!(s.feed.headers.get("x_api_key").map(String::as_str), Some("s3cret-value"));
+        assert_eq!(FeedSettings::header_name("x_api_key"), "x-api-key");
+        let dump = shoal_common::settings::redacted(&s).to_string();
+        assert!(!dump.contains("s3cret-value"), "{dump}");
+        assert!(dump.contains("x_api_key"), "the name stays visible");
+    }
+
+    #[test]
     fn the_workers_section_is_ignored_but_typos_are_not() {
         assert!(load(&[("SHOAL__WORKER__ID", "w-1")]).is_ok());
         let err = load(&[("SHOAL__WROKER__ID", "w-1")]).unwrap_err().to_string();
@@ -308,6 +434,9 @@ mod tests {
             ("SHOAL__RULES__LEVEL_STEP", "-1", "rules.level_step"),
             ("SHOAL__RULES__LEVEL_STEP", "abc", "level_step"),
             ("SHOAL__RULES__WINDOW_SECS", "0", "rules.window_secs"),
+            ("SHOAL__FEED__FORMAT", "ftx", "feed.format"),
+            ("SHOAL__FEED__STALE_AFTER_MS", "10", "feed.stale_after_ms"),
+            ("SHOAL__FEED__CHANNELS", "depth", "feed.channels"),
         ] {
             let err = load(&[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{var}={value}: {err}");

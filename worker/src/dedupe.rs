@@ -12,10 +12,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use shoal_common::kafka::headers::COMMAND_ID;
 use shoal_common::messages::{CommandResult, WireMessage};
 use shoal_common::settings::KafkaSettings;
@@ -102,82 +100,42 @@ impl Window {
     }
 }
 
-/// Reads the tail of the results topic into a [`Window`].
+/// Refills a [`Window`] from the tail of the results topic.
+#[derive(Debug)]
 pub struct TailReader {
-    consumer: BaseConsumer,
-    topic: String,
+    tail: shoal_common::kafka::tail::TailReader,
     window: Window,
-}
-
-impl std::fmt::Debug for TailReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TailReader").field("topic", &self.topic).finish_non_exhaustive()
-    }
 }
 
 /// Bound on one reload; a slower cluster leaves the window partly filled.
 const RELOAD_BOUND: Duration = Duration::from_secs(15);
 
 impl TailReader {
-    /// A reader of `topic` (no consumer group: it assigns partitions itself).
+    /// A reader of `topic` filling `window`.
     pub fn new(kafka: &KafkaSettings, client_id: &str, topic: &str, window: Window) -> Result<Self, KafkaError> {
-        let mut cfg = shoal_common::kafka::client_config(kafka, client_id);
-        cfg.set("group.id", format!("{client_id}-unused"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
-        Ok(Self { consumer: cfg.create()?, topic: topic.to_string(), window })
+        Ok(Self { tail: shoal_common::kafka::tail::TailReader::new(kafka, client_id, topic)?, window })
     }
 
-    /// Replaces the window with the ids of the last results in the topic,
-    /// spread evenly over its partitions. Blocking: call off the async
-    /// runtime's threads (or in `block_in_place`). Returns the ids loaded.
+    /// Replaces the window with the ids of the newest results in the topic.
+    /// Blocking: call in `block_in_place`. Returns the ids loaded.
     pub fn reload(&self) -> Result<usize, KafkaError> {
         let started = Instant::now();
-        let metadata = self.consumer.fetch_metadata(Some(&self.topic), RELOAD_BOUND)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let per_partition = i64::try_from(self.window.capacity / partitions.len().max(1)).unwrap_or(i64::MAX);
-        let mut assignment = TopicPartitionList::new();
-        let mut unfinished = HashSet::new();
-        for partition in partitions {
-            let (low, high) = self.consumer.fetch_watermarks(&self.topic, partition, RELOAD_BOUND)?;
-            if high > low {
-                assignment.add_partition_offset(
-                    &self.topic,
-                    partition,
-                    Offset::Offset((high - per_partition).max(low)),
-                )?;
-                unfinished.insert(partition);
-            }
-        }
-        self.consumer.assign(&assignment)?;
         let mut loaded = Vec::new();
-        while !unfinished.is_empty() && started.elapsed() < RELOAD_BOUND {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    if let Some(id) = command_id(&message) {
-                        loaded.push(id);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    unfinished.remove(&partition);
-                }
-                Some(Err(error)) => tracing::warn!(topic = %self.topic, %error, "reading the results tail"),
-                None => {}
+        let read = self.tail.read(self.window.capacity, RELOAD_BOUND, |message| {
+            if let Some(id) = command_id(message) {
+                loaded.push(id);
             }
-        }
-        self.consumer.unassign()?;
-        if !unfinished.is_empty() {
-            tracing::warn!(topic = %self.topic, partitions = ?unfinished, "results tail not read to the end in time; the dedupe window is partial");
+        })?;
+        if !read.complete {
+            tracing::warn!("results tail not read to the end in time; the dedupe window is partial");
         }
         let count = loaded.len();
         self.window.replace(loaded);
-        tracing::info!(topic = %self.topic, ids = count, elapsed_ms = started.elapsed().as_millis() as u64, "dedupe window reloaded from the results tail");
+        tracing::info!(
+            ids = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dedupe window reloaded from the results tail"
+        );
         Ok(count)
     }
 }

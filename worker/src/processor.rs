@@ -438,7 +438,7 @@ impl Processor for CommandProcessor {
             {
                 let skipped = exec.stats.duplicates_skipped.fetch_add(1, Ordering::Relaxed) + 1;
                 if skipped <= 10 || skipped.is_power_of_two() {
-                    tracing::info!(command_id = %command.id, key = %command.key, seq = command.seq, skipped, "repeated command skipped: its result already exists");
+                    tracing::info!(target: "shoal_worker::dedupe", command_id = %command.id, key = %command.key, seq = command.seq, skipped, "repeated command skipped: its result already exists");
                 }
                 return Outputs::new();
             }

@@ -10,6 +10,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod producer;
 pub mod stats;
+pub mod tail;
 pub mod transactions;
 
 use std::time::Duration;

@@ -66,6 +66,10 @@ pub struct DoneAbove {
     not_done: BTreeSet<i64>,
 }
 
+/// Most not-done offsets listed, so the metadata stays under Kafka's default
+/// 4 KiB `offset.metadata.max.bytes`.
+const MAX_LISTED: usize = 512;
+
 /// Marks Shoal's metadata format; anything else is ignored.
 const METADATA_PREFIX: &str = "shoal1:";
 
@@ -74,7 +78,16 @@ impl DoneAbove {
     /// above it is done. Offsets are written as base-36 differences, so a
     /// few hundred not-done records fit Kafka's default 4 KiB metadata limit.
     pub fn encode(committed: i64, end: i64, not_done: &BTreeSet<i64>) -> String {
-        let above: Vec<i64> = not_done.range(committed + 1..end).copied().collect();
+        let mut above: Vec<i64> = not_done.range(committed + 1..end).copied().collect();
+        // Too many to list: claim less. Everything from the first unlisted
+        // one on counts as not done (it may be repeated, never lost).
+        let end = if above.len() > MAX_LISTED {
+            let cut = above[MAX_LISTED];
+            above.truncate(MAX_LISTED);
+            cut
+        } else {
+            end
+        };
         let open = end - committed - 1; // records above the committed one
         if open <= 0 || above.len() as i64 == open {
             return String::new();
@@ -132,6 +145,9 @@ fn base36(mut n: i64) -> String {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: Mutex<HashMap<(String, i32), PartitionState>>,
+    /// Signalled when a record completes or fails, so a loop waiting for
+    /// room under its in-flight bound wakes up at once.
+    progressed: tokio::sync::Notify,
 }
 
 impl OffsetTracker {
@@ -164,8 +180,15 @@ impl OffsetTracker {
         self.begin(origin);
     }
 
+    /// Waits until a record completes or fails (or returns at once if one
+    /// did since the last wait).
+    pub async fn progressed(&self) {
+        self.progressed.notified().await;
+    }
+
     /// Records that processing of `origin`, or one of its outputs, is done.
     pub fn complete(&self, origin: &Origin) {
+        self.progressed.notify_one();
         self.with(|m| {
             if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition))
                 && let Some(count) = state.pending.get_mut(&origin.offset)
@@ -182,6 +205,7 @@ impl OffsetTracker {
     /// the committed position will never pass it, so it is processed again
     /// after a restart or rebalance instead of being lost.
     pub fn fail(&self, origin: &Origin) {
+        self.progressed.notify_one();
         self.with(|m| {
             if let Some(state) = m.get_mut(&(origin.topic.clone(), origin.partition)) {
                 state.pending.remove(&origin.offset);
@@ -233,6 +257,12 @@ impl OffsetTracker {
                 m.remove(key);
             }
         });
+    }
+
+    /// Partitions holding records whose outputs could not be delivered: they
+    /// must be read again (the caller rewinds them and forgets them here).
+    pub fn failed_partitions(&self) -> Vec<(String, i32)> {
+        self.with(|m| m.iter().filter(|(_, s)| !s.failed.is_empty()).map(|(k, _)| k.clone()).collect())
     }
 
     /// Forgets every partition (after the input was rewound).
@@ -346,6 +376,18 @@ mod tests {
         for bad in ["", "other", "shoal1:", "shoal1:zz,-1", "shoal1:2,5", "shoal1:!"] {
             assert_eq!(DoneAbove::decode(100, bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn too_many_open_records_are_cut_off_conservatively() {
+        let not_done: BTreeSet<i64> = (0..2_000).map(|i| 10 + i * 2).collect();
+        let encoded = DoneAbove::encode(10, 10_000, &not_done);
+        assert!(encoded.len() < 4_000, "{} bytes", encoded.len());
+        let done = DoneAbove::decode(10, &encoded).unwrap();
+        assert!(done.is_done(11) && !done.is_done(12));
+        // Nothing at or past the cut is claimed done.
+        assert!(done.is_done(1_035));
+        assert!((12 + 2 * 512..10_000).all(|o| !done.is_done(o)));
     }
 
     #[test]

@@ -40,6 +40,20 @@ Faults: --malformed-every N replaces every Nth data frame with, in turn: invalid
 a trade with price \"abc\", an unknown type \"sim_fault\", a binary frame of garbage. \
 Each still consumes a seq.
 
+Exchange formats: --format binance|coinbase|kraken speaks that exchange's public \
+market data protocol instead (Binance spot /ws/<symbol>@trade|@aggTrade|@bookTicker, \
+/stream?streams=a/b and SUBSCRIBE; Coinbase Exchange subscribe with matches, ticker \
+and heartbeat channels; Kraken WebSocket v2 trade and ticker channels). A connection \
+can also pick its format by URL path: /binance/..., /coinbase, /kraken/v2, /shoal.
+
+Control: a WebSocket at /control takes JSON commands that inject faults into every \
+open feed connection: {\"fault\":\"disconnect\"}, {\"fault\":\"stall\",\"ms\":5000}, \
+{\"fault\":\"gap\",\"count\":3}, {\"fault\":\"malformed\",\"count\":2}, \
+{\"fault\":\"burst\",\"count\":200000}, and {\"cmd\":\"stats\"}.
+
+--require-header \"Name: value\" refuses feed connections (HTTP 401) whose handshake \
+lacks that header, to rehearse authenticated feeds; the value is never logged.
+
 Every flag can also be set through the environment variable SHOAL_SIM_<FLAG> \
 (e.g. SHOAL_SIM_RATE=50).";
 
@@ -57,6 +71,12 @@ enum LogFormatArg {
 enum FormatArg {
     /// Shoal's native JSON protocol.
     Shoal,
+    /// Binance spot public market streams.
+    Binance,
+    /// Coinbase Exchange public feed.
+    Coinbase,
+    /// Kraken WebSocket API v2.
+    Kraken,
 }
 
 #[derive(Debug, Parser)]
@@ -113,9 +133,13 @@ struct Cli {
     )]
     malformed_every: Option<u64>,
 
-    /// Wire format offered to clients.
+    /// Wire format offered to clients whose URL path does not name one.
     #[arg(long, env = "SHOAL_SIM_FORMAT", value_enum, default_value_t = FormatArg::Shoal)]
     format: FormatArg,
+
+    /// Refuse feed connections whose handshake lacks this header ("Name: value").
+    #[arg(long, env = "SHOAL_SIM_REQUIRE_HEADER", value_name = "NAME: VALUE", value_parser = parse_header)]
+    require_header: Option<(String, String)>,
 
     /// Log format (logs go to stderr; RUST_LOG overrides the "info" level).
     #[arg(long, env = "SHOAL_SIM_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -128,6 +152,15 @@ fn parse_rate(value: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("must be a finite number > 0 and at most {MAX_RATE_PER_SYMBOL}"))
+    }
+}
+
+fn parse_header(value: &str) -> Result<(String, String), String> {
+    match value.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        }
+        _ => Err("expected \"Name: value\"".to_owned()),
     }
 }
 
@@ -167,7 +200,11 @@ impl Cli {
             faults: Faults { malformed_every: self.malformed_every },
             format: match self.format {
                 FormatArg::Shoal => Format::Shoal,
+                FormatArg::Binance => Format::Binance,
+                FormatArg::Coinbase => Format::Coinbase,
+                FormatArg::Kraken => Format::Kraken,
             },
+            required_header: self.require_header,
         };
         config.validate().map_err(|error| {
             let flag = match error {
@@ -279,6 +316,10 @@ mod tests {
         assert_eq!(config.rate_per_symbol, 2000.0);
         assert_eq!(config.start_price, Decimal::new(55, 1));
         assert_eq!(config.faults.malformed_every, Some(7));
+        let config = parse(&["--format", "kraken", "--require-header", "X-Api-Key: s3cret"]).expect("valid flags");
+        assert_eq!(config.format, Format::Kraken);
+        assert_eq!(config.required_header, Some(("x-api-key".into(), "s3cret".into())));
+        assert!(parse(&["--require-header", "no-colon"]).is_err());
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub fn parse(text: &str, received_at: DateTime<Utc>) -> Result<Frame, FrameError
             sequence: Some(seq),
             exchange_ts: ts,
             received_at,
+            channel: None,
         }),
     })
 }

@@ -97,7 +97,55 @@
 //! A malformed frame consumes its `seq`: the next good frame has the next
 //! number, so consumers must not treat the skipped number as a gap caused
 //! by the network.
+//!
+//! # Exchange formats
+//!
+//! The same market can be served in three exchange look-alike formats,
+//! chosen per connection by the URL path (`/binance...`, `/coinbase...`,
+//! `/kraken...`, `/shoal...`; any other path uses [`SimConfig::format`]):
+//!
+//! * **Binance spot** ([`Format::Binance`]): raw streams at
+//!   `/ws/<symbol>@trade|@aggTrade|@bookTicker` (symbols lower case), combined
+//!   streams at `/stream?streams=a/b` wrapped as `{"stream":..,"data":..}`, and
+//!   `{"method":"SUBSCRIBE","params":[..],"id":1}` answered `{"result":null,"id":1}`.
+//!   Events carry `e`, `E`, `s`, `t`/`a`, `p`, `q`, `T`, `m` (buyer is maker,
+//!   i.e. the taker sold) with 8-decimal strings; `bookTicker` carries `u`, `s`,
+//!   `b`, `B`, `a`, `A`. Trade ids and aggregate ids equal the simulator's
+//!   per-symbol trade id. The server pings every second.
+//! * **Coinbase Exchange** ([`Format::Coinbase`]): `{"type":"subscribe",
+//!   "product_ids":[..],"channels":["matches","ticker","heartbeat"]}` answered by a
+//!   `subscriptions` message; `matches` starts with a `last_match` (the last
+//!   trade, again) then `match` messages whose `side` is the **maker's** side;
+//!   `ticker` carries the best bid and ask; `heartbeat` comes every second per
+//!   product with `last_trade_id`. `sequence` is per product,
+//!   [`COINBASE_SEQUENCE_BASE`] + trade id.
+//! * **Kraken v2** ([`Format::Kraken`]): a `status` message on connect;
+//!   `{"method":"subscribe","params":{"channel":"trade"|"ticker","symbol":[..]},"req_id":n}`
+//!   acknowledged once per symbol; a `snapshot` (the last
+//!   [`KRAKEN_SNAPSHOT_TRADES`] trades, or the current ticker) then `update`s;
+//!   prices and quantities are JSON numbers; `{"channel":"heartbeat"}` every
+//!   second.
+//!
+//! # Control endpoint and faults on demand
+//!
+//! A WebSocket at [`CONTROL_PATH`] takes one JSON command per message and
+//! answers each with a JSON object (`"ok": true|false`). Faults apply to every
+//! feed connection open at the time:
+//!
+//! * `{"fault":"disconnect"}`: drop the TCP connection without a close frame;
+//! * `{"fault":"stall","ms":N}`: neither read nor write for N ms (pings go
+//!   unanswered too);
+//! * `{"fault":"gap","count":N}`: do not send the next N data frames; they still
+//!   consume their sequence numbers and trade ids;
+//! * `{"fault":"malformed","count":N}`: replace the next N data frames with
+//!   malformed ones (cycling as above);
+//! * `{"fault":"burst","count":N}`: generate N trades at once and send each
+//!   subscribed connection its share as fast as the socket takes it; the reply
+//!   lists each connection's `frames`, `elapsed_us` and `per_second`;
+//! * `{"cmd":"stats"}`: `accepted`, `open`, `subscribes`, `client_closes`
+//!   (close handshakes completed by clients) and `rejected_handshakes`.
 
+mod exchange;
 mod server;
 mod walk;
 mod wire;
@@ -109,7 +157,10 @@ use std::collections::HashSet;
 
 use rust_decimal::Decimal;
 
-pub use server::{HEARTBEAT_INTERVAL, MAX_CLIENT_MESSAGE_BYTES, SHUTDOWN_CLOSE_REASON, SHUTDOWN_GRACE, serve};
+pub use exchange::{COINBASE_SEQUENCE_BASE, KRAKEN_SNAPSHOT_TRADES};
+pub use server::{
+    CONTROL_PATH, HEARTBEAT_INTERVAL, MAX_BURST, MAX_CLIENT_MESSAGE_BYTES, SHUTDOWN_CLOSE_REASON, SHUTDOWN_GRACE, serve,
+};
 pub use walk::{
     MAX_PRICE_TICKS, Market, PRICE_DP, PriceWalk, SIZE_DP, Side, Trade, WalkParams, WalkStep, price_to_ticks,
     ticks_to_price,
@@ -142,8 +193,11 @@ pub struct SimConfig {
     pub jump_bps: u32,
     /// Deliberate misbehaviour, for testing consumers.
     pub faults: Faults,
-    /// Wire format spoken to clients.
+    /// Wire format spoken to clients whose URL path does not name one.
     pub format: Format,
+    /// A handshake header every feed connection must carry (name, value);
+    /// others are refused with HTTP 401. For rehearsing authenticated feeds.
+    pub required_header: Option<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -161,6 +215,7 @@ impl Default for SimConfig {
             jump_bps: 150,
             faults: Faults::default(),
             format: Format::default(),
+            required_header: None,
         }
     }
 }

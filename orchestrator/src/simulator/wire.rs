@@ -1,6 +1,6 @@
 //! Wire formats: how frames are encoded for clients and how client requests
-//! are parsed. Only the native [`Format::Shoal`] exists so far; exchange
-//! look-alike formats are added as further [`Format`] variants.
+//! are parsed. This module holds the native [`Format::Shoal`] protocol; the
+//! exchange look-alikes live in `exchange.rs`.
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -27,6 +27,34 @@ pub enum Format {
     /// docs](super#wire-protocol-formatshoal).
     #[default]
     Shoal,
+    /// Binance spot public market streams (`/ws/<stream>`,
+    /// `/stream?streams=...`, `SUBSCRIBE`).
+    Binance,
+    /// Coinbase Exchange public WebSocket feed (`matches`, `ticker`,
+    /// `heartbeat`).
+    Coinbase,
+    /// Kraken WebSocket API v2 (`trade`, `ticker`, heartbeats).
+    Kraken,
+}
+
+impl Format {
+    /// Every format, in the order of their names.
+    pub const ALL: [Format; 4] = [Format::Shoal, Format::Binance, Format::Coinbase, Format::Kraken];
+
+    /// The lower-case name used in URL paths and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Shoal => "shoal",
+            Format::Binance => "binance",
+            Format::Coinbase => "coinbase",
+            Format::Kraken => "kraken",
+        }
+    }
+
+    /// The format named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
 }
 
 /// Kinds of deliberately malformed data frames, in the order the
@@ -88,11 +116,10 @@ pub(crate) enum ClientRequest {
 }
 
 impl Format {
-    /// Encodes a frame.
+    /// Encodes a frame of the Shoal protocol (the only one with these
+    /// frames; exchange formats use `exchange::Session`).
     pub(crate) fn encode(self, frame: &ServerFrame<'_>) -> Message {
-        match self {
-            Format::Shoal => shoal::encode(frame),
-        }
+        shoal::encode(frame)
     }
 
     /// Encodes the malformed replacement of a data frame (a trade or a
@@ -104,16 +131,12 @@ impl Format {
         replaced: &ServerFrame<'_>,
         fallback_symbol: &str,
     ) -> Message {
-        match self {
-            Format::Shoal => shoal::encode_malformed(kind, replaced, fallback_symbol),
-        }
+        shoal::encode_malformed(kind, replaced, fallback_symbol)
     }
 
     /// Parses a client text frame; the error is the message for the client.
     pub(crate) fn parse_request(self, text: &str) -> Result<ClientRequest, String> {
-        match self {
-            Format::Shoal => shoal::parse_request(text),
-        }
+        shoal::parse_request(text)
     }
 }
 

@@ -495,3 +495,205 @@ pub fn decode_results(messages: &[OwnedMessage]) -> Vec<shoal_common::messages::
         .map(|m| shoal_common::messages::CommandResult::decode(m.payload().unwrap_or_default()).unwrap())
         .collect()
 }
+
+// ------------------------------------------------------------------ feeds
+
+/// A client of the simulator's `/control` endpoint (faults on demand).
+#[derive(Debug)]
+pub struct SimControl {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl SimControl {
+    /// Connects to the control endpoint of the simulator at `sim_url`.
+    pub async fn connect(sim_url: &str) -> Self {
+        let url = format!("{sim_url}{}", shoal_orchestrator::simulator::CONTROL_PATH);
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+            .await
+            .expect("control connects in time")
+            .expect("control connects");
+        Self { ws }
+    }
+
+    /// Sends one command and returns the reply.
+    pub async fn send(&mut self, command: serde_json::Value) -> serde_json::Value {
+        use futures::{SinkExt, StreamExt};
+        self.ws.send(tokio_tungstenite::tungstenite::Message::text(command.to_string())).await.unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(120), self.ws.next())
+                .await
+                .expect("control replies in time")
+                .expect("control connection open")
+                .unwrap();
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let reply: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_eq!(reply["ok"], true, "control command {command} failed: {reply}");
+                return reply;
+            }
+        }
+    }
+
+    /// The simulator's counters (`accepted`, `open`, `subscribes`,
+    /// `client_closes`, `rejected_handshakes`).
+    pub async fn stats(&mut self) -> serde_json::Value {
+        self.send(serde_json::json!({"cmd": "stats"})).await
+    }
+}
+
+/// Records every text frame a plain WebSocket client receives, to compare
+/// what the simulator sent with what ingest wrote.
+#[derive(Debug)]
+pub struct Witness {
+    /// Raw text frames received so far.
+    pub frames: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Witness {
+    /// Connects to `url`, sends `subscribe` messages, and records frames.
+    pub async fn start(url: &str, subscribe: &[String]) -> Self {
+        use futures::{SinkExt, StreamExt};
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        for request in subscribe {
+            ws.send(tokio_tungstenite::tungstenite::Message::text(request.clone())).await.unwrap();
+        }
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = frames.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                    sink.lock().unwrap().push(text.as_str().to_owned());
+                }
+            }
+        });
+        Self { frames, task }
+    }
+
+    /// Frames received so far.
+    pub fn len(&self) -> usize {
+        self.frames.lock().unwrap().len()
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops recording and returns the frames.
+    pub fn stop(self) -> Vec<String> {
+        self.task.abort();
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+/// Feed ingest running in this process, writing to a scope's ticks topic.
+#[derive(Debug)]
+pub struct Ingest {
+    /// The feed's counters.
+    pub stats: std::sync::Arc<shoal_orchestrator::feed::FeedStats>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    producer: shoal_common::kafka::producer::TrackedProducer,
+}
+
+impl Ingest {
+    /// Starts ingest of `feed` into the scope's ticks topic from `dedupe`.
+    pub fn start(
+        scope: &Scope,
+        feed: shoal_orchestrator::settings::FeedSettings,
+        dedupe: shoal_orchestrator::feed::dedupe::Dedupe,
+    ) -> Self {
+        use shoal_common::kafka::offsets::OffsetTracker;
+        use shoal_common::kafka::producer::TrackedProducer;
+        let producer =
+            TrackedProducer::new(&kafka_settings(), "it-ingest", std::sync::Arc::new(OffsetTracker::new())).unwrap();
+        let sink = shoal_orchestrator::feed::TickSink {
+            producer: producer.clone(),
+            topic: scope.topics.ticks.name.clone(),
+            producer_id: "it-ingest".into(),
+        };
+        let stats = std::sync::Arc::new(shoal_orchestrator::feed::FeedStats::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task =
+            tokio::spawn(shoal_orchestrator::feed::run_with(feed, sink, shutdown.clone(), stats.clone(), dedupe));
+        Self { stats, shutdown, task, producer }
+    }
+
+    /// A counter's value.
+    pub fn count(
+        &self,
+        counter: impl Fn(&shoal_orchestrator::feed::FeedStats) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        counter(&self.stats).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `condition` holds on the counters.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, condition: impl Fn(&Self) -> bool) {
+        eventually(timeout, what, || {
+            let ok = condition(self);
+            async move { ok }
+        })
+        .await;
+    }
+
+    /// Stops ingest (close handshake, queue drained) and flushes to Kafka.
+    pub async fn stop(self) -> std::sync::Arc<shoal_orchestrator::feed::FeedStats> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("ingest stops in time").unwrap();
+        self.producer.flush(Duration::from_secs(10)).await.unwrap();
+        self.stats
+    }
+}
+
+/// A ticks topic's records, decoded by their `shoal-message-type` header.
+#[derive(Debug, Default)]
+pub struct FeedRecords {
+    /// Trades, in topic order per partition.
+    pub ticks: Vec<shoal_common::messages::MarketTick>,
+    /// Book tops.
+    pub books: Vec<shoal_common::messages::BookTop>,
+    /// Data-quality events.
+    pub quality: Vec<shoal_common::messages::DataQuality>,
+}
+
+/// Decodes a ticks topic, checking every record is keyed by its symbol.
+pub fn decode_feed(messages: &[OwnedMessage]) -> FeedRecords {
+    use shoal_common::messages::{BookTop, DataQuality, MarketTick, WireMessage};
+    let mut records = FeedRecords::default();
+    for m in messages {
+        let payload = m.payload().unwrap_or_default();
+        let kind = header(m, "shoal-message-type").unwrap_or_default();
+        let symbol = match kind.as_str() {
+            "tick" => {
+                let t = MarketTick::decode(payload).unwrap();
+                let s = t.symbol.clone();
+                records.ticks.push(t);
+                s
+            }
+            "book_top" => {
+                let b = BookTop::decode(payload).unwrap();
+                let s = b.symbol.clone();
+                records.books.push(b);
+                s
+            }
+            "data_quality" => {
+                let q = DataQuality::decode(payload).unwrap();
+                let s = q.symbol.clone();
+                records.quality.push(q);
+                s
+            }
+            other => panic!("unexpected message type {other:?} on the ticks topic"),
+        };
+        assert_eq!(m.key(), Some(symbol.as_bytes()), "keyed by symbol");
+    }
+    records
+}
+
+/// Trade ids per symbol of `ticks`, in topic order.
+pub fn trade_ids_by_symbol(ticks: &[shoal_common::messages::MarketTick]) -> HashMap<String, Vec<u64>> {
+    let mut ids: HashMap<String, Vec<u64>> = HashMap::new();
+    for t in ticks {
+        ids.entry(t.symbol.clone()).or_default().push(t.trade_id.as_deref().unwrap().parse().unwrap());
+    }
+    ids
+}

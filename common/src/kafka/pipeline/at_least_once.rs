@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::freeze::FreezeGuard;
-use super::{Dispatched, InFlight, LoopContext, Processor, consumer_error, interval, rewind_to_committed};
+use super::{
+    Dispatched, InFlight, LoopContext, Processor, consumer_error, interval, rewind_partitions, rewind_to_committed,
+};
 use crate::kafka::consumer::commit_done;
 use crate::kafka::producer::TrackedProducer;
 
@@ -46,7 +48,12 @@ pub(super) async fn run<P: Processor>(
         }
         let unfinished = in_flight.unfinished();
         ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
-        let can_read = drain_deadline.is_none() && unfinished < settings.max_in_flight;
+        // Bounded by records being processed, and (loosely, at four times
+        // the bound) by outputs awaiting acknowledgement: the commit
+        // metadata cuts its list off conservatively when it is long.
+        let can_read = drain_deadline.is_none()
+            && in_flight.processing() < settings.max_in_flight
+            && unfinished < settings.max_in_flight * 4;
         tokio::select! {
             biased;
             () = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -85,11 +92,31 @@ pub(super) async fn run<P: Processor>(
                 tracker.complete(&origin);
             }
             _ = commit_tick.tick() => {
+                let failed = tracker.failed_partitions();
+                if !failed.is_empty() {
+                    // An output that could not be delivered (e.g. its
+                    // delivery timed out while a broker was down) holds its
+                    // partition's position; read the partition again from
+                    // there. The dedupe window is reloaded from what really
+                    // reached the results topic, so nothing is skipped that
+                    // has no result.
+                    tracing::warn!(stage, partitions = ?failed, "outputs were not delivered; reading these partitions again from their committed offsets");
+                    ctx.stats.redeliveries.fetch_add(1, Ordering::Relaxed);
+                    if let Err(error) = producer.flush(Duration::from_secs(5)).await {
+                        tracing::warn!(stage, %error, "flush before re-reading did not finish");
+                    }
+                    in_flight.revoke(&failed);
+                    processor.reset();
+                    rewind_partitions(ctx.consumer, &failed, stage);
+                }
                 if let Err(error) = commit_done(ctx.consumer, &tracker, CommitMode::Async) {
                     tracing::warn!(stage, %error, "periodic commit failed; will retry");
                 }
             }
             _ = ctx.status_tick.tick() => ctx.status(processor, &in_flight),
+            // Outputs are acknowledged on librdkafka's thread: wake up when
+            // that makes room under the in-flight bound.
+            () = tracker.progressed(), if !can_read && drain_deadline.is_none() => {}
             () = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {}
             received = ctx.consumer.recv(), if can_read => match received {
                 Ok(message) => {

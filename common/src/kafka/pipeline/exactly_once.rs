@@ -136,9 +136,10 @@ pub(super) async fn run<P: Processor>(
             let due = open.due(tx).is_some_and(|t| t <= Instant::now());
             if !open.is_empty() && (due || (draining && work_done)) {
                 match start_commit(ctx, &producer, &tracker, &mut open, tx) {
-                    Some(c) => committing = Some(c),
+                    Started::Committing(c) => committing = Some(c),
+                    Started::Nothing => {}
                     // No group metadata yet: try again shortly.
-                    None => open.opened = Some(Instant::now()),
+                    Started::NoGroupMetadata => open.opened = Some(Instant::now()),
                 }
             } else if draining && work_done && open.is_empty() {
                 break;
@@ -147,6 +148,22 @@ pub(super) async fn run<P: Processor>(
         let unfinished = in_flight.unfinished();
         ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
         let can_read = !draining && unfinished < settings.max_in_flight;
+        if !can_read && !draining && in_flight.idle() && committing.is_none() && open.is_empty() {
+            // Records counted as unfinished with no work left for them: the
+            // loop would wait forever. Seen once in a chaos run after a
+            // broker kill (cause not found yet). Start again from what is
+            // committed, as after an abort.
+            ctx.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                stage,
+                unfinished = in_flight.unfinished(),
+                "records unfinished with no work running; rewinding to the committed offsets"
+            );
+            in_flight.reset();
+            processor.reset();
+            rewind_to_committed(ctx.consumer, stage);
+            continue;
+        }
         let next_commit = if committing.is_none() { open.due(tx) } else { None };
         tokio::select! {
             biased;
@@ -235,21 +252,31 @@ pub(super) async fn run<P: Processor>(
     (last_committed, last_committed)
 }
 
-/// Starts committing the open transaction on a blocking thread; `None` when
-/// the consumer has no group metadata yet.
+/// What [`start_commit`] did.
+enum Started {
+    Committing(Committing),
+    /// Nothing left to commit (what was open belonged to revoked partitions).
+    Nothing,
+    NoGroupMetadata,
+}
+
+/// Starts committing the open transaction on a blocking thread.
 fn start_commit(
     ctx: &LoopContext<'_>,
     producer: &Arc<TransactionalProducer>,
     tracker: &OffsetTracker,
     open: &mut OpenTxn,
     tx: &TxSettings,
-) -> Option<Committing> {
+) -> Started {
     let Some(group_metadata) = ctx.consumer.group_metadata() else {
         tracing::warn!(stage = ctx.settings.name, "no consumer group metadata yet; the transaction waits");
-        return None;
+        return Started::NoGroupMetadata;
     };
     let offsets = tracker.commit_list(None);
     let (outputs, records) = open.take();
+    if offsets.count() == 0 && outputs.is_empty() {
+        return Started::Nothing;
+    }
     let count = outputs.len() as u64;
     let span = commit_span(ctx.settings.name, &outputs, records);
     let digests: Option<Vec<(String, String)>> =
@@ -275,7 +302,7 @@ fn start_commit(
         }
         result
     });
-    Some(Committing { task, offsets, outputs: count, records })
+    Started::Committing(Committing { task, offsets, outputs: count, records })
 }
 
 /// Most span links on one "commit transaction" span: enough to find sample

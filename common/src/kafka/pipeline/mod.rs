@@ -202,6 +202,12 @@ pub struct PipelineStats {
     /// Finished work dropped because its partition moved or the input was
     /// rewound before it could be delivered.
     pub discarded: AtomicU64,
+    /// Times the loop found records counted unfinished with no work left
+    /// for them, and rewound (a safety net for a bug not yet found).
+    pub stalls: AtomicU64,
+    /// Times partitions were read again because outputs could not be
+    /// delivered (at-least-once).
+    pub redeliveries: AtomicU64,
     /// Pauses of this process long enough to have lost the partitions
     /// (at-least-once drops its work in hand and rewinds).
     pub freezes: AtomicU64,
@@ -338,6 +344,8 @@ fn log_status(stage: &str, s: &PipelineStats) {
         skipped_done = s.skipped_done.load(Ordering::Relaxed),
         discarded = s.discarded.load(Ordering::Relaxed),
         freezes = s.freezes.load(Ordering::Relaxed),
+        redeliveries = s.redeliveries.load(Ordering::Relaxed),
+        stalls = s.stalls.load(Ordering::Relaxed),
         "pipeline status"
     );
 }
@@ -386,8 +394,9 @@ struct InFlight {
     chains: Chains<ChainKey, Job>,
     running: FuturesUnordered<BoxFuture<'static, Finished>>,
     epochs: HashMap<PartitionKey, u64>,
-    /// Commit metadata of partitions read since they were assigned.
-    progress: HashMap<PartitionKey, Option<DoneAbove>>,
+    /// Committed position and metadata of partitions read since they were
+    /// assigned.
+    progress: HashMap<PartitionKey, Committed>,
     tracker: Arc<OffsetTracker>,
 }
 
@@ -406,6 +415,11 @@ impl InFlight {
     /// acknowledged).
     fn unfinished(&self) -> usize {
         self.tracker.in_flight()
+    }
+
+    /// Records whose work is running or waiting behind their key.
+    fn processing(&self) -> usize {
+        self.running.len() + self.chains.queued()
     }
 
     fn idle(&self) -> bool {
@@ -431,7 +445,7 @@ impl InFlight {
             return Dispatched::Retry;
         }
         self.tracker.begin(&origin);
-        if self.progress.get(&partition).and_then(Option::as_ref).is_some_and(|done| done.is_done(origin.offset)) {
+        if self.progress.get(&partition).is_some_and(|c| c.is_done(origin.offset)) {
             return Dispatched::AlreadyDone(origin);
         }
         let epoch = *self.epochs.entry(partition.clone()).or_default();
@@ -480,11 +494,11 @@ impl InFlight {
         match fetched {
             Ok(list) => {
                 for e in list.elements() {
-                    let done = match e.offset() {
-                        Offset::Offset(committed) => DoneAbove::decode(committed, e.metadata()),
-                        _ => None,
+                    let committed = match e.offset() {
+                        Offset::Offset(offset) => Committed { offset, above: DoneAbove::decode(offset, e.metadata()) },
+                        _ => Committed { offset: 0, above: None },
                     };
-                    self.progress.insert((e.topic().to_string(), e.partition()), done);
+                    self.progress.insert((e.topic().to_string(), e.partition()), committed);
                 }
                 self.progress.contains_key(partition)
             }
@@ -520,6 +534,38 @@ impl InFlight {
     }
 }
 
+/// A partition's committed position as read when it was assigned.
+#[derive(Debug)]
+struct Committed {
+    offset: i64,
+    above: Option<DoneAbove>,
+}
+
+impl Committed {
+    /// Whether a record is already done: below the committed position (read
+    /// again only if a commit landed after the consumer's position was
+    /// fetched), or finished above it per the metadata.
+    fn is_done(&self, offset: i64) -> bool {
+        offset < self.offset || self.above.as_ref().is_some_and(|a| a.is_done(offset))
+    }
+}
+
+/// Seeks `partitions` back to their committed offsets.
+fn rewind_partitions(consumer: &GroupConsumer, partitions: &[PartitionKey], stage: &str) {
+    let mut wanted = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        wanted.add_partition(topic, *partition);
+    }
+    let committed = tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
+    match committed {
+        Ok(list) => seek_all(consumer, &list, stage),
+        Err(error) => {
+            tracing::warn!(stage, %error, "cannot read committed offsets to rewind");
+            false
+        }
+    };
+}
+
 /// Seeks every assigned partition back to its committed offset. Returns
 /// whether it could; a partition revoked meanwhile is re-read by its new
 /// owner anyway.
@@ -532,6 +578,10 @@ fn rewind_to_committed(consumer: &GroupConsumer, stage: &str) -> bool {
             return false;
         }
     };
+    seek_all(consumer, &committed, stage)
+}
+
+fn seek_all(consumer: &GroupConsumer, committed: &TopicPartitionList, stage: &str) -> bool {
     let mut all = true;
     for e in committed.elements() {
         let to = match e.offset() {

@@ -378,4 +378,14 @@ async fn main() {
         eos_otlp / eos,
         receiver.count()
     );
+    // The summary line: ratios are against the raw pipe; the percentiles are
+    // the default mode's (exactly-once), issue to result received.
+    let l = &all[2].latencies_ms;
+    println!(
+        "bench: eos_cmds_per_s={eos:.0} alo_cmds_per_s={alo:.0} raw_msgs_per_s={raw:.0} eos_ratio={:.2} alo_ratio={:.2} p50_ms={:.1} p99_ms={:.1}",
+        eos / raw,
+        alo / raw,
+        percentile(l, 50.0),
+        percentile(l, 99.0)
+    );
 }

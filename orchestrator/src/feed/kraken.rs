@@ -1,0 +1,192 @@
+//! Kraken WebSocket API v2: `trade` and `ticker` channels, the per-symbol
+//! subscribe acknowledgements, `heartbeat` and `status` messages.
+//!
+//! v2 sends prices and quantities as JSON **numbers**; their exact text is
+//! kept (`RawValue`) and parsed as a decimal, never through `f64`.
+//! Timestamps are RFC 3339. `side` is the taker's side. `trade_id` is
+//! consecutive per book. A subscription starts with a `snapshot` (the last
+//! trades), which repeats trades already seen after a reconnect; ingest
+//! deduplication drops them.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use shoal_common::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+
+use super::protocol::{FrameError, Parsed, decimal_raw};
+
+/// Source name written into ticks from this feed.
+pub const SOURCE: &str = "kraken";
+
+/// Channels this adapter understands.
+pub const CHANNELS: [&str; 2] = ["trade", "ticker"];
+
+/// One subscribe request per channel.
+pub fn subscribe_requests(symbols: &[String], channels: &[String]) -> Vec<String> {
+    channels
+        .iter()
+        .enumerate()
+        .map(|(i, channel)| {
+            serde_json::json!({
+                "method": "subscribe",
+                "params": {"channel": channel, "symbol": symbols, "snapshot": true},
+                "req_id": i + 1
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    channel: Option<String>,
+    method: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct Trade {
+    symbol: String,
+    side: Side,
+    price: Box<RawValue>,
+    qty: Box<RawValue>,
+    trade_id: u64,
+    timestamp: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Ticker {
+    symbol: String,
+    bid: Box<RawValue>,
+    bid_qty: Box<RawValue>,
+    ask: Box<RawValue>,
+    ask_qty: Box<RawValue>,
+    timestamp: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct Ack {
+    success: Option<bool>,
+    result: Option<serde_json::Value>,
+    error: Option<String>,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+    let probe: Probe = serde_json::from_str(text)?;
+    match (probe.channel.as_deref(), probe.method.as_deref()) {
+        (Some("trade"), _) => {
+            let envelope: Envelope<Trade> = serde_json::from_str(text)?;
+            for t in envelope.data {
+                out.push(Parsed::Trade {
+                    tick: MarketTick {
+                        schema_version: SCHEMA_VERSION,
+                        source: SOURCE.into(),
+                        symbol: t.symbol,
+                        price: decimal_raw(&t.price)?,
+                        size: decimal_raw(&t.qty)?,
+                        side: Some(t.side),
+                        trade_id: Some(t.trade_id.to_string()),
+                        sequence: None,
+                        exchange_ts: t.timestamp,
+                        received_at,
+                        channel: Some("trade".into()),
+                    },
+                    continuity: true,
+                });
+            }
+        }
+        (Some("ticker"), _) => {
+            let envelope: Envelope<Ticker> = serde_json::from_str(text)?;
+            for t in envelope.data {
+                out.push(Parsed::Book(BookTop {
+                    schema_version: SCHEMA_VERSION,
+                    source: SOURCE.into(),
+                    symbol: t.symbol,
+                    bid_price: decimal_raw(&t.bid)?,
+                    bid_size: decimal_raw(&t.bid_qty)?,
+                    ask_price: decimal_raw(&t.ask)?,
+                    ask_size: decimal_raw(&t.ask_qty)?,
+                    sequence: None,
+                    exchange_ts: t.timestamp,
+                    received_at,
+                }));
+            }
+        }
+        (Some("heartbeat"), _) => out.push(Parsed::Heartbeat { symbol: None, last_trade_id: None }),
+        (Some("status"), _) => out.push(Parsed::Info(text.to_owned())),
+        (Some(other), _) => return Err(FrameError::UnknownType(other.to_owned())),
+        (None, Some("subscribe")) => {
+            let ack: Ack = serde_json::from_str(text)?;
+            if ack.success == Some(true) {
+                out.push(Parsed::Subscribed(ack.result.map(|r| r.to_string()).unwrap_or_default()));
+            } else {
+                out.push(Parsed::ExchangeError(ack.error.unwrap_or_else(|| text.to_owned())));
+            }
+        }
+        (None, Some("pong" | "unsubscribe")) => out.push(Parsed::Info(text.to_owned())),
+        (None, Some(other)) => return Err(FrameError::UnknownType(format!("method {other}"))),
+        (None, None) => return Err(FrameError::UnknownType("message without channel or method".into())),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(text: &str) -> Vec<Parsed> {
+        let mut out = Vec::new();
+        parse(text, DateTime::UNIX_EPOCH, &mut out).expect("parses");
+        out
+    }
+
+    #[test]
+    fn trade_numbers_stay_exact() {
+        // Shaped like the `trade` update of Kraken's v2 documentation.
+        let out = all(
+            r#"{"channel":"trade","type":"update","data":[{"symbol":"MATIC/USD","side":"buy","price":0.5147,"qty":6423.46326,"ord_type":"limit","trade_id":4665846,"timestamp":"2023-09-25T07:48:36.925533Z"},{"symbol":"MATIC/USD","side":"sell","price":0.5147,"qty":1136.19677815,"ord_type":"market","trade_id":4665847,"timestamp":"2023-09-25T07:49:37.708706Z"}]}"#,
+        );
+        assert_eq!(out.len(), 2);
+        let Parsed::Trade { tick, continuity } = &out[1] else { panic!("{out:?}") };
+        assert!(continuity);
+        assert_eq!(tick.price.to_string(), "0.5147");
+        assert_eq!(tick.size.to_string(), "1136.19677815");
+        assert_eq!(tick.side, Some(Side::Sell));
+        assert_eq!(tick.trade_id.as_deref(), Some("4665847"));
+        assert_eq!(tick.exchange_ts.to_rfc3339(), "2023-09-25T07:49:37.708706+00:00");
+    }
+
+    #[test]
+    fn ticker_acks_heartbeat_and_garbage() {
+        let out = all(
+            r#"{"channel":"ticker","type":"snapshot","data":[{"symbol":"ALGO/USD","bid":0.10025,"bid_qty":740.0,"ask":0.10036,"ask_qty":1361.44813783,"last":0.10035,"volume":997038.98383185,"vwap":0.10148,"low":0.09979,"high":0.10285,"change":-0.00017,"change_pct":-0.17}]}"#,
+        );
+        let Parsed::Book(top) = &out[0] else { panic!("{out:?}") };
+        assert_eq!(
+            (top.bid_price.to_string(), top.bid_size.to_string(), top.ask_size.to_string()),
+            ("0.10025".into(), "740.0".into(), "1361.44813783".into())
+        );
+        let ack = all(
+            r#"{"method":"subscribe","result":{"channel":"ticker","snapshot":true,"symbol":"ALGO/USD"},"success":true,"time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+        );
+        assert!(matches!(ack[0], Parsed::Subscribed(_)));
+        let refused = all(
+            r#"{"error":"Currency pair not supported FOO/BAR","method":"subscribe","success":false,"symbol":"FOO/BAR","time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+        );
+        assert!(matches!(refused[0], Parsed::ExchangeError(_)));
+        assert_eq!(all(r#"{"channel":"heartbeat"}"#), vec![Parsed::Heartbeat { symbol: None, last_trade_id: None }]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            parse(r#"{"channel":"sim_fault","data":[]}"#, Utc::now(), &mut out),
+            Err(FrameError::UnknownType(_))
+        ));
+        assert!(
+            parse(r#"{"channel":"trade","type":"update","data":[{"symbol":"X","side":"buy","price":"abc","qty":1,"trade_id":1,"timestamp":"2023-09-25T07:48:36.925533Z"}]}"#, Utc::now(), &mut out).is_err()
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Business event streams: IoT sensor readings on the events topic become
+//! `raise_alert` commands when they cross their threshold, next to card
+//! transactions becoming `score_transaction`; a worker handles them.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use rdkafka::Message;
+use shoal_common::messages::{Command, ResultStatus, WireMessage};
+use shoal_integration_tests::*;
+
+fn reading(device: &str, value: &str) -> Vec<u8> {
+    serde_json::json!({
+        "schema_version": 1, "id": uuid::Uuid::new_v4(), "event_type": "sensor_reading", "key": device,
+        "occurred_at": "2026-11-25T00:00:00Z",
+        "attributes": {"metric": "temperature", "value": value, "threshold": "80.0"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensor_readings_that_cross_their_threshold_raise_alerts() {
+    init_logs();
+    let scope = Scope::new("events-iot");
+    scope.create_topics().await;
+    let mut env = scope.env();
+    env.push(("SHOAL__ORCHESTRATOR__STAGES".into(), "decisions,results".into()));
+    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &scope.env(), &scope.dir);
+
+    let producer = producer();
+    let topic = &scope.topics.events.name;
+    // boiler-1: below, crosses up, stays above, crosses down: two alerts.
+    for value in ["75.5", "80.25", "91", "79.0"] {
+        produce(&producer, topic, "boiler-1", &reading("boiler-1", value)).await;
+    }
+    // boiler-2 never reaches the threshold: no alert.
+    for value in ["20", "21.5"] {
+        produce(&producer, topic, "boiler-2", &reading("boiler-2", value)).await;
+    }
+    let card = serde_json::json!({
+        "schema_version": 1, "id": uuid::Uuid::new_v4(), "event_type": "card_transaction", "key": "acct-9",
+        "occurred_at": "2026-11-25T00:00:00Z",
+        "attributes": {"amount": "12.00", "currency": "EUR", "country": "DE", "card_present": true}
+    });
+    produce(&producer, topic, "acct-9", card.to_string().as_bytes()).await;
+
+    let mut commands = TopicReader::new(&scope.topics.commands.name);
+    commands.read_until(Duration::from_secs(60), "three commands", |m| m.len() >= 3).await;
+    let mut results = TopicReader::new(&scope.topics.results.name);
+    results.read_until(Duration::from_secs(60), "three results", |m| m.len() >= 3).await;
+    commands.read_to_end(Duration::from_secs(30)).await;
+    let issued: Vec<Command> =
+        commands.messages.iter().map(|m| Command::decode(m.payload().unwrap_or_default()).unwrap()).collect();
+    assert_eq!(issued.len(), 3, "{issued:?}");
+    let alerts: Vec<&Command> = issued.iter().filter(|c| c.kind == "raise_alert").collect();
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().all(|c| c.key == "boiler-1"), "keyed by device");
+    assert_eq!(alerts.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        alerts[0].payload,
+        serde_json::json!({"symbol": "boiler-1/temperature", "level": "80.0", "previous_price": "75.5", "price": "80.25"})
+    );
+    assert_eq!(alerts[1].payload["price"], "79.0");
+    assert!(issued.iter().any(|c| c.kind == "score_transaction" && c.key == "acct-9"));
+
+    let decoded = decode_results(&results.messages);
+    assert!(decoded.iter().all(|r| r.status == ResultStatus::Succeeded), "{decoded:?}");
+    let up = decoded.iter().find(|r| r.command_id == alerts[0].id).expect("result of the first alert");
+    assert_eq!(up.output["direction"], "up");
+
+    for p in [&mut orchestrator, &mut worker] {
+        p.signal(Signal::SIGTERM);
+        let status = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(20))).expect("exits");
+        assert!(status.success(), "{} exit {status}", p.name);
+    }
+}

@@ -1,0 +1,309 @@
+//! Feed ingest through real-world trouble, injected on demand through the
+//! simulator's control endpoint: abrupt drops, silent stalls, sequence gaps,
+//! garbage, restarts, and a clean close on shutdown. Also TLS and handshake
+//! headers. (The burst test has its own file, so it runs alone.)
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use shoal_common::messages::DataQualityKind;
+use shoal_integration_tests::*;
+use shoal_orchestrator::feed::dedupe::{self, Dedupe};
+use shoal_orchestrator::feed::{self, ConnectError};
+use shoal_orchestrator::settings::FeedSettings;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn feed(format: &str, url: String, symbols: &[&str]) -> FeedSettings {
+    FeedSettings {
+        format: format.into(),
+        url,
+        symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
+        reconnect_initial_ms: 100,
+        reconnect_max_ms: 500,
+        recover_tail_records: 0,
+        ..FeedSettings::default()
+    }
+}
+
+async fn records(scope: &Scope, stats: &shoal_orchestrator::feed::FeedStats) -> FeedRecords {
+    use std::sync::atomic::Ordering::Relaxed;
+    let written = stats.ticks.load(Relaxed) + stats.book_tops.load(Relaxed) + stats.data_quality.load(Relaxed);
+    let mut reader = TopicReader::new(&scope.topics.ticks.name);
+    reader.read_until(WAIT, "every record ingest wrote", |m| m.len() as u64 >= written).await;
+    reader.read_to_end(WAIT).await;
+    decode_feed(&reader.messages)
+}
+
+fn assert_consecutive(records: &FeedRecords) {
+    for (symbol, ids) in trade_ids_by_symbol(&records.ticks) {
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "{symbol}: every trade exactly once, no repeat, no hole: {ids:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_drop_reconnects_resubscribes_and_writes_no_trade_twice() {
+    init_logs();
+    let scope = Scope::new("feed-drop");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--format", "kraken", "--symbols", "BTC/USD,ETH/USD", "--rate", "10"], &scope.dir);
+    let mut control = SimControl::connect(&url).await;
+    let mut settings = feed("kraken", format!("{url}/v2"), &["BTC/USD", "ETH/USD"]);
+    settings.channels = vec!["trade".into()];
+    let ingest = Ingest::start(&scope, settings, Dedupe::new());
+    ingest.wait_for(WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
+
+    let reply = control.send(json!({"fault": "disconnect"})).await;
+    assert_eq!(reply["connections"], 1, "{reply}");
+    let before = ingest.count(|s| &s.ticks);
+    ingest
+        .wait_for(WAIT, "a reconnect, a second subscription and 20 more trades", |i| {
+            i.count(|s| &s.reconnects) >= 1
+                && i.count(|s| &s.subscriptions) >= 2
+                && i.count(|s| &s.ticks) >= before + 20
+        })
+        .await;
+    let stats = control.stats().await;
+    assert!(stats["accepted"].as_u64().unwrap() >= 2, "the server saw a second connection: {stats}");
+    assert!(stats["subscribes"].as_u64().unwrap() >= 2, "and a second subscribe: {stats}");
+    // Kraken's snapshot after the resubscribe repeats trades already written.
+    assert!(ingest.count(|s| &s.duplicates) >= 1, "the snapshot's repeats were dropped");
+    let stats = ingest.stop().await;
+    let records = records(&scope, &stats).await;
+    assert_consecutive(&records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stall_is_detected_and_the_connection_replaced() {
+    init_logs();
+    let scope = Scope::new("feed-stall");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--symbols", "ST-A", "--rate", "20"], &scope.dir);
+    let mut control = SimControl::connect(&url).await;
+    let mut settings = feed("shoal-sim", url.clone(), &["*"]);
+    settings.ping_interval_ms = 200;
+    settings.stale_after_ms = 1_500;
+    let ingest = Ingest::start(&scope, settings, Dedupe::new());
+    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+
+    control.send(json!({"fault": "stall", "ms": 20_000})).await;
+    ingest
+        .wait_for(WAIT, "the stall detected and the feed back", |i| {
+            i.count(|s| &s.stale_reconnects) >= 1 && i.count(|s| &s.subscriptions) >= 2
+        })
+        .await;
+    let before = ingest.count(|s| &s.ticks);
+    ingest.wait_for(WAIT, "trades flowing again", |i| i.count(|s| &s.ticks) >= before + 10).await;
+    let stats = ingest.stop().await;
+    let records = records(&scope, &stats).await;
+    let stale: Vec<_> = records.quality.iter().filter(|q| q.kind == DataQualityKind::StaleFeed).collect();
+    assert_eq!(stale.len(), 1, "one stale_feed event: {:?}", records.quality);
+    assert_eq!(stale[0].symbol, "*");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_gap_is_counted_and_reported_as_a_data_quality_event() {
+    init_logs();
+    let scope = Scope::new("feed-gap");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--format", "binance", "--symbols", "BTCUSDT", "--rate", "50"], &scope.dir);
+    let mut control = SimControl::connect(&url).await;
+    let ingest = Ingest::start(&scope, feed("binance", format!("{url}/ws/btcusdt@trade"), &[]), Dedupe::new());
+    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+
+    control.send(json!({"fault": "gap", "count": 3})).await;
+    ingest.wait_for(WAIT, "the gap noticed", |i| i.count(|s| &s.sequence_gaps) >= 1).await;
+    let before = ingest.count(|s| &s.ticks);
+    ingest.wait_for(WAIT, "10 more trades", |i| i.count(|s| &s.ticks) >= before + 10).await;
+    assert_eq!(ingest.count(|s| &s.reconnects), 0, "a gap is not a reason to reconnect");
+    let stats = ingest.stop().await;
+    assert_eq!(stats.sequence_gaps.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    let records = records(&scope, &stats).await;
+    assert_eq!(records.quality.len(), 1, "{:?}", records.quality);
+    let gap = &records.quality[0];
+    assert_eq!((gap.kind, gap.symbol.as_str(), gap.missing), (DataQualityKind::SequenceGap, "BTCUSDT", Some(3)));
+    let ids = &trade_ids_by_symbol(&records.ticks)["BTCUSDT"];
+    let holes: Vec<_> = ids.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert_eq!(holes.len(), 1, "{ids:?}");
+    assert_eq!(holes[0][1] - holes[0][0] - 1, 3, "three trades missing");
+    assert_eq!(gap.expected, Some(holes[0][0] + 1));
+    assert_eq!(gap.received, Some(holes[0][1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unexpected_frames_are_counted_and_skipped() {
+    init_logs();
+    let scope = Scope::new("feed-garbage");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--format", "coinbase", "--symbols", "BTC-USD", "--rate", "20"], &scope.dir);
+    let mut control = SimControl::connect(&url).await;
+    let mut settings = feed("coinbase", url.clone(), &["BTC-USD"]);
+    settings.channels = vec!["matches".into()];
+    let ingest = Ingest::start(&scope, settings, Dedupe::new());
+    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+
+    // Invalid JSON, an invalid price, an unknown type, binary garbage; twice.
+    control.send(json!({"fault": "malformed", "count": 8})).await;
+    ingest.wait_for(WAIT, "8 bad frames counted", |i| i.count(|s| &s.malformed) >= 8).await;
+    let before = ingest.count(|s| &s.ticks);
+    ingest.wait_for(WAIT, "10 more trades", |i| i.count(|s| &s.ticks) >= before + 10).await;
+    assert_eq!(ingest.count(|s| &s.malformed), 8);
+    assert_eq!(ingest.count(|s| &s.reconnects), 0, "garbage does not cost the connection");
+    let stats = ingest.stop().await;
+    let records = records(&scope, &stats).await;
+    assert!(records.ticks.iter().all(|t| t.price.scale() == 2), "only well-formed trades are written");
+    // The garbled frames replaced trades: their ids are missing, and each
+    // hole is reported.
+    assert!(!records.quality.is_empty());
+    assert!(records.quality.iter().all(|q| q.kind == DataQualityKind::SequenceGap && q.symbol == "BTC-USD"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_with_a_handshake_the_server_observes() {
+    init_logs();
+    let scope = Scope::new("feed-close");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--format", "binance", "--symbols", "BTCUSDT", "--rate", "10"], &scope.dir);
+    let mut control = SimControl::connect(&url).await;
+    let ingest = Ingest::start(&scope, feed("binance", format!("{url}/ws/btcusdt@bookTicker"), &[]), Dedupe::new());
+    ingest.wait_for(WAIT, "5 book tops", |i| i.count(|s| &s.book_tops) >= 5).await;
+    assert_eq!(control.stats().await["client_closes"], 0);
+    ingest.stop().await;
+    let mut closes = 0;
+    for _ in 0..100 {
+        let stats = control.stats().await;
+        closes = stats["client_closes"].as_u64().unwrap();
+        if closes == 1 && stats["open"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+    }
+    assert_eq!(closes, 1, "the simulator saw the client's close handshake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_recovers_the_last_trade_ids_and_writes_no_trade_twice() {
+    init_logs();
+    let scope = Scope::new("feed-restart");
+    scope.create_topics().await;
+    let (_sim, url) = start_sim(&["--format", "kraken", "--symbols", "BTC/USD,ETH/USD", "--rate", "8"], &scope.dir);
+    let mut settings = feed("kraken", format!("{url}/v2"), &["BTC/USD", "ETH/USD"]);
+    settings.channels = vec!["trade".into()];
+
+    let first = Ingest::start(&scope, settings.clone(), Dedupe::new());
+    first.wait_for(WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
+    let first_stats = first.stop().await;
+    let first_written = first_stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
+
+    // What `shoal-orchestrator` does at start-up: read the ticks topic's tail.
+    let (kafka, topic) = (kafka_settings(), scope.topics.ticks.name.clone());
+    let (state, report) =
+        tokio::task::spawn_blocking(move || dedupe::recover(&kafka, &topic, 10_000, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(report.ticks_read, first_written, "every tick written was read back");
+    assert_eq!(report.keys, 2);
+
+    let second = Ingest::start(&scope, settings, state);
+    second
+        .wait_for(WAIT, "20 new trades and the snapshot's repeats dropped", |i| {
+            i.count(|s| &s.ticks) >= 20 && i.count(|s| &s.duplicates) >= 1
+        })
+        .await;
+    let second_stats = second.stop().await;
+    let mut reader = TopicReader::new(&scope.topics.ticks.name);
+    let total = first_written + second_stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    reader.read_until(WAIT, "both runs' ticks", |m| m.len() as u64 >= total).await;
+    reader.read_to_end(WAIT).await;
+    let records = decode_feed(&reader.messages);
+    assert_eq!(records.ticks.len() as u64, total);
+    // The restart was short, so the snapshot covers it: one unbroken run of
+    // ids per symbol across both processes, none twice.
+    assert_consecutive(&records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_urls_go_through_tls() {
+    init_logs();
+    let scope = Scope::new("feed-tls");
+    let (_sim, url) = start_sim(&["--rate", "1"], &scope.dir);
+    // The simulator speaks plain TCP: a TLS client must fail its handshake
+    // (rather than, say, reject the scheme or connect in clear).
+    let wss = url.replacen("ws://", "wss://", 1);
+    let settings = FeedSettings { url: wss, ..FeedSettings::default() };
+    match feed::connect(&settings).await {
+        Err(ConnectError::WebSocket(tokio_tungstenite::tungstenite::Error::Tls(error))) => {
+            tracing::info!(%error, "TLS handshake failed as expected");
+        }
+        Err(ConnectError::WebSocket(tokio_tungstenite::tungstenite::Error::Io(error))) => {
+            tracing::info!(%error, "TLS handshake cut off as expected");
+        }
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_headers_are_sent_and_never_logged() {
+    init_logs();
+    let scope = Scope::new("feed-headers");
+    scope.create_topics().await;
+    let secret = "it-secret-7f3a9c";
+    let (_sim, url) = start_sim(
+        &["--symbols", "HD-A", "--rate", "20", "--require-header", &format!("X-Api-Key: {secret}")],
+        &scope.dir,
+    );
+    let mut control = SimControl::connect(&url).await;
+
+    // Without the header the simulator refuses the handshake.
+    let ingest = Ingest::start(&scope, feed("shoal-sim", url.clone(), &["*"]), Dedupe::new());
+    eventually(WAIT, "a refused handshake", || {
+        let refused = ingest.count(|s| &s.reconnects) >= 1;
+        async move { refused }
+    })
+    .await;
+    assert_eq!(ingest.count(|s| &s.subscriptions), 0);
+    ingest.stop().await;
+    let refused = control.stats().await["rejected_handshakes"].as_u64().unwrap();
+    assert!(refused >= 1);
+
+    // The orchestrator binary with the header from the environment.
+    let mut env = scope.env();
+    env.extend([
+        ("SHOAL__ORCHESTRATOR__STAGES".to_string(), "ingest".to_string()),
+        ("SHOAL__FEED__URL".to_string(), url.clone()),
+        ("SHOAL__FEED__HEADERS__X_API_KEY".to_string(), secret.to_string()),
+        ("RUST_LOG".to_string(), "debug,librdkafka=warn,rdkafka=info".to_string()),
+    ]);
+    let printed = std::process::Command::new(bin("shoal-orchestrator"))
+        .arg("--print-config")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("x_api_key") && !printed.contains(secret), "redacted: {printed}");
+    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    eventually(WAIT, "a status line of the authenticated feed", || {
+        let log = orchestrator.log_text();
+        async move { log.contains("feed status connected=true") }
+    })
+    .await;
+    orchestrator.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
+    assert!(status.success(), "exit {status}");
+    // Read once the stream has stopped (the reader drains while records keep coming).
+    let mut reader = TopicReader::new(&scope.topics.ticks.name);
+    reader.read_until(WAIT, "10 ticks through the authenticated feed", |m| m.len() >= 10).await;
+    assert_eq!(control.stats().await["rejected_handshakes"], refused, "the orchestrator was not refused");
+    let log = orchestrator.log_text();
+    assert!(log.contains("feed status"), "status lines logged");
+    assert!(!log.contains(secret), "the header value never reaches the log");
+}
