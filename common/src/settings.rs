@@ -437,6 +437,10 @@ pub struct ObservabilitySettings {
     /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
     /// wins over this key.
     pub service_name: String,
+    /// Share of decisions traced, 0.0 to 1.0, drawn where a decision starts
+    /// and followed by every later hop. `OTEL_TRACES_SAMPLER` (and
+    /// `OTEL_TRACES_SAMPLER_ARG`) win over this key.
+    pub sample_ratio: f64,
 }
 
 impl Default for ObservabilitySettings {
@@ -447,6 +451,7 @@ impl Default for ObservabilitySettings {
             otlp_endpoint: String::new(),
             otlp_protocol: "grpc".into(),
             service_name: String::new(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -465,6 +470,13 @@ impl ObservabilitySettings {
             ));
         }
         one_of("observability.otlp_protocol", &self.otlp_protocol, &OTLP_PROTOCOLS)?;
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(SettingsError::invalid(
+                "observability.sample_ratio",
+                format!("{} is out of range", self.sample_ratio),
+                "a number from 0.0 (trace nothing) to 1.0 (trace every decision)",
+            ));
+        }
         if !self.otlp_endpoint.is_empty() {
             match url::Url::parse(&self.otlp_endpoint) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}

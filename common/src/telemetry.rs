@@ -1,12 +1,15 @@
 //! Logging and tracing set-up shared by every Shoal binary.
 //!
-//! Spans are given OpenTelemetry ids (through `tracing-opentelemetry`) even
-//! when nothing is exported, so trace context can travel in Kafka headers and
-//! one decision stays one trace across processes. With
-//! `observability.otlp_enabled` the spans are exported over OTLP (gRPC or
-//! HTTP/protobuf) by a batch span processor: spans are queued (bounded) and
-//! exported from its own thread, so the hot path never waits for the
-//! collector; a full queue drops spans rather than blocking.
+//! With `observability.otlp_enabled`, `tracing` spans become OpenTelemetry
+//! spans (through `tracing-opentelemetry`), their W3C trace context travels
+//! in Kafka headers so one decision is one trace across processes, and they
+//! are exported over OTLP (gRPC or HTTP/protobuf) by a batch span processor:
+//! spans are queued (bounded) and exported from its own thread, so the hot
+//! path never waits for the collector; a full queue drops spans rather than
+//! blocking. Without export no OpenTelemetry spans are made (they cost the
+//! hot path for nothing); a record's trace context is passed on unchanged to
+//! the records it causes, so the processes that do export still see whole
+//! traces.
 //!
 //! Which settings win: the standard `OTEL_*` environment variables override
 //! the `observability.*` keys, so an operator (or the OpenTelemetry
@@ -18,20 +21,19 @@
 //! This module fills the one gap: the transport, from
 //! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`.
 //!
-//! Every log line written inside a span carries that span's `trace_id` and
-//! `span_id` (JSON fields, or appended to a text line), so a log line leads
-//! to its trace and back.
+//! With export on, every log line written inside a span carries that span's
+//! `trace_id` and `span_id` (JSON fields, or appended to a text line), so a
+//! log line leads to its trace and back.
 
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_opentelemetry::OtelData;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -58,7 +60,7 @@ const PROTOCOL_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EX
 const ENDPOINT_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"];
 
 /// Where and how spans are exported, resolved from settings and environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportPlan {
     /// `grpc` or `http/protobuf`.
     pub protocol: String,
@@ -67,6 +69,8 @@ pub struct ExportPlan {
     pub endpoint: Option<String>,
     /// `service.name` to set; `None` when the environment sets it.
     pub service_name: Option<String>,
+    /// Share of decisions starting here that are traced.
+    pub sample_ratio: f64,
 }
 
 /// A problem with the export configuration.
@@ -79,6 +83,16 @@ pub enum TelemetryError {
         var: &'static str,
         /// Its value.
         value: String,
+    },
+    /// `OTEL_TRACES_SAMPLER(_ARG)` names a sampler Shoal cannot follow.
+    #[error("{var}={value:?} is not supported (expected {expected})")]
+    Sampler {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
     },
     /// The exporter could not be built.
     #[error("cannot build the OTLP span exporter: {0}")]
@@ -119,7 +133,38 @@ impl ExportPlan {
                 settings.service_name.clone()
             }
         });
-        Ok(Self { protocol, endpoint, service_name })
+        let sample_ratio = match set("OTEL_TRACES_SAMPLER") {
+            None => settings.sample_ratio,
+            Some(sampler) => sampler_ratio(sampler.trim(), set("OTEL_TRACES_SAMPLER_ARG"))?,
+        };
+        Ok(Self { protocol, endpoint, service_name, sample_ratio })
+    }
+}
+
+/// The root sampling ratio an `OTEL_TRACES_SAMPLER` value stands for.
+/// Shoal always follows a received decision (parent-based), so the
+/// `parentbased_` forms and the plain ones mean the same here.
+fn sampler_ratio(sampler: &str, arg: Option<String>) -> Result<f64, TelemetryError> {
+    match sampler {
+        "always_on" | "parentbased_always_on" => Ok(1.0),
+        "always_off" | "parentbased_always_off" => Ok(0.0),
+        "traceidratio" | "parentbased_traceidratio" => match arg {
+            // The specification's default ratio.
+            None => Ok(1.0),
+            Some(arg) => match arg.trim().parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+                _ => Err(TelemetryError::Sampler {
+                    var: "OTEL_TRACES_SAMPLER_ARG",
+                    value: arg,
+                    expected: "a ratio from 0.0 to 1.0",
+                }),
+            },
+        },
+        other => Err(TelemetryError::Sampler {
+            var: "OTEL_TRACES_SAMPLER",
+            value: other.to_string(),
+            expected: "always_on, always_off, traceidratio or their parentbased_ forms",
+        }),
     }
 }
 
@@ -183,15 +228,49 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Crates whose spans become OpenTelemetry spans: Shoal's own, whatever the
-/// log level, so that a quiet log does not break a trace. Others (notably
-/// the HTTP/2 and gRPC stacks the exporter itself uses) never do, so the
-/// exporter cannot trace its own exports.
-fn otel_targets() -> Targets {
-    Targets::new()
-        .with_target("shoal_common", Level::INFO)
-        .with_target("shoal_orchestrator", Level::INFO)
-        .with_target("shoal_worker", Level::INFO)
+/// Which callsites reach the OpenTelemetry layer: spans of Shoal's own
+/// crates at INFO and above, whatever the log level, so that a quiet log
+/// does not break a trace; their events (which become span events) only at
+/// WARN and above, since an INFO line per command would otherwise be
+/// formatted into every trace. Other crates (notably the HTTP/2 and gRPC
+/// stacks the exporter itself uses) never, so the exporter cannot trace its
+/// own exports.
+///
+/// The decision depends only on a callsite's static metadata, so it is
+/// cached per callsite (`callsite_enabled`): a disabled `info!` costs nothing
+/// on the hot path.
+#[derive(Debug, Clone, Copy)]
+struct OtelFilter {
+    /// Off for every callsite when nothing is exported.
+    exporting: bool,
+}
+
+impl OtelFilter {
+    fn decide(&self, meta: &tracing::Metadata<'_>) -> bool {
+        let ours = ["shoal_common", "shoal_orchestrator", "shoal_worker"].iter().any(|krate| {
+            meta.target() == *krate || meta.target().strip_prefix(krate).is_some_and(|r| r.starts_with("::"))
+        });
+        let floor = if meta.is_span() { Level::INFO } else { Level::WARN };
+        self.exporting && ours && *meta.level() <= floor
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for OtelFilter {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        self.decide(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if self.decide(meta) { tracing::subscriber::Interest::always() } else { tracing::subscriber::Interest::never() }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(if self.exporting {
+            tracing::level_filters::LevelFilter::INFO
+        } else {
+            tracing::level_filters::LevelFilter::OFF
+        })
+    }
 }
 
 /// Installs the global `tracing` subscriber writing to stderr, and OTLP
@@ -218,15 +297,42 @@ pub fn init(
                 if let Some(name) = &p.service_name {
                     resource = resource.with_service_name(name.clone());
                 }
-                builder = builder.with_batch_exporter(exporter).with_resource(resource.build());
+                // Spans are only made for sampled decisions (crate::trace),
+                // so the SDK keeps whatever it is given; it must not draw
+                // again (nor read OTEL_TRACES_SAMPLER itself).
+                builder = builder
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource.build())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
                 plan = Some(p);
             }
             Err(error) => export_error = Some(error),
         }
     }
     let provider = builder.build();
-    let tracer = provider.tracer(service_name);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(otel_targets());
+    crate::trace::install(crate::trace::Sampling {
+        exporting: plan.is_some(),
+        ratio: plan.as_ref().map_or(0.0, |p| p.sample_ratio),
+    });
+    // Without export no OpenTelemetry spans are made at all: they would cost
+    // the hot path (a third of the worker's throughput, measured) for
+    // nothing. Trace context is then passed on from the consumed record to
+    // what it causes (`crate::trace::Trace`), so processes that do export
+    // still see one trace per decision.
+    //
+    // With export, per-command spans are on the hot path: no busy/idle timing, thread or
+    // source-location attributes, and no OpenTelemetry context activation
+    // on each poll (context travels through `OpenTelemetrySpanExt`, not the
+    // ambient context). Without export the filter turns the layer off for
+    // every callsite (an `Option` layer instead upsets per-layer filtering
+    // in tracing-subscriber: the log lost lines).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_context_activation(false)
+        .with_filter(OtelFilter { exporting: plan.is_some() });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(otel);
     let _already_set = match format {
@@ -242,6 +348,7 @@ pub fn init(
     } else if let Some(plan) = &plan {
         tracing::info!(
             protocol = %plan.protocol,
+            sample_ratio = plan.sample_ratio,
             endpoint = plan.endpoint.as_deref().unwrap_or("from OTEL_EXPORTER_OTLP_* or the default"),
             "exporting spans over OTLP"
         );
@@ -413,6 +520,15 @@ mod tests {
         let traces_first =
             [("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
         assert_eq!(ExportPlan::resolve(&settings("grpc", ""), "w", env(&traces_first)).unwrap().protocol, "grpc");
+        let ratio = [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")];
+        assert_eq!(ExportPlan::resolve(&settings("grpc", ""), "w", env(&ratio)).unwrap().sample_ratio, 0.25);
+        let off = [("OTEL_TRACES_SAMPLER", "always_off")];
+        assert_eq!(ExportPlan::resolve(&settings("grpc", ""), "w", env(&off)).unwrap().sample_ratio, 0.0);
+        let bad = [("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")];
+        let error = ExportPlan::resolve(&settings("grpc", ""), "w", env(&bad)).unwrap_err().to_string();
+        assert!(error.contains("OTEL_TRACES_SAMPLER_ARG") && error.contains("0.0 to 1.0"), "{error}");
+        let unknown = [("OTEL_TRACES_SAMPLER", "jaeger_remote")];
+        assert!(ExportPlan::resolve(&settings("grpc", ""), "w", env(&unknown)).is_err());
         let attrs = [("OTEL_RESOURCE_ATTRIBUTES", "team=a, service.name=from-attrs")];
         assert_eq!(ExportPlan::resolve(&settings("grpc", ""), "w", env(&attrs)).unwrap().service_name, None);
     }

@@ -18,6 +18,7 @@ use shoal_common::messages::{
     BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
 };
 use shoal_common::observability::{kind_label, metrics};
+use shoal_common::trace::{self, Trace};
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};
@@ -150,7 +151,8 @@ impl DecisionProcessor {
             deadline: self.deadline.map(|d| issued_at + d),
             payload: draft.payload,
         };
-        let span = tracing::info_span!(
+        let span = trace::child(parent, || {
+            tracing::info_span!(
             parent: parent,
             "publish command",
             otel.kind = "producer",
@@ -164,7 +166,8 @@ impl DecisionProcessor {
             command.kind = %command.kind,
             command.key = %command.key,
             command.seq = command.seq,
-        );
+            )
+        });
         let meta =
             MessageMeta { message_type: "command", producer_id: &self.producer_id, command_id: Some(command.id) };
         out.message(&self.commands_topic, &command.key, &meta, &command, &span);
@@ -179,9 +182,10 @@ impl DecisionProcessor {
 
 impl DecisionProcessor {
     /// Handles one record, in consumption order.
-    fn handle_record(&mut self, message: &OwnedMessage, out: &mut Outputs) {
+    fn handle_record(&mut self, message: &OwnedMessage, trace: &Trace, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
-        let span = tracing::info_span!(
+        let span = trace.span(|| {
+            tracing::info_span!(
             "evaluate rules",
             otel.kind = "consumer",
             messaging.system = "kafka",
@@ -193,7 +197,8 @@ impl DecisionProcessor {
             messaging.kafka.message.key = message.key().map(String::from_utf8_lossy).as_deref().unwrap_or_default(),
             messaging.consumer.group.name = %self.consumer_group,
             shoal.commands_issued = tracing::field::Empty,
-        );
+            )
+        });
         HeaderView(message.headers()).set_parent_of(&span);
         let message_type = HeaderView(message.headers()).get(headers::MESSAGE_TYPE);
         let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
@@ -252,8 +257,9 @@ impl Processor for DecisionProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
         self.recover_sequences();
         // The state must see every record in order: the work is done here.
-        let mut out = Outputs::new();
-        self.handle_record(&record, &mut out);
+        let trace = Trace::of(&record);
+        let mut out = trace.outputs();
+        self.handle_record(&record, &trace, &mut out);
         pipeline::ready(out)
     }
 

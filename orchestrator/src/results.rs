@@ -19,6 +19,7 @@ use shoal_common::kafka::outputs::Outputs;
 use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
 use shoal_common::observability::{kind_label, metrics};
+use shoal_common::trace::{self, Trace};
 use uuid::Uuid;
 
 /// Results counters.
@@ -287,7 +288,15 @@ impl ResultProcessor {
         };
         match outcome {
             Ok(Some(outcome)) => {
-                let span = tracing::info_span!(
+                // The result's decision, when it carries one.
+                let traced = match &outcome.result_trace {
+                    Some(context) => trace::exporting() && context.is_sampled(),
+                    None => Trace::root().sampled(),
+                };
+                let span = if !traced {
+                    tracing::Span::none()
+                } else {
+                    tracing::info_span!(
                     "record result",
                     otel.kind = "consumer",
                     otel.status_code = tracing::field::Empty,
@@ -305,7 +314,8 @@ impl ResultProcessor {
                     shoal.result.status = outcome.status.as_str(),
                     shoal.worker.id = %outcome.worker_id,
                     shoal.end_to_end_ms = outcome.end_to_end_ms,
-                );
+                    )
+                };
                 if let Some(parent) = outcome.result_trace.clone() {
                     use opentelemetry::trace::TraceContextExt as _;
                     use tracing_opentelemetry::OpenTelemetrySpanExt as _;

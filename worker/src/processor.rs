@@ -24,6 +24,7 @@ use shoal_common::messages::{
     Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
 };
 use shoal_common::observability::{kind_label, metrics};
+use shoal_common::trace::{self, Trace};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
@@ -230,12 +231,14 @@ impl Executor {
         loop {
             let owned = command.clone();
             let handler = handler.clone();
-            let span = tracing::info_span!(
-                "run handler",
-                shoal.handler.kind = %command.kind,
-                shoal.handler.attempt = attempt,
-                otel.status_code = tracing::field::Empty,
-            );
+            let span = trace::child(&tracing::Span::current(), || {
+                tracing::info_span!(
+                    "run handler",
+                    shoal.handler.kind = %command.kind,
+                    shoal.handler.attempt = attempt,
+                    otel.status_code = tracing::field::Empty,
+                )
+            });
             // A separate task isolates a panicking handler from the worker.
             let task = tokio::spawn(async move { handler.handle(&owned, attempt).await }.instrument(span.clone()));
             let outcome = match tokio::time::timeout(self.handler_timeout, task).await {
@@ -282,8 +285,10 @@ impl Executor {
         sequence: Option<SequenceNote>,
         group: &str,
     ) -> Outputs {
-        let mut out = Outputs::new();
-        let span = tracing::info_span!(
+        let trace = Trace::of(message);
+        let mut out = trace.outputs();
+        let span = trace.span(|| {
+            tracing::info_span!(
             "process command",
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
@@ -302,7 +307,8 @@ impl Executor {
             command.seq = command.seq,
             shoal.worker.id = %self.worker_id,
             shoal.result.status = tracing::field::Empty,
-        );
+            )
+        });
         HeaderView(message.headers()).set_parent_of(&span);
         let started_at = Utc::now();
         let started = std::time::Instant::now();
@@ -327,7 +333,8 @@ impl Executor {
             finished_at: Utc::now(),
             sequence,
         };
-        let publish = tracing::info_span!(
+        let publish = trace::child(&span, || {
+            tracing::info_span!(
             parent: &span,
             "publish result",
             otel.kind = "producer",
@@ -338,7 +345,8 @@ impl Executor {
             messaging.kafka.message.key = %command.key,
             messaging.message.id = %command.id,
             command.id = %command.id,
-        );
+            )
+        });
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
         out.message(&self.results_topic, &command.key, &meta, &result, &publish);
         drop(publish);

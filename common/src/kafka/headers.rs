@@ -17,6 +17,62 @@ pub const COMMAND_ID: &str = "shoal-command-id";
 /// Header naming the producing component instance.
 pub const PRODUCER: &str = "shoal-producer";
 
+/// W3C trace context headers.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C vendor trace state header.
+pub const TRACESTATE: &str = "tracestate";
+
+/// The W3C trace context of a consumed record, kept as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// `traceparent` header value.
+    pub traceparent: String,
+    /// `tracestate` header value, if any.
+    pub tracestate: Option<String>,
+}
+
+impl TraceParent {
+    fn fields(&self) -> Option<(&str, &str, &str, u8)> {
+        let mut parts = self.traceparent.trim().split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = hex(version, 2)
+            && version != "ff"
+            && hex(trace, 32)
+            && trace.bytes().any(|b| b != b'0')
+            && hex(span, 16)
+            && span.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        if !ok || (version == "00" && parts.next().is_some()) {
+            return None;
+        }
+        Some((version, trace, span, u8::from_str_radix(flags, 16).ok()?))
+    }
+
+    /// Whether the header is a well-formed W3C `traceparent`.
+    pub fn is_valid(&self) -> bool {
+        self.fields().is_some()
+    }
+
+    /// The `sampled` flag (false when malformed).
+    pub fn sampled(&self) -> bool {
+        self.fields().is_some_and(|(_, _, _, flags)| flags & 1 == 1)
+    }
+
+    /// The trace id (32 hex digits), when well-formed.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.fields().map(|(_, trace, _, _)| trace)
+    }
+
+    /// A new, not sampled context: a decision drawn out of sampling still
+    /// tells the processes after it so.
+    pub fn unsampled() -> Self {
+        let trace: u128 = rand::random::<u128>().max(1);
+        let span: u64 = rand::random::<u64>().max(1);
+        Self { traceparent: format!("00-{trace:032x}-{span:016x}-00"), tracestate: None }
+    }
+}
+
 /// Builder for the headers of an outgoing record.
 #[derive(Debug, Default)]
 pub struct HeaderSet {
@@ -40,10 +96,21 @@ impl HeaderSet {
         self
     }
 
-    /// Adds `traceparent`/`tracestate` for the current `tracing` span.
-    pub fn with_current_trace(mut self) -> Self {
-        let context = tracing::Span::current().context();
-        TraceContextPropagator::new().inject_context(&context, &mut self);
+    /// Adds `traceparent`/`tracestate` for `span`; when `span` has no
+    /// OpenTelemetry context (span export is off, so no spans are made),
+    /// passes `inherited` on instead, so that the decision stays one trace
+    /// in the processes that do export.
+    pub fn with_trace(mut self, span: &tracing::Span, inherited: Option<&TraceParent>) -> Self {
+        use opentelemetry::trace::TraceContextExt as _;
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            TraceContextPropagator::new().inject_context(&context, &mut self);
+        } else if let Some(parent) = inherited {
+            self.insert(TRACEPARENT, &parent.traceparent);
+            if let Some(state) = &parent.tracestate {
+                self.insert(TRACESTATE, state);
+            }
+        }
         self
     }
 
@@ -84,6 +151,12 @@ impl<'a, H: Headers> HeaderView<'a, H> {
         let context = TraceContextPropagator::new().extract(self);
         // An absent or invalid context leaves the span a root; not an error.
         let _ = span.set_parent(context);
+    }
+
+    /// The record's `traceparent` (and `tracestate`), as received.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        let traceparent = self.get(TRACEPARENT)?.to_string();
+        Some(TraceParent { traceparent, tracestate: self.get(TRACESTATE).map(str::to_string) })
     }
 
     /// The remote span context in these headers, if valid (for span links).
@@ -130,6 +203,43 @@ mod tests {
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].value, Some(&b"b"[..]));
         assert!(owned.iter().any(|h| h.key == MESSAGE_TYPE && h.value == Some(&b"command"[..])));
+    }
+
+    #[test]
+    fn traceparent_flags_and_validity() {
+        let tp = |s: &str| TraceParent { traceparent: s.into(), tracestate: None };
+        let sampled = tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(sampled.is_valid() && sampled.sampled());
+        assert_eq!(sampled.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(!tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").sampled());
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "not a traceparent",
+        ] {
+            assert!(!tp(bad).is_valid(), "{bad:?} accepted");
+            assert!(!tp(bad).sampled());
+        }
+        let fresh = TraceParent::unsampled();
+        assert!(fresh.is_valid() && !fresh.sampled(), "{fresh:?}");
+    }
+
+    #[test]
+    fn without_a_span_context_the_inherited_trace_is_passed_on() {
+        let inherited = TraceParent {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into(),
+            tracestate: Some("vendor=x".into()),
+        };
+        // No OpenTelemetry layer here: the span has no context.
+        let owned = HeaderSet::new("result", "w").with_trace(&tracing::Span::none(), Some(&inherited)).into_owned();
+        let view = HeaderView(Some(&owned));
+        assert_eq!(view.trace_parent(), Some(inherited));
+        let none = HeaderSet::new("result", "w").with_trace(&tracing::Span::none(), None).into_owned();
+        assert_eq!(HeaderView(Some(&none)).trace_parent(), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedHeaders;
 
 use super::dlq::{self, DeadLetter};
-use super::headers::{self, HeaderSet, HeaderView};
+use super::headers::{self, HeaderSet, HeaderView, TraceParent};
 use crate::messages::WireMessage;
 
 /// One record to produce.
@@ -36,9 +36,10 @@ pub struct MessageMeta<'a> {
 
 impl MessageMeta<'_> {
     /// Headers for a message produced inside `span`: type, schema version,
-    /// producer, optional command id, and the span's W3C trace context.
-    pub fn headers(&self, span: &tracing::Span) -> OwnedHeaders {
-        let mut set = span.in_scope(|| HeaderSet::new(self.message_type, self.producer_id).with_current_trace());
+    /// producer, optional command id, and the span's W3C trace context (or
+    /// `inherited` when the span has none: see [`HeaderSet::with_trace`]).
+    pub fn headers(&self, span: &tracing::Span, inherited: Option<&TraceParent>) -> OwnedHeaders {
+        let mut set = HeaderSet::new(self.message_type, self.producer_id).with_trace(span, inherited);
         if let Some(id) = self.command_id {
             set.insert(headers::COMMAND_ID, &id.to_string());
         }
@@ -50,12 +51,19 @@ impl MessageMeta<'_> {
 #[derive(Debug, Default)]
 pub struct Outputs {
     items: Vec<Output>,
+    cause: Option<TraceParent>,
 }
 
 impl Outputs {
     /// No outputs yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No outputs yet; messages added later carry `cause` on when no span
+    /// of this process stands between them (see [`crate::trace::Trace`]).
+    pub fn with_cause(cause: Option<TraceParent>) -> Self {
+        Self { items: Vec::new(), cause }
     }
 
     /// Adds `message`, encoded, keyed by `key`, with Shoal's headers.
@@ -71,7 +79,7 @@ impl Outputs {
             topic: topic.to_string(),
             key: Some(key.as_bytes().to_vec()),
             payload: message.encode(),
-            headers: meta.headers(span),
+            headers: meta.headers(span, self.cause.as_ref()),
         });
     }
 

@@ -39,6 +39,7 @@ use rand::Rng;
 use shoal_common::kafka::outputs::{MessageMeta, Outputs};
 use shoal_common::kafka::producer::TrackedProducer;
 use shoal_common::messages::{BookTop, DataQuality, DataQualityKind, MarketTick, SCHEMA_VERSION, WireMessage};
+use shoal_common::trace::Trace;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -569,7 +570,9 @@ async fn publish(sink: &TickSink, item: &Item, stats: &FeedStats) {
         Item::Book(b) => (b.source.as_str(), None, ""),
         Item::Quality(q) => (q.source.as_str(), None, ""),
     };
-    let span = tracing::info_span!(
+    let trace = Trace::root();
+    let span = trace.span(|| {
+        tracing::info_span!(
         parent: None,
         "feed receive",
         otel.kind = "producer",
@@ -582,8 +585,9 @@ async fn publish(sink: &TickSink, item: &Item, stats: &FeedStats) {
         shoal.feed.sequence = sequence,
         symbol = %item.symbol(),
         trade_id,
-    );
-    let mut out = Outputs::new();
+        )
+    });
+    let mut out = trace.outputs();
     let (counter, message_type) = match item {
         Item::Tick(_) => (&stats.ticks, "tick"),
         Item::Book(_) => (&stats.book_tops, "book_top"),

@@ -388,3 +388,73 @@ async fn a_worker_without_kafka_is_alive_but_not_ready() {
     worker.signal(Signal::SIGTERM);
     tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(10))).expect("worker exits");
 }
+
+/// Sampling is decided once per decision: with `sample_ratio` 0.5 at the
+/// orchestrator (where decisions start) each decision is traced from the
+/// feed to the recorded result or not at all. The worker exports nothing
+/// and makes no spans, yet passes the trace context on unchanged, so the
+/// recorded result still continues its command's publish span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_traced_whole_or_not_at_all_and_a_non_exporting_worker_passes_the_trace_on() {
+    init_logs();
+    let receiver = Receiver::start(true).await.unwrap();
+    let scope = Scope::new("obs-sampling");
+    scope.create_topics().await;
+    let (mut sim, url) = start_sim(&["--rate", "10", "--seed", "7"], &scope.dir);
+    let mut env = scope.env();
+    env.push(("SHOAL__WORKER__ID".into(), "sampling-worker".into()));
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let record = scope.dir.join("outcomes.jsonl");
+    let mut env = scope.env();
+    env.extend([
+        ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
+        ("SHOAL__OBSERVABILITY__SAMPLE_RATIO".to_string(), "0.5".to_string()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), "grpc".to_string()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.grpc_endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "500".to_string()),
+        ("SHOAL__FEED__URL".to_string(), url),
+        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
+        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
+        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
+        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
+    ]);
+    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    eventually(Duration::from_secs(90), "30 outcomes recorded", || {
+        let n = std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+        async move { n >= 30 }
+    })
+    .await;
+    orchestrator.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
+    assert!(status.success(), "orchestrator exited with {status}; log:\n{}", orchestrator.log_text());
+    worker.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("worker exits");
+    sim.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10)));
+
+    let outcomes: Vec<serde_json::Value> =
+        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let spans = receiver.spans();
+    assert!(spans.iter().all(|s| s.service == "shoal-orchestrator"), "the worker exports nothing");
+    let index = by_id(&spans);
+    let (mut traced, mut untraced) = (0, 0);
+    for outcome in &outcomes {
+        let command = outcome["command_id"].as_str().unwrap();
+        let of_command: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.attr("command.id") == Some(command)).collect();
+        if of_command.is_empty() {
+            untraced += 1;
+            continue;
+        }
+        traced += 1;
+        let names: std::collections::BTreeSet<&str> = of_command.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["publish command", "record result"].into(), "a traced decision is traced whole");
+        let publish = of_command.iter().find(|s| s.name == "publish command").unwrap();
+        let recorded = of_command.iter().find(|s| s.name == "record result").unwrap();
+        // The worker made no span: the result carried the command's context.
+        assert_eq!(recorded.parent_span_id, publish.span_id, "the worker passed the trace context on");
+        assert_eq!(recorded.trace_id, publish.trace_id);
+        let feed = parent(parent(publish, &index), &index);
+        assert_eq!(feed.name, "feed receive", "traced from the feed");
+    }
+    assert!(traced > 0 && untraced > 0, "half sampled: {traced} traced, {untraced} not, of {}", outcomes.len());
+}

@@ -314,6 +314,9 @@ const MAX_COMMIT_LINKS: usize = 32;
 /// linked to the trace contexts of the first outputs it makes visible.
 fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !crate::trace::exporting() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         parent: None,
         "commit transaction",

@@ -2,17 +2,17 @@
 //! librdkafka consume→produce loop on the same broker, in the same run.
 //!
 //! For each of: raw baseline, Shoal at-least-once, Shoal exactly-once:
-//! - throughput: a backlog of N commands is drained into results, timed
-//!   from the consumers' start to the last result visible to a
-//!   `read_committed` reader (start-up included, the same for all);
+//! - throughput: with the consumers running and their group settled, N
+//!   commands are issued as fast as a producer takes them, timed from the
+//!   first issued to the last result visible to a `read_committed` reader;
 //! - latency: commands are issued at a fixed rate and each result's
 //!   end-to-end latency (issue → visible to the reader) is recorded;
 //!   percentiles p50/p90/p99/max.
 //!
 //! Ratios are reported against the raw baseline. Both Shoal modes are also
 //! measured with OTLP trace export on (to a real OTLP receiver in this
-//! process, gRPC), and the export-on / export-off throughput ratio is
-//! reported.
+//! process, gRPC), tracing every decision and then 10% of them, and the
+//! export-on / export-off throughput ratios are reported.
 
 // A CLI that reports by printing.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -50,12 +50,37 @@ struct Cli {
     /// Broker.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Rounds of all runs; each run's median throughput is reported, and
+    /// its latencies over all rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Measure only these runs (comma-separated names, e.g.
+    /// `shoal-at-least-once,shoal-at-least-once-otlp`), for profiling; the
+    /// summary lines need all seven.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 struct Measured {
     name: &'static str,
     throughput: f64,
     latencies_ms: Vec<f64>,
+    /// Throughput of each round (one entry until rounds are combined).
+    rounds: Vec<f64>,
+    /// Workers' CPU µs per command in the throughput phase, each round.
+    cpu_us: Vec<f64>,
+}
+
+/// One run's rounds combined: the median throughput, all latencies.
+fn median_round(mut rounds: Vec<Measured>) -> Measured {
+    rounds.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    let throughputs: Vec<f64> = rounds.iter().map(|m| m.throughput).collect();
+    let median = throughputs[throughputs.len() / 2];
+    let mut latencies: Vec<f64> = rounds.iter().flat_map(|m| m.latencies_ms.iter().copied()).collect();
+    latencies.sort_by(f64::total_cmp);
+    let mut cpu_us: Vec<f64> = rounds.iter().flat_map(|m| m.cpu_us.iter().copied()).collect();
+    cpu_us.sort_by(f64::total_cmp);
+    Measured { name: rounds[0].name, throughput: median, latencies_ms: latencies, rounds: throughputs, cpu_us }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -66,16 +91,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Issues `n` commands as fast as the producer takes them.
-async fn issue_backlog(bootstrap: &str, topic: &str, n: usize) {
-    let producer = producer_for(bootstrap);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let commands: Vec<_> =
-            chunk.iter().map(|i| alert_command(&format!("key-{}", i % 200), (*i / 200) as u64 + 1)).collect();
-        let bodies: Vec<Vec<u8>> = commands.iter().map(|c| c.encode()).collect();
-        futures::future::join_all(commands.iter().zip(&bodies).map(|(c, b)| produce(&producer, topic, &c.key, b)))
-            .await;
+/// The backlog: `n` commands over 200 keys, encoded before timing starts.
+fn backlog(n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let command = alert_command(&format!("key-{}", i % 200), (i / 200) as u64 + 1);
+            (command.key.clone(), command.encode())
+        })
+        .collect()
+}
+
+/// Issues `commands` as fast as the producer takes them (not waiting for
+/// each acknowledgement), then flushes.
+fn issue_backlog(bootstrap: &str, topic: &str, commands: &[(String, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    for (key, body) in commands {
+        let mut record = BaseRecord::to(topic).key(key).payload(body);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1)); // backoff: producer queue full
+                }
+            }
+        }
     }
+    producer.flush(Duration::from_secs(60)).unwrap();
 }
 
 fn paced_ticks(seconds: u64) -> u64 {
@@ -227,18 +276,37 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, stop: std::sync::Arc<std
 }
 
 /// The consumers under test: raw loop or Shoal worker processes.
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them, in clock ticks.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // /proc reports USER_HZ ticks, 100 per second on Linux whatever the
+    // kernel's own tick rate.
+    ticks / 100.0
+}
+
 struct Consumers {
     raw: Option<(std::thread::JoinHandle<()>, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
     workers: Vec<Proc>,
 }
 
 impl Consumers {
+    /// CPU seconds used so far by the Shoal workers (0 for the raw loop,
+    /// which runs in this process).
+    fn cpu(&self) -> f64 {
+        self.workers.iter().map(|w| cpu_seconds(w.pid())).sum()
+    }
+
     fn start(
         cli: &Cli,
         run: &str,
         topics: &TopicsSettings,
         mode: Option<&str>,
-        otlp: Option<&str>,
+        otlp: Option<(&str, f64)>,
         dir: &std::path::Path,
     ) -> Self {
         let mut consumers = Self { raw: None, workers: Vec::new() };
@@ -258,12 +326,13 @@ impl Consumers {
                         ("SHOAL__WORKER__ID".into(), format!("b-{i}")),
                         ("SHOAL__WORKER__GROUP_ID".into(), format!("bench.{run}.workers")),
                         ("SHOAL__TOPICS__CREATE".into(), "false".into()),
-                        ("RUST_LOG".into(), "warn".into()),
+                        ("RUST_LOG".into(), std::env::var("SHOAL_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into())),
                         ("SHOAL__OBSERVABILITY__LISTEN".into(), String::new()),
                     ];
-                    if let Some(endpoint) = otlp {
+                    if let Some((endpoint, ratio)) = otlp {
                         env.extend([
                             ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
+                            ("SHOAL__OBSERVABILITY__SAMPLE_RATIO".into(), ratio.to_string()),
                             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
                             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_string()),
                         ]);
@@ -290,7 +359,7 @@ impl Consumers {
     }
 }
 
-async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option<&str>) -> Measured {
+async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option<(&str, f64)>) -> Measured {
     let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let topics = topics_named(&format!("bench.{run}"), 1);
     let kafka =
@@ -314,21 +383,29 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option
     }
     paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1).await;
     let mut latencies = paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, cli.rate, cli.seconds).await;
-    consumers.stop();
 
-    // Throughput: a backlog written while nothing consumes, then drained by
-    // fresh consumers in the same group, timed from their start to the last
-    // result received. Start-up (group join) is included for every pipeline;
-    // timing from the first result instead would flatter exactly-once, whose
-    // first transaction makes a whole batch visible at once.
-    issue_backlog(&cli.bootstrap, &topics.commands.name, cli.backlog).await;
+    // Throughput: the same consumers (their group settled: a member
+    // joining mid-drain costs seconds of rebalancing, as much as the drain
+    // itself) drain a backlog issued as fast as a producer takes it, timed
+    // from the first command issued to the last result visible. The reader
+    // sees a result only once committed, so exactly-once is timed to its
+    // last transaction.
+    let commands = backlog(cli.backlog);
+    let cpu_before = consumers.cpu();
     let started = Instant::now();
-    let consumers = Consumers::start(cli, &run, &topics, mode, otlp, &dir);
-    let received = tokio::task::block_in_place(|| reader.read(cli.backlog));
+    let receiving = {
+        let (reader, n) = (reader.clone(), cli.backlog);
+        tokio::task::spawn_blocking(move || reader.read(n))
+    };
+    let (bootstrap, topic) = (cli.bootstrap.clone(), topics.commands.name.clone());
+    tokio::task::spawn_blocking(move || issue_backlog(&bootstrap, &topic, &commands)).await.unwrap();
+    let received = receiving.await.unwrap();
     let elapsed = received.last().unwrap().0.duration_since(started).as_secs_f64().max(1e-3);
+    let cpu_us_per_command = (consumers.cpu() - cpu_before) * 1e6 / cli.backlog as f64;
     consumers.stop();
     latencies.sort_by(f64::total_cmp);
-    Measured { name, throughput: cli.backlog as f64 / elapsed, latencies_ms: latencies }
+    let throughput = cli.backlog as f64 / elapsed;
+    Measured { name, throughput, latencies_ms: latencies, rounds: vec![throughput], cpu_us: vec![cpu_us_per_command] }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -340,44 +417,80 @@ async fn main() {
     );
     let receiver = Receiver::start(false).await.expect("starting the OTLP receiver");
     let endpoint = receiver.grpc_endpoint();
-    let mut all = Vec::new();
-    for (name, mode, otlp) in [
+    let runs = [
         ("raw-librdkafka", None, None),
         ("shoal-at-least-once", Some("at_least_once"), None),
         ("shoal-exactly-once", Some("exactly_once"), None),
-        ("shoal-at-least-once-otlp", Some("at_least_once"), Some(endpoint.as_str())),
-        ("shoal-exactly-once-otlp", Some("exactly_once"), Some(endpoint.as_str())),
-    ] {
-        println!("bench: measuring {name} ...");
-        all.push(measure(&cli, name, mode, otlp).await);
+        ("shoal-at-least-once-otlp", Some("at_least_once"), Some((endpoint.as_str(), 1.0))),
+        ("shoal-exactly-once-otlp", Some("exactly_once"), Some((endpoint.as_str(), 1.0))),
+        ("shoal-at-least-once-otlp10", Some("at_least_once"), Some((endpoint.as_str(), 0.1))),
+        ("shoal-exactly-once-otlp10", Some("exactly_once"), Some((endpoint.as_str(), 0.1))),
+    ];
+    let runs: Vec<_> =
+        runs.iter().filter(|(name, ..)| cli.only.is_empty() || cli.only.iter().any(|o| o == name)).collect();
+    // Rounds of every run in turn: a slow spell of a shared machine then
+    // touches every pipeline alike, and the median of the rounds is kept.
+    let mut rounds: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
+    for round in 1..=cli.rounds {
+        for (i, (name, mode, otlp)) in runs.iter().enumerate() {
+            println!("bench: round {round}/{}: measuring {name} ...", cli.rounds);
+            let m = measure(&cli, name, *mode, *otlp).await;
+            println!("bench:   {name}: {:.0} results/s, workers' CPU {:.1} µs/command", m.throughput, m.cpu_us[0]);
+            rounds[i].push(m);
+        }
+    }
+    let all: Vec<Measured> = rounds.into_iter().map(median_round).collect();
+    if all.len() < 7 {
+        for m in &all {
+            let l = &m.latencies_ms;
+            println!(
+                "bench: {} results/s={:.0} cpu_us_per_command={:.1} p50_ms={:.1} p99_ms={:.1}",
+                m.name,
+                m.throughput,
+                m.cpu_us[m.cpu_us.len() / 2],
+                percentile(l, 50.0),
+                percentile(l, 99.0)
+            );
+        }
+        return;
     }
     let raw = all[0].throughput;
     println!(
-        "{:<22} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "{:<28} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  rounds (results/s)",
+        "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs"
     );
     for m in &all {
         let l = &m.latencies_ms;
         println!(
-            "{:<22} {:>12.0} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:<28} {:>10.0} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8}  {}",
             m.name,
             m.throughput,
             m.throughput / raw,
             percentile(l, 50.0),
             percentile(l, 90.0),
             percentile(l, 99.0),
-            l.last().copied().unwrap_or(f64::NAN)
+            l.last().copied().unwrap_or(f64::NAN),
+            if m.cpu_us.iter().all(|c| *c == 0.0) {
+                "-".to_string()
+            } else {
+                format!("{:.1}", m.cpu_us[m.cpu_us.len() / 2])
+            },
+            m.rounds.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(" ")
         );
     }
     let (alo, eos) = (all[1].throughput, all[2].throughput);
     println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
-    let (alo_otlp, eos_otlp) = (all[3].throughput, all[4].throughput);
     println!(
-        "bench: OTLP export on / off throughput: at-least-once = {:.2}, exactly-once = {:.2} ({} spans received)",
-        alo_otlp / alo,
-        eos_otlp / eos,
-        receiver.count()
+        "bench: OTLP export on / off throughput, every decision traced: at-least-once = {:.2}, exactly-once = {:.2}",
+        all[3].throughput / alo,
+        all[4].throughput / eos,
     );
+    println!(
+        "bench: OTLP export on / off throughput, 10% of decisions traced: at-least-once = {:.2}, exactly-once = {:.2}",
+        all[5].throughput / alo,
+        all[6].throughput / eos,
+    );
+    println!("bench: {} spans received by the OTLP receiver", receiver.count());
     // The summary line: ratios are against the raw pipe; the percentiles are
     // the default mode's (exactly-once), issue to result received.
     let l = &all[2].latencies_ms;
