@@ -311,7 +311,8 @@ fn start_commit(
 const MAX_COMMIT_LINKS: usize = 32;
 
 /// A span for one transaction commit (a root span: it serves many traces),
-/// linked to the trace contexts of the first outputs it makes visible.
+/// linked to the trace contexts of the first traced outputs it makes
+/// visible.
 fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     if !crate::trace::exporting() {
@@ -331,8 +332,12 @@ fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> traci
     if !span.is_disabled() {
         for context in outputs
             .iter()
-            .take(MAX_COMMIT_LINKS)
+            // Bounded: a batch with few traced outputs is not searched whole.
+            .take(MAX_COMMIT_LINKS * 16)
             .filter_map(|o| crate::kafka::headers::HeaderView(Some(&o.headers)).span_context())
+            // Untraced decisions have nothing in the backend to link to.
+            .filter(opentelemetry::trace::SpanContext::is_sampled)
+            .take(MAX_COMMIT_LINKS)
         {
             span.add_link(context);
         }
