@@ -26,6 +26,18 @@ fn parent<'a>(span: &ReceivedSpan, index: &HashMap<&str, &'a ReceivedSpan>) -> &
     })
 }
 
+/// Orchestrator settings for a test: the simulator's feed, outcomes recorded
+/// to `record`, and rules that fire often.
+fn decisions_env(feed_url: String, record: &std::path::Path) -> [(String, String); 5] {
+    [
+        ("SHOAL__FEED__URL".to_string(), feed_url),
+        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
+        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
+        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
+        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
+    ]
+}
+
 /// Metric families every process exposes after traffic, by binary.
 const ORCHESTRATOR_METRICS: &[&str] = &[
     "shoal_feed_ticks_total",
@@ -138,13 +150,7 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     let record = scope.dir.join("outcomes.jsonl");
     let mut env = scope.env();
     env.extend(otlp("http/protobuf", receiver.http_endpoint()));
-    env.extend([
-        ("SHOAL__FEED__URL".to_string(), url),
-        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
-        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
-        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
-        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
-    ]);
+    env.extend(decisions_env(url, &record));
     let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
     let orchestrator_http = http_address(&orchestrator, Duration::from_secs(30)).await;
     let worker_http = http_address(&workers[0], Duration::from_secs(30)).await;
@@ -412,12 +418,8 @@ async fn decisions_are_traced_whole_or_not_at_all_and_a_non_exporting_worker_pas
         ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), "grpc".to_string()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.grpc_endpoint()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "500".to_string()),
-        ("SHOAL__FEED__URL".to_string(), url),
-        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
-        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
-        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
-        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
     ]);
+    env.extend(decisions_env(url, &record));
     let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
     eventually(Duration::from_secs(90), "30 outcomes recorded", || {
         let n = std::fs::read_to_string(&record).unwrap_or_default().lines().count();

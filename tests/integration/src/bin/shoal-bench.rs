@@ -101,6 +101,18 @@ fn backlog(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Enqueues `record`, waiting while the producer's queue is full.
+fn send_waiting<K, P>(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    while let Err((_, r)) = producer.send(record) {
+        record = r;
+        std::thread::sleep(Duration::from_millis(1)); // backoff: producer queue full
+    }
+}
+
 /// Issues `commands` as fast as the producer takes them (not waiting for
 /// each acknowledgement), then flushes.
 fn issue_backlog(bootstrap: &str, topic: &str, commands: &[(String, Vec<u8>)]) {
@@ -113,16 +125,7 @@ fn issue_backlog(bootstrap: &str, topic: &str, commands: &[(String, Vec<u8>)]) {
         .create()
         .unwrap();
     for (key, body) in commands {
-        let mut record = BaseRecord::to(topic).key(key).payload(body);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1)); // backoff: producer queue full
-                }
-            }
-        }
+        send_waiting(&producer, BaseRecord::to(topic).key(key).payload(body));
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
@@ -261,16 +264,7 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, stop: std::sync::Arc<std
             sequence: None,
         };
         let body = result.encode();
-        let mut record = BaseRecord::to(output).key(&command.key).payload(&body);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1)); // backoff: producer queue full
-                }
-            }
-        }
+        send_waiting(&producer, BaseRecord::to(output).key(&command.key).payload(&body));
     }
     let _ = producer.flush(Duration::from_secs(10));
 }
