@@ -446,6 +446,7 @@ async fn main() {
                 percentile(l, 99.0)
             );
         }
+        println!("bench: {} spans received by the OTLP receiver", receiver.count());
         return;
     }
     let raw = all[0].throughput;
