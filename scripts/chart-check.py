@@ -20,6 +20,7 @@ even when the check passes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -214,34 +215,14 @@ def cmd_binaries(dockerfile: str, chart: str) -> int:
 
 def documented_keys(values_path: Path) -> tuple[list[str], list[str]]:
     """Dotted paths of all keys in values.yaml, and those without a "# --" comment above."""
-    paths: list[str] = []
-    undocumented: list[str] = []
-    stack: list[tuple[int, str]] = []
-    comment_open = False
-    for line in values_path.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("# --"):
-            comment_open = True
-            continue
-        if stripped.startswith("#"):
-            continue  # continuation of a description, or a free comment
-        if not stripped:
-            comment_open = False
-            continue
-        m = re.match(r"^( *)([A-Za-z0-9_.\"*-]+):(\s|$)", line)
-        if not m or stripped.startswith("- "):
-            continue
-        indent = len(m.group(1))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        key = m.group(2).strip('"')
-        path = ".".join([k for _, k in stack] + [key])
-        paths.append(path)
-        if not comment_open:
-            undocumented.append(path)
-        comment_open = False
-        stack.append((indent, key))
-    return paths, undocumented
+    # One parser of the "# --" comments: the one that writes the README's
+    # values reference.
+    spec = importlib.util.spec_from_file_location("chart_values_doc", Path(__file__).with_name("chart-values-doc.py"))
+    assert spec is not None and spec.loader is not None
+    values_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(values_doc)
+    docs = values_doc.descriptions(values_path.read_text())
+    return list(docs), [path for path, text in docs.items() if text is None]
 
 
 def cmd_values_consistency(chart: str) -> int:

@@ -34,9 +34,11 @@ END = "<!-- values-reference:end -->"
 DEFAULT_VALUES = "deploy/helm/shoal/values.yaml"
 
 
-def descriptions(text: str) -> dict[str, str]:
-    """Dotted key path -> description, from the "# --" comments."""
-    out: dict[str, str] = {}
+def descriptions(text: str) -> dict[str, str | None]:
+    """Dotted key path -> description, from the "# --" comments; None for a
+    key without one. Every key of the file is in the result, in file order
+    (scripts/chart-check.py uses it to find undocumented values)."""
+    out: dict[str, str | None] = {}
     stack: list[tuple[int, str]] = []
     pending: list[str] | None = None
     for line in text.splitlines():
@@ -59,7 +61,7 @@ def descriptions(text: str) -> dict[str, str]:
             stack.pop()
         key = m.group(2).strip('"')
         path = ".".join([k for _, k in stack] + [key])
-        out[path] = " ".join(p for p in (pending or []) if p)
+        out[path] = None if pending is None else " ".join(p for p in pending if p)
         pending = None
         stack.append((indent, key))
     return out
@@ -82,7 +84,7 @@ def table(values_path: Path) -> str:
     rows = ["| key | default | description |", "|---|---|---|"]
     for path, default in leaves(values):
         shown = json.dumps(default, separators=(", ", ": "))
-        rows.append(f"| `{path}` | `{cell(shown)}` | {cell(docs.get(path, ''))} |")
+        rows.append(f"| `{path}` | `{cell(shown)}` | {cell(docs.get(path) or '')} |")
     return "\n".join(rows) + "\n"
 
 

@@ -45,6 +45,12 @@ pub fn exporting() -> bool {
     sampling().exporting
 }
 
+/// Whether a decision starting here is traced (false when not exporting).
+pub fn draw() -> bool {
+    let Sampling { exporting, ratio } = sampling();
+    exporting && (ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio))
+}
+
 /// How the work on one record is traced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -68,11 +74,10 @@ impl Trace {
 
     /// A decision that starts here.
     pub fn root() -> Self {
-        let Sampling { exporting, ratio } = sampling();
-        if !exporting {
+        if !exporting() {
             return Self { sampled: false, cause: None };
         }
-        if ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio) {
+        if draw() {
             return Self { sampled: true, cause: None };
         }
         Self { sampled: false, cause: Some(TraceParent::unsampled()) }

@@ -19,7 +19,7 @@ use shoal_common::kafka::outputs::Outputs;
 use shoal_common::kafka::pipeline::{self, Processor, Work};
 use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
 use shoal_common::observability::{kind_label, metrics};
-use shoal_common::trace::{self, Trace};
+use shoal_common::trace;
 use uuid::Uuid;
 
 /// Results counters.
@@ -291,7 +291,7 @@ impl ResultProcessor {
                 // The result's decision, when it carries one.
                 let traced = match &outcome.result_trace {
                     Some(context) => trace::exporting() && context.is_sampled(),
-                    None => Trace::root().sampled(),
+                    None => trace::draw(),
                 };
                 let span = if !traced {
                     tracing::Span::none()
