@@ -16,9 +16,16 @@ readonly TOOLS_LOG4J="$KAFKA_SUPPORT_DIR/tools-log4j2.properties"
 readonly MIN_JAVA=17
 readonly HOST=127.0.0.1
 # Single-node mode (the default): node 1 on 9092 (broker) and 9093
-# (controller).
-readonly SINGLE_BROKER_PORT=9092
-readonly SINGLE_CONTROLLER_PORT=9093
+# (controller). SHOAL_KAFKA_PORT moves it (controller on the next port), so
+# a test can run a broker of its own, in its own SHOAL_KAFKA_DIR, and stop it
+# without touching the one other tests share.
+SINGLE_BROKER_PORT="${SHOAL_KAFKA_PORT:-9092}"
+if [[ ! $SINGLE_BROKER_PORT =~ ^[0-9]+$ ]] || ((SINGLE_BROKER_PORT < 1024 || SINGLE_BROKER_PORT > 65534)); then
+  echo "kafka.sh: SHOAL_KAFKA_PORT must be a port number from 1024 to 65534, got '$SINGLE_BROKER_PORT'" >&2
+  exit 2
+fi
+readonly SINGLE_BROKER_PORT
+readonly SINGLE_CONTROLLER_PORT=$((SINGLE_BROKER_PORT + 1))
 readonly SINGLE_HEAP="-Xms256m -Xmx1g"
 # Cluster mode (--brokers 3): node n listens on 19092 + 2(n-1) (broker) and
 # 19093 + 2(n-1) (controller), i.e. 19092/19093, 19094/19095, 19096/19097,
@@ -142,6 +149,9 @@ Environment:
                             (single-node mode only).
   SHOAL_KAFKA_BROKERS       1 (default) or 3: as --brokers.
   SHOAL_KAFKA_DIR           state dir (see above).
+  SHOAL_KAFKA_PORT          single node's broker port (default 9092; the
+                            controller takes the next one). With its own
+                            SHOAL_KAFKA_DIR, a second broker beside the first.
   SHOAL_CACHE_DIR           jar cache root (see above).
   SHOAL_KAFKA_READY_TIMEOUT seconds 'up' waits for readiness (default 90).
   SHOAL_KAFKA_STOP_TIMEOUT  seconds 'down' waits before SIGKILL (default 30).

@@ -186,6 +186,29 @@ fn build_exporter(plan: &ExportPlan) -> Result<opentelemetry_otlp::SpanExporter,
     Ok(exporter)
 }
 
+/// Spans queued for export at most (`OTEL_BSP_MAX_QUEUE_SIZE` overrides):
+/// the SDK's 2,048 is 30 ms of a busy worker's spans, so a burst dropped
+/// spans while a batch was in flight. About 1 KiB each.
+const EXPORT_QUEUE: usize = 16_384;
+/// Spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` overrides):
+/// fewer, larger requests cost less per span than the SDK's 512.
+const EXPORT_BATCH: usize = 2_048;
+
+/// The batch span processor: its own thread, a bounded queue, and Shoal's
+/// sizes unless the standard `OTEL_BSP_*` variables say otherwise.
+fn batch_processor(exporter: opentelemetry_otlp::SpanExporter) -> opentelemetry_sdk::trace::BatchSpanProcessor {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    // The default builder reads the OTEL_BSP_* variables.
+    let mut config = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        config = config.with_max_queue_size(EXPORT_QUEUE);
+    }
+    if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+        config = config.with_max_export_batch_size(EXPORT_BATCH);
+    }
+    BatchSpanProcessor::builder(exporter).with_batch_config(config.build()).build()
+}
+
 /// Keeps the tracer provider alive; [`TelemetryGuard::shutdown`] flushes
 /// what is queued for export.
 #[derive(Debug)]
@@ -301,7 +324,7 @@ pub fn init(
                 // so the SDK keeps whatever it is given; it must not draw
                 // again (nor read OTEL_TRACES_SAMPLER itself).
                 builder = builder
-                    .with_batch_exporter(exporter)
+                    .with_span_processor(batch_processor(exporter))
                     .with_resource(resource.build())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
                 plan = Some(p);

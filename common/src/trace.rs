@@ -64,11 +64,10 @@ impl Trace {
     /// The decision for a consumed record: its `traceparent`'s flag, or a new
     /// draw when it has none (the decision starts here).
     pub fn of<M: Message>(record: &M) -> Self {
-        match HeaderView(record.headers()).trace_parent() {
-            Some(parent) if parent.is_valid() => {
-                Self { sampled: sampling().exporting && parent.sampled(), cause: Some(parent) }
-            }
-            _ => Self::root(),
+        let Some(parent) = HeaderView(record.headers()).trace_parent() else { return Self::root() };
+        match parent.validated_sampled() {
+            Some(sampled) => Self { sampled: sampled && exporting(), cause: Some(parent) },
+            None => Self::root(),
         }
     }
 
@@ -98,6 +97,21 @@ impl Trace {
     pub fn outputs(&self) -> Outputs {
         Outputs::with_cause(self.cause.clone())
     }
+}
+
+/// The exported span context of `span`, or `None` when it has none (a
+/// disabled span, or a span the OpenTelemetry layer does not see). Records
+/// produced inside `span` carry this context, and batch spans link to it.
+pub fn context_of(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    // Untraced records take this path: no context lookup at all.
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
 }
 
 /// `make()` when `parent` is a real span, else a disabled span: children of

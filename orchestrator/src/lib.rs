@@ -53,6 +53,15 @@ pub async fn run(
     shutdown: CancellationToken,
     stats: OrchestratorStats,
 ) -> anyhow::Result<bool> {
+    // Not ready until each stage registers its checks (after topics,
+    // producers and state recovery), whatever passes before then.
+    for (stage, check) in
+        [("ingest", "ingest.feed"), ("decisions", "decisions.partitions"), ("results", "results.partitions")]
+    {
+        if settings.orchestrator.runs(stage) {
+            shoal_common::observability::health().starting(check);
+        }
+    }
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }

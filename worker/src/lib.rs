@@ -30,6 +30,9 @@ pub async fn run(
     stats: Arc<WorkerStats>,
 ) -> anyhow::Result<DrainReport> {
     use anyhow::Context as _;
+    // Not ready until the stage registers its checks (after topics and
+    // producer), whatever passes before then.
+    shoal_common::observability::health().starting("worker.partitions");
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }

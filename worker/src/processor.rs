@@ -288,6 +288,7 @@ impl Executor {
         let trace = Trace::of(message);
         let mut out = trace.outputs();
         let span = trace.span(|| {
+            let id = command.id.to_string();
             tracing::info_span!(
             "process command",
             otel.kind = "consumer",
@@ -296,16 +297,16 @@ impl Executor {
             messaging.operation.type = "process",
             messaging.operation.name = "process",
             messaging.destination.name = message.topic(),
+            // A string in the semantic conventions.
             messaging.destination.partition.id = %message.partition(),
             messaging.kafka.offset = message.offset(),
-            messaging.kafka.message.key = %command.key,
+            messaging.kafka.message.key = command.key.as_str(),
             messaging.consumer.group.name = group,
-            messaging.message.id = %command.id,
-            command.id = %command.id,
-            command.kind = %command.kind,
-            command.key = %command.key,
+            messaging.message.id = id.as_str(),
+            command.id = id.as_str(),
+            command.kind = command.kind.as_str(),
             command.seq = command.seq,
-            shoal.worker.id = %self.worker_id,
+            shoal.worker.id = self.worker_id.as_str(),
             shoal.result.status = tracing::field::Empty,
             )
         });
@@ -334,6 +335,7 @@ impl Executor {
             sequence,
         };
         let publish = trace::child(&span, || {
+            let id = command.id.to_string();
             tracing::info_span!(
             parent: &span,
             "publish result",
@@ -341,10 +343,10 @@ impl Executor {
             messaging.system = "kafka",
             messaging.operation.type = "send",
             messaging.operation.name = "publish",
-            messaging.destination.name = %self.results_topic,
-            messaging.kafka.message.key = %command.key,
-            messaging.message.id = %command.id,
-            command.id = %command.id,
+            messaging.destination.name = self.results_topic.as_str(),
+            messaging.kafka.message.key = command.key.as_str(),
+            messaging.message.id = id.as_str(),
+            command.id = id.as_str(),
             )
         });
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };

@@ -4,6 +4,7 @@
 //! dead-lettering work even when the body cannot be decoded.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::SpanContext;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -56,7 +57,13 @@ impl TraceParent {
 
     /// The `sampled` flag (false when malformed).
     pub fn sampled(&self) -> bool {
-        self.fields().is_some_and(|(_, _, _, flags)| flags & 1 == 1)
+        self.validated_sampled().unwrap_or(false)
+    }
+
+    /// `None` when malformed, else the `sampled` flag: both answers from one
+    /// parse.
+    pub fn validated_sampled(&self) -> Option<bool> {
+        self.fields().map(|(_, _, _, flags)| flags & 1 == 1)
     }
 
     /// The trace id (32 hex digits), when well-formed.
@@ -96,14 +103,15 @@ impl HeaderSet {
         self
     }
 
-    /// Adds `traceparent`/`tracestate` for `span`; when `span` has no
-    /// OpenTelemetry context (span export is off, so no spans are made),
-    /// passes `inherited` on instead, so that the decision stays one trace
-    /// in the processes that do export.
-    pub fn with_trace(mut self, span: &tracing::Span, inherited: Option<&TraceParent>) -> Self {
+    /// Adds `traceparent`/`tracestate` for `traced` (the span the record is
+    /// produced in, when it is exported: see [`crate::trace::context_of`]);
+    /// without one (span export is off or the decision is not sampled, so no
+    /// span was made), passes `inherited` on instead, so that the decision
+    /// stays one trace in the processes that do export.
+    pub fn with_trace(mut self, traced: Option<&SpanContext>, inherited: Option<&TraceParent>) -> Self {
         use opentelemetry::trace::TraceContextExt as _;
-        let context = span.context();
-        if context.span().span_context().is_valid() {
+        if let Some(traced) = traced {
+            let context = opentelemetry::Context::new().with_remote_span_context(traced.clone());
             TraceContextPropagator::new().inject_context(&context, &mut self);
         } else if let Some(parent) = inherited {
             self.insert(TRACEPARENT, &parent.traceparent);
@@ -146,8 +154,12 @@ impl<'a, H: Headers> HeaderView<'a, H> {
     }
 
     /// Makes the span a child of the trace context in these headers, so one
-    /// decision is one trace across processes.
+    /// decision is one trace across processes. Nothing for a disabled span
+    /// (an untraced record: no header parsing on that path).
     pub fn set_parent_of(&self, span: &tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
         let context = TraceContextPropagator::new().extract(self);
         // An absent or invalid context leaves the span a root; not an error.
         let _ = span.set_parent(context);
@@ -155,8 +167,17 @@ impl<'a, H: Headers> HeaderView<'a, H> {
 
     /// The record's `traceparent` (and `tracestate`), as received.
     pub fn trace_parent(&self) -> Option<TraceParent> {
-        let traceparent = self.get(TRACEPARENT)?.to_string();
-        Some(TraceParent { traceparent, tracestate: self.get(TRACESTATE).map(str::to_string) })
+        // One pass over the headers: this runs for every consumed record.
+        let (mut traceparent, mut tracestate) = (None, None);
+        for header in self.0?.iter() {
+            let value = || header.value.and_then(|v| std::str::from_utf8(v).ok());
+            match header.key {
+                TRACEPARENT => traceparent = value(),
+                TRACESTATE => tracestate = value(),
+                _ => {}
+            }
+        }
+        Some(TraceParent { traceparent: traceparent?.to_string(), tracestate: tracestate.map(str::to_string) })
     }
 
     /// The remote span context in these headers, if valid (for span links).
@@ -235,10 +256,10 @@ mod tests {
             tracestate: Some("vendor=x".into()),
         };
         // No OpenTelemetry layer here: the span has no context.
-        let owned = HeaderSet::new("result", "w").with_trace(&tracing::Span::none(), Some(&inherited)).into_owned();
+        let owned = HeaderSet::new("result", "w").with_trace(None, Some(&inherited)).into_owned();
         let view = HeaderView(Some(&owned));
         assert_eq!(view.trace_parent(), Some(inherited));
-        let none = HeaderSet::new("result", "w").with_trace(&tracing::Span::none(), None).into_owned();
+        let none = HeaderSet::new("result", "w").with_trace(None, None).into_owned();
         assert_eq!(HeaderView(Some(&none)).trace_parent(), None);
     }
 

@@ -3,6 +3,7 @@
 //! one by one (at-least-once) or in a transaction with the consumed offsets
 //! (exactly-once).
 
+use opentelemetry::trace::SpanContext;
 use rdkafka::Message;
 use rdkafka::message::OwnedHeaders;
 
@@ -21,6 +22,10 @@ pub struct Output {
     pub payload: Vec<u8>,
     /// Headers.
     pub headers: OwnedHeaders,
+    /// The exported span this record was produced in (its `traceparent`),
+    /// kept so that a span covering a batch can link to it without parsing
+    /// headers back; `None` for untraced records.
+    pub traced: Option<SpanContext>,
 }
 
 /// Header metadata of a Shoal message.
@@ -35,11 +40,12 @@ pub struct MessageMeta<'a> {
 }
 
 impl MessageMeta<'_> {
-    /// Headers for a message produced inside `span`: type, schema version,
-    /// producer, optional command id, and the span's W3C trace context (or
-    /// `inherited` when the span has none: see [`HeaderSet::with_trace`]).
-    pub fn headers(&self, span: &tracing::Span, inherited: Option<&TraceParent>) -> OwnedHeaders {
-        let mut set = HeaderSet::new(self.message_type, self.producer_id).with_trace(span, inherited);
+    /// Headers for a message produced inside the span whose context is
+    /// `traced`: type, schema version, producer, optional command id, and the
+    /// span's W3C trace context (or `inherited` when there is no exported
+    /// span: see [`HeaderSet::with_trace`]).
+    pub fn headers(&self, traced: Option<&SpanContext>, inherited: Option<&TraceParent>) -> OwnedHeaders {
+        let mut set = HeaderSet::new(self.message_type, self.producer_id).with_trace(traced, inherited);
         if let Some(id) = self.command_id {
             set.insert(headers::COMMAND_ID, &id.to_string());
         }
@@ -75,11 +81,13 @@ impl Outputs {
         message: &M,
         span: &tracing::Span,
     ) {
+        let traced = crate::trace::context_of(span);
         self.items.push(Output {
             topic: topic.to_string(),
             key: Some(key.as_bytes().to_vec()),
             payload: message.encode(),
-            headers: meta.headers(span, self.cause.as_ref()),
+            headers: meta.headers(traced.as_ref(), self.cause.as_ref()),
+            traced,
         });
     }
 
@@ -109,6 +117,7 @@ impl Outputs {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers: headers.into_owned(),
+            traced: None,
         });
     }
 

@@ -41,6 +41,18 @@ impl Health {
         checks.push((name, Box::new(probe)));
     }
 
+    /// Registers `name` as failing with "starting" until the component
+    /// registers its real check under that name. Binaries call this first
+    /// thing for each component they run: otherwise, in the seconds before a
+    /// component's checks exist (topics created, producer initialised),
+    /// the checks registered so far could all pass and report the process
+    /// ready before it has joined its group.
+    pub fn starting(&self, name: impl Into<String>) {
+        let name = name.into();
+        let detail = format!("starting: {name} is not running yet");
+        self.register(name, move || Err(detail.clone()));
+    }
+
     /// Evaluates every check. Not ready while none is registered (the
     /// process is still starting).
     pub fn readiness(&self) -> (bool, Vec<CheckResult>) {
@@ -90,5 +102,17 @@ mod tests {
         health.register("a", || Err("replaced".into()));
         assert_eq!(health.readiness().1.len(), 2, "same name replaces");
         assert!(!health.readiness().0);
+    }
+
+    #[test]
+    fn a_component_announced_as_starting_holds_readiness_until_it_registers() {
+        let health = Health::default();
+        health.register("process", || Ok(()));
+        health.starting("worker.partitions");
+        let (ready, results) = health.readiness();
+        assert!(!ready, "{results:?}");
+        assert_eq!(results[1].detail, "starting: worker.partitions is not running yet");
+        health.register("worker.partitions", || Ok(()));
+        assert!(health.readiness().0);
     }
 }

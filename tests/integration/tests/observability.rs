@@ -395,6 +395,67 @@ async fn a_worker_without_kafka_is_alive_but_not_ready() {
     tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(10))).expect("worker exits");
 }
 
+/// "Not ready when Kafka is stopped", with a broker really stopped: the
+/// worker runs against a broker of this test's own (the shared one stays
+/// up for the other tests), turns ready, is told the truth when the broker
+/// stops (not ready, naming the Kafka check, but alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_not_ready_when_the_broker_stops() {
+    init_logs();
+    let scope = Scope::new("obs-brokerstop");
+    // A port no other test or the shared broker (9092/9093, the chaos
+    // cluster's 19092-19097) uses.
+    let broker = tokio::task::block_in_place(|| OwnBroker::start(29092, &scope.dir.join("kafka")));
+    shoal_common::kafka::ensure_topics(&broker.kafka_settings(), &scope.topics).await.unwrap();
+    let mut env = scope.env();
+    env.extend([
+        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), broker.bootstrap()),
+        ("SHOAL__WORKER__ID".to_string(), "brokerstop-worker".to_string()),
+    ]);
+    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let address = http_address(&worker, Duration::from_secs(30)).await;
+    let ready = || async move {
+        let (status, body) = readyz(address).await?;
+        if status == 200 && body["ready"] == true { Ok(body) } else { Err(format!("{status} {body}")) }
+    };
+    let body = wait_for(Duration::from_secs(90), "readyz to turn 200 on the own broker", ready).await;
+    // Ready means the stage's own checks pass, not only the ones that exist
+    // while it starts (this caught /readyz answering 200 before the worker
+    // had even created its producer).
+    let passing: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == true)
+        .filter_map(|c| c["check"].as_str())
+        .collect();
+    for check in ["worker.kafka", "worker.partitions", "worker.producer"] {
+        assert!(passing.contains(&check), "{check} passes when ready: {body}");
+    }
+
+    tokio::task::block_in_place(|| broker.stop());
+    let body = wait_for(Duration::from_secs(60), "readyz to fail on the Kafka check", || async move {
+        let (status, body) = readyz(address).await?;
+        if status == 503 && failing_checks(&body).iter().any(|c| c == "worker.kafka") {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    let (status, _) = http_get(address, "/healthz").await.unwrap();
+    assert_eq!(status, 200, "alive while Kafka is away");
+    assert!(worker.running(), "the worker waits for Kafka instead of exiting");
+
+    // Recovery after the broker returns is not asserted: in 1 run of 4 the
+    // worker's session timed out meanwhile and it did not rejoin its group
+    // within 2 minutes (see "Not done yet" in the README).
+    worker.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(30))).expect("worker exits");
+    tokio::task::block_in_place(|| drop(broker));
+}
+
 /// Sampling is decided once per decision: with `sample_ratio` 0.5 at the
 /// orchestrator (where decisions start) each decision is traced from the
 /// feed to the recorded result or not at all. The worker exports nothing

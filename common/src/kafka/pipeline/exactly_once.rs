@@ -311,11 +311,12 @@ fn start_commit(
 const MAX_COMMIT_LINKS: usize = 32;
 
 /// A span for one transaction commit (a root span: it serves many traces),
-/// linked to the trace contexts of the first traced outputs it makes
-/// visible.
+/// linked to the first traced outputs it makes visible; none when the batch
+/// holds no traced output (nothing in the backend would lead to it).
 fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    if !crate::trace::exporting() {
+    let mut traced = outputs.iter().filter_map(|o| o.traced.as_ref()).peekable();
+    if traced.peek().is_none() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
@@ -329,18 +330,8 @@ fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> traci
         shoal.stage = stage,
         shoal.transaction.records = records,
     );
-    if !span.is_disabled() {
-        for context in outputs
-            .iter()
-            // Bounded: a batch with few traced outputs is not searched whole.
-            .take(MAX_COMMIT_LINKS * 16)
-            .filter_map(|o| crate::kafka::headers::HeaderView(Some(&o.headers)).span_context())
-            // Untraced decisions have nothing in the backend to link to.
-            .filter(opentelemetry::trace::SpanContext::is_sampled)
-            .take(MAX_COMMIT_LINKS)
-        {
-            span.add_link(context);
-        }
+    for context in traced.take(MAX_COMMIT_LINKS) {
+        span.add_link(context.clone());
     }
     span
 }

@@ -26,7 +26,7 @@ use shoal_common::kafka::pipeline::output_digest;
 use shoal_common::messages::WireMessage;
 use shoal_common::settings::TopicsSettings;
 use shoal_integration_tests::{
-    Proc, TopicReader, alert_command, bin, decode_results, produce, producer_for, topic_env, topics_named,
+    Proc, TopicReader, alert_command, bin, decode_results, produce, producer_for, repo_root, topic_env, topics_named,
 };
 
 /// Fault-injection run and checker for Shoal's delivery guarantees.
@@ -143,10 +143,6 @@ impl Run {
             .expect("run scripts/kafka.sh");
         assert!(status.success(), "scripts/kafka.sh {args:?} failed");
     }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
