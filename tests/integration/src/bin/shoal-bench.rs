@@ -306,7 +306,21 @@ async fn delete_topics(bootstrap: &str, topics: &TopicsSettings) {
 #[derive(Default)]
 struct RawControl {
     stop: std::sync::atomic::AtomicBool,
-    paused: std::sync::atomic::AtomicBool,
+    paused: std::sync::Mutex<bool>,
+    resumed: std::sync::Condvar,
+}
+
+impl RawControl {
+    fn set_paused(&self, paused: bool) {
+        *self.paused.lock().unwrap() = paused;
+        self.resumed.notify_all();
+    }
+
+    /// Blocks while paused.
+    fn wait_while_paused(&self) {
+        let guard = self.paused.lock().unwrap();
+        drop(self.resumed.wait_while(guard, |paused| *paused).unwrap());
+    }
 }
 
 fn raw_loop(bootstrap: &str, input: &str, output: &str, control: std::sync::Arc<RawControl>) {
@@ -326,10 +340,7 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, control: std::sync::Arc<
         .create()
         .unwrap();
     while !control.stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if control.paused.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1)); // paused while the backlog is issued
-            continue;
-        }
+        control.wait_while_paused();
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
         // The same work as the worker's framing: decode the command, encode
         // a result keyed like it (the handler itself is trivial).
@@ -433,7 +444,7 @@ impl Consumers {
     /// with the issuer for the CPU.
     fn pause(&self) {
         if let Some((_, control)) = &self.raw {
-            control.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+            control.set_paused(true);
         }
         for w in &self.workers {
             w.signal(Signal::SIGSTOP);
@@ -442,7 +453,7 @@ impl Consumers {
 
     fn resume(&self) {
         if let Some((_, control)) = &self.raw {
-            control.paused.store(false, std::sync::atomic::Ordering::Relaxed);
+            control.set_paused(false);
         }
         for w in &self.workers {
             w.signal(Signal::SIGCONT);
