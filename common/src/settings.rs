@@ -441,6 +441,10 @@ pub struct ObservabilitySettings {
     /// and followed by every later hop. `OTEL_TRACES_SAMPLER` (and
     /// `OTEL_TRACES_SAMPLER_ARG`) win over this key.
     pub sample_ratio: f64,
+    /// Most decisions per second that start in this process and are traced
+    /// (after `sample_ratio`); 0 for no cap. Bounds what tracing costs at
+    /// full load while a quiet stream is still traced whole.
+    pub max_traced_per_sec: u32,
 }
 
 impl Default for ObservabilitySettings {
@@ -452,6 +456,7 @@ impl Default for ObservabilitySettings {
             otlp_protocol: "grpc".into(),
             service_name: String::new(),
             sample_ratio: 1.0,
+            max_traced_per_sec: crate::trace::DEFAULT_MAX_TRACED_PER_SEC,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct ExportPlan {
     pub service_name: Option<String>,
     /// Share of decisions starting here that are traced.
     pub sample_ratio: f64,
+    /// Cap on traced decisions per second starting here (0: none).
+    pub max_traced_per_sec: u32,
 }
 
 /// A problem with the export configuration.
@@ -137,7 +139,7 @@ impl ExportPlan {
             None => settings.sample_ratio,
             Some(sampler) => sampler_ratio(sampler.trim(), set("OTEL_TRACES_SAMPLER_ARG"))?,
         };
-        Ok(Self { protocol, endpoint, service_name, sample_ratio })
+        Ok(Self { protocol, endpoint, service_name, sample_ratio, max_traced_per_sec: settings.max_traced_per_sec })
     }
 }
 
@@ -336,6 +338,7 @@ pub fn init(
     crate::trace::install(crate::trace::Sampling {
         exporting: plan.is_some(),
         ratio: plan.as_ref().map_or(0.0, |p| p.sample_ratio),
+        max_per_sec: plan.as_ref().map_or(0, |p| p.max_traced_per_sec),
     });
     // Without export no OpenTelemetry spans are made at all: they would cost
     // the hot path (a third of the worker's throughput, measured) for
@@ -372,6 +375,7 @@ pub fn init(
         tracing::info!(
             protocol = %plan.protocol,
             sample_ratio = plan.sample_ratio,
+            max_traced_per_sec = plan.max_traced_per_sec,
             endpoint = plan.endpoint.as_deref().unwrap_or("from OTEL_EXPORTER_OTLP_* or the default"),
             "exporting spans over OTLP"
         );

@@ -212,6 +212,8 @@ the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ . | quote }}
 {{- end }}
+- name: SHOAL__OBSERVABILITY__MAX_TRACED_PER_SEC
+  value: {{ $v.observability.otlp.maxTracedPerSec | int64 | toString | quote }}
 {{- end }}
 {{- end }}
 

@@ -11,8 +11,10 @@
 //!
 //! Ratios are reported against the raw baseline. Both Shoal modes are also
 //! measured with OTLP trace export on (to a real OTLP receiver in this
-//! process, gRPC), tracing every decision and then 10% of them, and the
-//! export-on / export-off throughput ratios are reported.
+//! process, OTLP/HTTP): with the default sampling (every decision, at most
+//! `DEFAULT_MAX_TRACED_PER_SEC` traced a second), with 10% traced, and with
+//! every decision traced, and the export-on / export-off throughput ratios
+//! are reported.
 
 // A CLI that reports by printing.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -20,6 +22,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use governor::clock::FakeRelativeClock;
 use nix::sys::signal::Signal;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,6 +31,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureRecord, Produc
 use shoal_common::kafka::outputs::MessageMeta;
 use shoal_common::messages::{Command, WireMessage};
 use shoal_common::settings::TopicsSettings;
+use shoal_common::trace::DecisionSampler;
 use shoal_integration_tests::otlp::Receiver;
 use shoal_integration_tests::{Proc, alert_command, bin, producer_for, topic_env, topics_named};
 
@@ -57,11 +61,11 @@ struct Cli {
     rounds: usize,
     /// Measure only these runs (comma-separated names, e.g.
     /// `shoal-at-least-once,shoal-at-least-once-otlp`), for profiling; the
-    /// summary lines need all seven.
+    /// summary lines need all nine.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Sample ratio of the `-otlp10` runs (0.1 unless set: the names keep
-    /// the 10). At 0, export is on but nothing is traced, which isolates
+    /// Sample ratio of the `-otlp10` runs, uncapped (0.1 unless set: the
+    /// names keep the 10). At 0, export is on but nothing is traced, which isolates
     /// the cost of the machinery from that of the spans.
     #[arg(long, default_value_t = 0.1)]
     sampled_ratio: f64,
@@ -116,12 +120,63 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The bench's stand-in for the orchestrator's sampling of decisions: the
+/// orchestrator's own [`DecisionSampler`], on a clock that advances one
+/// decision interval per command. The backlog is issued in a burst while the
+/// consumers are paused, far faster than an orchestrator would decide it;
+/// the clock makes the sampler see the commands at the rate a saturated
+/// pipeline decides them instead (the export-off run's throughput in the
+/// same round), so its cap binds as it would in a deployment.
+struct Decider {
+    sampler: DecisionSampler<FakeRelativeClock>,
+    clock: FakeRelativeClock,
+    interval: Duration,
+}
+
+impl Decider {
+    fn new(export: &Export, decided_per_sec: f64) -> Self {
+        let clock = FakeRelativeClock::default();
+        Self {
+            sampler: DecisionSampler::with_clock(export.ratio, export.max_traced_per_sec, clock.clone()),
+            clock,
+            interval: Duration::from_secs_f64(1.0 / decided_per_sec.max(1.0)),
+        }
+    }
+
+    /// A decision that is never traced (`--context-when-off`).
+    fn never() -> Self {
+        Self::new(&Export { endpoint: String::new(), ratio: 0.0, max_traced_per_sec: 0 }, 1.0)
+    }
+
+    /// The next command's trace context, and whether it is traced.
+    fn next(&self) -> shoal_common::kafka::headers::TraceParent {
+        use shoal_common::kafka::headers::TraceParent;
+        self.clock.advance(self.interval);
+        if self.sampler.draw() {
+            let (trace, span) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
+            TraceParent { traceparent: format!("00-{trace:032x}-{span:016x}-01"), tracestate: None }
+        } else {
+            TraceParent::unsampled()
+        }
+    }
+}
+
+/// OTLP export of a run's workers, and how the decisions they process were
+/// sampled.
+#[derive(Debug, Clone)]
+struct Export {
+    endpoint: String,
+    ratio: f64,
+    /// `observability.max_traced_per_sec` (0: no cap).
+    max_traced_per_sec: u32,
+}
+
 /// One command to issue: key, body, and the headers the orchestrator would
 /// have written on it.
 type Issue = (String, Vec<u8>, rdkafka::message::OwnedHeaders);
 
 /// The backlog: `n` commands over 200 keys, encoded before timing starts.
-fn backlog(n: usize, sampling: Option<f64>) -> Vec<Issue> {
+fn backlog(n: usize, sampling: Option<&Decider>) -> Vec<Issue> {
     (0..n)
         .map(|i| {
             let command = alert_command(&format!("key-{}", i % 200), (i / 200) as u64 + 1);
@@ -132,22 +187,19 @@ fn backlog(n: usize, sampling: Option<f64>) -> Vec<Issue> {
 
 /// The headers the orchestrator writes on a command (made by the same
 /// code): type, schema version, producer, command id, and, when it exports,
-/// a `traceparent` on every command whose sampled flag is drawn at the
-/// sample ratio (see `shoal_common::trace`). The bench stands in for the
+/// a `traceparent` on every command whose sampled flag is drawn by the
+/// orchestrator's sampler (see `shoal_common::trace` and [`Decider`]). The bench stands in for the
 /// orchestrator, so workers parse, follow and carry on what they would in a
 /// deployment.
-fn orchestrator_headers(command: &Command, sampling: Option<f64>) -> rdkafka::message::OwnedHeaders {
-    use shoal_common::kafka::headers::TraceParent;
-    let trace = sampling.map(|ratio| {
-        if rand::random::<f64>() < ratio {
-            let (trace, span) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
-            TraceParent { traceparent: format!("00-{trace:032x}-{span:016x}-01"), tracestate: None }
-        } else {
-            TraceParent::unsampled()
-        }
-    });
+fn orchestrator_headers(command: &Command, sampling: Option<&Decider>) -> rdkafka::message::OwnedHeaders {
+    let trace = sampling.map(Decider::next);
     let meta = MessageMeta { message_type: "command", producer_id: "bench-issuer", command_id: Some(command.id) };
     meta.headers(None, trace.as_ref())
+}
+
+/// Whether issued headers mark the command as traced.
+fn is_sampled(headers: &rdkafka::message::OwnedHeaders) -> bool {
+    shoal_common::kafka::headers::HeaderView(Some(headers)).trace_parent().is_some_and(|p| p.sampled())
 }
 
 /// Enqueues `record`, waiting while the producer's queue is full.
@@ -195,7 +247,7 @@ async fn issue_paced(
     topic: &str,
     rate: usize,
     seconds: u64,
-    sampling: Option<f64>,
+    sampling: Option<&Decider>,
 ) -> std::collections::HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>> {
     let producer = producer_for(bootstrap);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -268,7 +320,7 @@ async fn paced_latencies(
     topic: &str,
     rate: usize,
     seconds: u64,
-    sampling: Option<f64>,
+    sampling: Option<&Decider>,
 ) -> Vec<f64> {
     let expected = paced_count(rate, seconds);
     let receiving = {
@@ -396,7 +448,7 @@ impl Consumers {
         run: &str,
         topics: &TopicsSettings,
         mode: Option<&str>,
-        otlp: Option<(&str, f64)>,
+        otlp: Option<&Export>,
         dir: &std::path::Path,
     ) -> Self {
         let mut consumers = Self { raw: None, workers: Vec::new() };
@@ -420,15 +472,16 @@ impl Consumers {
                         ("RUST_LOG".into(), std::env::var("SHOAL_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into())),
                         ("SHOAL__OBSERVABILITY__LISTEN".into(), String::new()),
                     ];
-                    if let Some((endpoint, ratio)) = otlp {
+                    if let Some(export) = otlp {
                         env.extend([
                             ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
-                            ("SHOAL__OBSERVABILITY__SAMPLE_RATIO".into(), ratio.to_string()),
+                            ("SHOAL__OBSERVABILITY__SAMPLE_RATIO".into(), export.ratio.to_string()),
+                            ("SHOAL__OBSERVABILITY__MAX_TRACED_PER_SEC".into(), export.max_traced_per_sec.to_string()),
                             // OTLP/HTTP: the receiver then counts spans
                             // without decoding them (see `otlp`), so it
                             // takes little of the CPU the workers share.
                             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
-                            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_string()),
+                            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), export.endpoint.clone()),
                         ]);
                     }
                     env.extend(topic_env(topics));
@@ -474,7 +527,15 @@ impl Consumers {
     }
 }
 
-async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option<(&str, f64)>) -> Measured {
+/// Measures one run. `decided_per_sec` is the rate at which an orchestrator
+/// would decide the backlog's commands (see [`Decider`]).
+async fn measure(
+    cli: &Cli,
+    name: &'static str,
+    mode: Option<&str>,
+    otlp: Option<&Export>,
+    decided_per_sec: f64,
+) -> Measured {
     let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let topics = topics_named(&format!("bench.{run}"), 1);
     let kafka =
@@ -496,10 +557,23 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option
             tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
         }
     }
-    let sampling = otlp.map(|(_, ratio)| ratio).or(cli.context_when_off.then_some(0.0));
-    paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1, sampling).await;
-    let mut latencies =
-        paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, cli.rate, cli.seconds, sampling).await;
+    // Commands carry trace context when the workers export (or with
+    // `--context-when-off`), sampled as the orchestrator would at the pace
+    // they are issued (the latency phase) or would be decided (the backlog).
+    let decider = |per_sec: f64| match otlp {
+        Some(export) => Some(Decider::new(export, per_sec)),
+        None => cli.context_when_off.then(Decider::never),
+    };
+    paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1, decider(100.0).as_ref()).await;
+    let mut latencies = paced_latencies(
+        &reader,
+        &cli.bootstrap,
+        &topics.commands.name,
+        cli.rate,
+        cli.seconds,
+        decider(cli.rate as f64).as_ref(),
+    )
+    .await;
 
     // Throughput: the same consumers (their group settled: a member
     // joining mid-drain costs seconds of rebalancing, as much as the drain
@@ -508,7 +582,15 @@ async fn measure(cli: &Cli, name: &'static str, mode: Option<&str>, otlp: Option
     // on the same cores; it is timed from their resumption to the last
     // result visible. The reader sees a result only once committed, so
     // exactly-once is timed to its last transaction.
-    let commands = backlog(cli.backlog, sampling);
+    let commands = backlog(cli.backlog, decider(decided_per_sec).as_ref());
+    let traced = commands.iter().filter(|(_, _, headers)| is_sampled(headers)).count();
+    if otlp.is_some() {
+        println!(
+            "bench:     backlog decided at {decided_per_sec:.0}/s: {traced} of {} commands traced ({:.2}%)",
+            cli.backlog,
+            traced as f64 * 100.0 / cli.backlog as f64
+        );
+    }
     consumers.pause();
     let (bootstrap, topic) = (cli.bootstrap.clone(), topics.commands.name.clone());
     tokio::task::spawn_blocking(move || issue_backlog(&bootstrap, &topic, &commands)).await.unwrap();
@@ -547,14 +629,19 @@ async fn main() {
     );
     let receiver = Receiver::start(false).await.expect("starting the OTLP receiver");
     let endpoint = receiver.http_endpoint();
+    let export = |ratio: f64, max_traced_per_sec: u32| Export { endpoint: endpoint.clone(), ratio, max_traced_per_sec };
+    let (every, default, sampled) =
+        (export(1.0, 0), export(1.0, shoal_common::trace::DEFAULT_MAX_TRACED_PER_SEC), export(cli.sampled_ratio, 0));
     let runs = [
         ("raw-librdkafka", None, None),
         ("shoal-at-least-once", Some("at_least_once"), None),
         ("shoal-exactly-once", Some("exactly_once"), None),
-        ("shoal-at-least-once-otlp", Some("at_least_once"), Some((endpoint.as_str(), 1.0))),
-        ("shoal-exactly-once-otlp", Some("exactly_once"), Some((endpoint.as_str(), 1.0))),
-        ("shoal-at-least-once-otlp10", Some("at_least_once"), Some((endpoint.as_str(), cli.sampled_ratio))),
-        ("shoal-exactly-once-otlp10", Some("exactly_once"), Some((endpoint.as_str(), cli.sampled_ratio))),
+        ("shoal-at-least-once-otlp", Some("at_least_once"), Some(&default)),
+        ("shoal-exactly-once-otlp", Some("exactly_once"), Some(&default)),
+        ("shoal-at-least-once-otlp10", Some("at_least_once"), Some(&sampled)),
+        ("shoal-exactly-once-otlp10", Some("exactly_once"), Some(&sampled)),
+        ("shoal-at-least-once-otlp-all", Some("at_least_once"), Some(&every)),
+        ("shoal-exactly-once-otlp-all", Some("exactly_once"), Some(&every)),
     ];
     let runs: Vec<_> =
         runs.iter().filter(|(name, ..)| cli.only.is_empty() || cli.only.iter().any(|o| o == name)).collect();
@@ -565,17 +652,24 @@ async fn main() {
     // measured rounds ran up to 2.5× slower than later ones.
     println!("bench: warming up the broker (one unreported run) ...");
     let warm_up = Cli { backlog: cli.backlog.min(60_000), seconds: 1, ..cli.clone() };
-    measure(&warm_up, "warm-up", Some("at_least_once"), None).await;
+    let warm = measure(&warm_up, "warm-up", Some("at_least_once"), None, 0.0).await;
     for round in 1..=cli.rounds {
+        // What each delivery mode drained with export off this round: the
+        // rate at which a saturated orchestrator decides (see `Decider`).
+        let mut decided_per_sec = std::collections::HashMap::new();
         for (i, (name, mode, otlp)) in runs.iter().enumerate() {
             println!("bench: round {round}/{}: measuring {name} ...", cli.rounds);
-            let m = measure(&cli, name, *mode, *otlp).await;
+            let rate = mode.and_then(|m| decided_per_sec.get(m).copied()).unwrap_or(warm.throughput);
+            let m = measure(&cli, name, *mode, *otlp, rate).await;
             println!("bench:   {name}: {:.0} results/s, workers' CPU {:.1} µs/command", m.throughput, m.cpu_us[0]);
+            if let (Some(mode), None) = (mode, otlp) {
+                decided_per_sec.insert(*mode, m.throughput);
+            }
             rounds[i].push(m);
         }
     }
     let all: Vec<Measured> = rounds.into_iter().map(median_round).collect();
-    if all.len() < 7 {
+    if all.len() < 9 {
         for m in &all {
             let l = &m.latencies_ms;
             println!(
@@ -586,6 +680,18 @@ async fn main() {
                 percentile(l, 50.0),
                 percentile(l, 99.0)
             );
+        }
+        let by = |n: &str| all.iter().find(|m| m.name == n);
+        for mode in ["at-least-once", "exactly-once"] {
+            let Some(off) = by(&format!("shoal-{mode}")) else { continue };
+            for suffix in ["otlp", "otlp10", "otlp-all"] {
+                if let Some(on) = by(&format!("shoal-{mode}-{suffix}")) {
+                    println!(
+                        "bench: {mode} {suffix} / off throughput (median of per-round ratios) = {:.2}",
+                        paired_ratio(on, off)
+                    );
+                }
+            }
         }
         println!("bench: {} spans received by the OTLP receiver", receiver.count());
         return;
@@ -617,16 +723,24 @@ async fn main() {
     let (alo, eos) = (all[1].throughput, all[2].throughput);
     println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
     println!(
-        "bench: OTLP export on / off throughput (median of per-round ratios), every decision traced: \
-         at-least-once = {:.2}, exactly-once = {:.2}",
+        "bench: OTLP export on / off throughput (median of per-round ratios), default sampling \
+         (every decision, at most {} traced a second): at-least-once = {:.2}, exactly-once = {:.2}",
+        shoal_common::trace::DEFAULT_MAX_TRACED_PER_SEC,
         paired_ratio(&all[3], &all[1]),
         paired_ratio(&all[4], &all[2]),
     );
     println!(
-        "bench: OTLP export on / off throughput (median of per-round ratios), 10% of decisions traced: \
+        "bench: OTLP export on / off throughput (median of per-round ratios), {:.0}% of decisions traced: \
          at-least-once = {:.2}, exactly-once = {:.2}",
+        cli.sampled_ratio * 100.0,
         paired_ratio(&all[5], &all[1]),
         paired_ratio(&all[6], &all[2]),
+    );
+    println!(
+        "bench: OTLP export on / off throughput (median of per-round ratios), every decision traced (no cap): \
+         at-least-once = {:.2}, exactly-once = {:.2}",
+        paired_ratio(&all[7], &all[1]),
+        paired_ratio(&all[8], &all[2]),
     );
     println!("bench: {} spans received by the OTLP receiver", receiver.count());
     // The summary line: ratios are against the raw pipe; the percentiles are
