@@ -289,10 +289,15 @@ impl ResultProcessor {
         };
         match outcome {
             Ok(Some(outcome)) => {
-                // The result's decision, when it carries one.
+                // The result's decision, when it carries one; a result from a
+                // Shoal worker without one belongs to an untraced decision,
+                // anything else starts a decision here.
                 let traced = match &outcome.result_trace {
                     Some(context) => trace::exporting() && context.is_sampled(),
-                    None => trace::draw(),
+                    None => {
+                        let from_shoal = HeaderView(message.headers()).get(shoal_common::kafka::headers::MESSAGE_TYPE);
+                        from_shoal.is_none() && trace::draw()
+                    }
                 };
                 let span = if !traced {
                     tracing::Span::none()

@@ -70,14 +70,6 @@ impl TraceParent {
     pub fn trace_id(&self) -> Option<&str> {
         self.fields().map(|(_, trace, _, _)| trace)
     }
-
-    /// A new, not sampled context: a decision drawn out of sampling still
-    /// tells the processes after it so.
-    pub fn unsampled() -> Self {
-        let trace: u128 = rand::random::<u128>().max(1);
-        let span: u64 = rand::random::<u64>().max(1);
-        Self { traceparent: format!("00-{trace:032x}-{span:016x}-00"), tracestate: None }
-    }
 }
 
 /// Builder for the headers of an outgoing record.
@@ -167,17 +159,26 @@ impl<'a, H: Headers> HeaderView<'a, H> {
 
     /// The record's `traceparent` (and `tracestate`), as received.
     pub fn trace_parent(&self) -> Option<TraceParent> {
-        // One pass over the headers: this runs for every consumed record.
-        let (mut traceparent, mut tracestate) = (None, None);
-        for header in self.0?.iter() {
+        self.trace_origin().0
+    }
+
+    /// The record's trace context, and whether a Shoal process produced it
+    /// (it has [`MESSAGE_TYPE`]): one pass over the headers, since this runs
+    /// for every consumed record.
+    pub fn trace_origin(&self) -> (Option<TraceParent>, bool) {
+        let (mut traceparent, mut tracestate, mut shoal) = (None, None, false);
+        for header in self.0.into_iter().flat_map(|h| h.iter()) {
             let value = || header.value.and_then(|v| std::str::from_utf8(v).ok());
             match header.key {
                 TRACEPARENT => traceparent = value(),
                 TRACESTATE => tracestate = value(),
+                MESSAGE_TYPE => shoal = true,
                 _ => {}
             }
         }
-        Some(TraceParent { traceparent: traceparent?.to_string(), tracestate: tracestate.map(str::to_string) })
+        let parent = traceparent
+            .map(|tp| TraceParent { traceparent: tp.to_string(), tracestate: tracestate.map(str::to_string) });
+        (parent, shoal)
     }
 
     /// The remote span context in these headers, if valid (for span links).
@@ -227,6 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn trace_origin_tells_shoal_records_from_foreign_ones() {
+        // A Shoal record of an untraced decision: no context, but Shoal's.
+        let untraced = HeaderSet::new("command", "o").with_trace(None, None).into_owned();
+        assert_eq!(HeaderView(Some(&untraced)).trace_origin(), (None, true));
+        // A foreign record: neither (a decision starts where it is read).
+        let foreign = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(&b"json"[..]) });
+        assert_eq!(HeaderView(Some(&foreign)).trace_origin(), (None, false));
+        assert_eq!(HeaderView::<OwnedHeaders>(None).trace_origin(), (None, false));
+        // A foreign record that carries context: passed on as it is.
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(traceparent.as_bytes()) });
+        let (parent, shoal) = HeaderView(Some(&traced)).trace_origin();
+        assert_eq!(parent.map(|p| p.traceparent), Some(traceparent.to_string()));
+        assert!(!shoal);
+    }
+
+    #[test]
     fn traceparent_flags_and_validity() {
         let tp = |s: &str| TraceParent { traceparent: s.into(), tracestate: None };
         let sampled = tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
@@ -245,8 +263,6 @@ mod tests {
             assert!(!tp(bad).is_valid(), "{bad:?} accepted");
             assert!(!tp(bad).sampled());
         }
-        let fresh = TraceParent::unsampled();
-        assert!(fresh.is_valid() && !fresh.sampled(), "{fresh:?}");
     }
 
     #[test]

@@ -58,6 +58,8 @@ const ORCHESTRATOR_METRICS: &[&str] = &[
     "shoal_pipeline_in_flight{stage=\"decisions\"}",
     "shoal_transactions_total{stage=\"decisions\",outcome=\"committed\"}",
     "shoal_transactions_total{stage=\"results\",outcome=\"aborted\"}",
+    "shoal_trace_decisions_total{outcome=\"traced\"}",
+    "shoal_trace_decisions_total{outcome=\"over_cap\"}",
 ];
 const WORKER_METRICS: &[&str] = &[
     "shoal_worker_results_total{status=\"succeeded\"}",
@@ -189,6 +191,9 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     let orchestrator_metrics = &texts["orchestrator"];
     assert!(sample(orchestrator_metrics, "shoal_feed_ticks_total").unwrap() > 0.0);
     assert!(sample(orchestrator_metrics, "shoal_commands_issued_total{kind=").unwrap() > 0.0);
+    // Every decision is traced at this rate: the cap (100 a second) is far.
+    assert!(sample(orchestrator_metrics, "shoal_trace_decisions_total{outcome=\"traced\"}").unwrap() > 0.0);
+    assert_eq!(sample(orchestrator_metrics, "shoal_trace_decisions_total{outcome=\"over_cap\"}"), Some(0.0));
     let recorded = sample(orchestrator_metrics, "shoal_command_latency_seconds_count{kind=").unwrap();
     assert!(recorded > 0.0, "end-to-end latency observed");
     for worker in ["worker-1", "worker-2"] {

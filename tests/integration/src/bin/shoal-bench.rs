@@ -69,11 +69,16 @@ struct Cli {
     /// the cost of the machinery from that of the spans.
     #[arg(long, default_value_t = 0.1)]
     sampled_ratio: f64,
-    /// With export off, commands still carry a not-sampled `traceparent`,
-    /// which the workers pass on to their results: isolates what the
-    /// trace-context header itself costs.
-    #[arg(long)]
-    context_when_off: bool,
+    /// Decisions a second a saturated orchestrator is assumed to make until
+    /// an export-off run of the same delivery mode has measured it (the
+    /// first drains of the first round, or all of them with `--only`
+    /// leaving out the export-off runs); capped sampling draws at this pace.
+    #[arg(long, default_value_t = 60_000.0)]
+    decided_per_sec: f64,
+    /// Internal: run the raw baseline loop from `<input>,<output>` (the
+    /// bench starts itself with this to measure the baseline).
+    #[arg(long, hide = true, value_name = "INPUT,OUTPUT")]
+    raw_loop: Option<String>,
 }
 
 struct Measured {
@@ -143,21 +148,17 @@ impl Decider {
         }
     }
 
-    /// A decision that is never traced (`--context-when-off`).
-    fn never() -> Self {
-        Self::new(&Export { endpoint: String::new(), ratio: 0.0, max_traced_per_sec: 0 }, 1.0)
-    }
-
-    /// The next command's trace context, and whether it is traced.
-    fn next(&self) -> shoal_common::kafka::headers::TraceParent {
-        use shoal_common::kafka::headers::TraceParent;
+    /// The next command's trace context: a sampled `traceparent` when it
+    /// is traced, none when not (as the orchestrator writes them).
+    fn next(&self) -> Option<shoal_common::kafka::headers::TraceParent> {
         self.clock.advance(self.interval);
-        if self.sampler.draw() {
+        self.sampler.draw().then(|| {
             let (trace, span) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
-            TraceParent { traceparent: format!("00-{trace:032x}-{span:016x}-01"), tracestate: None }
-        } else {
-            TraceParent::unsampled()
-        }
+            shoal_common::kafka::headers::TraceParent {
+                traceparent: format!("00-{trace:032x}-{span:016x}-01"),
+                tracestate: None,
+            }
+        })
     }
 }
 
@@ -192,7 +193,7 @@ fn backlog(n: usize, sampling: Option<&Decider>) -> Vec<Issue> {
 /// orchestrator, so workers parse, follow and carry on what they would in a
 /// deployment.
 fn orchestrator_headers(command: &Command, sampling: Option<&Decider>) -> rdkafka::message::OwnedHeaders {
-    let trace = sampling.map(Decider::next);
+    let trace = sampling.and_then(Decider::next);
     let meta = MessageMeta { message_type: "command", producer_id: "bench-issuer", command_id: Some(command.id) };
     meta.headers(None, trace.as_ref())
 }
@@ -354,28 +355,12 @@ async fn delete_topics(bootstrap: &str, topics: &TopicsSettings) {
     }
 }
 
-/// Stop and pause switches of the raw loop.
-#[derive(Default)]
-struct RawControl {
-    stop: std::sync::atomic::AtomicBool,
-    paused: std::sync::Mutex<bool>,
-    resumed: std::sync::Condvar,
-}
-
-impl RawControl {
-    fn set_paused(&self, paused: bool) {
-        *self.paused.lock().unwrap() = paused;
-        self.resumed.notify_all();
-    }
-
-    /// Blocks while paused.
-    fn wait_while_paused(&self) {
-        let guard = self.paused.lock().unwrap();
-        drop(self.resumed.wait_while(guard, |paused| *paused).unwrap());
-    }
-}
-
-fn raw_loop(bootstrap: &str, input: &str, output: &str, control: std::sync::Arc<RawControl>) {
+/// The baseline: a raw librdkafka consumer → producer loop, no Shoal, in a
+/// child process (`shoal-bench --raw-loop <input>,<output>`) so that it is
+/// paused, resumed and its CPU counted exactly like the workers (pausing a
+/// thread instead left librdkafka prefetching the backlog meanwhile, which
+/// flattered the baseline). Runs until killed.
+fn raw_loop(bootstrap: &str, input: &str, output: &str) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{input}.raw"))
@@ -391,8 +376,7 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, control: std::sync::Arc<
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    while !control.stop.load(std::sync::atomic::Ordering::Relaxed) {
-        control.wait_while_paused();
+    loop {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
         // The same work as the worker's framing: decode the command, encode
         // a result keyed like it (the handler itself is trivial).
@@ -414,7 +398,6 @@ fn raw_loop(bootstrap: &str, input: &str, output: &str, control: std::sync::Arc<
         let body = result.encode();
         send_waiting(&producer, BaseRecord::to(output).key(&command.key).payload(&body));
     }
-    let _ = producer.flush(Duration::from_secs(10));
 }
 
 /// The consumers under test: raw loop or Shoal worker processes.
@@ -431,14 +414,13 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The processes under test: the raw loop or the Shoal workers.
 struct Consumers {
-    raw: Option<(std::thread::JoinHandle<()>, std::sync::Arc<RawControl>)>,
     workers: Vec<Proc>,
 }
 
 impl Consumers {
-    /// CPU seconds used so far by the Shoal workers (0 for the raw loop,
-    /// which runs in this process).
+    /// CPU seconds used so far by the processes.
     fn cpu(&self) -> f64 {
         self.workers.iter().map(|w| cpu_seconds(w.pid())).sum()
     }
@@ -451,14 +433,13 @@ impl Consumers {
         otlp: Option<&Export>,
         dir: &std::path::Path,
     ) -> Self {
-        let mut consumers = Self { raw: None, workers: Vec::new() };
+        let mut consumers = Self { workers: Vec::new() };
         match mode {
             None => {
-                let control = std::sync::Arc::new(RawControl::default());
-                let (bootstrap, input, output, shared) =
-                    (cli.bootstrap.clone(), topics.commands.name.clone(), topics.results.name.clone(), control.clone());
-                consumers.raw =
-                    Some((std::thread::spawn(move || raw_loop(&bootstrap, &input, &output, shared)), control));
+                let me = std::env::current_exe().unwrap();
+                let topics = format!("{},{}", topics.commands.name, topics.results.name);
+                let env = [("KAFKA_BOOTSTRAP_SERVERS".to_string(), cli.bootstrap.clone())];
+                consumers.workers.push(Proc::spawn("raw", &me, &["--raw-loop", &topics], &env, dir));
             }
             Some(mode) => {
                 for i in 1..=cli.workers {
@@ -496,28 +477,18 @@ impl Consumers {
     /// timeout) so a backlog can be issued without the consumers competing
     /// with the issuer for the CPU.
     fn pause(&self) {
-        if let Some((_, control)) = &self.raw {
-            control.set_paused(true);
-        }
         for w in &self.workers {
             w.signal(Signal::SIGSTOP);
         }
     }
 
     fn resume(&self) {
-        if let Some((_, control)) = &self.raw {
-            control.set_paused(false);
-        }
         for w in &self.workers {
             w.signal(Signal::SIGCONT);
         }
     }
 
     fn stop(self) {
-        if let Some((thread, control)) = self.raw {
-            control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            thread.join().unwrap();
-        }
         for w in &self.workers {
             w.signal(Signal::SIGTERM);
         }
@@ -527,102 +498,184 @@ impl Consumers {
     }
 }
 
-/// Measures one run. `decided_per_sec` is the rate at which an orchestrator
-/// would decide the backlog's commands (see [`Decider`]).
-async fn measure(
-    cli: &Cli,
+/// One pipeline under test on its own topics and consumer group: started,
+/// its group settled, then measured phase by phase.
+struct Pipeline {
     name: &'static str,
-    mode: Option<&str>,
-    otlp: Option<&Export>,
-    decided_per_sec: f64,
-) -> Measured {
-    let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let topics = topics_named(&format!("bench.{run}"), 1);
-    let kafka =
-        shoal_common::settings::KafkaSettings { bootstrap_servers: cli.bootstrap.clone(), ..Default::default() };
-    shoal_common::kafka::ensure_topics(&kafka, &topics).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("shoal-bench-{run}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    bootstrap: String,
+    export: Option<Export>,
+    topics: TopicsSettings,
+    reader: std::sync::Arc<TimedReader>,
+    consumers: Consumers,
+    latencies_ms: Vec<f64>,
+    /// Commands drained, seconds spent draining them, and the workers' CPU
+    /// seconds meanwhile, over all drains.
+    drained: usize,
+    drain_secs: f64,
+    cpu_secs: f64,
+}
 
-    // Latency: consumers running and warmed up (group joined), then a paced
-    // stream.
-    let reader = std::sync::Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
-    let consumers = Consumers::start(cli, &run, &topics, mode, otlp, &dir);
-    if mode.is_some() {
-        // Latency is measured on a settled group, not during its joins.
-        let group = format!("bench.{run}.workers");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while shoal_integration_tests::group_members_with_assignment(&group) < cli.workers {
-            assert!(Instant::now() < deadline, "workers did not all join {group}");
-            tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
+impl Pipeline {
+    async fn start(cli: &Cli, name: &'static str, mode: Option<&str>, export: Option<&Export>) -> Self {
+        let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let topics = topics_named(&format!("bench.{run}"), 1);
+        let kafka =
+            shoal_common::settings::KafkaSettings { bootstrap_servers: cli.bootstrap.clone(), ..Default::default() };
+        shoal_common::kafka::ensure_topics(&kafka, &topics).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("shoal-bench-{run}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reader = std::sync::Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
+        let consumers = Consumers::start(cli, &run, &topics, mode, export, &dir);
+        if mode.is_some() {
+            // Measured on a settled group, not during its joins: a member
+            // joining mid-drain costs seconds of rebalancing.
+            let group = format!("bench.{run}.workers");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while shoal_integration_tests::group_members_with_assignment(&group) < cli.workers {
+                assert!(Instant::now() < deadline, "workers did not all join {group}");
+                tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
+            }
+        }
+        Self {
+            name,
+            bootstrap: cli.bootstrap.clone(),
+            export: export.cloned(),
+            topics,
+            reader,
+            consumers,
+            latencies_ms: Vec::new(),
+            drained: 0,
+            drain_secs: 0.0,
+            cpu_secs: 0.0,
         }
     }
-    // Commands carry trace context when the workers export (or with
-    // `--context-when-off`), sampled as the orchestrator would at the pace
-    // they are issued (the latency phase) or would be decided (the backlog).
-    let decider = |per_sec: f64| match otlp {
-        Some(export) => Some(Decider::new(export, per_sec)),
-        None => cli.context_when_off.then(Decider::never),
-    };
-    paced_latencies(&reader, &cli.bootstrap, &topics.commands.name, 100, 1, decider(100.0).as_ref()).await;
-    let mut latencies = paced_latencies(
-        &reader,
-        &cli.bootstrap,
-        &topics.commands.name,
-        cli.rate,
-        cli.seconds,
-        decider(cli.rate as f64).as_ref(),
-    )
-    .await;
 
-    // Throughput: the same consumers (their group settled: a member
-    // joining mid-drain costs seconds of rebalancing, as much as the drain
-    // itself) drain a backlog. They are paused while it is issued, so the
-    // drain is the pipeline's alone, not shared with the issuing producer
-    // on the same cores; it is timed from their resumption to the last
-    // result visible. The reader sees a result only once committed, so
-    // exactly-once is timed to its last transaction.
-    let commands = backlog(cli.backlog, decider(decided_per_sec).as_ref());
-    let traced = commands.iter().filter(|(_, _, headers)| is_sampled(headers)).count();
-    if otlp.is_some() {
-        println!(
-            "bench:     backlog decided at {decided_per_sec:.0}/s: {traced} of {} commands traced ({:.2}%)",
-            cli.backlog,
-            traced as f64 * 100.0 / cli.backlog as f64
-        );
+    /// Commands of traced decisions carry trace context when the workers
+    /// export, sampled as the orchestrator would at `per_sec` decisions a
+    /// second.
+    fn decider(&self, per_sec: f64) -> Option<Decider> {
+        self.export.as_ref().map(|export| Decider::new(export, per_sec))
     }
-    consumers.pause();
-    let (bootstrap, topic) = (cli.bootstrap.clone(), topics.commands.name.clone());
-    tokio::task::spawn_blocking(move || issue_backlog(&bootstrap, &topic, &commands)).await.unwrap();
-    let receiving = {
-        let (reader, n) = (reader.clone(), cli.backlog);
-        tokio::task::spawn_blocking(move || reader.read(n))
-    };
-    let cpu_before = consumers.cpu();
-    let started = Instant::now();
-    consumers.resume();
-    let received = receiving.await.unwrap();
-    let elapsed = received.last().unwrap().0.duration_since(started).as_secs_f64().max(1e-3);
-    let mut shares = std::collections::BTreeMap::<String, usize>::new();
-    for (_, _, result) in &received {
-        *shares.entry(result.worker_id.clone()).or_default() += 1;
+
+    /// Latency: a short warm-up stream, then the paced stream.
+    async fn latency_phase(&mut self, cli: &Cli) {
+        let topic = self.topics.commands.name.clone();
+        let warm = self.decider(100.0);
+        paced_latencies(&self.reader, &cli.bootstrap, &topic, 100, 1, warm.as_ref()).await;
+        let paced = self.decider(cli.rate as f64);
+        self.latencies_ms =
+            paced_latencies(&self.reader, &cli.bootstrap, &topic, cli.rate, cli.seconds, paced.as_ref()).await;
     }
-    let shares: Vec<String> =
-        shares.iter().map(|(w, n)| format!("{w} {:.0}%", *n as f64 * 100.0 / received.len() as f64)).collect();
-    println!("bench:     results by worker: {}", shares.join(", "));
-    let cpu_us_per_command = (consumers.cpu() - cpu_before) * 1e6 / cli.backlog as f64;
-    consumers.stop();
-    // Each run writes hundreds of thousands of records; left behind, they
-    // slow the broker (and fill the disk) for the runs after.
-    delete_topics(&cli.bootstrap, &topics).await;
-    latencies.sort_by(f64::total_cmp);
-    let throughput = cli.backlog as f64 / elapsed;
-    Measured { name, throughput, latencies_ms: latencies, rounds: vec![throughput], cpu_us: vec![cpu_us_per_command] }
+
+    /// Throughput: `n` commands are issued while the consumers are paused
+    /// (so the drain has the cores to itself instead of sharing them with
+    /// the issuing producer), then drained, timed from the consumers'
+    /// resumption to the last result visible to the reader (which sees a
+    /// result only once committed, so exactly-once is timed to its last
+    /// transaction). Returns the drain's throughput.
+    async fn drain(&mut self, cli: &Cli, n: usize, decided_per_sec: f64) -> f64 {
+        let commands = backlog(n, self.decider(decided_per_sec).as_ref());
+        if self.export.is_some() {
+            let traced = commands.iter().filter(|(_, _, headers)| is_sampled(headers)).count();
+            println!(
+                "bench:     {}: {n} commands decided at {decided_per_sec:.0}/s, {traced} traced ({:.2}%)",
+                self.name,
+                traced as f64 * 100.0 / n as f64
+            );
+        }
+        self.consumers.pause();
+        let (bootstrap, topic) = (cli.bootstrap.clone(), self.topics.commands.name.clone());
+        tokio::task::spawn_blocking(move || issue_backlog(&bootstrap, &topic, &commands)).await.unwrap();
+        let receiving = {
+            let reader = self.reader.clone();
+            tokio::task::spawn_blocking(move || reader.read(n))
+        };
+        let cpu_before = self.consumers.cpu();
+        let started = Instant::now();
+        self.consumers.resume();
+        let received = receiving.await.unwrap();
+        let elapsed = received.last().unwrap().0.duration_since(started).as_secs_f64().max(1e-3);
+        self.cpu_secs += self.consumers.cpu() - cpu_before;
+        self.drained += n;
+        self.drain_secs += elapsed;
+        let mut shares = std::collections::BTreeMap::<String, usize>::new();
+        for (_, _, result) in &received {
+            *shares.entry(result.worker_id.clone()).or_default() += 1;
+        }
+        let shares: Vec<String> =
+            shares.iter().map(|(w, n)| format!("{w} {:.0}%", *n as f64 * 100.0 / received.len() as f64)).collect();
+        let throughput = n as f64 / elapsed;
+        println!("bench:     {}: {throughput:.0} results/s (results by worker: {})", self.name, shares.join(", "));
+        throughput
+    }
+
+    async fn finish(self) -> Measured {
+        self.consumers.stop();
+        // Each run writes hundreds of thousands of records; left behind, they
+        // slow the broker (and fill the disk) for the runs after.
+        delete_topics(&self.bootstrap, &self.topics).await;
+        let mut latencies = self.latencies_ms;
+        latencies.sort_by(f64::total_cmp);
+        let throughput = self.drained as f64 / self.drain_secs.max(1e-3);
+        let cpu_us = self.cpu_secs * 1e6 / self.drained.max(1) as f64;
+        println!("bench:   {}: {throughput:.0} results/s, workers' CPU {cpu_us:.1} µs/command", self.name);
+        Measured {
+            name: self.name,
+            throughput,
+            latencies_ms: latencies,
+            rounds: vec![throughput],
+            cpu_us: vec![cpu_us],
+        }
+    }
 }
+
+/// Measures pipelines that are compared with each other (the first, export
+/// off, against the others) so that their drains are seconds apart, not
+/// minutes: all are started and settled first and their latency phases run
+/// in turn; then each drains half the backlog in order, and the other half
+/// in reverse order (A B C C B A), so that a drift of this shared machine's
+/// speed touches each of them alike. The order is rotated by `round` (B C A
+/// A C B in the next), so no pipeline always takes the first drain, which
+/// ran faster than the rest (the broker rested during the latency phases).
+///
+/// `decided_per_sec` is the last export-off drain's throughput (the rate at
+/// which a saturated orchestrator decides, see [`Decider`]); this group's
+/// export-off drains update it.
+async fn measure_group(cli: &Cli, runs: &[&Run<'_>], round: usize, decided_per_sec: &mut f64) -> Vec<Measured> {
+    let mut pipelines = Vec::new();
+    for (name, mode, export) in runs {
+        pipelines.push(Pipeline::start(cli, name, *mode, *export).await);
+    }
+    for p in &mut pipelines {
+        println!("bench:     {}: latency phase", p.name);
+        p.latency_phase(cli).await;
+    }
+    let half = cli.backlog / 2;
+    let n = pipelines.len();
+    let order: Vec<usize> = (0..n).map(|k| (k + round) % n).collect();
+    for &i in order.iter().chain(order.iter().rev()) {
+        let throughput = pipelines[i].drain(cli, half, *decided_per_sec).await;
+        if pipelines[i].export.is_none() {
+            *decided_per_sec = throughput;
+        }
+    }
+    let mut measured = Vec::new();
+    for p in pipelines {
+        measured.push(p.finish().await);
+    }
+    measured
+}
+
+/// A run: name, delivery mode (`None` for the raw loop), OTLP export.
+type Run<'a> = (&'static str, Option<&'static str>, Option<&'a Export>);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cli = Cli::parse();
+    if let Some(topics) = &cli.raw_loop {
+        let (input, output) = topics.split_once(',').expect("--raw-loop <input>,<output>");
+        return raw_loop(&cli.bootstrap, input, output);
+    }
     println!(
         "bench: backlog={} latency phase {}/s for {}s, {} workers, broker {}",
         cli.backlog, cli.rate, cli.seconds, cli.workers, cli.bootstrap
@@ -643,31 +696,38 @@ async fn main() {
         ("shoal-at-least-once-otlp-all", Some("at_least_once"), Some(&every)),
         ("shoal-exactly-once-otlp-all", Some("exactly_once"), Some(&every)),
     ];
-    let runs: Vec<_> =
-        runs.iter().filter(|(name, ..)| cli.only.is_empty() || cli.only.iter().any(|o| o == name)).collect();
-    // Rounds of every run in turn: a slow spell of a shared machine then
-    // touches every pipeline alike, and the median of the rounds is kept.
-    let mut rounds: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
+    let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    // Runs compared with each other are measured together (see
+    // `measure_group`): the raw loop alone, then each delivery mode with
+    // export off first.
+    let groups: Vec<Vec<&Run<'_>>> = [vec![0], vec![1, 3, 5, 7], vec![2, 4, 6, 8]]
+        .iter()
+        .map(|group| group.iter().map(|&i| &runs[i]).filter(|(name, ..)| selected(name)).collect::<Vec<_>>())
+        .filter(|group| !group.is_empty())
+        .collect();
+    let order: Vec<&'static str> = groups.iter().flatten().map(|(name, ..)| *name).collect();
+    let mut rounds: Vec<Vec<Measured>> = order.iter().map(|_| Vec::new()).collect();
     // A freshly started broker is slower while its JIT warms up: the first
     // measured rounds ran up to 2.5× slower than later ones.
     println!("bench: warming up the broker (one unreported run) ...");
     let warm_up = Cli { backlog: cli.backlog.min(60_000), seconds: 1, ..cli.clone() };
-    let warm = measure(&warm_up, "warm-up", Some("at_least_once"), None, 0.0).await;
+    let mut warm_rate = cli.decided_per_sec;
+    measure_group(&warm_up, &[&("warm-up", Some("at_least_once"), None)], 0, &mut warm_rate).await;
+    // Per delivery mode: the last export-off throughput measured.
+    let mut decided_per_sec: Vec<f64> = groups.iter().map(|_| cli.decided_per_sec).collect();
     for round in 1..=cli.rounds {
-        // What each delivery mode drained with export off this round: the
-        // rate at which a saturated orchestrator decides (see `Decider`).
-        let mut decided_per_sec = std::collections::HashMap::new();
-        for (i, (name, mode, otlp)) in runs.iter().enumerate() {
-            println!("bench: round {round}/{}: measuring {name} ...", cli.rounds);
-            let rate = mode.and_then(|m| decided_per_sec.get(m).copied()).unwrap_or(warm.throughput);
-            let m = measure(&cli, name, *mode, *otlp, rate).await;
-            println!("bench:   {name}: {:.0} results/s, workers' CPU {:.1} µs/command", m.throughput, m.cpu_us[0]);
-            if let (Some(mode), None) = (mode, otlp) {
-                decided_per_sec.insert(*mode, m.throughput);
+        for (g, group) in groups.iter().enumerate() {
+            let names: Vec<&str> = group.iter().map(|(name, ..)| *name).collect();
+            println!("bench: round {round}/{}: measuring {} ...", cli.rounds, names.join(", "));
+            for m in measure_group(&cli, group, round - 1, &mut decided_per_sec[g]).await {
+                let i = order.iter().position(|n| *n == m.name).unwrap();
+                rounds[i].push(m);
             }
-            rounds[i].push(m);
         }
     }
+    // In the runs' order, whatever order they were measured in.
+    let mut rounds: Vec<Vec<Measured>> = rounds;
+    rounds.sort_by_key(|r| runs.iter().position(|(name, ..)| *name == r[0].name));
     let all: Vec<Measured> = rounds.into_iter().map(median_round).collect();
     if all.len() < 9 {
         for m in &all {
