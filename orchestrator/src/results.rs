@@ -330,6 +330,10 @@ impl ResultProcessor {
                 if outcome.status != ResultStatus::Succeeded {
                     span.record("otel.status_code", "ERROR");
                 }
+                // Without context activation a span's ids exist only once its
+                // context is built; build it now (after the parent is set) so
+                // that the line below can name its trace.
+                let _ = trace::context_of(&span);
                 // Inside the span, so the line carries the trace id.
                 span.in_scope(|| {
                     tracing::info!(

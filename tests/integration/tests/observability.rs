@@ -311,6 +311,13 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
         .find(|l| l.contains("command handled") && l.contains(command))
         .expect("the worker logged the command");
     assert!(line.contains(&format!("trace_id={trace}")), "log line carries the trace id: {line}");
+    let recorded = orchestrator
+        .log_text()
+        .lines()
+        .find(|l| l.contains("result recorded") && l.contains(command))
+        .map(str::to_string)
+        .expect("the orchestrator logged the result");
+    assert!(recorded.contains(&format!("trace_id={trace}")), "result line carries the trace id: {recorded}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
