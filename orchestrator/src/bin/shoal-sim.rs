@@ -124,6 +124,13 @@ struct Cli {
     #[arg(long, env = "SHOAL_SIM_JUMP_BPS", default_value_t = 150)]
     jump_bps: u32,
 
+    /// Trade id of every symbol's first trade (at least 1). Give a restarted
+    /// simulator a higher one (the demo uses the clock) so that its trades
+    /// are not taken for repeats by a consumer that remembers the last run's
+    /// ids, as Shoal's ingest deduplication does.
+    #[arg(long, env = "SHOAL_SIM_FIRST_TRADE_ID", default_value_t = 1)]
+    first_trade_id: u64,
+
     /// Fault: replace every Nth data frame sent to a client with a malformed one.
     #[arg(
         long,
@@ -197,6 +204,7 @@ impl Cli {
             volatility_bps: self.volatility_bps,
             jump_probability: self.jump_probability,
             jump_bps: self.jump_bps,
+            first_trade_id: self.first_trade_id,
             faults: Faults { malformed_every: self.malformed_every },
             format: match self.format {
                 FormatArg::Shoal => Format::Shoal,
@@ -213,6 +221,7 @@ impl Cli {
                 ConfigError::JumpProbability(_) => "--jump-probability",
                 ConfigError::StartPrice(_) => "--start-price",
                 ConfigError::MalformedEvery => "--malformed-every",
+                ConfigError::FirstTradeId => "--first-trade-id",
             };
             flag_error(flag, &error.to_string())
         })?;

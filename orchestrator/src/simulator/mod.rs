@@ -58,7 +58,7 @@
 //!   per data frame, so a gap means frames were lost. It is not reset by
 //!   re-subscribing. Control frames (`hello`, `subscribed`, `unsubscribed`,
 //!   `error`) carry no `seq`.
-//! * `trade_id`: per symbol, starting at 1 and increasing by 1 per trade of
+//! * `trade_id`: per symbol, starting at 1 (or `--first-trade-id`) and increasing by 1 per trade of
 //!   that symbol; the same trade has the same id for every client. A gap in a
 //!   subscribed symbol's `trade_id` means the client lagged and skipped
 //!   trades (the server also logs this).
@@ -191,6 +191,11 @@ pub struct SimConfig {
     pub jump_probability: f64,
     /// Size of a price jump, in basis points (at least one tick).
     pub jump_bps: u32,
+    /// Trade id of each symbol's first trade (at least 1). A restarted
+    /// simulator given a higher one continues every symbol's ids upwards, as
+    /// an exchange does, so a consumer that deduplicates by trade id (Shoal's
+    /// ingest) does not take the new run's trades for repeats of the last's.
+    pub first_trade_id: u64,
     /// Deliberate misbehaviour, for testing consumers.
     pub faults: Faults,
     /// Wire format spoken to clients whose URL path does not name one.
@@ -213,6 +218,7 @@ impl Default for SimConfig {
             volatility_bps: 10,
             jump_probability: 0.002,
             jump_bps: 150,
+            first_trade_id: 1,
             faults: Faults::default(),
             format: Format::default(),
             required_header: None,
@@ -253,6 +259,9 @@ pub enum ConfigError {
     /// `faults.malformed_every` is `Some(0)`.
     #[error("malformed_every: must be at least 1")]
     MalformedEvery,
+    /// `first_trade_id` is 0.
+    #[error("first_trade_id: must be at least 1")]
+    FirstTradeId,
 }
 
 /// Why [`serve`] failed.
@@ -293,6 +302,9 @@ impl SimConfig {
         }
         if self.faults.malformed_every == Some(0) {
             return Err(ConfigError::MalformedEvery);
+        }
+        if self.first_trade_id == 0 {
+            return Err(ConfigError::FirstTradeId);
         }
         Ok(())
     }

@@ -169,6 +169,7 @@ pub async fn serve(listener: TcpListener, config: SimConfig, shutdown: Cancellat
             volatility_bps: config.volatility_bps,
             jump_probability: config.jump_probability,
             jump_bps: config.jump_bps,
+            first_trade_id: config.first_trade_id,
         },
     );
     let generator = tokio::spawn(

@@ -417,6 +417,7 @@ fn validate_names_the_problem() {
             SimConfig { start_price: Decimal::new(1_001, 3), ..SimConfig::default() },
             ConfigError::StartPrice(Decimal::new(1_001, 3)),
         ),
+        (SimConfig { first_trade_id: 0, ..SimConfig::default() }, ConfigError::FirstTradeId),
         (
             SimConfig { faults: Faults { malformed_every: Some(0) }, ..SimConfig::default() },
             ConfigError::MalformedEvery,

@@ -200,6 +200,8 @@ pub struct WalkParams {
     pub jump_probability: f64,
     /// Size of a jump, in basis points of the price.
     pub jump_bps: u32,
+    /// Trade id of every symbol's first trade.
+    pub first_trade_id: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +239,7 @@ impl Market {
                     params.jump_probability,
                     params.jump_bps,
                 ),
-                next_trade_id: 1,
+                next_trade_id: params.first_trade_id,
             })
             .collect();
         Self { instruments, cursor: 0 }
@@ -365,6 +367,7 @@ mod tests {
             volatility_bps: 10,
             jump_probability: 0.002,
             jump_bps: 150,
+            first_trade_id: 1,
         };
         let ts = DateTime::<Utc>::UNIX_EPOCH;
         let mut market = Market::new(&symbols, 42, &params);
@@ -382,6 +385,13 @@ mod tests {
         let first_a = bigger.next_trade(ts);
         assert_eq!(first_a.price, trades[0].price);
         assert_eq!(first_a.size, trades[0].size);
+
+        // A later first trade id moves the ids, not the trades.
+        let mut restarted = Market::new(&symbols, 42, &WalkParams { first_trade_id: 1_000, ..params });
+        let later: Vec<Trade> = (0..6).map(|_| restarted.next_trade(ts)).collect();
+        let ids: Vec<u64> = later.iter().map(|t| t.trade_id).collect();
+        assert_eq!(ids, [1_000, 1_000, 1_001, 1_001, 1_002, 1_002]);
+        assert!(later.iter().zip(&trades).all(|(l, t)| (l.price, l.size, l.side) == (t.price, t.size, t.side)));
     }
 
     #[test]
