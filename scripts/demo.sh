@@ -34,12 +34,15 @@ Options:
   -n, --workers N   number of workers (at least 2; default 3, or $WORKERS)
   -s, --seconds N   stop by itself after N seconds, as if Ctrl-C were pressed
                     (default: run until Ctrl-C, or $DEMO_SECONDS)
-  -t, --traces      also run a tracing backend: Jaeger (v2, all-in-one, built
-                    once from its Go module by scripts/ensure-jaeger.sh and
-                    cached in ~/.cache/shoal/tools; the first build takes
-                    several minutes), with every process exporting its spans
-                    over OTLP to it; at the end one decision's trace is
-                    written to .demo/trace.html (or DEMO_TRACES=1)
+  -t, --traces      also run a tracing backend, with every process exporting
+                    its spans over OTLP to it: an OpenTelemetry Collector
+                    (OTLP on 127.0.0.1:4317 and :4318) forwarding to Zipkin,
+                    whose UI shows each decision's trace at
+                    http://127.0.0.1:9411/zipkin/ while the demo runs. Both
+                    come from scripts/ensure-trace-backend.sh (built or
+                    fetched once into ~/.cache/shoal/tools, about two
+                    minutes). At the end the last recorded decision's trace
+                    is saved to .demo/trace.json (or DEMO_TRACES=1)
   -h, --help        show this help
 
 Environment:
@@ -284,7 +287,7 @@ stop_all() {
     stop_group "$SIM_STOP_TIMEOUT" sim
     sleep 0.3 # let the prefixers pass on the last lines
   fi
-  stop_jaeger
+  stop_trace_backend
   if ((KAFKA_STARTED)); then
     say "stopping the Kafka broker the demo started"
     scripts/kafka.sh down || warn "scripts/kafka.sh down failed"
@@ -380,48 +383,80 @@ check_leftovers() {
   done
 }
 
-# Tracing backend (--traces): Jaeger all-in-one, its output in its log only.
-JAEGER_PID=""
-start_jaeger() {
-  local jaeger deadline
-  jaeger="$(scripts/ensure-jaeger.sh)"
-  if port_open 4317 || port_open 16686; then
-    warn "127.0.0.1:4317 or :16686 is already in use (another Jaeger?); the demo exports there"
-    return 0
-  fi
-  setsid "$jaeger" </dev/null >"$LOG_DIR/jaeger.log" 2>&1 &
-  JAEGER_PID=$!
-  deadline=$((SECONDS + 30))
-  until port_open 4317 && port_open 16686; do
-    if ! kill -0 "$JAEGER_PID" 2>/dev/null; then
-      warn "Jaeger exited during start-up; see $LOG_DIR/jaeger.log"
-      exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-      warn "Jaeger did not open 127.0.0.1:4317 and :16686 within 30s"
-      exit 1
-    fi
-    sleep 0.2
+# Tracing backend (--traces): Zipkin's server (storage in memory, the UI and
+# API on :9411) behind an OpenTelemetry Collector (OTLP on :4317 and :4318,
+# forwarding to Zipkin); their output goes to their logs only.
+ZIPKIN_PID=""
+COLLECTOR_PID=""
+readonly ZIPKIN_PORT=9411
+readonly ZIPKIN_UI="http://127.0.0.1:$ZIPKIN_PORT/zipkin"
+
+# wait_port PID NAME SECONDS PORT...: until every PORT is open, or PID exits.
+wait_port() {
+  local pid="$1" name="$2" deadline=$((SECONDS + $3)) port
+  shift 3
+  for port in "$@"; do
+    until port_open "$port"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        warn "$name exited during start-up; see $LOG_DIR/$name.log"
+        exit 1
+      fi
+      if ((SECONDS >= deadline)); then
+        warn "$name did not open 127.0.0.1:$port in time; see $LOG_DIR/$name.log"
+        exit 1
+      fi
+      sleep 0.2
+    done
   done
-  say "Jaeger (pid $JAEGER_PID): OTLP on 127.0.0.1:4317, query API on http://127.0.0.1:16686/api/"
 }
 
-# Writes one decision's trace to .demo/trace.html, then stops Jaeger (its
-# storage is in memory: the traces go with it).
-stop_jaeger() {
+start_trace_backend() {
+  local paths collector zipkin
+  paths="$(scripts/ensure-trace-backend.sh)"
+  collector="$(sed -n 's/^collector=//p' <<<"$paths")"
+  zipkin="$(sed -n 's/^zipkin=//p' <<<"$paths")"
+  if port_open 4317 || port_open 4318 || port_open "$ZIPKIN_PORT"; then
+    warn "127.0.0.1:4317, :4318 or :$ZIPKIN_PORT is already in use (another tracing backend?); the demo exports there"
+    return 0
+  fi
+  # Loopback only: the demo's traces are nobody else's business.
+  setsid java -Xms128m -Xmx512m -jar "$zipkin" \
+    "--armeria.ports[0].ip=127.0.0.1" "--armeria.ports[0].port=$ZIPKIN_PORT" \
+    </dev/null >"$LOG_DIR/zipkin.log" 2>&1 &
+  ZIPKIN_PID=$!
+  wait_port "$ZIPKIN_PID" zipkin 90 "$ZIPKIN_PORT"
+  setsid "$collector" --config scripts/otelcol/config.yaml </dev/null >"$LOG_DIR/otelcol.log" 2>&1 &
+  COLLECTOR_PID=$!
+  wait_port "$COLLECTOR_PID" otelcol 30 4317 4318
+  say "tracing: collector (pid $COLLECTOR_PID) takes OTLP on 127.0.0.1:4317 and :4318; Zipkin (pid $ZIPKIN_PID) shows the traces at $ZIPKIN_UI/"
+}
+
+# Saves the last recorded decision's trace to .demo/trace.json (Zipkin's
+# storage is in memory: the traces go with it; the file opens in any Zipkin
+# UI with "Upload JSON"), then stops the collector (which flushes what it
+# holds) and Zipkin.
+stop_trace_backend() {
   local trace_id
-  [[ -n $JAEGER_PID ]] || return 0
+  [[ -n $ZIPKIN_PID || -n $COLLECTOR_PID ]] || return 0
   trace_id="$(grep -o 'result recorded.*trace_id=[0-9a-f]*' "$LOG_DIR/orchestrator.log" 2>/dev/null | tail -1 | sed 's/.*trace_id=//' || true)"
-  if [[ -n $trace_id ]] && command -v python3 >/dev/null 2>&1; then
-    sleep 1 # the exporters' last batches
-    if python3 scripts/trace-view.py "$trace_id" --out "$DEMO_DIR/trace.html"; then
-      say "one decision's trace ($trace_id): $DEMO_DIR/trace.html"
+  if [[ -n $COLLECTOR_PID ]]; then
+    kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
+    wait "$COLLECTOR_PID" 2>/dev/null || true
+    COLLECTOR_PID=""
+  fi
+  if [[ -n $trace_id && -n $ZIPKIN_PID ]] && command -v curl >/dev/null 2>&1; then
+    if curl -fsS --max-time 10 -o "$DEMO_DIR/trace.json" "http://127.0.0.1:$ZIPKIN_PORT/api/v2/trace/$trace_id"; then
+      say "one decision's trace ($trace_id): $DEMO_DIR/trace.json (it was at $ZIPKIN_UI/traces/$trace_id)"
+    else
+      warn "could not read trace $trace_id from Zipkin"
     fi
   fi
-  say "stopping Jaeger"
-  kill -TERM "$JAEGER_PID" 2>/dev/null || true
-  wait "$JAEGER_PID" 2>/dev/null || true
-  JAEGER_PID=""
+  if [[ -n $ZIPKIN_PID ]]; then
+    say "stopping Zipkin"
+    kill -TERM "$ZIPKIN_PID" 2>/dev/null || true
+    wait "$ZIPKIN_PID" 2>/dev/null || true
+    ZIPKIN_PID=""
+  fi
 }
 
 # shellcheck disable=SC2317 # on_signal and on_exit are run by traps
@@ -516,7 +551,7 @@ if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} && -z ${SHOAL__KAFKA__BOOTSTRAP_SERVERS:-}
   COMMON_ENV+=("SHOAL__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS")
 fi
 if [[ $TRACES == 1 ]]; then
-  start_jaeger
+  start_trace_backend
   COMMON_ENV+=(
     "SHOAL__OBSERVABILITY__OTLP_ENABLED=true"
     "OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4317}"
@@ -526,7 +561,14 @@ fi
 # Not a terminal: keep the programs' log lines free of colour codes.
 [[ -t 1 ]] || COMMON_ENV+=("NO_COLOR=1")
 
-start_proc sim -- "$BIN_DIR/shoal-sim" --listen "127.0.0.1:$SIM_PORT" --rate 5 --seed 7 --symbols "$SYMBOLS"
+# Trade ids continue upwards across runs, as an exchange's do: ingest
+# deduplicates by trade id against what the ticks topic already holds, so a
+# restarted simulator counting from 1 again would see its first minutes of
+# trades dropped as repeats of the last run's. Milliseconds since the epoch
+# stay ahead of any earlier run at 5 trades a second per symbol.
+FIRST_TRADE_ID="$(date +%s%3N)"
+start_proc sim -- "$BIN_DIR/shoal-sim" --listen "127.0.0.1:$SIM_PORT" --rate 5 --seed 7 --symbols "$SYMBOLS" \
+  --first-trade-id "$FIRST_TRADE_ID"
 # The simulator prints its "listening" line once its port is open (a probe
 # connection would only make it log a failed handshake).
 deadline=$((SECONDS + 15))
@@ -558,7 +600,7 @@ for name in "${NAMES[@]}"; do pids+=" $name=${PID[$name]}"; done
 say "started:$pids"
 say "metrics and health: http://127.0.0.1:$HTTP_PORT/{metrics,healthz,readyz} (orchestrator), ports $((HTTP_PORT + 1))..$((HTTP_PORT + WORKERS)) (workers)"
 if [[ $TRACES == 1 ]]; then
-  say "traces: curl 'http://127.0.0.1:16686/api/traces?service=shoal-orchestrator&operation=record%20result&limit=5'; each 'result recorded' line names its trace_id"
+  say "traces: $ZIPKIN_UI/ (Run Query), or $ZIPKIN_UI/traces/<trace_id> with the trace_id that ends each 'result recorded' line"
 fi
 if [[ -n $DEMO_SECONDS ]]; then
   say "running for ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops it earlier"
