@@ -229,6 +229,24 @@ pub fn context_of(span: &tracing::Span) -> Option<opentelemetry::trace::SpanCont
     span_context.is_valid().then_some(span_context)
 }
 
+/// Makes `parent` the parent of `span` (nothing for a disabled span) and
+/// builds the span's context at once. Without context activation a span's
+/// ids exist only once its context is built, and the log formatter reads
+/// them from there: built later (by the first record produced inside the
+/// span, or at its end), lines logged before that, such as a handler's
+/// failed attempts or the results stage's `result recorded`, would name no
+/// trace. Every traced span gets its context built anyway, so this costs
+/// nothing extra.
+pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
+    // An absent or invalid parent leaves the span a root; not an error.
+    let _ = span.set_parent(parent);
+    let _ = span.context();
+}
+
 /// `make()` when `parent` is a real span, else a disabled span: children of
 /// untraced work are not made.
 pub fn child(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {

@@ -324,16 +324,11 @@ impl ResultProcessor {
                 };
                 if let Some(parent) = outcome.result_trace.clone() {
                     use opentelemetry::trace::TraceContextExt as _;
-                    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-                    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+                    trace::set_parent(&span, opentelemetry::Context::new().with_remote_span_context(parent));
                 }
                 if outcome.status != ResultStatus::Succeeded {
                     span.record("otel.status_code", "ERROR");
                 }
-                // Without context activation a span's ids exist only once its
-                // context is built; build it now (after the parent is set) so
-                // that the line below can name its trace.
-                let _ = trace::context_of(&span);
                 // Inside the span, so the line carries the trace id.
                 span.in_scope(|| {
                     tracing::info!(

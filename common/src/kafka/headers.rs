@@ -7,7 +7,6 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::SpanContext;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Header naming the message type (`command`, `result`, `tick`, `event`).
 pub const MESSAGE_TYPE: &str = "shoal-message-type";
@@ -146,15 +145,14 @@ impl<'a, H: Headers> HeaderView<'a, H> {
     }
 
     /// Makes the span a child of the trace context in these headers, so one
-    /// decision is one trace across processes. Nothing for a disabled span
-    /// (an untraced record: no header parsing on that path).
+    /// decision is one trace across processes (see [`crate::trace::set_parent`]).
+    /// Nothing for a disabled span (an untraced record: no header parsing on
+    /// that path).
     pub fn set_parent_of(&self, span: &tracing::Span) {
         if span.is_disabled() {
             return;
         }
-        let context = TraceContextPropagator::new().extract(self);
-        // An absent or invalid context leaves the span a root; not an error.
-        let _ = span.set_parent(context);
+        crate::trace::set_parent(span, TraceContextPropagator::new().extract(self));
     }
 
     /// The record's `traceparent` (and `tracestate`), as received.
