@@ -14,7 +14,8 @@
 //! process, OTLP/HTTP): with the default sampling (every decision, at most
 //! `DEFAULT_MAX_TRACED_PER_SEC` traced a second), with 10% traced, and with
 //! every decision traced, and the export-on / export-off throughput ratios
-//! are reported.
+//! are reported. A control per mode (export off again) measures how far two
+//! identical pipelines differ in the same run: the noise the ratios carry.
 
 // A CLI that reports by printing.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -61,7 +62,7 @@ struct Cli {
     rounds: usize,
     /// Measure only these runs (comma-separated names, e.g.
     /// `shoal-at-least-once,shoal-at-least-once-otlp`), for profiling; the
-    /// summary lines need all nine.
+    /// summary lines need all runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Sample ratio of the `-otlp10` runs, uncapped (0.1 unless set: the
@@ -115,6 +116,35 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// different rounds does not have that property.
 fn paired_ratio(a: &Measured, b: &Measured) -> f64 {
     median(a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect())
+}
+
+/// Two-sided 95% quantiles of Student's t distribution for 1 to 30 degrees
+/// of freedom (any statistics table); 1.96 (the normal's) beyond.
+const T95: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
+    2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
+
+/// The geometric mean of per-round ratios with its 95% confidence interval
+/// (a t interval on their logarithms, so that 0.9 and 1/0.9 weigh alike);
+/// `None` with fewer than two rounds. With the ±10% spread of one round on
+/// this machine, five rounds leave an interval about ±10% wide: the
+/// controls' ratio shows whether a difference is more than noise.
+fn ratio_interval(ratios: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = ratios.len();
+    if n < 2 {
+        return None;
+    }
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = T95.get(n - 2).copied().unwrap_or(1.96) * (variance / n as f64).sqrt();
+    Some((mean.exp(), (mean - half).exp(), (mean + half).exp()))
+}
+
+/// `a`'s throughput over `b`'s, round by round, for the report.
+fn round_ratios(a: &Measured, b: &Measured) -> String {
+    a.rounds.iter().zip(&b.rounds).map(|(x, y)| format!("{:.2}", x / y)).collect::<Vec<_>>().join(" ")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -172,16 +202,27 @@ struct Export {
     max_traced_per_sec: u32,
 }
 
-/// One command to issue: key, body, and the headers the orchestrator would
-/// have written on it.
-type Issue = (String, Vec<u8>, rdkafka::message::OwnedHeaders);
+/// One command to issue: partition, key, body, and the headers the
+/// orchestrator would have written on it.
+type Issue = (i32, String, Vec<u8>, rdkafka::message::OwnedHeaders);
 
-/// The backlog: `n` commands over 200 keys, encoded before timing starts.
-fn backlog(n: usize, sampling: Option<&Decider>) -> Vec<Issue> {
+/// Keys of the throughput backlog: 20 per commands partition.
+const BACKLOG_KEYS: usize = 240;
+
+/// The backlog: `n` commands over [`BACKLOG_KEYS`] keys, encoded before
+/// timing starts. Key `k` goes to partition `k % partitions`, so every
+/// partition (and every worker, holding as many partitions as the others)
+/// gets the same share. Hashed keys gave shares of 40/32/28% in one
+/// pipeline and 35/35/30% in another, fixed for the pipeline's life: the
+/// busiest worker finishing last made identical pipelines differ by up to
+/// 18% in one round.
+fn backlog(n: usize, partitions: i32, sampling: Option<&Decider>) -> Vec<Issue> {
     (0..n)
         .map(|i| {
-            let command = alert_command(&format!("key-{}", i % 200), (i / 200) as u64 + 1);
-            (command.key.clone(), command.encode(), orchestrator_headers(&command, sampling))
+            let k = i % BACKLOG_KEYS;
+            let command = alert_command(&format!("key-{k}"), (i / BACKLOG_KEYS) as u64 + 1);
+            let partition = i32::try_from(k).unwrap() % partitions;
+            (partition, command.key.clone(), command.encode(), orchestrator_headers(&command, sampling))
         })
         .collect()
 }
@@ -226,8 +267,9 @@ fn issue_backlog(bootstrap: &str, topic: &str, commands: &[Issue]) {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
-    for (key, body, headers) in commands {
-        send_waiting(&producer, BaseRecord::to(topic).key(key).payload(body).headers(headers.clone()));
+    for (partition, key, body, headers) in commands {
+        let record = BaseRecord::to(topic).partition(*partition).key(key).payload(body).headers(headers.clone());
+        send_waiting(&producer, record);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
@@ -574,9 +616,9 @@ impl Pipeline {
     /// result only once committed, so exactly-once is timed to its last
     /// transaction). Returns the drain's throughput.
     async fn drain(&mut self, cli: &Cli, n: usize, decided_per_sec: f64) -> f64 {
-        let commands = backlog(n, self.decider(decided_per_sec).as_ref());
+        let commands = backlog(n, self.topics.commands.partitions, self.decider(decided_per_sec).as_ref());
         if self.export.is_some() {
-            let traced = commands.iter().filter(|(_, _, headers)| is_sampled(headers)).count();
+            let traced = commands.iter().filter(|(.., headers)| is_sampled(headers)).count();
             println!(
                 "bench:     {}: {n} commands decided at {decided_per_sec:.0}/s, {traced} traced ({:.2}%)",
                 self.name,
@@ -695,12 +737,16 @@ async fn main() {
         ("shoal-exactly-once-otlp10", Some("exactly_once"), Some(&sampled)),
         ("shoal-at-least-once-otlp-all", Some("at_least_once"), Some(&every)),
         ("shoal-exactly-once-otlp-all", Some("exactly_once"), Some(&every)),
+        // Controls: export off again, so that their ratio to the export-off
+        // run shows how far two identical pipelines differ in this run.
+        ("shoal-at-least-once-control", Some("at_least_once"), None),
+        ("shoal-exactly-once-control", Some("exactly_once"), None),
     ];
     let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
     // Runs compared with each other are measured together (see
     // `measure_group`): the raw loop alone, then each delivery mode with
     // export off first.
-    let groups: Vec<Vec<&Run<'_>>> = [vec![0], vec![1, 3, 5, 7], vec![2, 4, 6, 8]]
+    let groups: Vec<Vec<&Run<'_>>> = [vec![0], vec![1, 3, 5, 7, 9], vec![2, 4, 6, 8, 10]]
         .iter()
         .map(|group| group.iter().map(|&i| &runs[i]).filter(|(name, ..)| selected(name)).collect::<Vec<_>>())
         .filter(|group| !group.is_empty())
@@ -729,7 +775,27 @@ async fn main() {
     let mut rounds: Vec<Vec<Measured>> = rounds;
     rounds.sort_by_key(|r| runs.iter().position(|(name, ..)| *name == r[0].name));
     let all: Vec<Measured> = rounds.into_iter().map(median_round).collect();
-    if all.len() < 9 {
+    let by = |n: &str| all.iter().find(|m| m.name == n);
+    let ratio_lines = || {
+        for mode in ["at-least-once", "exactly-once"] {
+            let Some(off) = by(&format!("shoal-{mode}")) else { continue };
+            for suffix in ["otlp", "otlp10", "otlp-all", "control"] {
+                if let Some(on) = by(&format!("shoal-{mode}-{suffix}")) {
+                    let ratios: Vec<f64> = on.rounds.iter().zip(&off.rounds).map(|(x, y)| x / y).collect();
+                    let interval = ratio_interval(&ratios).map_or(String::new(), |(geo, lo, hi)| {
+                        format!("geometric mean {geo:.2}, 95% interval {lo:.2}-{hi:.2}; ")
+                    });
+                    println!(
+                        "bench: {mode} {suffix} / off throughput (median of per-round ratios) = {:.2} \
+                         ({interval}per round: {})",
+                        paired_ratio(on, off),
+                        round_ratios(on, off)
+                    );
+                }
+            }
+        }
+    };
+    if all.len() < runs.len() {
         for m in &all {
             let l = &m.latencies_ms;
             println!(
@@ -741,22 +807,12 @@ async fn main() {
                 percentile(l, 99.0)
             );
         }
-        let by = |n: &str| all.iter().find(|m| m.name == n);
-        for mode in ["at-least-once", "exactly-once"] {
-            let Some(off) = by(&format!("shoal-{mode}")) else { continue };
-            for suffix in ["otlp", "otlp10", "otlp-all"] {
-                if let Some(on) = by(&format!("shoal-{mode}-{suffix}")) {
-                    println!(
-                        "bench: {mode} {suffix} / off throughput (median of per-round ratios) = {:.2}",
-                        paired_ratio(on, off)
-                    );
-                }
-            }
-        }
+        ratio_lines();
         println!("bench: {} spans received by the OTLP receiver", receiver.count());
         return;
     }
-    let raw = all[0].throughput;
+    let run = |n: &str| by(n).expect("every run measured");
+    let raw = run("raw-librdkafka").throughput;
     println!(
         "{:<28} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  rounds (results/s)",
         "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs"
@@ -780,32 +836,39 @@ async fn main() {
             m.rounds.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(" ")
         );
     }
-    let (alo, eos) = (all[1].throughput, all[2].throughput);
+    let (alo, eos) = (run("shoal-at-least-once").throughput, run("shoal-exactly-once").throughput);
     println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
     println!(
         "bench: OTLP export on / off throughput (median of per-round ratios), default sampling \
          (every decision, at most {} traced a second): at-least-once = {:.2}, exactly-once = {:.2}",
         shoal_common::trace::DEFAULT_MAX_TRACED_PER_SEC,
-        paired_ratio(&all[3], &all[1]),
-        paired_ratio(&all[4], &all[2]),
+        paired_ratio(run("shoal-at-least-once-otlp"), run("shoal-at-least-once")),
+        paired_ratio(run("shoal-exactly-once-otlp"), run("shoal-exactly-once")),
     );
     println!(
         "bench: OTLP export on / off throughput (median of per-round ratios), {:.0}% of decisions traced: \
          at-least-once = {:.2}, exactly-once = {:.2}",
         cli.sampled_ratio * 100.0,
-        paired_ratio(&all[5], &all[1]),
-        paired_ratio(&all[6], &all[2]),
+        paired_ratio(run("shoal-at-least-once-otlp10"), run("shoal-at-least-once")),
+        paired_ratio(run("shoal-exactly-once-otlp10"), run("shoal-exactly-once")),
     );
     println!(
         "bench: OTLP export on / off throughput (median of per-round ratios), every decision traced (no cap): \
          at-least-once = {:.2}, exactly-once = {:.2}",
-        paired_ratio(&all[7], &all[1]),
-        paired_ratio(&all[8], &all[2]),
+        paired_ratio(run("shoal-at-least-once-otlp-all"), run("shoal-at-least-once")),
+        paired_ratio(run("shoal-exactly-once-otlp-all"), run("shoal-exactly-once")),
     );
+    println!(
+        "bench: export off / off again (controls: two identical pipelines, median of per-round ratios): \
+         at-least-once = {:.2}, exactly-once = {:.2}",
+        paired_ratio(run("shoal-at-least-once-control"), run("shoal-at-least-once")),
+        paired_ratio(run("shoal-exactly-once-control"), run("shoal-exactly-once")),
+    );
+    ratio_lines();
     println!("bench: {} spans received by the OTLP receiver", receiver.count());
     // The summary line: ratios are against the raw pipe; the percentiles are
     // the default mode's (exactly-once), issue to result received.
-    let l = &all[2].latencies_ms;
+    let l = &run("shoal-exactly-once").latencies_ms;
     println!(
         "bench: eos_cmds_per_s={eos:.0} alo_cmds_per_s={alo:.0} raw_msgs_per_s={raw:.0} eos_ratio={:.2} alo_ratio={:.2} p50_ms={:.1} p99_ms={:.1}",
         eos / raw,
@@ -813,4 +876,21 @@ async fn main() {
         percentile(l, 50.0),
         percentile(l, 99.0)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_interval;
+
+    #[test]
+    fn the_ratio_interval_is_a_t_interval_on_logarithms() {
+        assert_eq!(ratio_interval(&[0.9]), None);
+        let (geo, lo, hi) = ratio_interval(&[0.9, 1.0 / 0.9]).unwrap();
+        assert!((geo - 1.0).abs() < 1e-12, "{geo}");
+        // ln 0.9 = -0.10536; sd of {-0.10536, 0.10536} = 0.149; half
+        // width 12.706 × 0.149 / √2 = 1.3387.
+        assert!((lo.ln() + 1.3387).abs() < 1e-3 && (hi.ln() - 1.3387).abs() < 1e-3, "{lo} {hi}");
+        let (geo, lo, hi) = ratio_interval(&[0.95; 5]).unwrap();
+        assert!((geo - 0.95).abs() < 1e-12 && (lo - 0.95).abs() < 1e-12 && (hi - 0.95).abs() < 1e-12);
+    }
 }
