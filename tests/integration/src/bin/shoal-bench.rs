@@ -115,7 +115,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// both sides of each ratio alike; a ratio of two medians taken from
 /// different rounds does not have that property.
 fn paired_ratio(a: &Measured, b: &Measured) -> f64 {
-    median(a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect())
+    median(round_ratios(a, b))
+}
+
+/// `a`'s throughput over `b`'s, round by round.
+fn round_ratios(a: &Measured, b: &Measured) -> Vec<f64> {
+    a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect()
 }
 
 /// Two-sided 95% quantiles of Student's t distribution for 1 to 30 degrees
@@ -140,11 +145,6 @@ fn ratio_interval(ratios: &[f64]) -> Option<(f64, f64, f64)> {
     let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let half = T95.get(n - 2).copied().unwrap_or(1.96) * (variance / n as f64).sqrt();
     Some((mean.exp(), (mean - half).exp(), (mean + half).exp()))
-}
-
-/// `a`'s throughput over `b`'s, round by round, for the report.
-fn round_ratios(a: &Measured, b: &Measured) -> String {
-    a.rounds.iter().zip(&b.rounds).map(|(x, y)| format!("{:.2}", x / y)).collect::<Vec<_>>().join(" ")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -781,15 +781,16 @@ async fn main() {
             let Some(off) = by(&format!("shoal-{mode}")) else { continue };
             for suffix in ["otlp", "otlp10", "otlp-all", "control"] {
                 if let Some(on) = by(&format!("shoal-{mode}-{suffix}")) {
-                    let ratios: Vec<f64> = on.rounds.iter().zip(&off.rounds).map(|(x, y)| x / y).collect();
+                    let ratios = round_ratios(on, off);
                     let interval = ratio_interval(&ratios).map_or(String::new(), |(geo, lo, hi)| {
                         format!("geometric mean {geo:.2}, 95% interval {lo:.2}-{hi:.2}; ")
                     });
+                    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
                     println!(
                         "bench: {mode} {suffix} / off throughput (median of per-round ratios) = {:.2} \
                          ({interval}per round: {})",
-                        paired_ratio(on, off),
-                        round_ratios(on, off)
+                        median(ratios.clone()),
+                        each.join(" ")
                     );
                 }
             }
