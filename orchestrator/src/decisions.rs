@@ -9,16 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use shoal_common::kafka::dlq::DeadLetter;
-use shoal_common::kafka::headers::{self, HeaderView};
-use shoal_common::kafka::outputs::{MessageMeta, Outputs};
-use shoal_common::kafka::pipeline::{self, Processor, Work};
-use shoal_common::kafka::tail::TailReader;
-use shoal_common::messages::{
+use shoal_kafka::dlq::DeadLetter;
+use shoal_kafka::headers::{self, HeaderView};
+use shoal_kafka::outputs::{MessageMeta, Outputs};
+use shoal_kafka::pipeline::{self, Processor, Work};
+use shoal_kafka::tail::TailReader;
+use shoal_kafka::trace::{self, Trace};
+use shoal_protocol::messages::{
     BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
 };
-use shoal_common::observability::{kind_label, metrics};
-use shoal_common::trace::{self, Trace};
+use shoal_telemetry::metrics::{kind_label, metrics};
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};

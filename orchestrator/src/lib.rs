@@ -6,26 +6,23 @@
 //! - `ingest`: WebSocket feed → ticks topic ([`feed`]);
 //! - `decisions`: ticks and events topics → commands topic ([`decisions`]);
 //! - `results`: commands and results topics → recorded outcomes ([`results`]).
-//!
-//! The bundled market simulator lives here too ([`simulator`]).
 
 pub mod decisions;
 pub mod feed;
 pub mod results;
 pub mod rules;
 pub mod settings;
-pub mod simulator;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use shoal_common::kafka;
-use shoal_common::kafka::offsets::OffsetTracker;
-use shoal_common::kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
-use shoal_common::kafka::producer::TrackedProducer;
-use shoal_common::kafka::tail::TailReader;
+use shoal_kafka as kafka;
+use shoal_kafka::offsets::OffsetTracker;
+use shoal_kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
+use shoal_kafka::producer::TrackedProducer;
+use shoal_kafka::tail::TailReader;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +56,7 @@ pub async fn run(
         [("ingest", "ingest.feed"), ("decisions", "decisions.partitions"), ("results", "results.partitions")]
     {
         if settings.orchestrator.runs(stage) {
-            shoal_common::observability::health().starting(check);
+            shoal_telemetry::health::health().starting(check);
         }
     }
     if settings.topics.create {
@@ -78,7 +75,7 @@ pub async fn run(
                 .context("creating the ticks producer")?;
         stats.feed.register_metrics();
         let feed_stats = stats.feed.clone();
-        let health = shoal_common::observability::health();
+        let health = shoal_telemetry::health::health();
         health.register("ingest.feed", move || {
             if feed_stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
                 Ok(())

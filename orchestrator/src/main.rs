@@ -24,12 +24,12 @@ use shoal_orchestrator::settings::OrchestratorSettings;
 #[command(name = "shoal-orchestrator", version, verbatim_doc_comment)]
 struct Cli {
     #[command(flatten)]
-    common: shoal_common::app::CommonArgs,
+    common: shoal_app::CommonArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    shoal_common::app::main("shoal-orchestrator", &cli.common, |settings: OrchestratorSettings, shutdown| {
+    shoal_app::main("shoal-orchestrator", &cli.common, |settings: OrchestratorSettings, shutdown| {
         shoal_orchestrator::run(settings, shutdown, OrchestratorStats::default())
     })
 }

@@ -13,13 +13,13 @@ use opentelemetry::trace::SpanContext;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use serde::Serialize;
-use shoal_common::kafka::dlq::DeadLetter;
-use shoal_common::kafka::headers::HeaderView;
-use shoal_common::kafka::outputs::Outputs;
-use shoal_common::kafka::pipeline::{self, Processor, Work};
-use shoal_common::messages::{Command, CommandResult, ResultStatus, WireMessage};
-use shoal_common::observability::{kind_label, metrics};
-use shoal_common::trace;
+use shoal_kafka::dlq::DeadLetter;
+use shoal_kafka::headers::HeaderView;
+use shoal_kafka::outputs::Outputs;
+use shoal_kafka::pipeline::{self, Processor, Work};
+use shoal_kafka::trace;
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus, WireMessage};
+use shoal_telemetry::metrics::{kind_label, metrics};
 use uuid::Uuid;
 
 /// Results counters.
@@ -295,7 +295,7 @@ impl ResultProcessor {
                 let traced = match &outcome.result_trace {
                     Some(context) => trace::exporting() && context.is_sampled(),
                     None => {
-                        let from_shoal = HeaderView(message.headers()).get(shoal_common::kafka::headers::MESSAGE_TYPE);
+                        let from_shoal = HeaderView(message.headers()).get(shoal_kafka::headers::MESSAGE_TYPE);
                         from_shoal.is_none() && trace::draw()
                     }
                 };
@@ -378,7 +378,7 @@ impl Processor for ResultProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_common::messages::SCHEMA_VERSION;
+    use shoal_protocol::messages::SCHEMA_VERSION;
 
     fn command(n: u64) -> Command {
         Command {

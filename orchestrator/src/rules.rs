@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use shoal_common::messages::{Event, MarketTick, kinds};
-use shoal_common::payloads::{EvaluateStrategy, RaiseAlert, ScoreTransaction};
+use shoal_protocol::messages::{Event, MarketTick, kinds};
+use shoal_protocol::payloads::{EvaluateStrategy, RaiseAlert, ScoreTransaction};
 
 use crate::settings::RulesSettings;
 
@@ -182,7 +182,7 @@ pub fn crossed_level(from: Decimal, to: Decimal, step: Decimal) -> Option<Decima
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_common::messages::SCHEMA_VERSION;
+    use shoal_protocol::messages::SCHEMA_VERSION;
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

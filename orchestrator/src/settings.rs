@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use shoal_common::messages::kinds;
-use shoal_common::settings::{
-    DeliverySettings, KafkaSettings, LogSettings, ObservabilitySettings, SettingsError, ShutdownSettings,
-    TopicsSettings, Validate, one_of,
-};
+use shoal_app::settings::ShutdownSettings;
+use shoal_config::{SettingsError, Validate, one_of};
+use shoal_kafka::settings::{DeliverySettings, KafkaSettings, TopicsSettings};
+use shoal_protocol::messages::kinds;
+use shoal_telemetry::settings::{LogSettings, ObservabilitySettings};
 
 /// Everything `shoal-orchestrator` reads at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -224,7 +224,7 @@ impl Default for ResultsSettings {
     }
 }
 
-impl shoal_common::app::AppSettings for OrchestratorSettings {
+impl shoal_app::AppSettings for OrchestratorSettings {
     fn log(&self) -> &LogSettings {
         &self.log
     }
@@ -375,7 +375,7 @@ impl Validate for OrchestratorSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_common::settings::load_from;
+    use shoal_config::load_from;
 
     fn load(pairs: &[(&str, &str)]) -> Result<OrchestratorSettings, SettingsError> {
         load_from(None, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -414,7 +414,7 @@ mod tests {
         let s = load(&[("SHOAL__FEED__HEADERS__X_API_KEY", "s3cret-value")]).unwrap();
         assert_eq!(s.feed.headers.get("x_api_key").map(String::as_str), Some("s3cret-value"));
         assert_eq!(FeedSettings::header_name("x_api_key"), "x-api-key");
-        let dump = shoal_common::settings::redacted(&s).to_string();
+        let dump = shoal_config::redacted(&s).to_string();
         assert!(!dump.contains("s3cret-value"), "{dump}");
         assert!(dump.contains("x_api_key"), "the name stays visible");
     }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use shoal_common::kafka::headers::COMMAND_ID;
-use shoal_common::messages::{CommandResult, WireMessage};
-use shoal_common::settings::KafkaSettings;
+use shoal_kafka::headers::COMMAND_ID;
+use shoal_kafka::settings::KafkaSettings;
+use shoal_protocol::messages::{CommandResult, WireMessage};
 use uuid::Uuid;
 
 /// Ids in arrival order, oldest evicted first.
@@ -103,7 +103,7 @@ impl Window {
 /// Refills a [`Window`] from the tail of the results topic.
 #[derive(Debug)]
 pub struct TailReader {
-    tail: shoal_common::kafka::tail::TailReader,
+    tail: shoal_kafka::tail::TailReader,
     window: Window,
 }
 
@@ -113,7 +113,7 @@ const RELOAD_BOUND: Duration = Duration::from_secs(15);
 impl TailReader {
     /// A reader of `topic` filling `window`.
     pub fn new(kafka: &KafkaSettings, client_id: &str, topic: &str, window: Window) -> Result<Self, KafkaError> {
-        Ok(Self { tail: shoal_common::kafka::tail::TailReader::new(kafka, client_id, topic)?, window })
+        Ok(Self { tail: shoal_kafka::tail::TailReader::new(kafka, client_id, topic)?, window })
     }
 
     /// Replaces the window with the ids of the newest results in the topic.

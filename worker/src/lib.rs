@@ -11,9 +11,9 @@ pub mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_common::kafka::pipeline::{self, DrainReport, LoopSettings, PipelineStats};
-use shoal_common::kafka::{self as kafka};
-use shoal_common::settings::DeliveryMode;
+use shoal_kafka as kafka;
+use shoal_kafka::pipeline::{self, DrainReport, LoopSettings, PipelineStats};
+use shoal_kafka::settings::DeliveryMode;
 use tokio_util::sync::CancellationToken;
 
 use crate::dedupe::{TailReader, Window};
@@ -32,7 +32,7 @@ pub async fn run(
     use anyhow::Context as _;
     // Not ready until the stage registers its checks (after topics and
     // producer), whatever passes before then.
-    shoal_common::observability::health().starting("worker.partitions");
+    shoal_telemetry::health::health().starting("worker.partitions");
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }

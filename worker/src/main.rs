@@ -22,12 +22,12 @@ use shoal_worker::settings::WorkerSettings;
 #[command(name = "shoal-worker", version, verbatim_doc_comment)]
 struct Cli {
     #[command(flatten)]
-    common: shoal_common::app::CommonArgs,
+    common: shoal_app::CommonArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    shoal_common::app::main("shoal-worker", &cli.common, |settings: WorkerSettings, shutdown| async move {
+    shoal_app::main("shoal-worker", &cli.common, |settings: WorkerSettings, shutdown| async move {
         let stats = Arc::new(WorkerStats::default());
         Ok(shoal_worker::run(settings, Registry::with_builtin(), shutdown, stats).await?.clean())
     })

@@ -16,15 +16,15 @@ use chrono::Utc;
 use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use shoal_common::kafka::dlq::DeadLetter;
-use shoal_common::kafka::headers::HeaderView;
-use shoal_common::kafka::outputs::{MessageMeta, Outputs};
-use shoal_common::kafka::pipeline::{self, Processor, Work};
-use shoal_common::messages::{
+use shoal_kafka::dlq::DeadLetter;
+use shoal_kafka::headers::HeaderView;
+use shoal_kafka::outputs::{MessageMeta, Outputs};
+use shoal_kafka::pipeline::{self, Processor, Work};
+use shoal_kafka::trace::{self, Trace};
+use shoal_protocol::messages::{
     Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
 };
-use shoal_common::observability::{kind_label, metrics};
-use shoal_common::trace::{self, Trace};
+use shoal_telemetry::metrics::{kind_label, metrics};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
@@ -388,7 +388,7 @@ pub struct Dedupe {
 #[derive(Debug)]
 pub struct CommandProcessor {
     exec: Arc<Executor>,
-    group: Arc<shoal_common::kafka::consumer::GroupStats>,
+    group: Arc<shoal_kafka::consumer::GroupStats>,
     sequences: SequenceCheck,
     dedupe: Option<Dedupe>,
 }
@@ -396,7 +396,7 @@ pub struct CommandProcessor {
 impl CommandProcessor {
     /// A processor running commands with `exec`; `dedupe` with at-least-once
     /// delivery.
-    pub fn new(exec: Executor, group: Arc<shoal_common::kafka::consumer::GroupStats>, dedupe: Option<Dedupe>) -> Self {
+    pub fn new(exec: Executor, group: Arc<shoal_kafka::consumer::GroupStats>, dedupe: Option<Dedupe>) -> Self {
         Self { exec: Arc::new(exec), group, sequences: SequenceCheck::default(), dedupe }
     }
 

@@ -2,10 +2,10 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use shoal_common::settings::{
-    DeliverySettings, KafkaSettings, LogSettings, ObservabilitySettings, SettingsError, ShutdownSettings,
-    TopicsSettings, Validate,
-};
+use shoal_app::settings::ShutdownSettings;
+use shoal_config::{SettingsError, Validate};
+use shoal_kafka::settings::{DeliverySettings, KafkaSettings, TopicsSettings};
+use shoal_telemetry::settings::{LogSettings, ObservabilitySettings};
 
 /// Everything `shoal-worker` reads at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ impl Default for WorkerSection {
     }
 }
 
-impl shoal_common::app::AppSettings for WorkerSettings {
+impl shoal_app::AppSettings for WorkerSettings {
     fn log(&self) -> &LogSettings {
         &self.log
     }
@@ -161,7 +161,7 @@ impl Validate for WorkerSettings {
                 "an integer between 1 and 10000",
             ));
         }
-        let max_in_flight = shoal_common::kafka::pipeline::MAX_IN_FLIGHT;
+        let max_in_flight = shoal_kafka::pipeline::MAX_IN_FLIGHT;
         if !(1..=max_in_flight).contains(&w.max_in_flight) {
             return Err(SettingsError::invalid(
                 "worker.max_in_flight",

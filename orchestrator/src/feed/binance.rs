@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use shoal_common::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
 
 use super::protocol::{FrameError, Parsed, decimal, from_millis};
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use shoal_common::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
 
 use super::protocol::{FrameError, Parsed, decimal};
 

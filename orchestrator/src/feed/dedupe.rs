@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use shoal_common::kafka::headers::{HeaderView, MESSAGE_TYPE};
-use shoal_common::messages::{MarketTick, WireMessage};
-use shoal_common::settings::KafkaSettings;
+use shoal_kafka::headers::{HeaderView, MESSAGE_TYPE};
+use shoal_kafka::settings::KafkaSettings;
+use shoal_protocol::messages::{MarketTick, WireMessage};
 
 /// Trade ids of Binance `trade` and `aggTrade` streams are different number
 /// spaces; every other feed has one.
@@ -160,7 +160,7 @@ pub fn recover(
     timeout: Duration,
 ) -> Result<(Dedupe, Recovery), RecoveryError> {
     let err = |source| RecoveryError::Kafka { topic: topic.to_owned(), source };
-    let mut config = shoal_common::kafka::client_config(kafka, "shoal-ingest-recovery");
+    let mut config = shoal_kafka::client_config(kafka, "shoal-ingest-recovery");
     // Assigned partitions only; the group id is required by librdkafka but
     // nothing is ever committed under it.
     config

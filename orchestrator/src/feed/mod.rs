@@ -36,10 +36,10 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use shoal_common::kafka::outputs::{MessageMeta, Outputs};
-use shoal_common::kafka::producer::TrackedProducer;
-use shoal_common::messages::{BookTop, DataQuality, DataQualityKind, MarketTick, SCHEMA_VERSION, WireMessage};
-use shoal_common::trace::Trace;
+use shoal_kafka::outputs::{MessageMeta, Outputs};
+use shoal_kafka::producer::TrackedProducer;
+use shoal_kafka::trace::Trace;
+use shoal_protocol::messages::{BookTop, DataQuality, DataQualityKind, MarketTick, SCHEMA_VERSION, WireMessage};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -105,7 +105,7 @@ pub struct FeedStats {
 impl FeedStats {
     /// Registers the counters as metrics, read at each scrape.
     pub fn register_metrics(self: &Arc<Self>) {
-        let m = shoal_common::observability::metrics();
+        let m = shoal_telemetry::metrics::metrics();
         type Read = fn(&FeedStats) -> u64;
         let counters: [(&'static str, &'static str, Read); 7] = [
             ("shoal_feed_frames", "WebSocket frames received from the feed", |s| s.frames.load(Ordering::Relaxed)),

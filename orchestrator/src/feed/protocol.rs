@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
-use shoal_common::messages::{BookTop, MarketTick};
+use shoal_protocol::messages::{BookTop, MarketTick};
 
 /// One thing a feed frame said, normalised.
 #[derive(Debug, Clone, PartialEq)]

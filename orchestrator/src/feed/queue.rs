@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use shoal_common::messages::{BookTop, DataQuality, MarketTick};
+use shoal_protocol::messages::{BookTop, DataQuality, MarketTick};
 use tokio::sync::Notify;
 
 /// What travels from the reader to the publisher.
@@ -166,7 +166,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use shoal_common::messages::SCHEMA_VERSION;
+    use shoal_protocol::messages::SCHEMA_VERSION;
 
     use super::*;
 

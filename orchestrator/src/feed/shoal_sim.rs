@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use shoal_common::messages::{MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::{MarketTick, SCHEMA_VERSION, Side};
 
 /// Source name written into ticks from this feed.
 pub const SOURCE: &str = "shoal-sim";

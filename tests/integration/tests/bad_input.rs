@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rdkafka::Message;
-use shoal_common::kafka::dlq;
-use shoal_common::kafka::offsets::OffsetTracker;
-use shoal_common::kafka::producer::TrackedProducer;
-use shoal_common::messages::{MarketTick, ResultStatus, WireMessage};
 use shoal_integration_tests::*;
+use shoal_kafka::dlq;
+use shoal_kafka::offsets::OffsetTracker;
+use shoal_kafka::producer::TrackedProducer;
 use shoal_orchestrator::feed::{self, FeedStats, TickSink};
 use shoal_orchestrator::settings::FeedSettings;
+use shoal_protocol::messages::{MarketTick, ResultStatus, WireMessage};
 use shoal_worker::handlers::Registry;
 use shoal_worker::processor::WorkerStats;
 use shoal_worker::settings::WorkerSettings;
@@ -171,7 +171,7 @@ async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running()
     produce(&producer, &scope.topics.events.name, "acct-2", good.to_string().as_bytes()).await;
     let mut commands = TopicReader::new(&scope.topics.commands.name);
     commands.read_until(Duration::from_secs(30), "one command", |m| !m.is_empty()).await;
-    let command = shoal_common::messages::Command::decode(commands.messages[0].payload().unwrap()).unwrap();
+    let command = shoal_protocol::messages::Command::decode(commands.messages[0].payload().unwrap()).unwrap();
     assert_eq!((command.kind.as_str(), command.key.as_str(), command.seq), ("score_transaction", "acct-2", 1));
 
     orchestrator.signal(Signal::SIGTERM);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rdkafka::Message;
-use shoal_common::messages::{Command, WireMessage};
 use shoal_integration_tests::*;
+use shoal_protocol::messages::{Command, WireMessage};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use shoal_common::messages::WireMessage;
 use shoal_integration_tests::*;
+use shoal_protocol::messages::WireMessage;
 use uuid::Uuid;
 
 const KEYS: usize = 24;

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use shoal_common::kafka::dlq;
-use shoal_common::messages::{Command, ResultStatus, SCHEMA_VERSION, WireMessage};
 use shoal_integration_tests::*;
+use shoal_kafka::dlq;
+use shoal_protocol::messages::{Command, ResultStatus, SCHEMA_VERSION, WireMessage};
 use uuid::Uuid;
 
 fn probe(key: &str, seq: u64, payload: serde_json::Value) -> Command {

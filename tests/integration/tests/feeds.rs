@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use shoal_common::messages::{MarketTick, Side};
 use shoal_integration_tests::*;
 use shoal_orchestrator::feed::dedupe::Dedupe;
 use shoal_orchestrator::settings::FeedSettings;
+use shoal_protocol::messages::{MarketTick, Side};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rdkafka::Message;
-use shoal_common::messages::{Command, ResultStatus, WireMessage};
 use shoal_integration_tests::*;
+use shoal_protocol::messages::{Command, ResultStatus, WireMessage};
 
 fn reading(device: &str, value: &str) -> Vec<u8> {
     serde_json::json!({

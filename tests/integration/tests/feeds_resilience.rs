@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use shoal_common::messages::DataQualityKind;
 use shoal_integration_tests::*;
 use shoal_orchestrator::feed::dedupe::{self, Dedupe};
 use shoal_orchestrator::feed::{self, ConnectError};
 use shoal_orchestrator::settings::FeedSettings;
+use shoal_protocol::messages::DataQualityKind;
 
 const WAIT: Duration = Duration::from_secs(60);
 

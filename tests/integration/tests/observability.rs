@@ -418,7 +418,7 @@ async fn readyz_turns_not_ready_when_the_broker_stops() {
     // A port no other test or the shared broker (9092/9093, the chaos
     // cluster's 19092-19097) uses.
     let broker = tokio::task::block_in_place(|| OwnBroker::start(29092, &scope.dir.join("kafka")));
-    shoal_common::kafka::ensure_topics(&broker.kafka_settings(), &scope.topics).await.unwrap();
+    shoal_kafka::ensure_topics(&broker.kafka_settings(), &scope.topics).await.unwrap();
     let mut env = scope.env();
     env.extend([
         ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), broker.bootstrap()),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rdkafka::Message;
-use shoal_common::messages::{Command, WireMessage};
 use shoal_integration_tests::*;
+use shoal_protocol::messages::{Command, WireMessage};
 
 fn decode_commands(reader: &TopicReader) -> Vec<Command> {
     reader.messages.iter().map(|m| Command::decode(m.payload().unwrap_or_default()).unwrap()).collect()

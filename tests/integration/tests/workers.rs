@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use shoal_common::messages::{ResultStatus, WireMessage};
 use shoal_integration_tests::*;
+use shoal_protocol::messages::{ResultStatus, WireMessage};
 use uuid::Uuid;
 
 const KEYS: usize = 30;

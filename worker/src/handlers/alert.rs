@@ -1,8 +1,8 @@
 //! `raise_alert`: classifies a level crossing and builds the alert.
 
 use rust_decimal::Decimal;
-use shoal_common::messages::Command;
-use shoal_common::payloads::RaiseAlert;
+use shoal_protocol::messages::Command;
+use shoal_protocol::payloads::RaiseAlert;
 
 use super::{Handler, HandlerError, payload};
 

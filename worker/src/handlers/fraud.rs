@@ -2,8 +2,8 @@
 //! reasons that contributed, so a reviewer can see why.
 
 use rust_decimal::Decimal;
-use shoal_common::messages::Command;
-use shoal_common::payloads::ScoreTransaction;
+use shoal_protocol::messages::Command;
+use shoal_protocol::payloads::ScoreTransaction;
 
 use super::{Handler, HandlerError, payload};
 

@@ -8,7 +8,7 @@ mod strategy;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shoal_common::messages::{Command, kinds};
+use shoal_protocol::messages::{Command, kinds};
 
 pub use alert::RaiseAlertHandler;
 pub use fraud::ScoreTransactionHandler;

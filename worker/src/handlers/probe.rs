@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_common::messages::Command;
+use shoal_protocol::messages::Command;
 
 use super::{Handler, HandlerError, payload};
 

@@ -3,8 +3,8 @@
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use shoal_common::messages::Command;
-use shoal_common::payloads::EvaluateStrategy;
+use shoal_protocol::messages::Command;
+use shoal_protocol::payloads::EvaluateStrategy;
 
 use super::{Handler, HandlerError, payload};
 

@@ -1,0 +1,132 @@
+//! What every Shoal binary does around its real work: load and validate
+//! configuration (exit 2 naming the key on error), `--print-config`, start
+//! the runtime and telemetry, install signal handling with a bounded
+//! shutdown, and turn the outcome into an exit status.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use shoal_config::Validate;
+use shoal_telemetry::settings::{LogSettings, ObservabilitySettings};
+
+pub mod settings;
+pub mod shutdown;
+
+use crate::settings::ShutdownSettings;
+
+/// Command-line options every Shoal binary has; `#[command(flatten)]` them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Configuration file (TOML). Without it, ./shoal.toml is read if present.
+    #[arg(long, short = 'c', env = "SHOAL_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration as JSON (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Settings of a binary that has the shared `log` and `shutdown` sections.
+pub trait AppSettings: Default + Serialize + DeserializeOwned + Validate {
+    /// The `[log]` section.
+    fn log(&self) -> &LogSettings;
+    /// The `[shutdown]` section.
+    fn shutdown(&self) -> &ShutdownSettings;
+    /// The `[observability]` section.
+    fn observability(&self) -> &ObservabilitySettings;
+}
+
+/// Runs a binary. `run` gets the validated settings and the root shutdown
+/// token and returns whether it stopped cleanly.
+pub fn main<S, F, Fut>(name: &'static str, args: &CommonArgs, run: F) -> ExitCode
+where
+    S: AppSettings,
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let settings: S = match shoal_config::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        #[allow(clippy::print_stdout)] // CLI output the user asked for.
+        {
+            println!("{}", serde_json::to_string_pretty(&shoal_config::redacted(&settings)).unwrap_or_default());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("{name}: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry =
+            shoal_telemetry::init(name, settings.log().format, &settings.log().level, settings.observability());
+        let shutdown = crate::shutdown::install_signal_handlers();
+        let bound = settings.shutdown().timeout();
+        // Each drain step is bounded by shutdown.timeout_ms; this is the
+        // backstop for the whole process, with a second of slack for exit.
+        crate::shutdown::exit_after_bound(&shutdown, bound + Duration::from_secs(1));
+        let shutdown_started = crate::shutdown::started_at(&shutdown);
+        let server = match start_http(settings.observability(), &shutdown).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = run(settings, shutdown.clone()).await;
+        // Whatever ended the run, the HTTP server stops with the process.
+        shutdown.cancel();
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+        }
+        // Export the spans still queued, within what is left of the bound.
+        let elapsed = shutdown_started.lock().map(|t| t.map(|t| t.elapsed())).ok().flatten().unwrap_or_default();
+        telemetry.shutdown(bound.saturating_sub(elapsed).max(Duration::from_millis(200))).await;
+        match outcome {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                tracing::warn!("shutdown was not clean");
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                tracing::error!("{error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Starts the `/metrics`, `/healthz`, `/readyz` server unless
+/// `observability.listen` is empty; readiness fails once shutdown starts.
+async fn start_http(
+    observability: &ObservabilitySettings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context as _;
+    let token = shutdown.clone();
+    shoal_telemetry::health::health()
+        .register("process", move || if token.is_cancelled() { Err("shutting down".into()) } else { Ok(()) });
+    if observability.listen.is_empty() {
+        return Ok(None);
+    }
+    let address: std::net::SocketAddr = observability
+        .listen
+        .parse()
+        .with_context(|| format!("observability.listen {:?} is not ip:port", observability.listen))?;
+    let (_, task) = shoal_telemetry::server::serve(address, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on observability.listen {address}"))?;
+    Ok(Some(task))
+}

@@ -1,0 +1,132 @@
+//! Kafka plumbing shared by the orchestrator and the worker: client
+//! configuration, topic creation, record headers, offset tracking, a producer
+//! that reports deliveries to that tracker, and dead-letter publishing.
+
+pub mod consumer;
+pub mod dlq;
+pub mod headers;
+pub mod offsets;
+pub mod outputs;
+pub mod pipeline;
+pub mod producer;
+pub mod settings;
+pub mod stage_metrics;
+pub mod stats;
+pub mod tail;
+pub mod trace;
+pub mod transactions;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::settings::{KafkaSettings, TopicsSettings};
+
+/// Errors from Shoal's Kafka helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// A client could not be created (bad property, unreachable cluster, ...).
+    #[error("cannot create Kafka {what}: {source}")]
+    Client {
+        /// Which client.
+        what: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: KafkaError,
+    },
+    /// Topic creation failed for a reason other than "already exists".
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic {
+        /// Topic name.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+}
+
+/// Settings common to every client: bootstrap, security and raw options.
+/// Raw options are applied last so an operator can override anything.
+pub fn client_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("client.id", client_id)
+        .set("security.protocol", &kafka.security_protocol);
+    apply_raw_options(&mut cfg, kafka);
+    cfg
+}
+
+fn apply_raw_options(cfg: &mut ClientConfig, kafka: &KafkaSettings) {
+    for (key, value) in kafka.normalised_options() {
+        cfg.set(key, value);
+    }
+}
+
+/// A producer configuration. Idempotence and `acks=all` are set explicitly
+/// because librdkafka's defaults would allow duplicates and loss on retry.
+pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut cfg = client_config(kafka, client_id);
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", kafka.linger_ms.to_string())
+        .set("message.timeout.ms", kafka.message_timeout_ms.to_string())
+        .set("compression.type", "zstd");
+    apply_raw_options(&mut cfg, kafka);
+    cfg
+}
+
+/// A consumer-group configuration. Offsets are committed explicitly by
+/// Shoal from its [`offsets::OffsetTracker`], never automatically, so a
+/// committed offset only ever covers fully handled records.
+pub fn consumer_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut cfg = client_config(kafka, client_id);
+    cfg.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    if kafka.group_protocol == "consumer" {
+        // KIP-848: the broker assigns; session timeout and assignment strategy
+        // are broker-side settings there and librdkafka rejects them.
+        cfg.set("group.protocol", "consumer");
+    } else {
+        cfg.set("group.protocol", "classic")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 4).max(250).to_string());
+    }
+    apply_raw_options(&mut cfg, kafka);
+    cfg
+}
+
+/// Creates every configured topic that does not exist yet. Existing topics
+/// are left untouched (their partition count is not changed).
+pub async fn ensure_topics(kafka: &KafkaSettings, topics: &TopicsSettings) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka, "shoal-admin")
+        .create()
+        .map_err(|source| KafkaSetupError::Client { what: "admin client", source })?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .all()
+        .iter()
+        .map(|(_, t)| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|source| KafkaSetupError::Client { what: "topics (admin request)", source })?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "created topic"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(%topic, "topic exists"),
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic { topic, reason: code.to_string() });
+            }
+        }
+    }
+    Ok(())
+}

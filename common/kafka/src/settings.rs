@@ -1,0 +1,353 @@
+//! The `[kafka]`, `[topics]` and `[delivery]` sections: connection to the
+//! cluster, the topics Shoal uses, and how stages deliver their outputs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_config::{SettingsError, one_of};
+
+/// Connection to the Kafka cluster, shared by every client Shoal creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: String,
+    /// Consumer group protocol: `classic` (default) or `consumer` (KIP-848).
+    pub group_protocol: String,
+    /// Consumer session timeout, milliseconds.
+    pub session_timeout_ms: u32,
+    /// Producer linger, milliseconds: how long to wait to fill a batch.
+    pub linger_ms: u32,
+    /// Producer delivery timeout, milliseconds (`message.timeout.ms`).
+    pub message_timeout_ms: u32,
+    /// Raw librdkafka properties applied last. Keys may use `_` for `.`
+    /// (so environment variables can set them).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            security_protocol: "plaintext".into(),
+            group_protocol: "classic".into(),
+            session_timeout_ms: 10_000,
+            linger_ms: 5,
+            message_timeout_ms: 30_000,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Checks the section, naming keys under `kafka.`.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.bootstrap_servers.trim().is_empty()
+            || self.bootstrap_servers.split(',').any(|s| !is_host_port(s.trim()))
+        {
+            return Err(SettingsError::invalid(
+                "kafka.bootstrap_servers",
+                format!("{:?} is not a list of host:port", self.bootstrap_servers),
+                "comma-separated host:port pairs, e.g. 127.0.0.1:9092",
+            ));
+        }
+        one_of(
+            "kafka.security_protocol",
+            &self.security_protocol,
+            &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],
+        )?;
+        one_of("kafka.group_protocol", &self.group_protocol, &["classic", "consumer"])?;
+        if self.session_timeout_ms < 1_000 {
+            return Err(SettingsError::invalid(
+                "kafka.session_timeout_ms",
+                format!("{} is too small", self.session_timeout_ms),
+                "milliseconds >= 1000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Raw options with `_` turned into `.` (librdkafka names use dots only).
+    pub fn normalised_options(&self) -> impl Iterator<Item = (String, &str)> {
+        self.options.iter().map(|(k, v)| (k.replace('_', "."), v.as_str()))
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// One topic's name and partition count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Topic name.
+    pub name: String,
+    /// Partitions to create it with (an existing topic is left as it is).
+    pub partitions: i32,
+    /// Replication factor to create it with.
+    pub replication: i32,
+}
+
+impl TopicSettings {
+    fn new(name: &str, partitions: i32) -> Self {
+        Self { name: name.into(), partitions, replication: 1 }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), SettingsError> {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 249
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid_name {
+            return Err(SettingsError::invalid(
+                format!("topics.{key}.name"),
+                format!("{:?} is not a valid Kafka topic name", self.name),
+                "1-249 characters of [a-zA-Z0-9._-]",
+            ));
+        }
+        if self.partitions < 1 {
+            return Err(SettingsError::invalid(
+                format!("topics.{key}.partitions"),
+                format!("{}", self.partitions),
+                "an integer >= 1",
+            ));
+        }
+        if self.replication < 1 {
+            return Err(SettingsError::invalid(
+                format!("topics.{key}.replication"),
+                format!("{}", self.replication),
+                "an integer >= 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The topics Shoal uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsSettings {
+    /// Normalised market ticks, keyed by symbol.
+    pub ticks: TopicSettings,
+    /// Business events, keyed by entity.
+    pub events: TopicSettings,
+    /// Commands, keyed by entity.
+    pub commands: TopicSettings,
+    /// Results, keyed like their commands.
+    pub results: TopicSettings,
+    /// Dead letters: anything undecodable or failed for good.
+    pub dlq: TopicSettings,
+    /// Create missing topics at start-up through the admin API.
+    pub create: bool,
+}
+
+impl Default for TopicsSettings {
+    fn default() -> Self {
+        Self {
+            ticks: TopicSettings::new("shoal.ticks", 6),
+            events: TopicSettings::new("shoal.events", 6),
+            commands: TopicSettings::new("shoal.commands", 12),
+            results: TopicSettings::new("shoal.results", 6),
+            dlq: TopicSettings::new("shoal.dlq", 1),
+            create: true,
+        }
+    }
+}
+
+impl TopicsSettings {
+    /// Checks every topic.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (key, topic) in self.all() {
+            topic.validate(key)?;
+        }
+        Ok(())
+    }
+
+    /// All topics with their config key.
+    pub fn all(&self) -> [(&'static str, &TopicSettings); 5] {
+        [
+            ("ticks", &self.ticks),
+            ("events", &self.events),
+            ("commands", &self.commands),
+            ("results", &self.results),
+            ("dlq", &self.dlq),
+        ]
+    }
+}
+
+/// How results and commands are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Outputs and consumed offsets are committed in one Kafka transaction:
+    /// no loss, no duplicates, for `read_committed` readers.
+    ExactlyOnce,
+    /// Outputs are acknowledged before their input's offset is committed: no
+    /// loss; a crash can repeat outputs.
+    AtLeastOnce,
+}
+
+/// The `[delivery]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// `exactly_once` or `at_least_once`.
+    pub mode: DeliveryMode,
+    /// Prefix of transactional ids; each stage instance appends its stage and
+    /// instance id, which must be stable across restarts (so a restarted
+    /// instance fences its zombie).
+    pub transactional_id_prefix: String,
+    /// Most records per transaction.
+    pub transaction_max_records: usize,
+    /// Longest a transaction collects records before committing, ms.
+    pub transaction_max_ms: u64,
+    /// Bound on each transactional call (init, offsets, commit, abort), ms.
+    pub transaction_call_timeout_ms: u64,
+    /// Append a JSON line per transaction (committed, aborted, or unknown
+    /// outcome, with a digest of each output) to this file; empty for none.
+    /// The chaos checker reads it to prove aborted results are never seen.
+    pub history_path: String,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::ExactlyOnce,
+            transactional_id_prefix: "shoal".into(),
+            // Large enough that a backlog amortises the per-transaction cost
+            // (about 100 ms of commit round trips); at low rates the time
+            // bound closes the batch first.
+            transaction_max_records: 5_000,
+            transaction_max_ms: 100,
+            transaction_call_timeout_ms: 10_000,
+            history_path: String::new(),
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.transactional_id_prefix.trim().is_empty() {
+            return Err(SettingsError::invalid("delivery.transactional_id_prefix", "empty", "a non-empty prefix"));
+        }
+        if !(1..=100_000).contains(&self.transaction_max_records) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_max_records",
+                self.transaction_max_records.to_string(),
+                "an integer between 1 and 100000",
+            ));
+        }
+        if !(1..=60_000).contains(&self.transaction_max_ms) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_max_ms",
+                self.transaction_max_ms.to_string(),
+                "milliseconds between 1 and 60000",
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.transaction_call_timeout_ms) {
+            return Err(SettingsError::invalid(
+                "delivery.transaction_call_timeout_ms",
+                self.transaction_call_timeout_ms.to_string(),
+                "milliseconds between 1000 and 300000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The transactional id of one stage instance.
+    pub fn transactional_id(&self, stage: &str, instance: &str) -> String {
+        format!("{}-{stage}-{instance}", self.transactional_id_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_config::{Validate, load_from};
+
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct TestSettings {
+        kafka: KafkaSettings,
+        topics: TopicsSettings,
+        delivery: DeliverySettings,
+    }
+
+    impl Validate for TestSettings {
+        fn validate(&self) -> Result<(), SettingsError> {
+            self.kafka.validate()?;
+            self.topics.validate()?;
+            self.delivery.validate()
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s: TestSettings = load_from(None, env(&[])).unwrap();
+        assert_eq!(s.topics.commands.name, "shoal.commands");
+        assert_eq!(s.topics.commands.partitions, 12);
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(s.delivery.mode, DeliveryMode::ExactlyOnce);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s: TestSettings = load_from(
+            None,
+            env(&[
+                ("SHOAL__KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092,10.0.0.2:9092"),
+                ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "24"),
+                ("SHOAL__KAFKA__OPTIONS__SOCKET_KEEPALIVE_ENABLE", "true"),
+                ("SHOAL__DELIVERY__MODE", "at_least_once"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "10.0.0.1:9092,10.0.0.2:9092");
+        assert_eq!(s.topics.commands.partitions, 24);
+        assert_eq!(s.delivery.mode, DeliveryMode::AtLeastOnce);
+        let opts: Vec<_> = s.kafka.normalised_options().collect();
+        assert_eq!(opts, vec![("socket.keepalive.enable".to_string(), "true")]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("SHOAL__KAFKA__BOOTSTRAP_SERVERS", "nohostport", "kafka.bootstrap_servers"),
+            ("SHOAL__KAFKA__GROUP_PROTOCOL", "weird", "kafka.group_protocol"),
+            ("SHOAL__KAFKA__SECURITY_PROTOCOL", "tls", "kafka.security_protocol"),
+            ("SHOAL__KAFKA__SESSION_TIMEOUT_MS", "10", "kafka.session_timeout_ms"),
+            ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "0", "topics.commands.partitions"),
+            ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "twelve", "partitions"),
+            ("SHOAL__TOPICS__DLQ__NAME", "no spaces", "topics.dlq.name"),
+            ("SHOAL__DELIVERY__TRANSACTION_MAX_RECORDS", "0", "delivery.transaction_max_records"),
+            ("SHOAL__DELIVERY__TRANSACTION_MAX_MS", "0", "delivery.transaction_max_ms"),
+            ("SHOAL__DELIVERY__TRANSACTION_CALL_TIMEOUT_MS", "5", "delivery.transaction_call_timeout_ms"),
+            ("SHOAL__DELIVERY__MODE", "sometimes", "mode"),
+        ];
+        for (var, value, key) in cases {
+            let err = load_from::<TestSettings, _>(None, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: error {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_kafka_passwords() {
+        let mut s = TestSettings::default();
+        s.kafka.options.insert("sasl.password".into(), "hunter2".into());
+        let json = shoal_config::redacted(&s).to_string();
+        assert!(!json.contains("hunter2"));
+        assert!(json.contains("<redacted>"));
+    }
+}
