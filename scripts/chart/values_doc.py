@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""Generates the README's values reference from the chart's values.yaml.
+"""Generates the chart README's values reference from the chart's values.yaml.
 
 Each key of deploy/helm/shoal/values.yaml is described by the "# --" comment
 above it (continued on the following "#" lines). This script turns every
 leaf value (a scalar, a list, or an empty map) into a row of a Markdown table
 with its dotted key, its default and its description, and puts the table in
-README.md between the markers
+the chart's README (deploy/helm/shoal/README.md) between the markers
 
     <!-- values-reference:start -->
     <!-- values-reference:end -->
 
 Usage:
-  scripts/chart-values-doc.py [--values FILE] --write README.md   replace the table
-  scripts/chart-values-doc.py [--values FILE] --check README.md   exit 1 if it is out of date
-  scripts/chart-values-doc.py [--values FILE]                     print the table
+  scripts/chart/values_doc.py [--values FILE] --write [README]   replace the table
+  scripts/chart/values_doc.py [--values FILE] --check [README]   exit 1 if it is out of date
+  scripts/chart/values_doc.py [--values FILE]                    print the table
+README defaults to deploy/helm/shoal/README.md.
 
 Needs PyYAML (scripts/chart-check.sh runs it from its virtualenv).
 """
@@ -32,12 +33,13 @@ import yaml
 START = "<!-- values-reference:start -->"
 END = "<!-- values-reference:end -->"
 DEFAULT_VALUES = "deploy/helm/shoal/values.yaml"
+DEFAULT_README = "deploy/helm/shoal/README.md"
 
 
 def descriptions(text: str) -> dict[str, str | None]:
     """Dotted key path -> description, from the "# --" comments; None for a
     key without one. Every key of the file is in the result, in file order
-    (scripts/chart-check.py uses it to find undocumented values)."""
+    (scripts/chart/values_checks.py uses it to find undocumented values)."""
     out: dict[str, str | None] = {}
     stack: list[tuple[int, str]] = []
     pending: list[str] | None = None
@@ -90,7 +92,7 @@ def table(values_path: Path) -> str:
 
 def splice(readme: str, generated: str) -> str:
     if START not in readme or END not in readme:
-        raise SystemExit(f"chart-values-doc: the README has no {START} ... {END} markers")
+        raise SystemExit(f"values_doc: the README has no {START} ... {END} markers")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{generated}{END}{tail}"
@@ -100,14 +102,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--values", default=DEFAULT_VALUES)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="README")
-    group.add_argument("--check", metavar="README")
+    group.add_argument("--write", metavar="README", nargs="?", const=DEFAULT_README)
+    group.add_argument("--check", metavar="README", nargs="?", const=DEFAULT_README)
     args = parser.parse_args()
     generated = table(Path(args.values))
     if args.write:
         path = Path(args.write)
         path.write_text(splice(path.read_text(), generated))
-        print(f"chart-values-doc: values reference in {path} updated ({generated.count(chr(10)) - 2} values)")
+        print(f"values_doc: values reference in {path} updated ({generated.count(chr(10)) - 2} values)")
         return 0
     if args.check:
         path = Path(args.check)
@@ -116,7 +118,7 @@ def main() -> int:
         if current != wanted:
             diff = difflib.unified_diff(current.splitlines(), wanted.splitlines(), str(path), "generated", lineterm="", n=0)
             print("\n".join(list(diff)[:40]))
-            print(f"error: the values reference in {path} is out of date: run scripts/chart-values-doc.py --write {path}")
+            print(f"error: the values reference in {path} is out of date: run scripts/chart/values_doc.py --write {path}")
             return 1
         print(f"note: {generated.count(chr(10)) - 2} values documented in {path}")
         return 0
