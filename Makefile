@@ -68,6 +68,9 @@ bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal at-least-
 chart: ## Lint, render and validate the Helm chart (installs Helm and validators on first use)
 	scripts/chart-check.sh
 
+docs-check: build ## Check the docs: every setting documented with its default, every link resolves
+	python3 scripts/docs-check.py
+
 kafka-up: ## Start the local Kafka broker (scripts/kafka.sh up; no-op if running)
 	scripts/kafka.sh up
 
