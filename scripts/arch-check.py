@@ -96,6 +96,17 @@ _RAW_IDENT = re.compile(r"r#([^\W\d]\w*)")
 _RAW_STR = re.compile(r'(?:b|c)?r(#*)"')
 _NUMBER = re.compile(r"\d[\w]*(?:\.\d[\w]*)?(?:[eE][+-]?\d+)?")
 _PUNCT2 = ("::", "->", "=>")
+# Word-like tokens, tried in order (a raw identifier before the `r` it starts with): pattern, kind, group kept.
+_WORDS = ((_RAW_IDENT, "ident", 1), (_IDENT, "ident", 0), (_NUMBER, "lit", 0))
+
+
+def _word(src: str, i: int) -> tuple[str, str, int] | None:
+    """The identifier or number at `i`, as (kind, text, end), or None."""
+    for pattern, kind, group in _WORDS:
+        m = pattern.match(src, i)
+        if m:
+            return kind, m.group(group), m.end()
+    return None
 
 
 def lex(src: str) -> list[Tok]:
@@ -163,20 +174,10 @@ def lex(src: str) -> list[Tok]:
                 toks.append(Tok("lifetime", src[i:j], line))
                 i = j
                 continue
-        m = _RAW_IDENT.match(src, i)
-        if m:
-            toks.append(Tok("ident", m.group(1), line))
-            i = m.end()
-            continue
-        m = _IDENT.match(src, i)
-        if m:
-            toks.append(Tok("ident", m.group(0), line))
-            i = m.end()
-            continue
-        m = _NUMBER.match(src, i)
-        if m:
-            toks.append(Tok("lit", m.group(0), line))
-            i = m.end()
+        word = _word(src, i)
+        if word:
+            kind, text, i = word
+            toks.append(Tok(kind, text, line))
             continue
         two = src[i : i + 2]
         if two in _PUNCT2:

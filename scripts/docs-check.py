@@ -74,6 +74,7 @@ import sys
 import tempfile
 import unicodedata
 import urllib.parse
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -384,12 +385,9 @@ def check_config(
                 if not KEY_FORM.match(key):
                     problems.add(where, f"`{name}` is not a configuration key (section.key, lower case)")
                     continue
-                if key in documented:
-                    problems.add(where, f"`{name}` is documented twice (also line {documented[key]})")
-                    continue
-                documented[key] = line
-                if key not in accepted:
-                    problems.add(where, f"`{name}` is documented but neither binary accepts it")
+                if not first_and_known(
+                    documented, key, line, accepted, where, f"`{name}`", "neither binary accepts it", problems
+                ):
                     continue
                 checked = check_default(where, name, default_cell, accepted[key], problems)
                 report.defaults_checked += int(checked)
@@ -399,12 +397,9 @@ def check_config(
                     problems.add(where, f"`{name}` is not a --flag")
                     continue
                 flag = flag[2:]
-                if flag in documented_flags:
-                    problems.add(where, f"`--{flag}` is documented twice (also line {documented_flags[flag]})")
-                    continue
-                documented_flags[flag] = line
-                if flag not in flags:
-                    problems.add(where, f"`--{flag}` is documented but shoal-sim has no such flag")
+                if not first_and_known(
+                    documented_flags, flag, line, flags, where, f"`--{flag}`", "shoal-sim has no such flag", problems
+                ):
                     continue
                 spec = flags[flag]
                 checked = check_flag_default(where, flag, default_cell, spec["default"], problems)
@@ -423,6 +418,28 @@ def check_config(
     report.keys = len(set(documented) & set(accepted))
     report.flags = len(set(documented_flags) & set(flags))
     return report
+
+
+def first_and_known(
+    documented: dict[str, int],
+    item: str,
+    line: int,
+    known: Container[str],
+    where: str,
+    shown_item: str,
+    unknown: str,
+    problems: Problems,
+) -> bool:
+    """Records that `item` is documented at `line`. False, with a problem, if it
+    was documented before or the code does not know it (`unknown` says why)."""
+    if item in documented:
+        problems.add(where, f"{shown_item} is documented twice (also line {documented[item]})")
+        return False
+    documented[item] = line
+    if item not in known:
+        problems.add(where, f"{shown_item} is documented but {unknown}")
+        return False
+    return True
 
 
 def check_default(where: str, name: str, cell: str, values: list[object], problems: Problems) -> bool:

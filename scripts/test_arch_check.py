@@ -151,10 +151,26 @@ class WorkspaceTests(unittest.TestCase):
             },
         }
 
+    def run_tree(self, tree: Tree, rc: int, *args: str) -> str:
+        """Runs arch-check on `tree`, checks its exit code and returns its output."""
+        got, out = tree.run(*args)
+        self.assertEqual(got, rc, out)
+        return out
+
+    def check(self, crates: dict[str, dict[str, str]], rc: int, *args: str, **tree_kwargs) -> tuple[Tree, str]:
+        """Builds a workspace of `crates` and runs arch-check on it as `run_tree` does."""
+        t = self.tree(crates, **tree_kwargs)
+        return t, self.run_tree(t, rc, *args)
+
+    def check_core(self, files: dict[str, str], rc: int, *expected: str) -> str:
+        """Runs arch-check on the protocol crate and a shoal-core of `files`; the output must hold each of `expected`."""
+        _, out = self.check({"shoal-protocol": dict(PROTOCOL), "shoal-core": files}, rc)
+        for text in expected:
+            self.assertIn(text, out)
+        return out
+
     def test_clean_tree_passes(self):
-        t = self.tree(self.clean_crates(), deps={"shoal-core": ["shoal-protocol"]})
-        rc, out = t.run()
-        self.assertEqual(rc, 0, out)
+        _, out = self.check(self.clean_crates(), 0, deps={"shoal-core": ["shoal-protocol"]})
         summary = out.strip().splitlines()[-1]
         self.assertRegex(summary, r"^arch-check: 2 crates, 0 crate cycles; \d+ modules, 0 module cycles; protocol deps ok; "
                                   r"files <= 600: ok \(largest: .*\); fns <= 100: ok \(longest: .*\)$")
@@ -164,9 +180,7 @@ class WorkspaceTests(unittest.TestCase):
     def test_module_cycle_through_use_crate(self):
         crates = self.clean_crates()
         crates["shoal-core"]["src/b.rs"] = "use crate::a::Alpha;\npub struct Beta(pub Option<Alpha>);\n"
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
+        _, out = self.check(crates, 1)
         self.assertTrue(rule_line(out, "module cycles").startswith("[FAIL] module cycles: 1 "), out)
         self.assertIn("shoal-core: a -> b -> a", out)
         self.assertIn("a -> b: shoal-core/src/a.rs:2 `super::b::Beta`", out)
@@ -174,60 +188,49 @@ class WorkspaceTests(unittest.TestCase):
         self.assertIn("1 module cycles", out.splitlines()[-1])
 
     def test_module_cycle_through_super_paths_in_code(self):
-        crates = {
-            "shoal-protocol": dict(PROTOCOL),
-            "shoal-core": {
+        self.check_core(
+            {
                 "src/lib.rs": "mod x;\nmod y;\nmod z;\n",
                 "src/x.rs": "pub fn x() -> u32 {\n    super::y::y()\n}\n",
                 "src/y.rs": "pub fn y() -> u32 {\n    1\n}\npub fn yz() -> u32 { super::z::Z }\n",
                 "src/z.rs": "use super::{x::{self as xx}};\npub const Z: u32 = 3;\npub fn z() -> u32 { xx::x() }\n",
             },
-        }
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
-        self.assertIn("shoal-core: x -> y -> z -> x", out)
-        self.assertIn("x -> y: shoal-core/src/x.rs:2 `super::y::y`", out)
-        self.assertIn("z -> x: shoal-core/src/z.rs:1 `super::x::self`", out)
+            1,
+            "shoal-core: x -> y -> z -> x",
+            "x -> y: shoal-core/src/x.rs:2 `super::y::y`",
+            "z -> x: shoal-core/src/z.rs:1 `super::x::self`",
+        )
 
     def test_cycle_through_root_reexport_and_nested_super(self):
-        crates = {
-            "shoal-protocol": dict(PROTOCOL),
-            "shoal-core": {
+        self.check_core(
+            {
                 "src/lib.rs": "pub mod outer;\npub mod other;\npub use other::Other;\n",
                 "src/outer/mod.rs": "pub mod inner;\n",
                 # super::super from outer::inner is the crate root; Other is re-exported there from `other`.
                 "src/outer/inner.rs": "pub fn f() -> Option<super::super::Other> { None }\n",
                 "src/other.rs": "pub struct Other;\npub fn g() { crate::outer::inner::f(); }\n",
             },
-        }
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
-        self.assertIn("shoal-core: other -> outer -> other", out)
-        self.assertIn("outer -> other: shoal-core/src/outer/inner.rs:1 `super::super::Other`", out)
+            1,
+            "shoal-core: other -> outer -> other",
+            "outer -> other: shoal-core/src/outer/inner.rs:1 `super::super::Other`",
+        )
 
     def test_parent_child_and_test_code_are_not_cycles(self):
-        t = self.tree(self.clean_crates())
-        rc, out = t.run()
-        self.assertEqual(rc, 0, out)
+        _, out = self.check(self.clean_crates(), 0)
         self.assertTrue(rule_line(out, "module cycles").startswith("[ok  ] module cycles: none"), out)
 
     def test_nested_cycle_is_info_only(self):
-        crates = {
-            "shoal-protocol": dict(PROTOCOL),
-            "shoal-core": {
+        self.check_core(
+            {
                 "src/lib.rs": "pub mod feed;\n",
                 "src/feed/mod.rs": "pub mod p;\npub mod q;\n",
                 "src/feed/p.rs": "pub fn p() { super::q::q() }\n",
                 "src/feed/q.rs": "pub fn q() { crate::feed::p::p() }\n",
             },
-        }
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 0, out)
-        self.assertIn("[info] nested module cycles", out)
-        self.assertIn("shoal-core: feed::p -> feed::q -> feed::p", out)
+            0,
+            "[info] nested module cycles",
+            "shoal-core: feed::p -> feed::q -> feed::p",
+        )
 
     def test_over_long_fn(self):
         crates = self.clean_crates()
@@ -240,9 +243,7 @@ class WorkspaceTests(unittest.TestCase):
             "#[cfg(test)]\nfn long_test_helper() {\n" + filler(200) + "}\n"
             "#[cfg(test)]\nmod tests {\n    fn long_in_tests() {\n" + filler(200, "        ") + "    }\n}\n"
         )
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
+        t, out = self.check(crates, 1)
         line = rule_line(out, "fns <= 100")
         self.assertTrue(line.startswith("[FAIL] fns <= 100 lines: 2 of "), out)
         body = out.splitlines()
@@ -261,25 +262,18 @@ class WorkspaceTests(unittest.TestCase):
         code = "pub struct Beta;\n" + "".join(f"pub const C{k}: u32 = {k};\n" for k in range(500))
         tests = "#[cfg(test)]\nmod tests {\n" + "".join(f"    #[test]\n    fn t{k}() {{}}\n" for k in range(400)) + "}\n"
         crates["shoal-core"]["src/b.rs"] = code + "\n" + tests + "\n"
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 0, out)
+        _, out = self.check(crates, 0)
         self.assertIn("(largest: shoal-core/src/b.rs 502)", out.splitlines()[-1])
         # the same code without the #[cfg(test)] is counted in full
         crates["shoal-core"]["src/b.rs"] = code + "\n" + tests.replace("#[cfg(test)]\n", "")
-        t2 = self.tree(crates)
-        rc, out = t2.run()
-        self.assertEqual(rc, 1, out)
+        _, out = self.check(crates, 1)
         self.assertIn("shoal-core/src/b.rs: 1304 lines", out)
         # a file over the limit before its test module is reported with both sizes
         big = "pub struct Beta;\n" + "".join(f"pub const C{k}: u32 = {k};\n" for k in range(700))
         crates["shoal-core"]["src/b.rs"] = big + tests
-        t3 = self.tree(crates)
-        rc, out = t3.run()
-        self.assertEqual(rc, 1, out)
+        t3, out = self.check(crates, 1)
         self.assertIn("shoal-core/src/b.rs: 701 lines (1504 with tests)", out)
-        rc, out = t3.run("--max-file-lines", "800")
-        self.assertEqual(rc, 0, out)
+        self.run_tree(t3, 0, "--max-file-lines", "800")
 
     def test_test_only_files_are_exempt(self):
         crates = self.clean_crates()
@@ -287,9 +281,7 @@ class WorkspaceTests(unittest.TestCase):
         crates["shoal-core"]["src/tests.rs"] = long_fn + "".join(f"// {k}\n" for k in range(700))
         crates["shoal-core"]["tests/it.rs"] = long_fn + "".join(f"// {k}\n" for k in range(700))
         crates["shoal-core"]["benches/b.rs"] = long_fn
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 0, out)
+        self.check(crates, 0)
 
     def test_braces_in_strings_chars_and_comments(self):
         src = dedent(r'''
@@ -317,12 +309,9 @@ class WorkspaceTests(unittest.TestCase):
         body = "".join(f'    let _s{k} = "}}{{}}"; // }}\n' for k in range(99))
         crates = self.clean_crates()
         crates["shoal-core"]["src/b.rs"] = "pub fn braces() {\n" + body + "}\npub fn ok() {}\n"
-        t = self.tree(crates)
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
+        t, out = self.check(crates, 1)
         self.assertIn("shoal-core/src/b.rs:1 fn braces: 101 lines", out)
-        rc, out = t.run("--max-fn-lines", "101")
-        self.assertEqual(rc, 0, out)
+        self.run_tree(t, 0, "--max-fn-lines", "101")
 
     def test_protocol_runtime_dependency(self):
         crates = self.clean_crates()
@@ -330,24 +319,18 @@ class WorkspaceTests(unittest.TestCase):
         crates["shoal-wire"] = {"src/lib.rs": "pub fn w() {}\n"}
         # a local crate named like the runtime stands in for it (no network needed)
         crates["tokio"] = {"src/lib.rs": "pub fn spawn() {}\n"}
-        t = self.tree(crates, deps={"shoal-protocol": ["shoal-wire"], "shoal-wire": ["tokio"]})
-        rc, out = t.run()
-        self.assertEqual(rc, 1, out)
+        _, out = self.check(crates, 1, deps={"shoal-protocol": ["shoal-wire"], "shoal-wire": ["tokio"]})
         line = rule_line(out, "protocol deps")
         self.assertTrue(line.startswith("[FAIL] protocol deps: shoal-protocol pulls in 1 runtime crate"), out)
         self.assertIn("tokio v0.1.0 via shoal-protocol -> shoal-wire -> tokio", out)
         self.assertIn("protocol deps FAIL", out.splitlines()[-1])
         # a dev-dependency on the runtime is fine
-        t2 = self.tree(crates, deps={"shoal-wire": ["tokio"]}, dev_deps={"shoal-protocol": ["tokio"]})
-        rc, out = t2.run()
-        self.assertEqual(rc, 0, out)
+        self.check(crates, 0, deps={"shoal-wire": ["tokio"]}, dev_deps={"shoal-protocol": ["tokio"]})
 
     def test_dev_dependency_cycle_is_info(self):
         crates = self.clean_crates()
         crates["shoal-util"] = {"src/lib.rs": "pub fn u() {}\n"}
-        t = self.tree(crates, deps={"shoal-util": ["shoal-core"]}, dev_deps={"shoal-core": ["shoal-util"]})
-        rc, out = t.run("--report")
-        self.assertEqual(rc, 0, out)
+        _, out = self.check(crates, 0, "--report", deps={"shoal-util": ["shoal-core"]}, dev_deps={"shoal-core": ["shoal-util"]})
         self.assertIn("[info] dev-dependency cycles: 1", out)
         self.assertIn("shoal-core -> shoal-util (dev), shoal-util -> shoal-core", out)
         # --report: dependencies first, one line per crate
