@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use rdkafka::Message;
@@ -14,31 +14,40 @@ use shoal_kafka::headers::{self, HeaderView};
 use shoal_kafka::outputs::{MessageMeta, Outputs};
 use shoal_kafka::pipeline::{self, Processor, Work};
 use shoal_kafka::tail::TailReader;
-use shoal_kafka::trace::{self, Trace};
+use shoal_kafka::trace::{self, Sampler, Trace};
 use shoal_protocol::messages::{
     BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
 };
-use shoal_telemetry::metrics::{kind_label, metrics};
+use shoal_telemetry::metrics::{Metrics, kind_label};
 use uuid::Uuid;
 
 use crate::rules::{Draft, MarketRules};
 
-/// Decisions counters.
-#[derive(Debug, Default)]
-pub struct DecisionStats {
-    /// Ticks read.
-    pub ticks: AtomicU64,
-    /// Events read.
-    pub events: AtomicU64,
-    /// Commands produced (visible once delivered, or once their transaction
-    /// commits with exactly-once delivery).
-    pub commands: AtomicU64,
-    /// Records that could not be decoded or used (sent to the dead-letter topic).
-    pub dead_lettered: AtomicU64,
-    /// Book tops read from the ticks topic (no rule uses them yet).
-    pub book_tops: AtomicU64,
-    /// Feed data-quality events read from the ticks topic.
-    pub data_quality: AtomicU64,
+shoal_telemetry::counters! {
+    /// Decisions counters.
+    pub struct DecisionStats {
+        /// Ticks read.
+        ticks => counter("shoal_decisions_ticks", "Ticks read by the decisions stage"),
+        /// Events read.
+        events => counter("shoal_decisions_events", "Business events read by the decisions stage"),
+        /// Commands produced (visible once delivered, or once their transaction
+        /// commits with exactly-once delivery).
+        commands,
+        /// Records that could not be decoded or used (sent to the dead-letter topic).
+        dead_lettered => counter(
+            "shoal_dead_letters",
+            "Records sent to the dead-letter topic, by stage",
+            stage = "decisions"
+        ),
+        /// Book tops read from the ticks topic (no rule uses them yet).
+        book_tops,
+        /// Feed data-quality events read from the ticks topic.
+        data_quality,
+        /// Symbols the rules keep state for (as of the last status line).
+        symbols,
+        /// Keys with a sequence number (as of the last status line).
+        keys,
+    }
 }
 
 /// The decisions stage's [`Processor`].
@@ -64,29 +73,14 @@ pub struct DecisionProcessor {
     pub stats: Arc<DecisionStats>,
     /// The stage's consumer group (span attribute).
     pub consumer_group: String,
+    /// Where the commands-issued counter goes.
+    pub metrics: Arc<Metrics>,
+    /// Which decisions starting here are traced.
+    pub sampler: Arc<Sampler>,
 }
 
-impl DecisionStats {
-    /// Registers the counters as metrics, read at each scrape.
-    pub fn register_metrics(self: &Arc<Self>) {
-        let m = metrics();
-        let s = self.clone();
-        m.counter("shoal_decisions_ticks", "Ticks read by the decisions stage", vec![], move || {
-            s.ticks.load(Ordering::Relaxed)
-        });
-        let s = self.clone();
-        m.counter("shoal_decisions_events", "Business events read by the decisions stage", vec![], move || {
-            s.events.load(Ordering::Relaxed)
-        });
-        let s = self.clone();
-        m.counter(
-            "shoal_dead_letters",
-            "Records sent to the dead-letter topic, by stage",
-            vec![("stage", "decisions".to_string())],
-            move || s.dead_lettered.load(Ordering::Relaxed),
-        );
-    }
-}
+/// The stage's name (logs, metrics, readiness checks).
+pub const STAGE: &str = "decisions";
 
 /// Commands read back, at most, to recover the per-key sequence numbers.
 pub const SEQUENCE_RECOVERY_RECORDS: usize = 200_000;
@@ -152,13 +146,10 @@ impl DecisionProcessor {
             payload: draft.payload,
         };
         let span = trace::child(parent, || {
-            tracing::info_span!(
-            parent: parent,
+            shoal_kafka::send_span!(
             "publish command",
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.operation.name = "publish",
+            parent,
+            "publish",
             messaging.destination.name = %self.commands_topic,
             messaging.kafka.message.key = %command.key,
             messaging.message.id = %command.id,
@@ -172,7 +163,7 @@ impl DecisionProcessor {
             MessageMeta { message_type: "command", producer_id: &self.producer_id, command_id: Some(command.id) };
         out.message(&self.commands_topic, &command.key, &meta, &command, &span);
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        metrics().commands_issued.get_or_create(&kind_label(&command.kind)).inc();
+        self.metrics.commands_issued.get_or_create(&kind_label(&command.kind)).inc();
         // Inside the span, so the line carries the trace id.
         span.in_scope(|| {
             tracing::info!(command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq, "command issued");
@@ -185,18 +176,12 @@ impl DecisionProcessor {
     fn handle_record(&mut self, message: &OwnedMessage, trace: &Trace, out: &mut Outputs) {
         let payload = message.payload().unwrap_or_default();
         let span = trace.span(|| {
-            tracing::info_span!(
-            "evaluate rules",
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = message.topic(),
-            messaging.destination.partition.id = %message.partition(),
-            messaging.kafka.offset = message.offset(),
-            messaging.kafka.message.key = message.key().map(String::from_utf8_lossy).as_deref().unwrap_or_default(),
-            messaging.consumer.group.name = %self.consumer_group,
-            shoal.commands_issued = tracing::field::Empty,
+            shoal_kafka::process_span!(
+                "evaluate rules",
+                message,
+                self.consumer_group.as_str(),
+                messaging.kafka.message.key = message.key().map(String::from_utf8_lossy).as_deref().unwrap_or_default(),
+                shoal.commands_issued = tracing::field::Empty,
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
@@ -257,7 +242,7 @@ impl Processor for DecisionProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
         self.recover_sequences();
         // The state must see every record in order: the work is done here.
-        let trace = Trace::of(&record);
+        let trace = Trace::of(&record, &self.sampler);
         let mut out = trace.outputs();
         self.handle_record(&record, &trace, &mut out);
         pipeline::ready(out)
@@ -271,17 +256,9 @@ impl Processor for DecisionProcessor {
 
     fn status(&self) {
         let s = &self.stats;
-        tracing::info!(
-            ticks = s.ticks.load(Ordering::Relaxed),
-            events = s.events.load(Ordering::Relaxed),
-            commands = s.commands.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            book_tops = s.book_tops.load(Ordering::Relaxed),
-            data_quality = s.data_quality.load(Ordering::Relaxed),
-            symbols = self.rules.symbols(),
-            keys = self.sequences.len(),
-            "decisions status"
-        );
+        s.symbols.store(self.rules.symbols() as u64, Ordering::Relaxed);
+        s.keys.store(self.sequences.len() as u64, Ordering::Relaxed);
+        s.log_status("decisions status", STAGE);
     }
 }
 

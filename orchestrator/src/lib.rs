@@ -20,9 +20,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shoal_kafka as kafka;
 use shoal_kafka::offsets::OffsetTracker;
-use shoal_kafka::pipeline::{self, LoopSettings, PipelineStats, Processor};
+use shoal_kafka::pipeline::{self, Processor};
 use shoal_kafka::producer::TrackedProducer;
+use shoal_kafka::stage::{Stage, StageEnv, StageSpec};
 use shoal_kafka::tail::TailReader;
+use shoal_telemetry::Telemetry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -43,115 +45,52 @@ pub struct OrchestratorStats {
     pub results: Arc<ResultStats>,
 }
 
+/// Stage tasks: each yields its name and whether it stopped cleanly.
+type Stages = JoinSet<(&'static str, bool)>;
+
 /// Runs the configured stages until `shutdown` is cancelled and they have
-/// drained. Returns whether every stage stopped cleanly.
+/// drained. Returns whether every stage stopped cleanly. Counters go into
+/// `stats`, metrics and readiness checks into `telemetry`.
 pub async fn run(
     settings: OrchestratorSettings,
     shutdown: CancellationToken,
     stats: OrchestratorStats,
+    telemetry: Telemetry,
 ) -> anyhow::Result<bool> {
+    let o = &settings.orchestrator;
+    let env = StageEnv::new(
+        &settings.kafka,
+        &settings.delivery,
+        &o.id,
+        &settings.log,
+        settings.shutdown.timeout(),
+        &telemetry,
+    );
     // Not ready until each stage registers its checks (after topics,
     // producers and state recovery), whatever passes before then.
-    for (stage, check) in
-        [("ingest", "ingest.feed"), ("decisions", "decisions.partitions"), ("results", "results.partitions")]
-    {
-        if settings.orchestrator.runs(stage) {
-            shoal_telemetry::health::health().starting(check);
+    if o.runs("ingest") {
+        telemetry.health.starting("ingest.feed");
+    }
+    for stage in [decisions::STAGE, results::STAGE] {
+        if o.runs(stage) {
+            env.announce(stage);
         }
     }
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }
-    let o = &settings.orchestrator;
-    let commit_interval = Duration::from_millis(o.commit_interval_ms);
-    let status_interval =
-        (settings.log.status_interval_secs > 0).then(|| Duration::from_secs(settings.log.status_interval_secs));
-    let shutdown_timeout = settings.shutdown.timeout();
-    let mut stages: JoinSet<(&'static str, bool)> = JoinSet::new();
-
+    let mut stages = Stages::new();
     if o.runs("ingest") {
-        let producer =
-            TrackedProducer::new(&settings.kafka, &format!("{}-ingest", o.id), Arc::new(OffsetTracker::new()))
-                .context("creating the ticks producer")?;
-        stats.feed.register_metrics();
-        let feed_stats = stats.feed.clone();
-        let health = shoal_telemetry::health::health();
-        health.register("ingest.feed", move || {
-            if feed_stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
-                Ok(())
-            } else {
-                Err("market data feed not connected and subscribed".into())
-            }
-        });
-        let producer_health = producer.health().clone();
-        health.register("ingest.kafka", move || producer_health.connected());
-        let sink = TickSink {
-            producer: producer.clone(),
-            topic: settings.topics.ticks.name.clone(),
-            producer_id: o.id.clone(),
-        };
-        let (feed_settings, token, feed_stats) = (settings.feed.clone(), shutdown.child_token(), stats.feed.clone());
-        let dedupe = recover_ingest_state(&settings).await?;
-        if let Some(interval) = status_interval {
-            spawn_feed_status(stats.feed.clone(), interval, shutdown.child_token());
-        }
-        stages.spawn(async move {
-            feed::run_with(feed_settings, sink, token, feed_stats, dedupe).await;
-            let flushed = producer.flush(shutdown_timeout).await;
-            if let Err(error) = &flushed {
-                tracing::warn!(%error, "ticks not all delivered before shutdown");
-            }
-            ("ingest", flushed.is_ok())
-        });
+        spawn_ingest(&settings, &env, &stats.feed, &shutdown, &mut stages).await?;
     }
-
-    let consuming = ConsumingStage { settings: &settings, commit_interval, status_interval, shutdown: &shutdown };
-    if o.runs("decisions") {
-        let deadline_ms = settings.rules.command_deadline_ms;
-        let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
-        stats.decisions.register_metrics();
-        let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
-            .context("creating the commands topic reader")?;
-        let recovery = SequenceRecovery { tail, current: false };
-        consuming.spawn(&mut stages, "decisions", &o.decisions_group, &topics, || DecisionProcessor {
-            producer_id: o.id.clone(),
-            ticks_topic: settings.topics.ticks.name.clone(),
-            commands_topic: settings.topics.commands.name.clone(),
-            dlq_topic: settings.topics.dlq.name.clone(),
-            deadline: (deadline_ms > 0)
-                .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
-            rules: MarketRules::new(settings.rules.clone()),
-            sequences: HashMap::new(),
-            recovery,
-            stats: stats.decisions.clone(),
-            consumer_group: o.decisions_group.clone(),
-        })?;
+    if o.runs(decisions::STAGE) {
+        let (stage, processor) = decisions_stage(&settings, &env, &stats.decisions)?;
+        spawn_stage(&mut stages, decisions::STAGE, stage, processor, shutdown.child_token());
     }
-
-    if o.runs("results") {
-        let record_file = if settings.results.record_path.is_empty() {
-            None
-        } else {
-            let path = &settings.results.record_path;
-            Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening results.record_path {path:?}"))?,
-            )
-        };
-        let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
-        stats.results.register_metrics();
-        consuming.spawn(&mut stages, "results", &o.results_group, &topics, || ResultProcessor {
-            commands_topic: settings.topics.commands.name.clone(),
-            dlq_topic: settings.topics.dlq.name.clone(),
-            recorder: Recorder::new(settings.results.max_pending, record_file, stats.results.clone()),
-            stats: stats.results.clone(),
-            consumer_group: o.results_group.clone(),
-        })?;
+    if o.runs(results::STAGE) {
+        let (stage, processor) = results_stage(&settings, &env, &stats.results)?;
+        spawn_stage(&mut stages, results::STAGE, stage, processor, shutdown.child_token());
     }
-
     tracing::info!(id = %o.id, stages = ?o.stages, delivery = ?settings.delivery.mode, "orchestrator started");
     let mut clean = true;
     while let Some(joined) = stages.join_next().await {
@@ -169,6 +108,154 @@ pub async fn run(
         shutdown.cancel();
     }
     Ok(clean)
+}
+
+/// Feed ingest: the WebSocket feed into the ticks topic, with its readiness
+/// checks, metrics and status line.
+async fn spawn_ingest(
+    settings: &OrchestratorSettings,
+    env: &StageEnv,
+    stats: &Arc<FeedStats>,
+    shutdown: &CancellationToken,
+    stages: &mut Stages,
+) -> anyhow::Result<()> {
+    let o = &settings.orchestrator;
+    let producer = TrackedProducer::new(&settings.kafka, &format!("{}-ingest", o.id), Arc::new(OffsetTracker::new()))
+        .context("creating the ticks producer")?;
+    stats.register_all(&env.telemetry.metrics);
+    let feed_stats = stats.clone();
+    let health = &env.telemetry.health;
+    health.register("ingest.feed", move || {
+        if feed_stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("market data feed not connected and subscribed".into())
+        }
+    });
+    let producer_health = producer.health().clone();
+    health.register("ingest.kafka", move || producer_health.connected());
+    let sink = TickSink {
+        producer: producer.clone(),
+        topic: settings.topics.ticks.name.clone(),
+        producer_id: o.id.clone(),
+        sampler: env.telemetry.sampler.clone(),
+    };
+    let (feed_settings, token, feed_stats) = (settings.feed.clone(), shutdown.child_token(), stats.clone());
+    let dedupe = recover_ingest_state(settings).await?;
+    if let Some(interval) = env.status_interval {
+        spawn_feed_status(stats.clone(), interval, shutdown.child_token());
+    }
+    let shutdown_timeout = env.shutdown_timeout;
+    stages.spawn(async move {
+        feed::run_with(feed_settings, sink, token, feed_stats, dedupe).await;
+        let flushed = producer.flush(shutdown_timeout).await;
+        if let Err(error) = &flushed {
+            tracing::warn!(%error, "ticks not all delivered before shutdown");
+        }
+        ("ingest", flushed.is_ok())
+    });
+    Ok(())
+}
+
+/// Joins a consuming stage's group. The orchestrator's stages do their work
+/// as records arrive, in order; the bounds only matter for the commit
+/// metadata.
+fn connect(
+    settings: &OrchestratorSettings,
+    env: &StageEnv,
+    name: &'static str,
+    group: &str,
+    topics: &[&str],
+) -> anyhow::Result<Stage> {
+    let spec = StageSpec {
+        name,
+        group,
+        topics,
+        max_concurrency: pipeline::MAX_IN_FLIGHT,
+        max_in_flight: pipeline::MAX_IN_FLIGHT,
+        commit_interval: Duration::from_millis(settings.orchestrator.commit_interval_ms),
+    };
+    env.connect(&spec).with_context(|| format!("joining the {name} consumer group"))
+}
+
+/// Decisions: ticks and events in, commands out.
+fn decisions_stage(
+    settings: &OrchestratorSettings,
+    env: &StageEnv,
+    stats: &Arc<DecisionStats>,
+) -> anyhow::Result<(Stage, DecisionProcessor)> {
+    let o = &settings.orchestrator;
+    let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+    let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
+        .context("creating the commands topic reader")?;
+    let stage = connect(settings, env, decisions::STAGE, &o.decisions_group, &topics)?;
+    stats.register_metrics(&env.telemetry.metrics, &Vec::new());
+    let deadline_ms = settings.rules.command_deadline_ms;
+    let processor = DecisionProcessor {
+        producer_id: o.id.clone(),
+        ticks_topic: settings.topics.ticks.name.clone(),
+        commands_topic: settings.topics.commands.name.clone(),
+        dlq_topic: settings.topics.dlq.name.clone(),
+        deadline: (deadline_ms > 0)
+            .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
+        rules: MarketRules::new(settings.rules.clone()),
+        sequences: HashMap::new(),
+        recovery: SequenceRecovery { tail, current: false },
+        stats: stats.clone(),
+        consumer_group: o.decisions_group.clone(),
+        metrics: env.telemetry.metrics.clone(),
+        sampler: env.telemetry.sampler.clone(),
+    };
+    Ok((stage, processor))
+}
+
+/// Results: commands and results in, outcomes recorded.
+fn results_stage(
+    settings: &OrchestratorSettings,
+    env: &StageEnv,
+    stats: &Arc<ResultStats>,
+) -> anyhow::Result<(Stage, ResultProcessor)> {
+    let o = &settings.orchestrator;
+    let record_file = if settings.results.record_path.is_empty() {
+        None
+    } else {
+        let path = &settings.results.record_path;
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening results.record_path {path:?}"))?,
+        )
+    };
+    let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
+    let stage = connect(settings, env, results::STAGE, &o.results_group, &topics)?;
+    stats.register_metrics(&env.telemetry.metrics, &Vec::new());
+    let recorder =
+        Recorder::new(settings.results.max_pending, record_file, stats.clone(), env.telemetry.metrics.clone());
+    let processor = ResultProcessor {
+        commands_topic: settings.topics.commands.name.clone(),
+        dlq_topic: settings.topics.dlq.name.clone(),
+        recorder,
+        stats: stats.clone(),
+        consumer_group: o.results_group.clone(),
+        sampler: env.telemetry.sampler.clone(),
+    };
+    Ok((stage, processor))
+}
+
+/// Runs a connected stage as one of the orchestrator's tasks.
+fn spawn_stage<P: Processor + 'static>(
+    stages: &mut Stages,
+    name: &'static str,
+    stage: Stage,
+    mut processor: P,
+    shutdown: CancellationToken,
+) {
+    stages.spawn(async move {
+        let report = stage.run(&mut processor, shutdown).await;
+        (name, report.clean())
+    });
 }
 
 /// Reads the tail of the ticks topic so ingest does not write again the
@@ -215,79 +302,8 @@ fn spawn_feed_status(stats: Arc<FeedStats>, interval: Duration, shutdown: Cancel
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => stats.status(),
             }
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                connected = stats.connected.load(std::sync::atomic::Ordering::Relaxed),
-                frames = load(&stats.frames),
-                ticks = load(&stats.ticks),
-                book_tops = load(&stats.book_tops),
-                data_quality = load(&stats.data_quality),
-                malformed = load(&stats.malformed),
-                sequence_gaps = load(&stats.sequence_gaps),
-                duplicates = load(&stats.duplicates),
-                out_of_order = load(&stats.out_of_order),
-                coalesced = load(&stats.coalesced),
-                queue_high_water = load(&stats.queue_high_water),
-                reconnects = load(&stats.reconnects),
-                stale_reconnects = load(&stats.stale_reconnects),
-                produce_errors = load(&stats.produce_errors),
-                "feed status"
-            );
         }
     });
-}
-
-/// What the two Kafka-consuming stages share: a tracked producer, a group
-/// consumer that commits before revocation, and the pipeline loop.
-struct ConsumingStage<'a> {
-    settings: &'a OrchestratorSettings,
-    commit_interval: Duration,
-    status_interval: Option<Duration>,
-    shutdown: &'a CancellationToken,
-}
-
-impl ConsumingStage<'_> {
-    fn spawn<P: Processor + 'static>(
-        &self,
-        stages: &mut JoinSet<(&'static str, bool)>,
-        name: &'static str,
-        group: &str,
-        topics: &[&str],
-        processor: impl FnOnce() -> P,
-    ) -> anyhow::Result<()> {
-        let s = self.settings;
-        let shutdown_timeout = s.shutdown.timeout();
-        let connected =
-            pipeline::connect(&s.kafka, &s.delivery, name, &s.orchestrator.id, group, topics, shutdown_timeout / 2)
-                .with_context(|| format!("joining the {name} consumer group"))?;
-        let mut processor = processor();
-        let loop_settings = LoopSettings {
-            name,
-            commit_interval: self.commit_interval,
-            status_interval: self.status_interval,
-            shutdown_timeout,
-            // The orchestrator's stages do their work as records arrive, in
-            // order; the bounds only matter for the commit metadata.
-            max_concurrency: pipeline::MAX_IN_FLIGHT,
-            max_in_flight: pipeline::MAX_IN_FLIGHT,
-            session_timeout: Duration::from_millis(u64::from(s.kafka.session_timeout_ms)),
-        };
-        let token = self.shutdown.child_token();
-        stages.spawn(async move {
-            let report = pipeline::run(
-                connected.consumer,
-                connected.group,
-                connected.delivery,
-                &mut processor,
-                token,
-                &loop_settings,
-                Arc::new(PipelineStats::default()),
-            )
-            .await;
-            (name, report.clean())
-        });
-        Ok(())
-    }
 }

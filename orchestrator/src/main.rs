@@ -29,7 +29,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    shoal_app::main("shoal-orchestrator", &cli.common, |settings: OrchestratorSettings, shutdown| {
-        shoal_orchestrator::run(settings, shutdown, OrchestratorStats::default())
+    shoal_app::main("shoal-orchestrator", &cli.common, |settings: OrchestratorSettings, shutdown, telemetry| {
+        shoal_orchestrator::run(settings, shutdown, OrchestratorStats::default(), telemetry)
     })
 }

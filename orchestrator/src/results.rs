@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::SpanContext;
@@ -17,73 +17,47 @@ use shoal_kafka::dlq::DeadLetter;
 use shoal_kafka::headers::HeaderView;
 use shoal_kafka::outputs::Outputs;
 use shoal_kafka::pipeline::{self, Processor, Work};
-use shoal_kafka::trace;
+use shoal_kafka::trace::{self, Sampler};
 use shoal_protocol::messages::{Command, CommandResult, ResultStatus, WireMessage};
-use shoal_telemetry::metrics::{kind_label, metrics};
+use shoal_telemetry::metrics::{Metrics, kind_label};
 use uuid::Uuid;
 
-/// Results counters.
-#[derive(Debug, Default)]
-pub struct ResultStats {
-    /// Commands seen on the commands topic.
-    pub commands_seen: AtomicU64,
-    /// Results seen on the results topic.
-    pub results_seen: AtomicU64,
-    /// Outcomes recorded (result matched to its command).
-    pub recorded: AtomicU64,
-    /// Recorded with status `succeeded`.
-    pub succeeded: AtomicU64,
-    /// Recorded with any other status.
-    pub not_succeeded: AtomicU64,
-    /// A second result for an already recorded command.
-    pub duplicates: AtomicU64,
-    /// Pending commands or early results forgotten because of the bound.
-    pub evicted: AtomicU64,
-    /// Records that could not be decoded (sent to the dead-letter topic).
-    pub dead_lettered: AtomicU64,
-    /// Commands issued and not yet answered (remembered ones).
-    pub pending: AtomicU64,
-}
-
-impl ResultStats {
-    /// Registers the counters as metrics, read at each scrape.
-    pub fn register_metrics(self: &Arc<Self>) {
-        let m = metrics();
-        type Read = fn(&ResultStats) -> u64;
-        let counters: [(&'static str, &'static str, Read); 4] = [
-            ("shoal_results_commands_seen", "Commands read by the results stage", |s| {
-                s.commands_seen.load(Ordering::Relaxed)
-            }),
-            ("shoal_results_seen", "Results read by the results stage", |s| s.results_seen.load(Ordering::Relaxed)),
-            ("shoal_results_duplicates", "Second results for an already recorded command", |s| {
-                s.duplicates.load(Ordering::Relaxed)
-            }),
-            (
-                "shoal_results_evicted",
-                "Pending commands or early results forgotten because of results.max_pending",
-                |s| s.evicted.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, read) in counters {
-            let stats = self.clone();
-            m.counter(name, help, vec![], move || read(&stats));
-        }
-        let stats = self.clone();
-        m.counter(
+shoal_telemetry::counters! {
+    /// Results counters.
+    pub struct ResultStats {
+        /// Commands seen on the commands topic.
+        commands_seen => counter("shoal_results_commands_seen", "Commands read by the results stage"),
+        /// Results seen on the results topic.
+        results_seen => counter("shoal_results_seen", "Results read by the results stage"),
+        /// Outcomes recorded (result matched to its command).
+        recorded,
+        /// Recorded with status `succeeded`.
+        succeeded,
+        /// Recorded with any other status.
+        not_succeeded,
+        /// Commands issued and not yet answered (remembered ones).
+        pending => gauge(
+            "shoal_results_pending",
+            "Commands issued and not yet answered (in flight between the orchestrator and the workers)"
+        ),
+        /// A second result for an already recorded command.
+        duplicates => counter("shoal_results_duplicates", "Second results for an already recorded command"),
+        /// Pending commands or early results forgotten because of the bound.
+        evicted => counter(
+            "shoal_results_evicted",
+            "Pending commands or early results forgotten because of results.max_pending"
+        ),
+        /// Records that could not be decoded (sent to the dead-letter topic).
+        dead_lettered => counter(
             "shoal_dead_letters",
             "Records sent to the dead-letter topic, by stage",
-            vec![("stage", "results".to_string())],
-            move || stats.dead_lettered.load(Ordering::Relaxed),
-        );
-        let stats = self.clone();
-        m.gauge(
-            "shoal_results_pending",
-            "Commands issued and not yet answered (in flight between the orchestrator and the workers)",
-            vec![],
-            move || i64::try_from(stats.pending.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
-        );
+            stage = "results"
+        ),
     }
 }
+
+/// The stage's name (logs, metrics, readiness checks).
+pub const STAGE: &str = "results";
 
 /// One recorded outcome, as logged and appended to the record file.
 #[derive(Debug, Clone, Serialize)]
@@ -168,18 +142,25 @@ pub struct Recorder {
     recorded: Bounded<()>,
     record_file: Option<std::fs::File>,
     stats: Arc<ResultStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
     /// A recorder remembering at most `max_pending` of each kind of entry,
     /// appending outcomes to `record_file` if given.
-    pub fn new(max_pending: usize, record_file: Option<std::fs::File>, stats: Arc<ResultStats>) -> Self {
+    pub fn new(
+        max_pending: usize,
+        record_file: Option<std::fs::File>,
+        stats: Arc<ResultStats>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             issued: Bounded::new(max_pending),
             early: Bounded::new(max_pending),
             recorded: Bounded::new(max_pending),
             record_file,
             stats,
+            metrics,
         }
     }
 
@@ -225,7 +206,7 @@ impl Recorder {
     fn record(&mut self, command: Command, result: CommandResult, result_trace: Option<SpanContext>) -> Outcome {
         let recorded_at = Utc::now();
         let latency = (recorded_at - command.issued_at).to_std().unwrap_or_default();
-        let m = metrics();
+        let m = &self.metrics;
         m.command_latency.get_or_create(&kind_label(&command.kind)).observe(latency.as_secs_f64());
         m.results_recorded
             .get_or_create(&vec![("kind", command.kind.clone()), ("status", result.status.as_str().to_string())])
@@ -274,6 +255,8 @@ pub struct ResultProcessor {
     pub stats: Arc<ResultStats>,
     /// The stage's consumer group (span attribute).
     pub consumer_group: String,
+    /// Which decisions starting here are traced.
+    pub sampler: Arc<Sampler>,
 }
 
 impl ResultProcessor {
@@ -284,7 +267,7 @@ impl ResultProcessor {
             Command::decode(payload).map(|c| self.recorder.on_command(c))
         } else {
             // Parsed only for export: without it no span is ever made.
-            let trace = trace::exporting().then(|| HeaderView(message.headers()).span_context()).flatten();
+            let trace = self.sampler.exporting().then(|| HeaderView(message.headers()).span_context()).flatten();
             CommandResult::decode(payload).map(|r| self.recorder.on_result(r, trace))
         };
         match outcome {
@@ -293,27 +276,20 @@ impl ResultProcessor {
                 // Shoal worker without one belongs to an untraced decision,
                 // anything else starts a decision here.
                 let traced = match &outcome.result_trace {
-                    Some(context) => trace::exporting() && context.is_sampled(),
+                    Some(context) => self.sampler.exporting() && context.is_sampled(),
                     None => {
                         let from_shoal = HeaderView(message.headers()).get(shoal_kafka::headers::MESSAGE_TYPE);
-                        from_shoal.is_none() && trace::draw()
+                        from_shoal.is_none() && self.sampler.draw()
                     }
                 };
                 let span = if !traced {
                     tracing::Span::none()
                 } else {
-                    tracing::info_span!(
+                    shoal_kafka::process_span!(
                     "record result",
-                    otel.kind = "consumer",
-                    otel.status_code = tracing::field::Empty,
-                    messaging.system = "kafka",
-                    messaging.operation.type = "process",
-                    messaging.operation.name = "process",
-                    messaging.destination.name = message.topic(),
-                    messaging.destination.partition.id = %message.partition(),
-                    messaging.kafka.offset = message.offset(),
+                    message,
+                    self.consumer_group.as_str(),
                     messaging.kafka.message.key = %outcome.key,
-                    messaging.consumer.group.name = %self.consumer_group,
                     messaging.message.id = %outcome.command_id,
                     command.id = %outcome.command_id,
                     command.kind = %outcome.kind,
@@ -359,19 +335,8 @@ impl Processor for ResultProcessor {
     }
 
     fn status(&self) {
-        let s = &self.stats;
-        tracing::info!(
-            commands_seen = s.commands_seen.load(Ordering::Relaxed),
-            results_seen = s.results_seen.load(Ordering::Relaxed),
-            recorded = s.recorded.load(Ordering::Relaxed),
-            succeeded = s.succeeded.load(Ordering::Relaxed),
-            not_succeeded = s.not_succeeded.load(Ordering::Relaxed),
-            pending = self.recorder.pending(),
-            duplicates = s.duplicates.load(Ordering::Relaxed),
-            evicted = s.evicted.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            "results status"
-        );
+        self.stats.pending.store(self.recorder.pending() as u64, Ordering::Relaxed);
+        self.stats.log_status("results status", STAGE);
     }
 }
 
@@ -412,7 +377,7 @@ mod tests {
     #[test]
     fn matches_in_either_order_and_counts_duplicates() {
         let stats = Arc::new(ResultStats::default());
-        let mut r = Recorder::new(10, None, stats.clone());
+        let mut r = Recorder::new(10, None, stats.clone(), Arc::new(Metrics::new()));
         let (a, b) = (command(1), command(2));
         assert!(r.on_command(a.clone()).is_none());
         assert_eq!(r.on_result(result(&a), None).unwrap().command_id, a.id);
@@ -427,7 +392,7 @@ mod tests {
     #[test]
     fn pending_commands_are_bounded() {
         let stats = Arc::new(ResultStats::default());
-        let mut r = Recorder::new(3, None, stats.clone());
+        let mut r = Recorder::new(3, None, stats.clone(), Arc::new(Metrics::new()));
         for n in 0..5 {
             r.on_command(command(n));
         }

@@ -92,6 +92,20 @@ fn seq(value: &Value) -> u64 {
     value["seq"].as_u64().expect("data frame has a numeric seq")
 }
 
+/// Reads data frames, numbered on from `expected_seq`, up to the first
+/// frame of type `kind`, which it returns.
+async fn data_until(client: &mut Client, kind: &str, expected_seq: &mut u64) -> Value {
+    loop {
+        let frame = next_json(client).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+        assert!(is_data(&frame), "unexpected frame {frame}");
+        assert_eq!(seq(&frame), *expected_seq);
+        *expected_seq += 1;
+    }
+}
+
 /// Checks the documented shape of a trade frame.
 fn check_trade(value: &Value) {
     let object = value.as_object().expect("object");
@@ -172,16 +186,8 @@ async fn round_trip_subscribe_stream_unsubscribe_close() {
     // Unsubscribing stops the stream: after `unsubscribed`, a ping's pong
     // is the next frame.
     send(&mut client, r#"{"type":"unsubscribe","symbols":["SIM-A"]}"#).await;
-    loop {
-        let frame = next_json(&mut client).await;
-        if frame["type"] == "unsubscribed" {
-            assert_eq!(frame["symbols"], serde_json::json!(["SIM-A"]));
-            break;
-        }
-        assert!(is_data(&frame), "unexpected frame {frame}");
-        assert_eq!(seq(&frame), expected_seq);
-        expected_seq += 1;
-    }
+    let unsubscribed = data_until(&mut client, "unsubscribed", &mut expected_seq).await;
+    assert_eq!(unsubscribed["symbols"], serde_json::json!(["SIM-A"]));
     client.send(Message::Ping(b"quiet?".to_vec().into())).await.expect("ping");
     assert_eq!(next(&mut client).await, Message::Pong(b"quiet?".to_vec().into()));
 
@@ -201,15 +207,8 @@ async fn round_trip_subscribe_stream_unsubscribe_close() {
 
     // A later subscribe replaces the set.
     send(&mut client, r#"{"type":"subscribe","symbols":["SIM-B"]}"#).await;
-    loop {
-        let frame = next_json(&mut client).await;
-        if frame["type"] == "subscribed" {
-            assert_eq!(frame["symbols"], serde_json::json!(["SIM-B"]));
-            break;
-        }
-        assert_eq!(seq(&frame), expected_seq);
-        expected_seq += 1;
-    }
+    let subscribed = data_until(&mut client, "subscribed", &mut expected_seq).await;
+    assert_eq!(subscribed["symbols"], serde_json::json!(["SIM-B"]));
     for _ in 0..20 {
         let frame = next_json(&mut client).await;
         assert_eq!(seq(&frame), expected_seq);

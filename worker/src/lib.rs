@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_kafka as kafka;
-use shoal_kafka::pipeline::{self, DrainReport, LoopSettings, PipelineStats};
+use shoal_kafka::pipeline::DrainReport;
 use shoal_kafka::settings::DeliveryMode;
+use shoal_kafka::stage::{StageEnv, StageSpec};
+use shoal_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 use crate::dedupe::{TailReader, Window};
@@ -21,37 +23,48 @@ use crate::handlers::Registry;
 use crate::processor::{CommandProcessor, Dedupe, Executor, RetryPolicy, WorkerStats};
 use crate::settings::WorkerSettings;
 
+/// The worker's stage name (logs, metrics, readiness checks).
+pub const STAGE: &str = "worker";
+
 /// Runs a worker until `shutdown` is cancelled, then drains within the
-/// configured bound. Counters are published into `stats` as it goes.
+/// configured bound. Counters are published into `stats` as it goes, and
+/// metrics and readiness checks into `telemetry`.
 pub async fn run(
     settings: WorkerSettings,
     mut registry: Registry,
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
+    telemetry: Telemetry,
 ) -> anyhow::Result<DrainReport> {
     use anyhow::Context as _;
-    // Not ready until the stage registers its checks (after topics and
-    // producer), whatever passes before then.
-    shoal_telemetry::health::health().starting("worker.partitions");
+    let w = &settings.worker;
+    let env = StageEnv::new(
+        &settings.kafka,
+        &settings.delivery,
+        &w.id,
+        &settings.log,
+        settings.shutdown.timeout(),
+        &telemetry,
+    );
+    env.announce(STAGE);
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }
-    let w = &settings.worker;
     if w.probe_handler {
         registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
     }
-    let connected = pipeline::connect(
-        &settings.kafka,
-        &settings.delivery,
-        "worker",
-        &w.id,
-        &w.group_id,
-        &[&settings.topics.commands.name],
-        settings.shutdown.timeout() / 2,
-    )
-    .context("joining the workers' consumer group")?;
+    let stage = env
+        .connect(&StageSpec {
+            name: STAGE,
+            group: &w.group_id,
+            topics: &[&settings.topics.commands.name],
+            max_concurrency: w.max_concurrency,
+            max_in_flight: w.max_in_flight,
+            commit_interval: Duration::from_millis(w.commit_interval_ms),
+        })
+        .context("joining the workers' consumer group")?;
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
-    stats.register_metrics();
+    stats.register_metrics(&telemetry.metrics, &Vec::new());
     let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
@@ -64,6 +77,8 @@ pub async fn run(
             max: Duration::from_millis(w.retry_max_ms),
         },
         stats,
+        metrics: telemetry.metrics.clone(),
+        sampler: telemetry.sampler.clone(),
     };
     let dedupe = match settings.delivery.mode {
         DeliveryMode::ExactlyOnce => None,
@@ -79,26 +94,6 @@ pub async fn run(
             Some(Dedupe { window, reader, loaded_at: None })
         }
     };
-    let mut processor = CommandProcessor::new(exec, connected.group.clone(), dedupe);
-    let loop_settings = LoopSettings {
-        name: "worker",
-        commit_interval: Duration::from_millis(w.commit_interval_ms),
-        status_interval: (settings.log.status_interval_secs > 0)
-            .then(|| Duration::from_secs(settings.log.status_interval_secs)),
-        shutdown_timeout: settings.shutdown.timeout(),
-        max_concurrency: w.max_concurrency,
-        max_in_flight: w.max_in_flight,
-        session_timeout: Duration::from_millis(u64::from(settings.kafka.session_timeout_ms)),
-    };
-    let pipeline_stats = Arc::new(PipelineStats::default());
-    Ok(pipeline::run(
-        connected.consumer,
-        connected.group,
-        connected.delivery,
-        &mut processor,
-        shutdown,
-        &loop_settings,
-        pipeline_stats,
-    )
-    .await)
+    let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe);
+    Ok(stage.run(&mut processor, shutdown).await)
 }

@@ -27,8 +27,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    shoal_app::main("shoal-worker", &cli.common, |settings: WorkerSettings, shutdown| async move {
+    shoal_app::main("shoal-worker", &cli.common, |settings: WorkerSettings, shutdown, telemetry| async move {
         let stats = Arc::new(WorkerStats::default());
-        Ok(shoal_worker::run(settings, Registry::with_builtin(), shutdown, stats).await?.clean())
+        Ok(shoal_worker::run(settings, Registry::with_builtin(), shutdown, stats, telemetry).await?.clean())
     })
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,44 +20,59 @@ use shoal_kafka::dlq::DeadLetter;
 use shoal_kafka::headers::HeaderView;
 use shoal_kafka::outputs::{MessageMeta, Outputs};
 use shoal_kafka::pipeline::{self, Processor, Work};
-use shoal_kafka::trace::{self, Trace};
+use shoal_kafka::trace::{self, Sampler, Trace};
 use shoal_protocol::messages::{
     Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
 };
-use shoal_telemetry::metrics::{kind_label, metrics};
+use shoal_telemetry::metrics::{Metrics, kind_label};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
 use crate::handlers::{HandlerError, Registry};
 
-/// What this worker has done; read by status lines and tests.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Commands handled (result produced; with exactly-once delivery it
-    /// becomes visible when its transaction commits).
-    pub handled: AtomicU64,
-    /// Results with status `succeeded`.
-    pub succeeded: AtomicU64,
-    /// Results with status `failed`.
-    pub failed: AtomicU64,
-    /// Results with status `expired`.
-    pub expired: AtomicU64,
-    /// Results with status `unsupported`.
-    pub unsupported: AtomicU64,
-    /// Handler attempts retried after a transient failure.
-    pub retries: AtomicU64,
-    /// Records that could not be decoded (sent to the dead-letter topic).
-    pub undecodable: AtomicU64,
-    /// Records sent to the dead-letter topic for any reason.
-    pub dead_lettered: AtomicU64,
-    /// Commands whose `seq` skipped ahead of the key's previous one.
-    pub sequence_gaps: AtomicU64,
-    /// Commands whose `seq` was not above the key's previous one (a replay
-    /// or a restarted issuer).
-    pub sequence_regressions: AtomicU64,
-    /// Repeated commands skipped because their result already exists
-    /// (at-least-once dedupe window).
-    pub duplicates_skipped: AtomicU64,
+shoal_telemetry::counters! {
+    /// What this worker has done; read by status lines, metrics and tests.
+    pub struct WorkerStats {
+        /// Commands handled (result produced; with exactly-once delivery it
+        /// becomes visible when its transaction commits).
+        handled,
+        /// Results with status `succeeded`.
+        succeeded => counter("shoal_worker_results", "Results the worker produced, by status", status = "succeeded"),
+        /// Results with status `failed`.
+        failed => counter("shoal_worker_results", "Results the worker produced, by status", status = "failed"),
+        /// Results with status `expired`.
+        expired => counter("shoal_worker_results", "Results the worker produced, by status", status = "expired"),
+        /// Results with status `unsupported`.
+        unsupported => counter("shoal_worker_results", "Results the worker produced, by status", status = "unsupported"),
+        /// Handler attempts retried after a transient failure.
+        retries => counter("shoal_worker_retries", "Handler attempts retried after a transient failure"),
+        /// Commands whose `seq` skipped ahead of the key's previous one.
+        sequence_gaps => counter(
+            "shoal_worker_sequence_anomalies",
+            "Commands whose per-key seq skipped ahead (gap) or went back (regression)",
+            anomaly = "gap"
+        ),
+        /// Commands whose `seq` was not above the key's previous one (a replay
+        /// or a restarted issuer).
+        sequence_regressions => counter(
+            "shoal_worker_sequence_anomalies",
+            "Commands whose per-key seq skipped ahead (gap) or went back (regression)",
+            anomaly = "regression"
+        ),
+        /// Repeated commands skipped because their result already exists
+        /// (at-least-once dedupe window).
+        duplicates_skipped => counter(
+            "shoal_worker_duplicates_skipped",
+            "Repeated commands skipped because their result already exists (at-least-once dedupe window)"
+        ),
+        /// Command ids in the at-least-once dedupe window (as of the last
+        /// status line).
+        dedupe_window,
+        /// Records that could not be decoded (sent to the dead-letter topic).
+        undecodable,
+        /// Records sent to the dead-letter topic for any reason.
+        dead_lettered => counter("shoal_dead_letters", "Records sent to the dead-letter topic, by stage", stage = "worker"),
+    }
 }
 
 /// Last `seq` seen per key, to report gaps and regressions. It only knows
@@ -96,55 +111,6 @@ impl SequenceCheck {
 }
 
 impl WorkerStats {
-    /// Registers the counters as metrics, read at each scrape.
-    pub fn register_metrics(self: &Arc<Self>) {
-        let m = metrics();
-        for (status, read) in [
-            ("succeeded", (|s: &WorkerStats| s.succeeded.load(Ordering::Relaxed)) as fn(&WorkerStats) -> u64),
-            ("failed", |s| s.failed.load(Ordering::Relaxed)),
-            ("expired", |s| s.expired.load(Ordering::Relaxed)),
-            ("unsupported", |s| s.unsupported.load(Ordering::Relaxed)),
-        ] {
-            let stats = self.clone();
-            m.counter(
-                "shoal_worker_results",
-                "Results the worker produced, by status",
-                vec![("status", status.to_string())],
-                move || read(&stats),
-            );
-        }
-        let stats = self.clone();
-        m.counter("shoal_worker_retries", "Handler attempts retried after a transient failure", vec![], move || {
-            stats.retries.load(Ordering::Relaxed)
-        });
-        let stats = self.clone();
-        m.counter(
-            "shoal_worker_duplicates_skipped",
-            "Repeated commands skipped because their result already exists (at-least-once dedupe window)",
-            vec![],
-            move || stats.duplicates_skipped.load(Ordering::Relaxed),
-        );
-        for (anomaly, read) in [
-            ("gap", (|s: &WorkerStats| s.sequence_gaps.load(Ordering::Relaxed)) as fn(&WorkerStats) -> u64),
-            ("regression", |s| s.sequence_regressions.load(Ordering::Relaxed)),
-        ] {
-            let stats = self.clone();
-            m.counter(
-                "shoal_worker_sequence_anomalies",
-                "Commands whose per-key seq skipped ahead (gap) or went back (regression)",
-                vec![("anomaly", anomaly.to_string())],
-                move || read(&stats),
-            );
-        }
-        let stats = self.clone();
-        m.counter(
-            "shoal_dead_letters",
-            "Records sent to the dead-letter topic, by stage",
-            vec![("stage", "worker".to_string())],
-            move || stats.dead_lettered.load(Ordering::Relaxed),
-        );
-    }
-
     fn count_status(&self, status: ResultStatus) {
         let counter = match status {
             ResultStatus::Succeeded => &self.succeeded,
@@ -204,6 +170,10 @@ pub struct Executor {
     pub retry: RetryPolicy,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// Where the handler duration histogram goes.
+    pub metrics: Arc<Metrics>,
+    /// Which decisions starting here are traced.
+    pub sampler: Arc<Sampler>,
 }
 
 impl Executor {
@@ -285,29 +255,21 @@ impl Executor {
         sequence: Option<SequenceNote>,
         group: &str,
     ) -> Outputs {
-        let trace = Trace::of(message);
+        let trace = Trace::of(message, &self.sampler);
         let mut out = trace.outputs();
         let span = trace.span(|| {
             let id = command.id.to_string();
-            tracing::info_span!(
-            "process command",
-            otel.kind = "consumer",
-            otel.status_code = tracing::field::Empty,
-            messaging.system = "kafka",
-            messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = message.topic(),
-            // A string in the semantic conventions.
-            messaging.destination.partition.id = %message.partition(),
-            messaging.kafka.offset = message.offset(),
-            messaging.kafka.message.key = command.key.as_str(),
-            messaging.consumer.group.name = group,
-            messaging.message.id = id.as_str(),
-            command.id = id.as_str(),
-            command.kind = command.kind.as_str(),
-            command.seq = command.seq,
-            shoal.worker.id = self.worker_id.as_str(),
-            shoal.result.status = tracing::field::Empty,
+            shoal_kafka::process_span!(
+                "process command",
+                message,
+                group,
+                messaging.kafka.message.key = command.key.as_str(),
+                messaging.message.id = id.as_str(),
+                command.id = id.as_str(),
+                command.kind = command.kind.as_str(),
+                command.seq = command.seq,
+                shoal.worker.id = self.worker_id.as_str(),
+                shoal.result.status = tracing::field::Empty,
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
@@ -315,7 +277,7 @@ impl Executor {
         let started = std::time::Instant::now();
         let execution = self.execute(&command).instrument(span.clone()).await;
         let elapsed = started.elapsed();
-        metrics().handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
+        self.metrics.handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
         let status = execution.status;
         span.record("shoal.result.status", status.as_str());
         if status != ResultStatus::Succeeded {
@@ -336,17 +298,14 @@ impl Executor {
         };
         let publish = trace::child(&span, || {
             let id = command.id.to_string();
-            tracing::info_span!(
-            parent: &span,
-            "publish result",
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.operation.name = "publish",
-            messaging.destination.name = self.results_topic.as_str(),
-            messaging.kafka.message.key = command.key.as_str(),
-            messaging.message.id = id.as_str(),
-            command.id = id.as_str(),
+            shoal_kafka::send_span!(
+                "publish result",
+                &span,
+                "publish",
+                messaging.destination.name = self.results_topic.as_str(),
+                messaging.kafka.message.key = command.key.as_str(),
+                messaging.message.id = id.as_str(),
+                command.id = id.as_str(),
             )
         });
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
@@ -469,24 +428,8 @@ impl Processor for CommandProcessor {
 
     fn status(&self) {
         let s = &self.exec.stats;
-        tracing::info!(
-            worker_id = %self.exec.worker_id,
-            handled = s.handled.load(Ordering::Relaxed),
-            succeeded = s.succeeded.load(Ordering::Relaxed),
-            failed = s.failed.load(Ordering::Relaxed),
-            expired = s.expired.load(Ordering::Relaxed),
-            unsupported = s.unsupported.load(Ordering::Relaxed),
-            retries = s.retries.load(Ordering::Relaxed),
-            sequence_gaps = s.sequence_gaps.load(Ordering::Relaxed),
-            sequence_regressions = s.sequence_regressions.load(Ordering::Relaxed),
-            duplicates_skipped = s.duplicates_skipped.load(Ordering::Relaxed),
-            dedupe_window = self.dedupe.as_ref().map_or(0, |d| d.window.len()),
-            undecodable = s.undecodable.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            assigned_partitions = self.group.assigned.load(Ordering::Relaxed),
-            rebalances = self.group.rebalances.load(Ordering::Relaxed),
-            "worker status"
-        );
+        s.dedupe_window.store(self.dedupe.as_ref().map_or(0, |d| d.window.len() as u64), Ordering::Relaxed);
+        s.log_status("worker status", "worker");
     }
 }
 

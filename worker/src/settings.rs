@@ -2,42 +2,29 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use shoal_app::settings::ShutdownSettings;
-use shoal_config::{SettingsError, Validate};
-use shoal_kafka::settings::{DeliverySettings, KafkaSettings, TopicsSettings};
-use shoal_telemetry::settings::{LogSettings, ObservabilitySettings};
+use shoal_config::{SettingsError, Validate, in_range, initial_delay, non_empty};
 
-/// Everything `shoal-worker` reads at start-up.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkerSettings {
-    /// Kafka connection.
-    pub kafka: KafkaSettings,
-    /// Topic names and partition counts.
-    pub topics: TopicsSettings,
-    /// Logging.
-    pub log: LogSettings,
-    /// Graceful shutdown bound.
-    pub shutdown: ShutdownSettings,
-    /// Exactly-once or at-least-once delivery.
-    pub delivery: DeliverySettings,
-    /// Metrics, health endpoints and trace export.
-    pub observability: ObservabilitySettings,
-    /// Worker behaviour.
-    pub worker: WorkerSection,
-    /// The orchestrator's sections are accepted and ignored, so one file or
-    /// one environment can configure both binaries.
-    #[serde(skip_serializing)]
-    pub orchestrator: IgnoredAny,
-    /// See `orchestrator`.
-    #[serde(skip_serializing)]
-    pub feed: IgnoredAny,
-    /// See `orchestrator`.
-    #[serde(skip_serializing)]
-    pub rules: IgnoredAny,
-    /// See `orchestrator`.
-    #[serde(skip_serializing)]
-    pub results: IgnoredAny,
+shoal_app::app_settings! {
+    /// Everything `shoal-worker` reads at start-up: the shared sections
+    /// (`kafka`, `topics`, `log`, `shutdown`, `delivery`, `observability`)
+    /// and the worker's own.
+    pub struct WorkerSettings {
+        /// Worker behaviour.
+        pub worker: WorkerSection,
+        /// The orchestrator's sections are accepted and ignored, so one file or
+        /// one environment can configure both binaries.
+        #[serde(skip_serializing)]
+        pub orchestrator: IgnoredAny,
+        /// See `orchestrator`.
+        #[serde(skip_serializing)]
+        pub feed: IgnoredAny,
+        /// See `orchestrator`.
+        #[serde(skip_serializing)]
+        pub rules: IgnoredAny,
+        /// See `orchestrator`.
+        #[serde(skip_serializing)]
+        pub results: IgnoredAny,
+    }
 }
 
 /// The `[worker]` section.
@@ -98,84 +85,24 @@ impl Default for WorkerSection {
     }
 }
 
-impl shoal_app::AppSettings for WorkerSettings {
-    fn log(&self) -> &LogSettings {
-        &self.log
-    }
-
-    fn shutdown(&self) -> &ShutdownSettings {
-        &self.shutdown
-    }
-
-    fn observability(&self) -> &ObservabilitySettings {
-        &self.observability
+impl WorkerSection {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        non_empty("worker.id", &self.id, "a non-empty identity, e.g. worker-1")?;
+        non_empty("worker.group_id", &self.group_id, "a consumer group name")?;
+        in_range("worker.commit_interval_ms", self.commit_interval_ms, 10..=60_000, "milliseconds")?;
+        in_range("worker.handler_timeout_ms", self.handler_timeout_ms, 1..=600_000, "milliseconds")?;
+        in_range("worker.max_attempts", self.max_attempts, 1..=100, "an integer")?;
+        initial_delay("worker.retry_initial_ms", self.retry_initial_ms, "worker.retry_max_ms", self.retry_max_ms)?;
+        in_range("worker.max_concurrency", self.max_concurrency, 1..=10_000, "an integer")?;
+        in_range("worker.max_in_flight", self.max_in_flight, 1..=shoal_kafka::pipeline::MAX_IN_FLIGHT, "an integer")?;
+        in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")
     }
 }
 
 impl Validate for WorkerSettings {
     fn validate(&self) -> Result<(), SettingsError> {
-        self.kafka.validate()?;
-        self.topics.validate()?;
-        self.shutdown.validate()?;
-        self.delivery.validate()?;
-        self.observability.validate()?;
-        let w = &self.worker;
-        if w.id.trim().is_empty() {
-            return Err(SettingsError::invalid("worker.id", "empty", "a non-empty identity, e.g. worker-1"));
-        }
-        if w.group_id.trim().is_empty() {
-            return Err(SettingsError::invalid("worker.group_id", "empty", "a consumer group name"));
-        }
-        if !(10..=60_000).contains(&w.commit_interval_ms) {
-            return Err(SettingsError::invalid(
-                "worker.commit_interval_ms",
-                w.commit_interval_ms.to_string(),
-                "milliseconds between 10 and 60000",
-            ));
-        }
-        if !(1..=600_000).contains(&w.handler_timeout_ms) {
-            return Err(SettingsError::invalid(
-                "worker.handler_timeout_ms",
-                w.handler_timeout_ms.to_string(),
-                "milliseconds between 1 and 600000",
-            ));
-        }
-        if !(1..=100).contains(&w.max_attempts) {
-            return Err(SettingsError::invalid(
-                "worker.max_attempts",
-                w.max_attempts.to_string(),
-                "an integer between 1 and 100",
-            ));
-        }
-        if w.retry_initial_ms == 0 || w.retry_initial_ms > w.retry_max_ms {
-            return Err(SettingsError::invalid(
-                "worker.retry_initial_ms",
-                format!("{} (max {})", w.retry_initial_ms, w.retry_max_ms),
-                "milliseconds > 0 and <= worker.retry_max_ms",
-            ));
-        }
-        if !(1..=10_000).contains(&w.max_concurrency) {
-            return Err(SettingsError::invalid(
-                "worker.max_concurrency",
-                w.max_concurrency.to_string(),
-                "an integer between 1 and 10000",
-            ));
-        }
-        let max_in_flight = shoal_kafka::pipeline::MAX_IN_FLIGHT;
-        if !(1..=max_in_flight).contains(&w.max_in_flight) {
-            return Err(SettingsError::invalid(
-                "worker.max_in_flight",
-                w.max_in_flight.to_string(),
-                format!("an integer between 1 and {max_in_flight}"),
-            ));
-        }
-        if !(1..=10_000_000).contains(&w.dedupe_window) {
-            return Err(SettingsError::invalid(
-                "worker.dedupe_window",
-                w.dedupe_window.to_string(),
-                "an integer between 1 and 10000000",
-            ));
-        }
-        Ok(())
+        self.validate_shared()?;
+        self.worker.validate()
     }
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use shoal_config::Validate;
+use shoal_telemetry::Telemetry;
 use shoal_telemetry::settings::{LogSettings, ObservabilitySettings};
 
 pub mod settings;
@@ -40,12 +41,14 @@ pub trait AppSettings: Default + Serialize + DeserializeOwned + Validate {
     fn observability(&self) -> &ObservabilitySettings;
 }
 
-/// Runs a binary. `run` gets the validated settings and the root shutdown
-/// token and returns whether it stopped cleanly.
+/// Runs a binary. `run` gets the validated settings, the root shutdown
+/// token and the application's telemetry handle (metrics, readiness,
+/// sampling; served on `observability.listen`), and returns whether it
+/// stopped cleanly.
 pub fn main<S, F, Fut>(name: &'static str, args: &CommonArgs, run: F) -> ExitCode
 where
     S: AppSettings,
-    F: FnOnce(S, CancellationToken) -> Fut,
+    F: FnOnce(S, CancellationToken, Telemetry) -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
     let settings: S = match shoal_config::load(args.config.as_deref()) {
@@ -70,22 +73,22 @@ where
         }
     };
     runtime.block_on(async move {
-        let telemetry =
-            shoal_telemetry::init(name, settings.log().format, &settings.log().level, settings.observability());
+        let guard = shoal_telemetry::init(name, settings.log().format, &settings.log().level, settings.observability());
+        let telemetry = Telemetry::new(guard.sampling());
         let shutdown = crate::shutdown::install_signal_handlers();
         let bound = settings.shutdown().timeout();
         // Each drain step is bounded by shutdown.timeout_ms; this is the
         // backstop for the whole process, with a second of slack for exit.
         crate::shutdown::exit_after_bound(&shutdown, bound + Duration::from_secs(1));
         let shutdown_started = crate::shutdown::started_at(&shutdown);
-        let server = match start_http(settings.observability(), &shutdown).await {
+        let server = match start_http(settings.observability(), &telemetry, &shutdown).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!("{error:#}");
                 return ExitCode::FAILURE;
             }
         };
-        let outcome = run(settings, shutdown.clone()).await;
+        let outcome = run(settings, shutdown.clone(), telemetry).await;
         // Whatever ended the run, the HTTP server stops with the process.
         shutdown.cancel();
         if let Some(server) = server {
@@ -93,7 +96,7 @@ where
         }
         // Export the spans still queued, within what is left of the bound.
         let elapsed = shutdown_started.lock().map(|t| t.map(|t| t.elapsed())).ok().flatten().unwrap_or_default();
-        telemetry.shutdown(bound.saturating_sub(elapsed).max(Duration::from_millis(200))).await;
+        guard.shutdown(bound.saturating_sub(elapsed).max(Duration::from_millis(200))).await;
         match outcome {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
@@ -112,11 +115,13 @@ where
 /// `observability.listen` is empty; readiness fails once shutdown starts.
 async fn start_http(
     observability: &ObservabilitySettings,
+    telemetry: &Telemetry,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use anyhow::Context as _;
     let token = shutdown.clone();
-    shoal_telemetry::health::health()
+    telemetry
+        .health
         .register("process", move || if token.is_cancelled() { Err("shutting down".into()) } else { Ok(()) });
     if observability.listen.is_empty() {
         return Ok(None);
@@ -125,7 +130,7 @@ async fn start_http(
         .listen
         .parse()
         .with_context(|| format!("observability.listen {:?} is not ip:port", observability.listen))?;
-    let (_, task) = shoal_telemetry::server::serve(address, shutdown.clone())
+    let (_, task) = shoal_telemetry::server::serve(address, telemetry.clone(), shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on observability.listen {address}"))?;
     Ok(Some(task))

@@ -11,6 +11,16 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod check;
+mod choice;
+
+pub use check::{at_least, in_range, initial_delay, non_empty, one_of};
+pub use choice::UnknownChoice;
+
+/// For [`choice!`]: the expansion names serde through this crate.
+#[doc(hidden)]
+pub use serde as __serde;
+
 /// Prefix of environment variables that override configuration.
 pub const ENV_PREFIX: &str = "SHOAL";
 /// Separator between nesting levels in environment variable names.
@@ -38,6 +48,18 @@ impl SettingsError {
     /// Builds an [`SettingsError::Invalid`].
     pub fn invalid(key: impl Into<String>, message: impl Into<String>, expected: impl Into<String>) -> Self {
         Self::Invalid { key: key.into(), message: message.into(), expected: expected.into() }
+    }
+
+    /// A deserialization error; an unknown [`choice!`] string at a key is
+    /// worded like any other invalid value.
+    fn deserializing(error: config::ConfigError) -> Self {
+        if let config::ConfigError::At { error: inner, key: Some(key), .. } = &error
+            && let config::ConfigError::Message(text) = inner.as_ref()
+            && let Some(unknown) = UnknownChoice::from_message(text)
+        {
+            return unknown.for_key(key);
+        }
+        Self::Load(error)
     }
 }
 
@@ -85,7 +107,7 @@ where
         }
     }
     builder = builder.add_source(environment);
-    let settings: T = builder.build()?.try_deserialize()?;
+    let settings: T = builder.build()?.try_deserialize().map_err(SettingsError::deserializing)?;
     settings.validate()?;
     Ok(settings)
 }
@@ -123,19 +145,6 @@ pub fn redacted<T: Serialize>(settings: &T) -> serde_json::Value {
     value
 }
 
-/// Checks that `value` is one of `allowed`.
-pub fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), SettingsError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(SettingsError::invalid(
-            key,
-            format!("{value:?} is not recognised"),
-            format!("one of {}", allowed.join(", ")),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -143,6 +152,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+    use crate::choice::tests::Colour;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields, default)]
@@ -150,12 +160,13 @@ mod tests {
         name: String,
         count: u32,
         flag: bool,
+        colour: Colour,
         options: BTreeMap<String, String>,
     }
 
     impl Default for Section {
         fn default() -> Self {
-            Self { name: "default".into(), count: 1, flag: false, options: BTreeMap::new() }
+            Self { name: "default".into(), count: 1, flag: false, colour: Colour::Red, options: BTreeMap::new() }
         }
     }
 
@@ -171,10 +182,7 @@ mod tests {
 
         fn validate(&self) -> Result<(), SettingsError> {
             one_of("section.name", &self.section.name, &["default", "from.file", "from.env"])?;
-            if self.section.count == 0 {
-                return Err(SettingsError::invalid("section.count", "0", "an integer >= 1"));
-            }
-            Ok(())
+            at_least("section.count", self.section.count, 1, "an integer")
         }
     }
 
@@ -221,6 +229,18 @@ mod tests {
         assert!(err.to_string().contains("section.count"), "{err}");
         let err = load_from::<TestSettings, _>(None, env(&[("SHOAL__SECTION__COUNT", "many")])).unwrap_err();
         assert!(err.to_string().contains("count"), "{err}");
+    }
+
+    #[test]
+    fn choices_take_their_strings_and_unknown_ones_name_the_key() {
+        let s: TestSettings = load_from(None, env(&[("SHOAL__SECTION__COLOUR", "light/blue")])).unwrap();
+        assert_eq!(s.section.colour, Colour::LightBlue);
+        assert_eq!(redacted(&s)["section"]["colour"], "light/blue");
+        let err = load_from::<TestSettings, _>(None, env(&[("SHOAL__SECTION__COLOUR", "blue")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration value for `section.colour`: \"blue\" is not recognised (expected one of red, light/blue)"
+        );
     }
 
     #[test]

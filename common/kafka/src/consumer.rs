@@ -2,7 +2,7 @@
 //! and close within a bound.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -16,22 +16,25 @@ use super::producer::TrackedProducer;
 use super::stats::{ClientHealth, STATS_INTERVAL};
 use crate::settings::KafkaSettings;
 
-/// Group membership counters.
-#[derive(Debug, Default)]
-pub struct GroupStats {
-    /// The consumer group.
-    pub group_id: String,
-    /// Rebalances this member took part in (assign or revoke events).
-    pub rebalances: AtomicU64,
-    /// Partitions currently assigned to this member.
-    pub assigned: AtomicI64,
-    /// Commits that failed.
-    pub commit_failures: AtomicU64,
-    /// Connectivity and per-partition lag, from librdkafka's statistics.
-    pub client: ClientHealth,
-    /// Partitions revoked since the pipeline last looked; an exactly-once
-    /// pipeline drops their uncommitted records from its open batch.
-    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+shoal_telemetry::counters! {
+    /// Group membership counters.
+    pub struct GroupStats {
+        /// Rebalances this member took part in (assign or revoke events).
+        rebalances => counter("shoal_consumer_rebalances", "Partition assignments and revocations this member took part in"),
+        /// Commits that failed.
+        commit_failures => counter("shoal_consumer_commit_failures", "Offset commits that failed"),
+    }
+    with {
+        /// The consumer group.
+        pub group_id: String,
+        /// Partitions currently assigned to this member.
+        pub assigned: AtomicI64,
+        /// Connectivity and per-partition lag, from librdkafka's statistics.
+        pub client: ClientHealth,
+        /// Partitions revoked since the pipeline last looked; an exactly-once
+        /// pipeline drops their uncommitted records from its open batch.
+        revoked: std::sync::Mutex<Vec<(String, i32)>>,
+    }
 }
 
 impl GroupStats {

@@ -10,7 +10,8 @@ pub mod outputs;
 pub mod pipeline;
 pub mod producer;
 pub mod settings;
-pub mod stage_metrics;
+pub mod stage;
+mod stage_metrics;
 pub mod stats;
 pub mod tail;
 pub mod trace;
@@ -54,7 +55,7 @@ pub fn client_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("client.id", client_id)
-        .set("security.protocol", &kafka.security_protocol);
+        .set("security.protocol", kafka.security_protocol.as_str());
     apply_raw_options(&mut cfg, kafka);
     cfg
 }
@@ -89,7 +90,7 @@ pub fn consumer_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("isolation.level", "read_committed");
-    if kafka.group_protocol == "consumer" {
+    if kafka.group_protocol == settings::GroupProtocol::Consumer {
         // KIP-848: the broker assigns; session timeout and assignment strategy
         // are broker-side settings there and librdkafka rejects them.
         cfg.set("group.protocol", "consumer");

@@ -67,7 +67,7 @@ impl Outputs {
     }
 
     /// No outputs yet; messages added later carry `cause` on when no span
-    /// of this process stands between them (see [`crate::trace::Trace`]).
+    /// of this process stands between them (see `Trace` in [`crate::trace`]).
     pub fn with_cause(cause: Option<TraceParent>) -> Self {
         Self { items: Vec::new(), cause }
     }
@@ -81,7 +81,7 @@ impl Outputs {
         message: &M,
         span: &tracing::Span,
     ) {
-        let traced = crate::trace::context_of(span);
+        let traced = shoal_telemetry::trace::context_of(span);
         self.items.push(Output {
             topic: topic.to_string(),
             key: Some(key.as_bytes().to_vec()),

@@ -4,7 +4,32 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shoal_config::{SettingsError, one_of};
+use shoal_config::{SettingsError, at_least, in_range, non_empty};
+
+shoal_config::choice! {
+    /// `kafka.security_protocol`: how clients reach the brokers (librdkafka's
+    /// `security.protocol`).
+    pub enum SecurityProtocol {
+        /// No TLS, no authentication.
+        Plaintext = "plaintext",
+        /// TLS.
+        Ssl = "ssl",
+        /// SASL authentication without TLS.
+        SaslPlaintext = "sasl_plaintext",
+        /// SASL authentication over TLS.
+        SaslSsl = "sasl_ssl",
+    }
+}
+
+shoal_config::choice! {
+    /// `kafka.group_protocol`: the consumer group protocol.
+    pub enum GroupProtocol {
+        /// The classic protocol: client-side assignment (cooperative sticky).
+        Classic = "classic",
+        /// KIP-848: the broker assigns.
+        Consumer = "consumer",
+    }
+}
 
 /// Connection to the Kafka cluster, shared by every client Shoal creates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,9 +38,9 @@ pub struct KafkaSettings {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: String,
+    pub security_protocol: SecurityProtocol,
     /// Consumer group protocol: `classic` (default) or `consumer` (KIP-848).
-    pub group_protocol: String,
+    pub group_protocol: GroupProtocol,
     /// Consumer session timeout, milliseconds.
     pub session_timeout_ms: u32,
     /// Producer linger, milliseconds: how long to wait to fill a batch.
@@ -31,8 +56,8 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
-            security_protocol: "plaintext".into(),
-            group_protocol: "classic".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            group_protocol: GroupProtocol::Classic,
             session_timeout_ms: 10_000,
             linger_ms: 5,
             message_timeout_ms: 30_000,
@@ -53,12 +78,8 @@ impl KafkaSettings {
                 "comma-separated host:port pairs, e.g. 127.0.0.1:9092",
             ));
         }
-        one_of(
-            "kafka.security_protocol",
-            &self.security_protocol,
-            &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],
-        )?;
-        one_of("kafka.group_protocol", &self.group_protocol, &["classic", "consumer"])?;
+        // `security_protocol` and `group_protocol` are checked as they are
+        // read (an unknown string names the key and the accepted ones).
         if self.session_timeout_ms < 1_000 {
             return Err(SettingsError::invalid(
                 "kafka.session_timeout_ms",
@@ -110,21 +131,8 @@ impl TopicSettings {
                 "1-249 characters of [a-zA-Z0-9._-]",
             ));
         }
-        if self.partitions < 1 {
-            return Err(SettingsError::invalid(
-                format!("topics.{key}.partitions"),
-                format!("{}", self.partitions),
-                "an integer >= 1",
-            ));
-        }
-        if self.replication < 1 {
-            return Err(SettingsError::invalid(
-                format!("topics.{key}.replication"),
-                format!("{}", self.replication),
-                "an integer >= 1",
-            ));
-        }
-        Ok(())
+        at_least(&format!("topics.{key}.partitions"), self.partitions, 1, "an integer")?;
+        at_least(&format!("topics.{key}.replication"), self.replication, 1, "an integer")
     }
 }
 
@@ -233,31 +241,15 @@ impl Default for DeliverySettings {
 impl DeliverySettings {
     /// Checks the section.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.transactional_id_prefix.trim().is_empty() {
-            return Err(SettingsError::invalid("delivery.transactional_id_prefix", "empty", "a non-empty prefix"));
-        }
-        if !(1..=100_000).contains(&self.transaction_max_records) {
-            return Err(SettingsError::invalid(
-                "delivery.transaction_max_records",
-                self.transaction_max_records.to_string(),
-                "an integer between 1 and 100000",
-            ));
-        }
-        if !(1..=60_000).contains(&self.transaction_max_ms) {
-            return Err(SettingsError::invalid(
-                "delivery.transaction_max_ms",
-                self.transaction_max_ms.to_string(),
-                "milliseconds between 1 and 60000",
-            ));
-        }
-        if !(1_000..=300_000).contains(&self.transaction_call_timeout_ms) {
-            return Err(SettingsError::invalid(
-                "delivery.transaction_call_timeout_ms",
-                self.transaction_call_timeout_ms.to_string(),
-                "milliseconds between 1000 and 300000",
-            ));
-        }
-        Ok(())
+        non_empty("delivery.transactional_id_prefix", &self.transactional_id_prefix, "a non-empty prefix")?;
+        in_range("delivery.transaction_max_records", self.transaction_max_records, 1..=100_000, "an integer")?;
+        in_range("delivery.transaction_max_ms", self.transaction_max_ms, 1..=60_000, "milliseconds")?;
+        in_range(
+            "delivery.transaction_call_timeout_ms",
+            self.transaction_call_timeout_ms,
+            1_000..=300_000,
+            "milliseconds",
+        )
     }
 
     /// The transactional id of one stage instance.
@@ -310,6 +302,8 @@ mod tests {
                 ("SHOAL__TOPICS__COMMANDS__PARTITIONS", "24"),
                 ("SHOAL__KAFKA__OPTIONS__SOCKET_KEEPALIVE_ENABLE", "true"),
                 ("SHOAL__DELIVERY__MODE", "at_least_once"),
+                ("SHOAL__KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+                ("SHOAL__KAFKA__GROUP_PROTOCOL", "consumer"),
                 ("UNRELATED", "x"),
             ]),
         )
@@ -317,6 +311,8 @@ mod tests {
         assert_eq!(s.kafka.bootstrap_servers, "10.0.0.1:9092,10.0.0.2:9092");
         assert_eq!(s.topics.commands.partitions, 24);
         assert_eq!(s.delivery.mode, DeliveryMode::AtLeastOnce);
+        assert_eq!(s.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(s.kafka.group_protocol, GroupProtocol::Consumer);
         let opts: Vec<_> = s.kafka.normalised_options().collect();
         assert_eq!(opts, vec![("socket.keepalive.enable".to_string(), "true")]);
     }

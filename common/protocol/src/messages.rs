@@ -330,23 +330,22 @@ pub trait WireMessage: Serialize + DeserializeOwned {
     }
 }
 
-impl WireMessage for Command {
-    const TYPE_NAME: &'static str = "command";
+/// Declares the wire message types with their names in errors.
+macro_rules! wire_messages {
+    ($($message:ty => $name:literal),* $(,)?) => {
+        $( impl WireMessage for $message {
+            const TYPE_NAME: &'static str = $name;
+        } )*
+    };
 }
-impl WireMessage for CommandResult {
-    const TYPE_NAME: &'static str = "result";
-}
-impl WireMessage for MarketTick {
-    const TYPE_NAME: &'static str = "market tick";
-}
-impl WireMessage for Event {
-    const TYPE_NAME: &'static str = "event";
-}
-impl WireMessage for BookTop {
-    const TYPE_NAME: &'static str = "book top";
-}
-impl WireMessage for DataQuality {
-    const TYPE_NAME: &'static str = "data quality event";
+
+wire_messages! {
+    Command => "command",
+    CommandResult => "result",
+    MarketTick => "market tick",
+    Event => "event",
+    BookTop => "book top",
+    DataQuality => "data quality event",
 }
 
 #[cfg(test)]

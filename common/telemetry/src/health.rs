@@ -2,11 +2,11 @@
 //! consuming stage: Kafka connection, partitions assigned, producer; the
 //! orchestrator's ingest: feed connected), evaluated on each `/readyz`.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 type Probe = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// The readiness checks of this process. Get it with [`health`].
+/// The readiness checks of one application (see [`Telemetry`](crate::Telemetry)).
 #[derive(Default)]
 pub struct Health {
     checks: Mutex<Vec<(String, Probe)>>,
@@ -72,12 +72,6 @@ impl Health {
         }
         (ready, results)
     }
-}
-
-/// This process's readiness checks.
-pub fn health() -> &'static Health {
-    static HEALTH: OnceLock<Health> = OnceLock::new();
-    HEALTH.get_or_init(Health::default)
 }
 
 #[cfg(test)]

@@ -40,18 +40,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer as _, fmt, prelude::*};
 
+pub use crate::settings::LogFormat;
 use crate::settings::ObservabilitySettings;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human-readable lines (the default).
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
 
 /// Environment variables that choose the OTLP transport (signal-specific
 /// first), which `opentelemetry-otlp` does not read itself.
@@ -109,7 +99,7 @@ impl ExportPlan {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, TelemetryError> {
         let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
-        let mut protocol = settings.otlp_protocol.clone();
+        let mut protocol = settings.otlp_protocol.to_string();
         if let Some((var, value)) = PROTOCOL_VARS.iter().find_map(|var| set(var).map(|v| (*var, v))) {
             match value.trim() {
                 "grpc" | "http/protobuf" => protocol = value.trim().to_string(),
@@ -216,20 +206,26 @@ fn batch_processor(exporter: opentelemetry_otlp::SpanExporter) -> opentelemetry_
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
-    exporting: bool,
+    sampling: crate::trace::Sampling,
 }
 
 impl TelemetryGuard {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.exporting
+        self.sampling.exporting
+    }
+
+    /// How decisions are sampled, given what is exported: the process's
+    /// [`Telemetry`](crate::Telemetry) handle is made from it.
+    pub fn sampling(&self) -> crate::trace::Sampling {
+        self.sampling
     }
 
     /// Exports what is queued and stops the exporter, waiting at most
     /// `timeout` (on a blocking thread: the SDK's shutdown blocks).
     pub async fn shutdown(mut self, timeout: Duration) {
         let Some(provider) = self.provider.take() else { return };
-        let exporting = self.exporting;
+        let exporting = self.sampling.exporting;
         let done = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
         match tokio::time::timeout(timeout + Duration::from_millis(100), done).await {
             Ok(Ok(Ok(()))) => {
@@ -334,11 +330,11 @@ pub fn init(
         }
     }
     let provider = builder.build();
-    crate::trace::install(crate::trace::Sampling {
+    let sampling = crate::trace::Sampling {
         exporting: plan.is_some(),
         ratio: plan.as_ref().map_or(0.0, |p| p.sample_ratio),
         max_per_sec: plan.as_ref().map_or(0, |p| p.max_traced_per_sec),
-    });
+    };
     // Without export no OpenTelemetry spans are made at all: they would cost
     // the hot path (a third of the worker's throughput, measured) for
     // nothing. Trace context is then passed on from the consumed record to
@@ -379,7 +375,7 @@ pub fn init(
             "exporting spans over OTLP"
         );
     }
-    TelemetryGuard { provider: Some(provider), exporting: plan.is_some() }
+    TelemetryGuard { provider: Some(provider), sampling }
 }
 
 /// Logging only, for small CLIs (the simulator) that produce no traces.
@@ -516,7 +512,7 @@ mod tests {
     fn settings(protocol: &str, endpoint: &str) -> ObservabilitySettings {
         ObservabilitySettings {
             otlp_enabled: true,
-            otlp_protocol: protocol.into(),
+            otlp_protocol: protocol.parse().unwrap(),
             otlp_endpoint: endpoint.into(),
             ..ObservabilitySettings::default()
         }

@@ -8,7 +8,7 @@
 //! outcomes by status) and the latency histograms.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, MetricEncoder};
@@ -83,7 +83,7 @@ impl Collector for Sources {
     }
 }
 
-/// Metrics of this process. Get it with [`metrics`].
+/// Metrics of one application (see [`Telemetry`](crate::Telemetry)).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -110,7 +110,10 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    /// An empty registry (Shoal's labelled families and `shoal_build_info`
+    /// only).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let commands_issued = Family::<Labels, Counter>::default();
         registry.register("shoal_commands_issued", "Commands issued by the decisions stage", commands_issued.clone());
@@ -210,12 +213,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// This process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
 }
 
 /// `[("kind", kind)]`.

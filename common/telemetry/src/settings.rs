@@ -1,9 +1,18 @@
 //! The `[log]` and `[observability]` sections.
 
 use serde::{Deserialize, Serialize};
-use shoal_config::{SettingsError, one_of};
+use shoal_config::SettingsError;
 
-use crate::logs::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +24,14 @@ pub struct LogSettings {
     pub level: String,
     /// Seconds between status lines (counters); 0 disables them.
     pub status_interval_secs: u64,
+}
+
+impl LogSettings {
+    /// How often stages log their status line; `None` when
+    /// `status_interval_secs` is 0.
+    pub fn status_interval(&self) -> Option<std::time::Duration> {
+        (self.status_interval_secs > 0).then(|| std::time::Duration::from_secs(self.status_interval_secs))
+    }
 }
 
 impl Default for LogSettings {
@@ -39,7 +56,7 @@ pub struct ObservabilitySettings {
     pub otlp_endpoint: String,
     /// `grpc` or `http/protobuf`; `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` and
     /// `OTEL_EXPORTER_OTLP_PROTOCOL` win over this key.
-    pub otlp_protocol: String,
+    pub otlp_protocol: OtlpProtocol,
     /// `service.name` of exported spans; empty for the binary's name.
     /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
     /// wins over this key.
@@ -60,7 +77,7 @@ impl Default for ObservabilitySettings {
             listen: "0.0.0.0:9464".into(),
             otlp_enabled: false,
             otlp_endpoint: String::new(),
-            otlp_protocol: "grpc".into(),
+            otlp_protocol: OtlpProtocol::Grpc,
             service_name: String::new(),
             sample_ratio: 1.0,
             max_traced_per_sec: crate::trace::DEFAULT_MAX_TRACED_PER_SEC,
@@ -68,8 +85,15 @@ impl Default for ObservabilitySettings {
     }
 }
 
-/// OTLP transports.
-pub const OTLP_PROTOCOLS: [&str; 2] = ["grpc", "http/protobuf"];
+shoal_config::choice! {
+    /// OTLP transports (`observability.otlp_protocol`).
+    pub enum OtlpProtocol {
+        /// OTLP over gRPC.
+        Grpc = "grpc",
+        /// OTLP protobuf over HTTP.
+        HttpProtobuf = "http/protobuf",
+    }
+}
 
 impl ObservabilitySettings {
     /// Checks the section.
@@ -81,7 +105,8 @@ impl ObservabilitySettings {
                 "ip:port, e.g. 0.0.0.0:9464, or an empty string to disable the HTTP server",
             ));
         }
-        one_of("observability.otlp_protocol", &self.otlp_protocol, &OTLP_PROTOCOLS)?;
+        // `otlp_protocol` is checked as it is read (an unknown string names
+        // the key and the accepted ones).
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return Err(SettingsError::invalid(
                 "observability.sample_ratio",
@@ -157,7 +182,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.observability.listen, "");
         assert!(s.observability.otlp_enabled);
-        assert_eq!(s.observability.otlp_protocol, "http/protobuf");
+        assert_eq!(s.observability.otlp_protocol, OtlpProtocol::HttpProtobuf);
         let defaults: TestSettings = load_from(None, env(&[])).unwrap();
         assert_eq!(defaults.observability.listen, "0.0.0.0:9464");
         assert!(!defaults.observability.otlp_enabled);

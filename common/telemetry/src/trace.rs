@@ -23,13 +23,15 @@
 //! unchanged.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+
+use crate::metrics::Metrics;
 
 /// Default of `observability.max_traced_per_sec`: far above a demo's or a
 /// typical deployment's decision rate (every decision is traced), far below
@@ -161,50 +163,64 @@ pub enum Draw {
 #[derive(Debug, Default)]
 struct Draws([AtomicU64; 3]);
 
-struct Installed {
+/// This process's decision sampling: whether it exports spans, and the draw
+/// for each decision that starts here. Part of the process's
+/// [`Telemetry`](crate::Telemetry) handle.
+#[derive(Debug)]
+pub struct Sampler {
     sampling: Sampling,
     sampler: DecisionSampler,
     draws: Arc<Draws>,
 }
 
-static SAMPLER: OnceLock<Installed> = OnceLock::new();
-
-/// Sets the process's sampling (first call wins; `telemetry::init` calls it),
-/// and, when it exports, registers the `shoal_trace_decisions` counters.
-pub fn install(sampling: Sampling) {
-    let draws = Arc::new(Draws::default());
-    let sampler = DecisionSampler::new(sampling.ratio, sampling.max_per_sec);
-    if SAMPLER.set(Installed { sampling, sampler, draws: draws.clone() }).is_err() || !sampling.exporting {
-        return;
+impl Sampler {
+    /// Sampling as `sampling` says.
+    pub fn new(sampling: Sampling) -> Self {
+        let sampler = DecisionSampler::new(sampling.ratio, sampling.max_per_sec);
+        Self { sampling, sampler, draws: Arc::default() }
     }
-    for (i, outcome) in ["traced", "not_sampled", "over_cap"].into_iter().enumerate() {
-        let draws = draws.clone();
-        crate::metrics::metrics().counter(
-            "shoal_trace_decisions",
-            "Decisions that started in this process, by whether they are traced (not_sampled: left out by the \
-             sample ratio; over_cap: by observability.max_traced_per_sec)",
-            vec![("outcome", outcome.to_string())],
-            move || draws.0[i].load(Ordering::Relaxed),
-        );
+
+    /// Nothing exported, nothing drawn.
+    pub fn off() -> Self {
+        Self::new(Sampling { exporting: false, ratio: 0.0, max_per_sec: 0 })
     }
-}
 
-/// Whether this process exports spans.
-pub fn exporting() -> bool {
-    SAMPLER.get().is_some_and(|installed| installed.sampling.exporting)
-}
+    /// When it exports, registers the `shoal_trace_decisions` counters.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        if !self.sampling.exporting {
+            return;
+        }
+        for (i, outcome) in ["traced", "not_sampled", "over_cap"].into_iter().enumerate() {
+            let draws = self.draws.clone();
+            metrics.counter(
+                "shoal_trace_decisions",
+                "Decisions that started in this process, by whether they are traced (not_sampled: left out by the \
+                 sample ratio; over_cap: by observability.max_traced_per_sec)",
+                vec![("outcome", outcome.to_string())],
+                move || draws.0[i].load(Ordering::Relaxed),
+            );
+        }
+    }
 
-/// Whether a decision starting here is traced (false when not exporting).
-pub fn draw() -> bool {
-    let Some(installed) = SAMPLER.get().filter(|installed| installed.sampling.exporting) else { return false };
-    let draw = installed.sampler.decide();
-    let slot = match draw {
-        Draw::Traced => 0,
-        Draw::NotSampled => 1,
-        Draw::OverCap => 2,
-    };
-    installed.draws.0[slot].fetch_add(1, Ordering::Relaxed);
-    draw == Draw::Traced
+    /// Whether this process exports spans.
+    pub fn exporting(&self) -> bool {
+        self.sampling.exporting
+    }
+
+    /// Whether a decision starting here is traced (false when not exporting).
+    pub fn draw(&self) -> bool {
+        if !self.sampling.exporting {
+            return false;
+        }
+        let draw = self.sampler.decide();
+        let slot = match draw {
+            Draw::Traced => 0,
+            Draw::NotSampled => 1,
+            Draw::OverCap => 2,
+        };
+        self.draws.0[slot].fetch_add(1, Ordering::Relaxed);
+        draw == Draw::Traced
+    }
 }
 
 /// The exported span context of `span`, or `None` when it has none (a

@@ -11,15 +11,33 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::Side;
 
-use super::protocol::{FrameError, Parsed, decimal, from_millis};
+use super::protocol::{Exchange, FrameError, Origin, Parsed, Stateless, Subscription, from_millis, level};
 
 /// Source name written into ticks from this feed.
 pub const SOURCE: &str = "binance";
 
 /// Channels (stream types) this adapter understands.
 pub const CHANNELS: [&str; 3] = ["trade", "aggTrade", "bookTicker"];
+
+/// The Binance format.
+pub(crate) const EXCHANGE: Exchange = Exchange {
+    source: SOURCE,
+    channels: &CHANNELS,
+    default_channels: &["trade", "bookTicker"],
+    example_symbol: Some("BTCUSDT"),
+    subscribe,
+    parser: || Box::new(Stateless(parse)),
+};
+
+/// No request when the URL names its streams, else one `SUBSCRIBE`.
+fn subscribe(to: &Subscription<'_>) -> Vec<String> {
+    match url::Url::parse(to.url) {
+        Ok(url) if url_names_streams(&url) => Vec::new(),
+        _ => vec![subscribe_request(to.symbols, to.channels)],
+    }
+}
 
 /// Whether `url` already names its streams (`/ws/<stream>` or
 /// `/stream?streams=...`), so no `SUBSCRIBE` is needed.
@@ -49,21 +67,16 @@ struct Probe<'a> {
     msg: Option<String>,
 }
 
+/// A `trade` or an `aggTrade` event: the id is `t` (trade id) in the first
+/// and `a` (aggregate trade id) in the second; each is read only where it
+/// is the id (older `trade` events also carry an order id in `a`).
 #[derive(Deserialize)]
-struct Trade {
+struct Trade<'a> {
     s: String,
-    t: u64,
-    p: String,
-    q: String,
-    #[serde(rename = "T")]
-    trade_time: i64,
-    m: bool,
-}
-
-#[derive(Deserialize)]
-struct AggTrade {
-    s: String,
-    a: u64,
+    #[serde(borrow)]
+    t: Option<&'a RawValue>,
+    #[serde(borrow)]
+    a: Option<&'a RawValue>,
     p: String,
     q: String,
     #[serde(rename = "T")]
@@ -87,41 +100,24 @@ fn taker_side(buyer_is_maker: bool) -> Side {
     if buyer_is_maker { Side::Sell } else { Side::Buy }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tick(
-    symbol: String,
-    id: u64,
-    price: &str,
-    qty: &str,
-    time: i64,
-    buyer_is_maker: bool,
-    channel: &str,
-    received_at: DateTime<Utc>,
-) -> Result<Parsed, FrameError> {
-    Ok(Parsed::Trade {
-        tick: MarketTick {
-            schema_version: SCHEMA_VERSION,
-            source: SOURCE.into(),
-            symbol,
-            price: decimal(price)?,
-            size: decimal(qty)?,
-            side: Some(taker_side(buyer_is_maker)),
-            trade_id: Some(id.to_string()),
-            sequence: None,
-            exchange_ts: from_millis(time)?,
-            received_at,
-            channel: Some(channel.into()),
-        },
-        continuity: true,
-    })
+/// The trade event in `text` from `channel` (`trade` or `aggTrade`).
+fn trade(text: &str, channel: &str, origin: &Origin) -> Result<Parsed, FrameError> {
+    let t: Trade<'_> = serde_json::from_str(text)?;
+    let (id, field) = if channel == "trade" { (t.t, "t") } else { (t.a, "a") };
+    let id = id
+        .and_then(|raw| raw.get().parse::<u64>().ok())
+        .ok_or_else(|| FrameError::Malformed(format!("missing or invalid field `{field}`")))?;
+    let level = level(&t.p, &t.q)?;
+    let tick = origin.trade(channel, t.s, id, level, taker_side(t.m), from_millis(t.trade_time)?);
+    Ok(Parsed::Trade { tick, continuity: true })
 }
 
 /// Parses one text frame (raw or combined).
 pub fn parse(text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+    let origin = Origin { source: SOURCE, received_at };
     // Fast path for the commonest frame: one parse instead of two.
     if text.starts_with(r#"{"e":"trade","#) {
-        let t: Trade = serde_json::from_str(text)?;
-        out.push(tick(t.s, t.t, &t.p, &t.q, t.trade_time, t.m, "trade", received_at)?);
+        out.push(trade(text, "trade", &origin)?);
         return Ok(());
     }
     let probe: Probe<'_> = serde_json::from_str(text)?;
@@ -134,29 +130,12 @@ pub fn parse(text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> R
         return Ok(());
     }
     match probe.e.as_deref() {
-        Some("trade") => {
-            let t: Trade = serde_json::from_str(text)?;
-            out.push(tick(t.s, t.t, &t.p, &t.q, t.trade_time, t.m, "trade", received_at)?);
-        }
-        Some("aggTrade") => {
-            let t: AggTrade = serde_json::from_str(text)?;
-            out.push(tick(t.s, t.a, &t.p, &t.q, t.trade_time, t.m, "aggTrade", received_at)?);
-        }
+        Some(channel @ ("trade" | "aggTrade")) => out.push(trade(text, channel, &origin)?),
         Some(other) => return Err(FrameError::UnknownType(other.to_owned())),
         None if probe.u.is_some() => {
             let b: BookTicker = serde_json::from_str(text)?;
-            out.push(Parsed::Book(BookTop {
-                schema_version: SCHEMA_VERSION,
-                source: SOURCE.into(),
-                symbol: b.s,
-                bid_price: decimal(&b.b)?,
-                bid_size: decimal(&b.bid_qty)?,
-                ask_price: decimal(&b.a)?,
-                ask_size: decimal(&b.ask_qty)?,
-                sequence: Some(b.u),
-                exchange_ts: None,
-                received_at,
-            }));
+            let (bid, ask) = (level(&b.b, &b.bid_qty)?, level(&b.a, &b.ask_qty)?);
+            out.push(Parsed::Book(origin.book(b.s, bid, ask, Some(b.u), None)));
         }
         None if probe.id.is_some() => out.push(Parsed::Subscribed(format!("request {} answered", text.trim()))),
         None => return Err(FrameError::UnknownType("message without \"e\"".into())),

@@ -14,15 +14,25 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::Side;
 
-use super::protocol::{FrameError, Parsed, decimal};
+use super::protocol::{Exchange, FrameError, FrameParser, Origin, Parsed, level};
 
 /// Source name written into ticks from this feed.
 pub const SOURCE: &str = "coinbase";
 
 /// Channels this adapter understands.
 pub const CHANNELS: [&str; 3] = ["matches", "ticker", "heartbeat"];
+
+/// The Coinbase format.
+pub(crate) const EXCHANGE: Exchange = Exchange {
+    source: SOURCE,
+    channels: &CHANNELS,
+    default_channels: &CHANNELS,
+    example_symbol: Some("BTC-USD"),
+    subscribe: |to| vec![subscribe_request(to.symbols, to.channels)],
+    parser: || Box::<State>::default(),
+};
 
 /// The subscribe message.
 pub fn subscribe_request(symbols: &[String], channels: &[String]) -> String {
@@ -86,9 +96,11 @@ impl State {
         *last = sequence;
         true
     }
+}
 
-    /// Parses one text frame.
-    pub fn parse(&mut self, text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+impl FrameParser for State {
+    fn parse(&mut self, text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+        let origin = Origin { source: SOURCE, received_at };
         let probe: Probe = serde_json::from_str(text)?;
         match probe.kind.as_str() {
             "match" | "last_match" => {
@@ -102,37 +114,15 @@ impl State {
                     Side::Buy => Side::Sell,
                     Side::Sell => Side::Buy,
                 };
-                out.push(Parsed::Trade {
-                    tick: MarketTick {
-                        schema_version: SCHEMA_VERSION,
-                        source: SOURCE.into(),
-                        symbol: m.product_id,
-                        price: decimal(&m.price)?,
-                        size: decimal(&m.size)?,
-                        side: Some(taker),
-                        trade_id: Some(m.trade_id.to_string()),
-                        sequence: Some(m.sequence),
-                        exchange_ts: m.time,
-                        received_at,
-                        channel: Some("matches".into()),
-                    },
-                    continuity: true,
-                });
+                let mut tick =
+                    origin.trade("matches", m.product_id, m.trade_id, level(&m.price, &m.size)?, taker, m.time);
+                tick.sequence = Some(m.sequence);
+                out.push(Parsed::Trade { tick, continuity: true });
             }
             "ticker" => {
                 let t: Ticker = serde_json::from_str(text)?;
-                let top = BookTop {
-                    schema_version: SCHEMA_VERSION,
-                    source: SOURCE.into(),
-                    bid_price: decimal(&t.best_bid)?,
-                    bid_size: decimal(&t.best_bid_size)?,
-                    ask_price: decimal(&t.best_ask)?,
-                    ask_size: decimal(&t.best_ask_size)?,
-                    sequence: Some(t.sequence),
-                    exchange_ts: t.time,
-                    received_at,
-                    symbol: t.product_id,
-                };
+                let (bid, ask) = (level(&t.best_bid, &t.best_bid_size)?, level(&t.best_ask, &t.best_ask_size)?);
+                let top = origin.book(t.product_id, bid, ask, Some(t.sequence), t.time);
                 if self.fresh(&top.symbol, 1, t.sequence) {
                     out.push(Parsed::Book(top));
                 } else {

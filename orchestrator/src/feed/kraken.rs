@@ -11,15 +11,25 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
+use shoal_protocol::messages::Side;
 
-use super::protocol::{FrameError, Parsed, decimal_raw};
+use super::protocol::{Exchange, FrameError, Origin, Parsed, Stateless, level_raw};
 
 /// Source name written into ticks from this feed.
 pub const SOURCE: &str = "kraken";
 
 /// Channels this adapter understands.
 pub const CHANNELS: [&str; 2] = ["trade", "ticker"];
+
+/// The Kraken format.
+pub(crate) const EXCHANGE: Exchange = Exchange {
+    source: SOURCE,
+    channels: &CHANNELS,
+    default_channels: &CHANNELS,
+    example_symbol: Some("BTC/USD"),
+    subscribe: |to| subscribe_requests(to.symbols, to.channels),
+    parser: || Box::new(Stateless(parse)),
+};
 
 /// One subscribe request per channel.
 pub fn subscribe_requests(symbols: &[String], channels: &[String]) -> Vec<String> {
@@ -77,44 +87,22 @@ struct Ack {
 
 /// Parses one text frame.
 pub fn parse(text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+    let origin = Origin { source: SOURCE, received_at };
     let probe: Probe = serde_json::from_str(text)?;
     match (probe.channel.as_deref(), probe.method.as_deref()) {
         (Some("trade"), _) => {
             let envelope: Envelope<Trade> = serde_json::from_str(text)?;
             for t in envelope.data {
-                out.push(Parsed::Trade {
-                    tick: MarketTick {
-                        schema_version: SCHEMA_VERSION,
-                        source: SOURCE.into(),
-                        symbol: t.symbol,
-                        price: decimal_raw(&t.price)?,
-                        size: decimal_raw(&t.qty)?,
-                        side: Some(t.side),
-                        trade_id: Some(t.trade_id.to_string()),
-                        sequence: None,
-                        exchange_ts: t.timestamp,
-                        received_at,
-                        channel: Some("trade".into()),
-                    },
-                    continuity: true,
-                });
+                let tick =
+                    origin.trade("trade", t.symbol, t.trade_id, level_raw(&t.price, &t.qty)?, t.side, t.timestamp);
+                out.push(Parsed::Trade { tick, continuity: true });
             }
         }
         (Some("ticker"), _) => {
             let envelope: Envelope<Ticker> = serde_json::from_str(text)?;
             for t in envelope.data {
-                out.push(Parsed::Book(BookTop {
-                    schema_version: SCHEMA_VERSION,
-                    source: SOURCE.into(),
-                    symbol: t.symbol,
-                    bid_price: decimal_raw(&t.bid)?,
-                    bid_size: decimal_raw(&t.bid_qty)?,
-                    ask_price: decimal_raw(&t.ask)?,
-                    ask_size: decimal_raw(&t.ask_qty)?,
-                    sequence: None,
-                    exchange_ts: t.timestamp,
-                    received_at,
-                }));
+                let (bid, ask) = (level_raw(&t.bid, &t.bid_qty)?, level_raw(&t.ask, &t.ask_qty)?);
+                out.push(Parsed::Book(origin.book(t.symbol, bid, ask, None, t.timestamp)));
             }
         }
         (Some("heartbeat"), _) => out.push(Parsed::Heartbeat { symbol: None, last_trade_id: None }),

@@ -1,12 +1,14 @@
-//! What every feed adapter produces, and the helpers they share: exact
-//! decimals from JSON strings or JSON numbers, exchange timestamps.
+//! What every feed adapter provides ([`Exchange`], [`FrameParser`]) and
+//! produces ([`Parsed`]), and the helpers they share: normalised trades and
+//! book tops, exact decimals from JSON strings or JSON numbers, exchange
+//! timestamps.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
-use shoal_protocol::messages::{BookTop, MarketTick};
+use shoal_protocol::messages::{BookTop, MarketTick, SCHEMA_VERSION, Side};
 
 /// One thing a feed frame said, normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,131 @@ impl From<serde_json::Error> for FrameError {
     }
 }
 
+/// What ingest knows about one feed format.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Source name written into ticks.
+    pub source: &'static str,
+    /// Channels the adapter understands (what `feed.channels` accepts).
+    pub channels: &'static [&'static str],
+    /// Channels subscribed when `feed.channels` is empty.
+    pub default_channels: &'static [&'static str],
+    /// A symbol as the feed names it, for error messages; `None` for a feed
+    /// that takes `*` (every symbol it offers).
+    pub example_symbol: Option<&'static str>,
+    /// The messages to send once connected.
+    pub subscribe: fn(&Subscription<'_>) -> Vec<String>,
+    /// A parser with fresh per-connection state.
+    pub parser: fn() -> Box<dyn FrameParser>,
+}
+
+/// What a connection subscribes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription<'a> {
+    /// The feed's URL (a Binance URL may name its streams itself).
+    pub url: &'a str,
+    /// Symbols as the feed names them.
+    pub symbols: &'a [String],
+    /// Channels: the configured ones or the format's defaults.
+    pub channels: &'a [String],
+}
+
+/// Turns one connection's text frames into [`Parsed`] items.
+pub trait FrameParser: Send + std::fmt::Debug {
+    /// Parses one text frame into `out`.
+    fn parse(&mut self, text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError>;
+
+    /// A malformed frame was skipped.
+    fn on_malformed(&mut self) {}
+}
+
+/// A parse function: one text frame, received at a time, into items.
+pub type ParseFn = fn(&str, DateTime<Utc>, &mut Vec<Parsed>) -> Result<(), FrameError>;
+
+/// A parser without per-connection state: a plain function.
+pub(crate) struct Stateless(pub ParseFn);
+
+impl std::fmt::Debug for Stateless {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stateless")
+    }
+}
+
+impl FrameParser for Stateless {
+    fn parse(&mut self, text: &str, received_at: DateTime<Utc>, out: &mut Vec<Parsed>) -> Result<(), FrameError> {
+        (self.0)(text, received_at, out)
+    }
+}
+
+/// Price and size: of a trade, or of one side of the book.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    /// Price.
+    pub price: Decimal,
+    /// Size (quantity).
+    pub size: Decimal,
+}
+
+/// Where a frame's items come from: the feed, and when the frame arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// Source name written into the items.
+    pub source: &'static str,
+    /// When Shoal received the frame.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Origin {
+    /// A trade of `symbol` on `channel` with the exchange's trade id; the
+    /// feed's sequence number is unset.
+    pub fn trade(
+        &self,
+        channel: &str,
+        symbol: String,
+        trade_id: u64,
+        level: Level,
+        side: Side,
+        exchange_ts: DateTime<Utc>,
+    ) -> MarketTick {
+        MarketTick {
+            schema_version: SCHEMA_VERSION,
+            source: self.source.into(),
+            symbol,
+            price: level.price,
+            size: level.size,
+            side: Some(side),
+            trade_id: Some(trade_id.to_string()),
+            sequence: None,
+            exchange_ts,
+            received_at: self.received_at,
+            channel: Some(channel.into()),
+        }
+    }
+
+    /// The best bid and ask of `symbol`.
+    pub fn book(
+        &self,
+        symbol: String,
+        bid: Level,
+        ask: Level,
+        sequence: Option<u64>,
+        exchange_ts: Option<DateTime<Utc>>,
+    ) -> BookTop {
+        BookTop {
+            schema_version: SCHEMA_VERSION,
+            source: self.source.into(),
+            symbol,
+            bid_price: bid.price,
+            bid_size: bid.size,
+            ask_price: ask.price,
+            ask_size: ask.size,
+            sequence,
+            exchange_ts,
+            received_at: self.received_at,
+        }
+    }
+}
+
 /// An exact decimal from its text (`"101.25"`, `"1e-8"`).
 pub fn decimal(text: &str) -> Result<Decimal, FrameError> {
     let text = text.trim();
@@ -86,6 +213,16 @@ pub fn decimal_raw(raw: &RawValue) -> Result<Decimal, FrameError> {
     } else {
         decimal(text)
     }
+}
+
+/// A [`Level`] from decimal texts, price first.
+pub fn level(price: &str, size: &str) -> Result<Level, FrameError> {
+    Ok(Level { price: decimal(price)?, size: decimal(size)? })
+}
+
+/// A [`Level`] from JSON numbers or strings, price first.
+pub fn level_raw(price: &RawValue, size: &RawValue) -> Result<Level, FrameError> {
+    Ok(Level { price: decimal_raw(price)?, size: decimal_raw(size)? })
 }
 
 /// A UTC time from Unix milliseconds.

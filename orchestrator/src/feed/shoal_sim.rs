@@ -1,5 +1,5 @@
-//! Client side of the bundled simulator's wire format (see
-//! [`crate::simulator`]): the subscribe request and frame parsing into
+//! Client side of the bundled simulator's wire format (documented by the
+//! `shoal-sim` crate): the subscribe request and frame parsing into
 //! [`MarketTick`]s.
 
 use chrono::{DateTime, Utc};
@@ -7,8 +7,20 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use shoal_protocol::messages::{MarketTick, SCHEMA_VERSION, Side};
 
+use super::protocol::{self, Exchange, FrameParser, Parsed};
+
 /// Source name written into ticks from this feed.
 pub const SOURCE: &str = "shoal-sim";
+
+/// The simulator's own format: no channels, `*` for every symbol.
+pub(crate) const EXCHANGE: Exchange = Exchange {
+    source: SOURCE,
+    channels: &[],
+    default_channels: &[],
+    example_symbol: None,
+    subscribe: |to| vec![subscribe_request(to.symbols)],
+    parser: || Box::<Parser>::default(),
+};
 
 /// A frame received from the simulator.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +140,54 @@ pub fn parse(text: &str, received_at: DateTime<Utc>) -> Result<Frame, FrameError
     })
 }
 
+/// Per-connection state: the simulator numbers every data frame of a
+/// connection, so a skipped number is a gap.
+#[derive(Debug, Default)]
+pub struct Parser {
+    last_seq: Option<u64>,
+}
+
+impl FrameParser for Parser {
+    fn parse(
+        &mut self,
+        text: &str,
+        received_at: DateTime<Utc>,
+        out: &mut Vec<Parsed>,
+    ) -> Result<(), protocol::FrameError> {
+        let frame = parse(text, received_at).map_err(|error| match error {
+            FrameError::UnknownType(t) => protocol::FrameError::UnknownType(t),
+            FrameError::Binary(n) => protocol::FrameError::Binary(n),
+            FrameError::Malformed(e) => protocol::FrameError::Malformed(e.to_string()),
+        })?;
+        let seq = match &frame {
+            Frame::Trade(tick) => tick.sequence,
+            Frame::Heartbeat { seq } => Some(*seq),
+            _ => None,
+        };
+        if let Some(seq) = seq {
+            if let Some(prev) = self.last_seq
+                && seq > prev + 1
+            {
+                out.push(Parsed::Gap { symbol: "*".into(), expected: prev + 1, received: seq });
+            }
+            self.last_seq = Some(seq);
+        }
+        out.push(match frame {
+            Frame::Trade(tick) => Parsed::Trade { tick, continuity: false },
+            Frame::Heartbeat { .. } => Parsed::Heartbeat { symbol: None, last_trade_id: None },
+            Frame::Subscribed { symbols } => Parsed::Subscribed(format!("{symbols:?}")),
+            Frame::Hello { symbols } => Parsed::Info(format!("hello, symbols {symbols:?}")),
+            Frame::Control(text) => Parsed::ExchangeError(text),
+        });
+        Ok(())
+    }
+
+    /// A malformed frame still consumed a sequence number.
+    fn on_malformed(&mut self) {
+        self.last_seq = self.last_seq.map(|s| s + 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +223,21 @@ mod tests {
         assert!(
             matches!(parse(r#"{"type":"sim_fault","seq":3}"#, now), Err(FrameError::UnknownType(t)) if t == "sim_fault")
         );
+    }
+
+    #[test]
+    fn sequence_gaps_are_reported_and_malformed_frames_consume_a_number() {
+        let mut parser = Parser::default();
+        let mut out = Vec::new();
+        let heartbeat = |seq: u64| format!(r#"{{"type":"heartbeat","seq":{seq},"ts":"2026-11-25T02:04:05Z"}}"#);
+        for seq in [1, 2, 3] {
+            parser.parse(&heartbeat(seq), Utc::now(), &mut out).unwrap();
+        }
+        parser.on_malformed();
+        parser.parse(&heartbeat(5), Utc::now(), &mut out).unwrap();
+        assert!(!out.iter().any(|p| matches!(p, Parsed::Gap { .. })), "4 was the malformed frame");
+        parser.parse(&heartbeat(9), Utc::now(), &mut out).unwrap();
+        assert!(out.iter().any(|p| matches!(p, Parsed::Gap { expected: 6, received: 9, .. })), "{out:?}");
     }
 
     #[test]

@@ -110,12 +110,7 @@ struct Cli {
     volatility_bps: u32,
 
     /// Probability in [0, 1] that a trade comes with a price jump.
-    #[arg(
-        long,
-        env = "SHOAL_SIM_JUMP_PROBABILITY",
-        default_value = "0.002",
-        value_parser = parse_probability
-    )]
+    #[arg(long, env = "SHOAL_SIM_JUMP_PROBABILITY", default_value = "0.002", value_parser = parse_probability)]
     jump_probability: f64,
 
     /// Size of a price jump, in basis points.
@@ -130,12 +125,7 @@ struct Cli {
     first_trade_id: u64,
 
     /// Fault: replace every Nth data frame sent to a client with a malformed one.
-    #[arg(
-        long,
-        env = "SHOAL_SIM_MALFORMED_EVERY",
-        value_name = "N",
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
+    #[arg(long, env = "SHOAL_SIM_MALFORMED_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     malformed_every: Option<u64>,
 
     /// Wire format offered to clients whose URL path does not name one.

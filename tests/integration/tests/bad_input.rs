@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use rdkafka::Message;
 use shoal_integration_tests::*;
 use shoal_kafka::dlq;
@@ -25,14 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_websocket_frames_are_counted_and_skipped() {
-    init_logs();
-    let scope = Scope::new("wsbad");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("wsbad").await;
     let (mut sim, url) = start_sim(&["--rate", "50", "--malformed-every", "5", "--symbols", "BAD-A,BAD-B"], &scope.dir);
 
     let producer = TrackedProducer::new(&kafka_settings(), "it-ingest", Arc::new(OffsetTracker::new())).unwrap();
-    let sink =
-        TickSink { producer: producer.clone(), topic: scope.topics.ticks.name.clone(), producer_id: "it".into() };
+    let sink = TickSink {
+        producer: producer.clone(),
+        topic: scope.topics.ticks.name.clone(),
+        producer_id: "it".into(),
+        sampler: Arc::new(shoal_kafka::trace::Sampler::off()),
+    };
     let stats = Arc::new(FeedStats::default());
     let shutdown = CancellationToken::new();
     let feed_settings = FeedSettings { url, ..FeedSettings::default() };
@@ -59,16 +60,12 @@ async fn malformed_websocket_frames_are_counted_and_skipped() {
         assert_eq!(m.key(), Some(tick.symbol.as_bytes()), "ticks are keyed by symbol");
         assert_eq!(tick.price.scale(), 2, "exact decimal price {}", tick.price);
     }
-    sim.signal(Signal::SIGTERM);
-    let sim_status = tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10))).expect("simulator exits");
-    assert!(sim_status.success(), "simulator exited with {sim_status}");
+    sim.stop_cleanly(Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker_goes_on() {
-    init_logs();
-    let scope = Scope::new("dlq");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("dlq").await;
     let mut settings =
         WorkerSettings { kafka: kafka_settings(), topics: scope.topics.clone(), ..WorkerSettings::default() };
     settings.worker.id = "it-worker".into();
@@ -76,7 +73,13 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
     settings.delivery.transactional_id_prefix = format!("it.{}", scope.id);
     let stats = Arc::new(WorkerStats::default());
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(shoal_worker::run(settings, Registry::with_builtin(), shutdown.clone(), stats.clone()));
+    let worker = tokio::spawn(shoal_worker::run(
+        settings,
+        Registry::with_builtin(),
+        shutdown.clone(),
+        stats.clone(),
+        shoal_telemetry::Telemetry::untraced(),
+    ));
 
     let producer = producer();
     let topic = &scope.topics.commands.name;
@@ -129,12 +132,8 @@ async fn undecodable_commands_are_dead_lettered_with_their_origin_and_the_worker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running() {
-    init_logs();
-    let scope = Scope::new("orchdlq");
-    scope.create_topics().await;
-    let mut env = scope.env();
-    env.push(("SHOAL__ORCHESTRATOR__STAGES".into(), "decisions,results".into()));
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    let scope = Scope::with_topics("orchdlq").await;
+    let mut orchestrator = scope.orchestrator("orchestrator").stages("decisions,results").spawn();
 
     let producer = producer();
     produce(&producer, &scope.topics.ticks.name, "X", b"{\"schema_version\":1,\"symbol\":").await;
@@ -171,12 +170,10 @@ async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running()
     produce(&producer, &scope.topics.events.name, "acct-2", good.to_string().as_bytes()).await;
     let mut commands = TopicReader::new(&scope.topics.commands.name);
     commands.read_until(Duration::from_secs(30), "one command", |m| !m.is_empty()).await;
-    let command = shoal_protocol::messages::Command::decode(commands.messages[0].payload().unwrap()).unwrap();
+    let command = &decode_commands(&commands.messages)[0];
     assert_eq!((command.kind.as_str(), command.key.as_str(), command.seq), ("score_transaction", "acct-2", 1));
 
-    orchestrator.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "exit {status}; log:\n{}", orchestrator.log_text());
+    orchestrator.stop_cleanly(Duration::from_secs(20));
     let log = orchestrator.log_text();
     assert!(log.contains("dead_lettered=3") && log.contains("dead_lettered=1"), "counted in status lines:\n{log}");
 }

@@ -7,61 +7,33 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use rdkafka::Message;
 use shoal_integration_tests::*;
-use shoal_protocol::messages::{Command, WireMessage};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
-    init_logs();
-    let scope = Scope::new("e2e");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("e2e").await;
     let (mut sim, url) = start_sim(&["--rate", "20", "--seed", "11", "--symbols", "E2E-A,E2E-B,E2E-C"], &scope.dir);
 
-    let mut workers: Vec<Proc> = (1..=2)
-        .map(|i| {
-            let mut env = scope.env();
-            env.push(("SHOAL__WORKER__ID".into(), format!("e2e-worker-{i}")));
-            Proc::spawn(&format!("worker-{i}"), &bin("shoal-worker"), &[], &env, &scope.dir)
-        })
-        .collect();
+    let mut workers = scope.start_workers(2, |i, worker| worker.id(format!("e2e-worker-{i}")));
     let record = scope.dir.join("outcomes.jsonl");
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__FEED__URL".to_string(), url),
-        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
-        // Small steps and thresholds so the rules fire often on the walk.
-        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
-        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
-        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
-    ]);
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    let mut orchestrator = scope.orchestrator("orchestrator").feed(&url).record_to(&record).lively_rules().spawn();
 
-    let recorded_lines = || std::fs::read_to_string(&record).unwrap_or_default().lines().count();
-    eventually(Duration::from_secs(90), "40 outcomes recorded by the orchestrator", || {
-        let n = recorded_lines();
-        async move { n >= 40 }
-    })
-    .await;
+    wait_for_lines(&record, 40, Duration::from_secs(90), "40 outcomes recorded by the orchestrator").await;
     assert!(orchestrator.running(), "orchestrator died; log:\n{}", orchestrator.log_text());
 
     // Stop issuing, then check the topics: everything issued has exactly one result.
-    orchestrator.signal(Signal::SIGTERM);
-    let status =
-        tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("orchestrator exits");
-    assert!(status.success(), "orchestrator exited with {status}; log:\n{}", orchestrator.log_text());
+    orchestrator.stop_cleanly(Duration::from_secs(20));
     let orchestrator_log = orchestrator.log_text();
     assert!(orchestrator_log.contains("feed closed with a close handshake"), "feed closed cleanly");
 
     let mut commands = TopicReader::new(&scope.topics.commands.name);
     commands.read_to_end(Duration::from_secs(30)).await;
-    let issued: Vec<Command> =
-        commands.messages.iter().map(|m| Command::decode(m.payload().unwrap_or_default()).unwrap()).collect();
+    let issued = decode_commands(&commands.messages);
     assert!(issued.len() >= 40, "only {} commands issued", issued.len());
-    let issued_ids: HashSet<Uuid> = issued.iter().map(|c| c.id).collect();
-    assert_eq!(issued_ids.len(), issued.len(), "command ids are unique");
+    let issued_ids: Vec<Uuid> = issued.iter().map(|c| c.id).collect();
+    assert_eq!(issued_ids.iter().collect::<HashSet<_>>().len(), issued.len(), "command ids are unique");
     let kinds: HashSet<&str> = issued.iter().map(|c| c.kind.as_str()).collect();
     assert!(kinds.contains("raise_alert") && kinds.contains("evaluate_strategy"), "both market rules fired: {kinds:?}");
     // Per key, sequence numbers are 1, 2, 3, ... in topic order.
@@ -72,13 +44,7 @@ async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
 
     let mut results = TopicReader::new(&scope.topics.results.name);
     results.read_until(Duration::from_secs(60), "a result for every issued command", |m| m.len() >= issued.len()).await;
-    let decoded = decode_results(&results.messages);
-    let per_command = counts(decoded.iter().map(|r| r.command_id));
-    assert!(
-        issued_ids.iter().all(|id| per_command.get(id) == Some(&1)),
-        "exactly one result per command: {per_command:?}"
-    );
-    assert_eq!(per_command.len(), issued_ids.len(), "no result for a command that was never issued");
+    assert_one_result_each(&decode_results(&results.messages), &issued_ids);
 
     // Nothing exports spans here, so no process makes trace context, and a
     // result carries on exactly what its command carried (see
@@ -94,8 +60,7 @@ async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
     }
 
     // The orchestrator recorded outcomes against their commands, each once.
-    let recorded: Vec<serde_json::Value> =
-        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recorded = read_json_lines(&record);
     let recorded_ids = counts(recorded.iter().map(|o| o["command_id"].as_str().unwrap().parse::<Uuid>().unwrap()));
     assert!(recorded_ids.values().all(|n| *n == 1), "an outcome recorded twice");
     assert!(recorded_ids.keys().all(|id| issued_ids.contains(id)), "outcome for an unknown command");
@@ -106,14 +71,6 @@ async fn every_issued_command_gets_exactly_one_result_recorded_against_it() {
         assert_eq!(outcome["key"], command.key.as_str());
     }
 
-    for w in &workers {
-        w.signal(Signal::SIGTERM);
-    }
-    for w in &mut workers {
-        let status = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(20))).expect("worker exits");
-        assert!(status.success(), "{} exited with {status}", w.name);
-    }
-    sim.signal(Signal::SIGTERM);
-    let sim_status = tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10))).expect("simulator exits");
-    assert!(sim_status.success(), "simulator exited with {sim_status}");
+    stop_all_cleanly(&mut workers, Duration::from_secs(20));
+    sim.stop_cleanly(Duration::from_secs(10));
 }

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use shoal_integration_tests::*;
 use shoal_kafka::dlq;
 use shoal_protocol::messages::{Command, ResultStatus, SCHEMA_VERSION, WireMessage};
@@ -26,23 +25,23 @@ fn probe(key: &str, seq: u64, payload: serde_json::Value) -> Command {
     }
 }
 
+/// A worker with the probe handler in delivery `mode`, retrying up to
+/// `max_attempts` times with delays from `initial_ms` up to `max_ms`.
+fn probe_worker(scope: &Scope, id: &str, mode: &str, (max_attempts, initial_ms, max_ms): (&str, &str, &str)) -> Proc {
+    scope
+        .worker("worker")
+        .id(id)
+        .with("SHOAL__WORKER__PROBE_HANDLER", "true")
+        .with("SHOAL__WORKER__MAX_ATTEMPTS", max_attempts)
+        .with("SHOAL__WORKER__RETRY_INITIAL_MS", initial_ms)
+        .with("SHOAL__WORKER__RETRY_MAX_MS", max_ms)
+        .mode(mode)
+        .spawn()
+}
+
 async fn failures_are_retried_answered_and_dead_lettered(mode: &str) {
-    init_logs();
-    let scope = Scope::new("failures");
-    scope.create_topics().await;
-    let mut env = scope.env();
-    env.extend(
-        [
-            ("SHOAL__WORKER__ID", "probe-worker"),
-            ("SHOAL__WORKER__PROBE_HANDLER", "true"),
-            ("SHOAL__WORKER__MAX_ATTEMPTS", "4"),
-            ("SHOAL__WORKER__RETRY_INITIAL_MS", "50"),
-            ("SHOAL__WORKER__RETRY_MAX_MS", "200"),
-            ("SHOAL__DELIVERY__MODE", mode),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let scope = Scope::with_topics("failures").await;
+    let mut worker = probe_worker(&scope, "probe-worker", mode, ("4", "50", "200"));
 
     let transient = probe("flaky", 1, serde_json::json!({"fail_attempts": 2}));
     let permanent = probe("broken", 1, serde_json::json!({"permanent": true}));
@@ -91,42 +90,18 @@ async fn failures_are_retried_answered_and_dead_lettered(mode: &str) {
         ]
     );
 
-    worker.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "exit {status}");
+    worker.stop_cleanly(Duration::from_secs(20));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_exactly_once() {
-    failures_are_retried_answered_and_dead_lettered("exactly_once").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_at_least_once() {
-    failures_are_retried_answered_and_dead_lettered("at_least_once").await;
-}
+test_in_both_modes!(failures_are_retried_answered_and_dead_lettered => failures_exactly_once, failures_at_least_once);
 
 /// A key whose handler keeps failing transiently is retried while the other
 /// keys' commands, in the same partition and after it, are handled and their
 /// results committed; the key's own later command waits for it (per-key order).
 async fn retries_do_not_hold_up_other_keys(mode: &str) {
-    init_logs();
-    let scope = Scope::new("retry-keys");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("retry-keys").await;
     let release = scope.dir.join("outage-over");
-    let mut env = scope.env();
-    env.extend(
-        [
-            ("SHOAL__WORKER__ID", "retry-worker"),
-            ("SHOAL__WORKER__PROBE_HANDLER", "true"),
-            ("SHOAL__WORKER__MAX_ATTEMPTS", "100"),
-            ("SHOAL__WORKER__RETRY_INITIAL_MS", "50"),
-            ("SHOAL__WORKER__RETRY_MAX_MS", "100"),
-            ("SHOAL__DELIVERY__MODE", mode),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let mut worker = probe_worker(&scope, "retry-worker", mode, ("100", "50", "100"));
 
     // All in partition 0, so that they also share a partition's offsets.
     let stuck = probe("stuck", 1, serde_json::json!({"fail_until_exists": release}));
@@ -160,17 +135,10 @@ async fn retries_do_not_hold_up_other_keys(mode: &str) {
     assert!(first.output["attempt"].as_u64().unwrap() > 1, "it was retried: {first:?}");
     assert!(position(stuck.id) < position(stuck_next.id), "per-key order kept");
 
-    worker.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "exit {status}");
+    worker.stop_cleanly(Duration::from_secs(20));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_do_not_hold_up_other_keys_exactly_once() {
-    retries_do_not_hold_up_other_keys("exactly_once").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_do_not_hold_up_other_keys_at_least_once() {
-    retries_do_not_hold_up_other_keys("at_least_once").await;
-}
+test_in_both_modes!(
+    retries_do_not_hold_up_other_keys => retries_do_not_hold_up_other_keys_exactly_once,
+    retries_do_not_hold_up_other_keys_at_least_once
+);

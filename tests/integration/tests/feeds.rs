@@ -12,33 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use shoal_integration_tests::*;
-use shoal_orchestrator::feed::dedupe::Dedupe;
-use shoal_orchestrator::settings::FeedSettings;
 use shoal_protocol::messages::{MarketTick, Side};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn feed(format: &str, url: String, symbols: &[&str]) -> FeedSettings {
-    FeedSettings {
-        format: format.into(),
-        url,
-        symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
-        recover_tail_records: 0,
-        ..FeedSettings::default()
-    }
-}
-
-async fn read_records(scope: &Scope, written: u64) -> FeedRecords {
-    let mut reader = TopicReader::new(&scope.topics.ticks.name);
-    reader.read_until(WAIT, "every record ingest wrote", |m| m.len() as u64 >= written).await;
-    reader.read_to_end(WAIT).await;
-    decode_feed(&reader.messages)
-}
-
-fn written(ingest: &std::sync::Arc<shoal_orchestrator::feed::FeedStats>) -> u64 {
-    use std::sync::atomic::Ordering::Relaxed;
-    ingest.ticks.load(Relaxed) + ingest.book_tops.load(Relaxed) + ingest.data_quality.load(Relaxed)
-}
 
 fn millis(tick: &MarketTick) -> i64 {
     tick.exchange_ts.timestamp_millis()
@@ -46,29 +22,20 @@ fn millis(tick: &MarketTick) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binance_trades_agg_trades_and_book_tickers_are_normalised_exactly() {
-    init_logs();
-    let scope = Scope::new("feed-binance");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("feed-binance").await;
     let (_sim, url) =
         start_sim(&["--format", "binance", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "20", "--seed", "5"], &scope.dir);
     let streams = "streams=btcusdt@trade/ethusdt@trade/btcusdt@bookTicker";
-    let witness = Witness::start(&format!("{url}/stream?{streams}"), &[]).await;
-    eventually(WAIT, "the witness receives data", || {
-        let n = witness.len();
-        async move { n > 0 }
-    })
-    .await;
+    let witness = Witness::start_receiving(&format!("{url}/stream?{streams}"), &[], 0, WAIT).await;
 
     // Combined-stream URL: the streams are in the URL, no SUBSCRIBE.
-    let ingest = Ingest::start(&scope, feed("binance", format!("{url}/stream?{streams}"), &[]), Dedupe::new());
-    ingest
-        .wait_for(WAIT, "40 trades and 10 book tops", |i| {
-            i.count(|s| &s.ticks) >= 40 && i.count(|s| &s.book_tops) >= 10
-        })
-        .await;
-    let stats = ingest.stop().await;
+    let feed = feed_settings("binance", format!("{url}/stream?{streams}"), &[]);
+    let ingest = Ingest::start_until(&scope, feed, WAIT, "40 trades and 10 book tops", |i| {
+        i.count(|s| &s.ticks) >= 40 && i.count(|s| &s.book_tops) >= 10
+    })
+    .await;
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
     let frames = witness.stop();
-    let records = read_records(&scope, written(&stats)).await;
 
     let events: Vec<Value> = frames.iter().map(|f| serde_json::from_str::<Value>(f).unwrap()["data"].clone()).collect();
     for tick in &records.ticks {
@@ -95,53 +62,38 @@ async fn binance_trades_agg_trades_and_book_tickers_are_normalised_exactly() {
     }
     let ids = trade_ids_by_symbol(&records.ticks);
     assert_eq!(ids.len(), 2, "both symbols: {:?}", ids.keys());
-    for (symbol, ids) in &ids {
-        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{symbol}: consecutive, no gap, no repeat: {ids:?}");
-    }
+    records.assert_consecutive("consecutive, no gap, no repeat");
     assert!(records.quality.is_empty(), "no data-quality events on a clean run: {:?}", records.quality);
 
     // `/ws` with the SUBSCRIBE method, aggregate trades.
-    let scope2 = Scope::new("feed-binance-agg");
-    scope2.create_topics().await;
-    let mut settings = feed("binance", format!("{url}/ws"), &["ETHUSDT"]);
+    let scope2 = Scope::with_topics("feed-binance-agg").await;
+    let mut settings = feed_settings("binance", format!("{url}/ws"), &["ETHUSDT"]);
     settings.channels = vec!["aggTrade".into()];
-    let ingest = Ingest::start(&scope2, settings, Dedupe::new());
-    ingest
-        .wait_for(WAIT, "subscription confirmed and 10 aggregate trades", |i| {
-            i.count(|s| &s.subscriptions) >= 1 && i.count(|s| &s.ticks) >= 10
-        })
-        .await;
-    let stats = ingest.stop().await;
-    let records = read_records(&scope2, written(&stats)).await;
+    let ingest = Ingest::start_until(&scope2, settings, WAIT, "subscription confirmed and 10 aggregate trades", |i| {
+        i.count(|s| &s.subscriptions) >= 1 && i.count(|s| &s.ticks) >= 10
+    })
+    .await;
+    let (_, records) = ingest.stop_and_read(&scope2, WAIT).await;
     assert!(records.ticks.iter().all(|t| t.channel.as_deref() == Some("aggTrade") && t.symbol == "ETHUSDT"));
     assert!(records.ticks.iter().all(|t| t.price.scale() == 8), "Binance quotes 8 decimals");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coinbase_matches_tickers_and_heartbeats_are_normalised_exactly() {
-    init_logs();
-    let scope = Scope::new("feed-coinbase");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("feed-coinbase").await;
     let (_sim, url) = start_sim(&["--format", "coinbase", "--symbols", "BTC-USD,ETH-USD", "--rate", "20"], &scope.dir);
     let subscribe =
         r#"{"type":"subscribe","product_ids":["BTC-USD","ETH-USD"],"channels":["matches","ticker"]}"#.to_string();
-    let witness = Witness::start(&url, &[subscribe]).await;
-    eventually(WAIT, "the witness receives data", || {
-        let n = witness.len();
-        async move { n > 2 }
+    let witness = Witness::start_receiving(&url, &[subscribe], 2, WAIT).await;
+
+    let feed = feed_settings("coinbase", url.clone(), &["BTC-USD", "ETH-USD"]);
+    let ingest = Ingest::start_until(&scope, feed, WAIT, "40 matches, 20 tickers and 2 heartbeats", |i| {
+        i.count(|s| &s.ticks) >= 40 && i.count(|s| &s.book_tops) >= 20 && i.count(|s| &s.heartbeats) >= 2
     })
     .await;
-
-    let ingest = Ingest::start(&scope, feed("coinbase", url.clone(), &["BTC-USD", "ETH-USD"]), Dedupe::new());
-    ingest
-        .wait_for(WAIT, "40 matches, 20 tickers and 2 heartbeats", |i| {
-            i.count(|s| &s.ticks) >= 40 && i.count(|s| &s.book_tops) >= 20 && i.count(|s| &s.heartbeats) >= 2
-        })
-        .await;
     assert!(ingest.count(|s| &s.subscriptions) >= 1, "subscriptions message seen");
-    let stats = ingest.stop().await;
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
     let frames: Vec<Value> = witness.stop().iter().map(|f| serde_json::from_str(f).unwrap()).collect();
-    let records = read_records(&scope, written(&stats)).await;
 
     for tick in &records.ticks {
         let id: u64 = tick.trade_id.as_deref().unwrap().parse().unwrap();
@@ -177,9 +129,7 @@ async fn coinbase_matches_tickers_and_heartbeats_are_normalised_exactly() {
         assert_eq!(top.ask_price.to_string(), raw["best_ask"].as_str().unwrap());
         assert_eq!(top.ask_size.to_string(), raw["best_ask_size"].as_str().unwrap());
     }
-    for (symbol, ids) in trade_ids_by_symbol(&records.ticks) {
-        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{symbol}: the last_match is not written twice: {ids:?}");
-    }
+    records.assert_consecutive("the last_match is not written twice");
     assert!(records.quality.is_empty(), "heartbeats agree with the matches: {:?}", records.quality);
 }
 
@@ -201,31 +151,22 @@ struct KrakenEnvelope {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kraken_trades_and_tickers_keep_json_numbers_exact() {
-    init_logs();
-    let scope = Scope::new("feed-kraken");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("feed-kraken").await;
     let (_sim, url) = start_sim(&["--format", "kraken", "--symbols", "BTC/USD", "--rate", "20"], &scope.dir);
     let subscribe =
         r#"{"method":"subscribe","params":{"channel":"trade","symbol":["BTC/USD"],"snapshot":false}}"#.to_string();
-    let witness = Witness::start(&format!("{url}/v2"), &[subscribe]).await;
-    eventually(WAIT, "the witness receives trades", || {
-        let n = witness.len();
-        async move { n > 3 }
+    let witness = Witness::start_receiving(&format!("{url}/v2"), &[subscribe], 3, WAIT).await;
+
+    let feed = feed_settings("kraken", format!("{url}/v2"), &["BTC/USD"]);
+    let ingest = Ingest::start_until(&scope, feed, WAIT, "two acks, 40 trades, 10 tickers and a heartbeat", |i| {
+        i.count(|s| &s.subscriptions) >= 2
+            && i.count(|s| &s.ticks) >= 40
+            && i.count(|s| &s.book_tops) >= 10
+            && i.count(|s| &s.heartbeats) >= 1
     })
     .await;
-
-    let ingest = Ingest::start(&scope, feed("kraken", format!("{url}/v2"), &["BTC/USD"]), Dedupe::new());
-    ingest
-        .wait_for(WAIT, "two acks, 40 trades, 10 tickers and a heartbeat", |i| {
-            i.count(|s| &s.subscriptions) >= 2
-                && i.count(|s| &s.ticks) >= 40
-                && i.count(|s| &s.book_tops) >= 10
-                && i.count(|s| &s.heartbeats) >= 1
-        })
-        .await;
-    let stats = ingest.stop().await;
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
     let frames = witness.stop();
-    let records = read_records(&scope, written(&stats)).await;
 
     let mut witnessed = Vec::new();
     for frame in &frames {
@@ -253,10 +194,5 @@ async fn kraken_trades_and_tickers_keep_json_numbers_exact() {
     }
     assert!(compared >= 30, "compared {compared} trades with the witness");
     assert!(records.books.iter().all(|b| b.ask_price > b.bid_price && b.symbol == "BTC/USD"));
-    for (symbol, ids) in trade_ids_by_symbol(&records.ticks) {
-        assert!(
-            ids.windows(2).all(|w| w[1] == w[0] + 1),
-            "{symbol}: snapshot and updates join without repeat: {ids:?}"
-        );
-    }
+    records.assert_consecutive("snapshot and updates join without repeat");
 }

@@ -10,31 +10,23 @@ use std::time::Duration;
 
 use serde_json::json;
 use shoal_integration_tests::*;
-use shoal_orchestrator::feed::dedupe::Dedupe;
 use shoal_orchestrator::settings::FeedSettings;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_at_a_throttled_ingest_keeps_memory_bounded_by_coalescing() {
-    init_logs();
-    let scope = Scope::new("feed-burst");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--format", "binance", "--symbols", "BTCUSDT", "--rate", "1"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
-    let mut settings = FeedSettings {
-        format: "binance".into(),
-        url: format!("{url}/ws"),
-        symbols: vec!["BTCUSDT".into()],
-        recover_tail_records: 0,
-        ..FeedSettings::default()
-    };
-    settings.channels = vec!["trade".into()];
+    let sim_args = ["--format", "binance", "--symbols", "BTCUSDT", "--rate", "1"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-burst", &sim_args).await;
     let publish_per_sec = 2_000;
-    settings.max_publish_per_sec = publish_per_sec;
-    settings.queue_capacity = 500;
-    let ingest = Ingest::start(&scope, settings, Dedupe::new());
-    ingest.wait_for(WAIT, "subscribed", |i| i.count(|s| &s.subscriptions) >= 1).await;
+    let settings = FeedSettings {
+        channels: vec!["trade".into()],
+        max_publish_per_sec: publish_per_sec,
+        queue_capacity: 500,
+        ..feed_settings("binance", format!("{url}/ws"), &["BTCUSDT"])
+    };
+    let ingest =
+        Ingest::start_until(&scope, settings, WAIT, "subscribed", |i| i.count(|s| &s.subscriptions) >= 1).await;
 
     let burst = 200_000;
     let reply = control.send(json!({"fault": "burst", "count": burst})).await;

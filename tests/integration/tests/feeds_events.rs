@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use rdkafka::Message;
 use shoal_integration_tests::*;
-use shoal_protocol::messages::{Command, ResultStatus, WireMessage};
+use shoal_protocol::messages::{Command, ResultStatus};
 
 fn reading(device: &str, value: &str) -> Vec<u8> {
     serde_json::json!({
@@ -24,13 +22,9 @@ fn reading(device: &str, value: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_readings_that_cross_their_threshold_raise_alerts() {
-    init_logs();
-    let scope = Scope::new("events-iot");
-    scope.create_topics().await;
-    let mut env = scope.env();
-    env.push(("SHOAL__ORCHESTRATOR__STAGES".into(), "decisions,results".into()));
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &scope.env(), &scope.dir);
+    let scope = Scope::with_topics("events-iot").await;
+    let mut orchestrator = scope.orchestrator("orchestrator").stages("decisions,results").spawn();
+    let mut worker = scope.worker("worker").spawn();
 
     let producer = producer();
     let topic = &scope.topics.events.name;
@@ -54,8 +48,7 @@ async fn sensor_readings_that_cross_their_threshold_raise_alerts() {
     let mut results = TopicReader::new(&scope.topics.results.name);
     results.read_until(Duration::from_secs(60), "three results", |m| m.len() >= 3).await;
     commands.read_to_end(Duration::from_secs(30)).await;
-    let issued: Vec<Command> =
-        commands.messages.iter().map(|m| Command::decode(m.payload().unwrap_or_default()).unwrap()).collect();
+    let issued = decode_commands(&commands.messages);
     assert_eq!(issued.len(), 3, "{issued:?}");
     let alerts: Vec<&Command> = issued.iter().filter(|c| c.kind == "raise_alert").collect();
     assert_eq!(alerts.len(), 2);
@@ -74,8 +67,6 @@ async fn sensor_readings_that_cross_their_threshold_raise_alerts() {
     assert_eq!(up.output["direction"], "up");
 
     for p in [&mut orchestrator, &mut worker] {
-        p.signal(Signal::SIGTERM);
-        let status = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(20))).expect("exits");
-        assert!(status.success(), "{} exit {status}", p.name);
+        p.stop_cleanly(Duration::from_secs(20));
     }
 }

@@ -8,57 +8,30 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::json;
 use shoal_integration_tests::*;
-use shoal_orchestrator::feed::dedupe::{self, Dedupe};
+use shoal_orchestrator::feed::dedupe;
 use shoal_orchestrator::feed::{self, ConnectError};
 use shoal_orchestrator::settings::FeedSettings;
 use shoal_protocol::messages::DataQualityKind;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// [`feed_settings`] reconnecting quickly.
 fn feed(format: &str, url: String, symbols: &[&str]) -> FeedSettings {
-    FeedSettings {
-        format: format.into(),
-        url,
-        symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
-        reconnect_initial_ms: 100,
-        reconnect_max_ms: 500,
-        recover_tail_records: 0,
-        ..FeedSettings::default()
-    }
+    FeedSettings { reconnect_initial_ms: 100, reconnect_max_ms: 500, ..feed_settings(format, url, symbols) }
 }
 
-async fn records(scope: &Scope, stats: &shoal_orchestrator::feed::FeedStats) -> FeedRecords {
-    use std::sync::atomic::Ordering::Relaxed;
-    let written = stats.ticks.load(Relaxed) + stats.book_tops.load(Relaxed) + stats.data_quality.load(Relaxed);
-    let mut reader = TopicReader::new(&scope.topics.ticks.name);
-    reader.read_until(WAIT, "every record ingest wrote", |m| m.len() as u64 >= written).await;
-    reader.read_to_end(WAIT).await;
-    decode_feed(&reader.messages)
-}
-
-fn assert_consecutive(records: &FeedRecords) {
-    for (symbol, ids) in trade_ids_by_symbol(&records.ticks) {
-        assert!(
-            ids.windows(2).all(|w| w[1] == w[0] + 1),
-            "{symbol}: every trade exactly once, no repeat, no hole: {ids:?}"
-        );
-    }
-}
+/// What consecutive trade ids per symbol mean.
+const EXACTLY_ONCE_EACH: &str = "every trade exactly once, no repeat, no hole";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abrupt_drop_reconnects_resubscribes_and_writes_no_trade_twice() {
-    init_logs();
-    let scope = Scope::new("feed-drop");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--format", "kraken", "--symbols", "BTC/USD,ETH/USD", "--rate", "10"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
+    let sim_args = ["--format", "kraken", "--symbols", "BTC/USD,ETH/USD", "--rate", "10"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-drop", &sim_args).await;
     let mut settings = feed("kraken", format!("{url}/v2"), &["BTC/USD", "ETH/USD"]);
     settings.channels = vec!["trade".into()];
-    let ingest = Ingest::start(&scope, settings, Dedupe::new());
-    ingest.wait_for(WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
+    let ingest = Ingest::start_until(&scope, settings, WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
 
     let reply = control.send(json!({"fault": "disconnect"})).await;
     assert_eq!(reply["connections"], 1, "{reply}");
@@ -75,23 +48,16 @@ async fn an_abrupt_drop_reconnects_resubscribes_and_writes_no_trade_twice() {
     assert!(stats["subscribes"].as_u64().unwrap() >= 2, "and a second subscribe: {stats}");
     // Kraken's snapshot after the resubscribe repeats trades already written.
     assert!(ingest.count(|s| &s.duplicates) >= 1, "the snapshot's repeats were dropped");
-    let stats = ingest.stop().await;
-    let records = records(&scope, &stats).await;
-    assert_consecutive(&records);
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
+    records.assert_consecutive(EXACTLY_ONCE_EACH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_stall_is_detected_and_the_connection_replaced() {
-    init_logs();
-    let scope = Scope::new("feed-stall");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--symbols", "ST-A", "--rate", "20"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
-    let mut settings = feed("shoal-sim", url.clone(), &["*"]);
-    settings.ping_interval_ms = 200;
-    settings.stale_after_ms = 1_500;
-    let ingest = Ingest::start(&scope, settings, Dedupe::new());
-    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+    let (scope, _sim, url, mut control) = sim_with_control("feed-stall", &["--symbols", "ST-A", "--rate", "20"]).await;
+    let settings =
+        FeedSettings { ping_interval_ms: 200, stale_after_ms: 1_500, ..feed("shoal-sim", url.clone(), &["*"]) };
+    let ingest = Ingest::start_until(&scope, settings, WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
 
     control.send(json!({"fault": "stall", "ms": 20_000})).await;
     ingest
@@ -101,8 +67,7 @@ async fn a_silent_stall_is_detected_and_the_connection_replaced() {
         .await;
     let before = ingest.count(|s| &s.ticks);
     ingest.wait_for(WAIT, "trades flowing again", |i| i.count(|s| &s.ticks) >= before + 10).await;
-    let stats = ingest.stop().await;
-    let records = records(&scope, &stats).await;
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
     let stale: Vec<_> = records.quality.iter().filter(|q| q.kind == DataQualityKind::StaleFeed).collect();
     assert_eq!(stale.len(), 1, "one stale_feed event: {:?}", records.quality);
     assert_eq!(stale[0].symbol, "*");
@@ -110,23 +75,19 @@ async fn a_silent_stall_is_detected_and_the_connection_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequence_gap_is_counted_and_reported_as_a_data_quality_event() {
-    init_logs();
-    let scope = Scope::new("feed-gap");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--format", "binance", "--symbols", "BTCUSDT", "--rate", "50"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
-    let ingest = Ingest::start(&scope, feed("binance", format!("{url}/ws/btcusdt@trade"), &[]), Dedupe::new());
-    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+    let sim_args = ["--format", "binance", "--symbols", "BTCUSDT", "--rate", "50"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-gap", &sim_args).await;
+    let settings = feed("binance", format!("{url}/ws/btcusdt@trade"), &[]);
+    let ingest = Ingest::start_until(&scope, settings, WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
 
     control.send(json!({"fault": "gap", "count": 3})).await;
     ingest.wait_for(WAIT, "the gap noticed", |i| i.count(|s| &s.sequence_gaps) >= 1).await;
     let before = ingest.count(|s| &s.ticks);
     ingest.wait_for(WAIT, "10 more trades", |i| i.count(|s| &s.ticks) >= before + 10).await;
     assert_eq!(ingest.count(|s| &s.reconnects), 0, "a gap is not a reason to reconnect");
-    let stats = ingest.stop().await;
+    let (stats, records) = ingest.stop_and_read(&scope, WAIT).await;
     assert_eq!(stats.sequence_gaps.load(std::sync::atomic::Ordering::Relaxed), 1);
 
-    let records = records(&scope, &stats).await;
     assert_eq!(records.quality.len(), 1, "{:?}", records.quality);
     let gap = &records.quality[0];
     assert_eq!((gap.kind, gap.symbol.as_str(), gap.missing), (DataQualityKind::SequenceGap, "BTCUSDT", Some(3)));
@@ -140,15 +101,10 @@ async fn a_sequence_gap_is_counted_and_reported_as_a_data_quality_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unexpected_frames_are_counted_and_skipped() {
-    init_logs();
-    let scope = Scope::new("feed-garbage");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--format", "coinbase", "--symbols", "BTC-USD", "--rate", "20"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
-    let mut settings = feed("coinbase", url.clone(), &["BTC-USD"]);
-    settings.channels = vec!["matches".into()];
-    let ingest = Ingest::start(&scope, settings, Dedupe::new());
-    ingest.wait_for(WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
+    let sim_args = ["--format", "coinbase", "--symbols", "BTC-USD", "--rate", "20"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-garbage", &sim_args).await;
+    let settings = FeedSettings { channels: vec!["matches".into()], ..feed("coinbase", url.clone(), &["BTC-USD"]) };
+    let ingest = Ingest::start_until(&scope, settings, WAIT, "10 trades", |i| i.count(|s| &s.ticks) >= 10).await;
 
     // Invalid JSON, an invalid price, an unknown type, binary garbage; twice.
     control.send(json!({"fault": "malformed", "count": 8})).await;
@@ -157,8 +113,7 @@ async fn malformed_and_unexpected_frames_are_counted_and_skipped() {
     ingest.wait_for(WAIT, "10 more trades", |i| i.count(|s| &s.ticks) >= before + 10).await;
     assert_eq!(ingest.count(|s| &s.malformed), 8);
     assert_eq!(ingest.count(|s| &s.reconnects), 0, "garbage does not cost the connection");
-    let stats = ingest.stop().await;
-    let records = records(&scope, &stats).await;
+    let (_, records) = ingest.stop_and_read(&scope, WAIT).await;
     assert!(records.ticks.iter().all(|t| t.price.scale() == 2), "only well-formed trades are written");
     // The garbled frames replaced trades: their ids are missing, and each
     // hole is reported.
@@ -168,13 +123,10 @@ async fn malformed_and_unexpected_frames_are_counted_and_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_with_a_handshake_the_server_observes() {
-    init_logs();
-    let scope = Scope::new("feed-close");
-    scope.create_topics().await;
-    let (_sim, url) = start_sim(&["--format", "binance", "--symbols", "BTCUSDT", "--rate", "10"], &scope.dir);
-    let mut control = SimControl::connect(&url).await;
-    let ingest = Ingest::start(&scope, feed("binance", format!("{url}/ws/btcusdt@bookTicker"), &[]), Dedupe::new());
-    ingest.wait_for(WAIT, "5 book tops", |i| i.count(|s| &s.book_tops) >= 5).await;
+    let sim_args = ["--format", "binance", "--symbols", "BTCUSDT", "--rate", "10"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-close", &sim_args).await;
+    let settings = feed("binance", format!("{url}/ws/btcusdt@bookTicker"), &[]);
+    let ingest = Ingest::start_until(&scope, settings, WAIT, "5 book tops", |i| i.count(|s| &s.book_tops) >= 5).await;
     assert_eq!(control.stats().await["client_closes"], 0);
     ingest.stop().await;
     let mut closes = 0;
@@ -191,15 +143,12 @@ async fn shutdown_closes_with_a_handshake_the_server_observes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_recovers_the_last_trade_ids_and_writes_no_trade_twice() {
-    init_logs();
-    let scope = Scope::new("feed-restart");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("feed-restart").await;
     let (_sim, url) = start_sim(&["--format", "kraken", "--symbols", "BTC/USD,ETH/USD", "--rate", "8"], &scope.dir);
     let mut settings = feed("kraken", format!("{url}/v2"), &["BTC/USD", "ETH/USD"]);
     settings.channels = vec!["trade".into()];
 
-    let first = Ingest::start(&scope, settings.clone(), Dedupe::new());
-    first.wait_for(WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
+    let first = Ingest::start_until(&scope, settings.clone(), WAIT, "20 trades", |i| i.count(|s| &s.ticks) >= 20).await;
     let first_stats = first.stop().await;
     let first_written = first_stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
 
@@ -220,21 +169,17 @@ async fn a_restart_recovers_the_last_trade_ids_and_writes_no_trade_twice() {
         })
         .await;
     let second_stats = second.stop().await;
-    let mut reader = TopicReader::new(&scope.topics.ticks.name);
     let total = first_written + second_stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
-    reader.read_until(WAIT, "both runs' ticks", |m| m.len() as u64 >= total).await;
-    reader.read_to_end(WAIT).await;
-    let records = decode_feed(&reader.messages);
+    let records = FeedRecords::read(&scope, total, WAIT).await;
     assert_eq!(records.ticks.len() as u64, total);
     // The restart was short, so the snapshot covers it: one unbroken run of
     // ids per symbol across both processes, none twice.
-    assert_consecutive(&records);
+    records.assert_consecutive(EXACTLY_ONCE_EACH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_urls_go_through_tls() {
-    init_logs();
-    let scope = Scope::new("feed-tls");
+    let scope = Scope::logged("feed-tls");
     let (_sim, url) = start_sim(&["--rate", "1"], &scope.dir);
     // The simulator speaks plain TCP: a TLS client must fail its handshake
     // (rather than, say, reject the scheme or connect in clear).
@@ -253,52 +198,40 @@ async fn wss_urls_go_through_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_headers_are_sent_and_never_logged() {
-    init_logs();
-    let scope = Scope::new("feed-headers");
-    scope.create_topics().await;
     let secret = "it-secret-7f3a9c";
-    let (_sim, url) = start_sim(
-        &["--symbols", "HD-A", "--rate", "20", "--require-header", &format!("X-Api-Key: {secret}")],
-        &scope.dir,
-    );
-    let mut control = SimControl::connect(&url).await;
+    let sim_args = ["--symbols", "HD-A", "--rate", "20", "--require-header", &format!("X-Api-Key: {secret}")];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-headers", &sim_args).await;
 
     // Without the header the simulator refuses the handshake.
-    let ingest = Ingest::start(&scope, feed("shoal-sim", url.clone(), &["*"]), Dedupe::new());
-    eventually(WAIT, "a refused handshake", || {
-        let refused = ingest.count(|s| &s.reconnects) >= 1;
-        async move { refused }
-    })
-    .await;
+    let settings = feed("shoal-sim", url.clone(), &["*"]);
+    let ingest =
+        Ingest::start_until(&scope, settings, WAIT, "a refused handshake", |i| i.count(|s| &s.reconnects) >= 1).await;
     assert_eq!(ingest.count(|s| &s.subscriptions), 0);
     ingest.stop().await;
     let refused = control.stats().await["rejected_handshakes"].as_u64().unwrap();
     assert!(refused >= 1);
 
     // The orchestrator binary with the header from the environment.
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__ORCHESTRATOR__STAGES".to_string(), "ingest".to_string()),
-        ("SHOAL__FEED__URL".to_string(), url.clone()),
-        ("SHOAL__FEED__HEADERS__X_API_KEY".to_string(), secret.to_string()),
-        ("RUST_LOG".to_string(), "debug,librdkafka=warn,rdkafka=info".to_string()),
-    ]);
+    let launch = scope
+        .orchestrator("orchestrator")
+        .stages("ingest")
+        .feed(&url)
+        .with("SHOAL__FEED__HEADERS__X_API_KEY", secret)
+        .with("RUST_LOG", "debug,librdkafka=warn,rdkafka=info");
     let printed = std::process::Command::new(bin("shoal-orchestrator"))
         .arg("--print-config")
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(launch.env().iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&printed.stdout);
     assert!(printed.contains("x_api_key") && !printed.contains(secret), "redacted: {printed}");
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
+    let mut orchestrator = launch.spawn();
     eventually(WAIT, "a status line of the authenticated feed", || {
         let log = orchestrator.log_text();
         async move { log.contains("feed status connected=true") }
     })
     .await;
-    orchestrator.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "exit {status}");
+    orchestrator.stop_cleanly(Duration::from_secs(20));
     // Read once the stream has stopped (the reader drains while records keep coming).
     let mut reader = TopicReader::new(&scope.topics.ticks.name);
     reader.read_until(WAIT, "10 ticks through the authenticated feed", |m| m.len() >= 10).await;

@@ -26,18 +26,6 @@ fn parent<'a>(span: &ReceivedSpan, index: &HashMap<&str, &'a ReceivedSpan>) -> &
     })
 }
 
-/// Orchestrator settings for a test: the simulator's feed, outcomes recorded
-/// to `record`, and rules that fire often.
-fn decisions_env(feed_url: String, record: &std::path::Path) -> [(String, String); 5] {
-    [
-        ("SHOAL__FEED__URL".to_string(), feed_url),
-        ("SHOAL__RESULTS__RECORD_PATH".to_string(), record.display().to_string()),
-        ("SHOAL__RULES__LEVEL_STEP".to_string(), "0.20".to_string()),
-        ("SHOAL__RULES__MOVE_THRESHOLD_BPS".to_string(), "5".to_string()),
-        ("SHOAL__RULES__MOVE_COOLDOWN_SECS".to_string(), "1".to_string()),
-    ]
-}
-
 /// Metric families every process exposes after traffic, by binary.
 const ORCHESTRATOR_METRICS: &[&str] = &[
     "shoal_feed_ticks_total",
@@ -78,101 +66,13 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
 }
 
-/// Polls `probe` every 100 ms until it yields `Ok` or `timeout` passes;
-/// panics with its last complaint.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(complaint) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "timed out after {timeout:?} waiting for {what}: {complaint}"
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
-    }
-}
-
-/// `/readyz` as (status, JSON body).
-async fn readyz(address: std::net::SocketAddr) -> Result<(u16, serde_json::Value), String> {
-    let (status, body) = http_get(address, "/readyz").await.map_err(|e| e.to_string())?;
-    let json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-    Ok((status, json))
-}
-
-fn failing_checks(body: &serde_json::Value) -> Vec<String> {
-    body["failing"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["check"].as_str().map(String::from)).collect())
-        .unwrap_or_default()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_traffic() {
-    init_logs();
-    let receiver = Receiver::start(true).await.unwrap();
-    let scope = Scope::new("obs-trace");
-    scope.create_topics().await;
-    // The demo's eight symbols: their keys fall on eight different partitions
-    // of the 12-partition commands topic, so each of two workers (six
-    // partitions each) gets some of them.
-    let symbols = "SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO";
-    let (mut sim, url) = start_sim(&["--rate", "10", "--seed", "5", "--symbols", symbols], &scope.dir);
-
-    // Both transports: worker-1 exports over gRPC, worker-2 and the
-    // orchestrator over HTTP/protobuf, each chosen by the standard variables.
-    let otlp = |protocol: &str, endpoint: String| {
-        [
-            ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), protocol.to_string()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint),
-            // Export often, so little waits for the final flush.
-            ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "500".to_string()),
-        ]
-    };
-    let mut workers: Vec<Proc> = (1..=2)
-        .map(|i| {
-            let mut env = scope.env();
-            env.push(("SHOAL__WORKER__ID".into(), format!("obs-worker-{i}")));
-            if i == 1 {
-                env.extend(otlp("grpc", receiver.grpc_endpoint()));
-            } else {
-                env.extend(otlp("http/protobuf", receiver.http_endpoint()));
-            }
-            Proc::spawn(&format!("worker-{i}"), &bin("shoal-worker"), &[], &env, &scope.dir)
-        })
-        .collect();
-    let record = scope.dir.join("outcomes.jsonl");
-    let mut env = scope.env();
-    env.extend(otlp("http/protobuf", receiver.http_endpoint()));
-    env.extend(decisions_env(url, &record));
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
-    let orchestrator_http = http_address(&orchestrator, Duration::from_secs(30)).await;
-    let worker_http = http_address(&workers[0], Duration::from_secs(30)).await;
-    let worker2_http = http_address(&workers[1], Duration::from_secs(30)).await;
-
-    let recorded_lines = || std::fs::read_to_string(&record).unwrap_or_default().lines().count();
-    eventually(Duration::from_secs(90), "20 outcomes recorded", || {
-        let n = recorded_lines();
-        async move { n >= 20 }
-    })
-    .await;
-
-    // (b) Metrics after real traffic, from both binaries. Lag comes from
-    // librdkafka statistics, every 2 s; wait for it rather than assume.
+/// Waits until each process's `/metrics` names every expected family, and
+/// checks the counters show the traffic.
+async fn assert_metrics_cover_the_traffic(processes: [(&str, std::net::SocketAddr, &[&str]); 3]) {
+    // Lag comes from librdkafka statistics, every 2 s; wait for it rather
+    // than assume.
     let mut texts = HashMap::new();
-    for (name, address, expected) in [
-        ("orchestrator", orchestrator_http, ORCHESTRATOR_METRICS),
-        ("worker-1", worker_http, WORKER_METRICS),
-        ("worker-2", worker2_http, WORKER_METRICS),
-    ] {
+    for (name, address, expected) in processes {
         wait_for(Duration::from_secs(30), &format!("{name}'s /metrics to name every family"), || async move {
             let (status, body) = http_get(address, "/metrics").await.map_err(|e| e.to_string())?;
             let missing: Vec<&&str> = expected.iter().filter(|m| !body.contains(**m)).collect();
@@ -199,24 +99,131 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     for worker in ["worker-1", "worker-2"] {
         assert!(sample(&texts[worker], "shoal_worker_results_total{status=\"succeeded\"}").unwrap() > 0.0, "{worker}");
     }
+}
+
+/// Checks the trace of one recorded decision, end to end: seven spans in
+/// one trace with the right parents, kinds and messaging attributes across
+/// both Kafka hops. Returns the id of the worker that processed it.
+fn assert_one_trace(
+    outcome: &serde_json::Value,
+    spans: &[ReceivedSpan],
+    index: &HashMap<&str, &ReceivedSpan>,
+    scope: &Scope,
+) -> String {
+    let command = outcome["command_id"].as_str().unwrap();
+    let named = |name: &str| -> Vec<&ReceivedSpan> {
+        spans.iter().filter(|s| s.name == name && s.attr("command.id") == Some(command)).collect()
+    };
+    let (publish, record) = (named("publish command"), named("record result"));
+    assert_eq!(publish.len(), 1, "one publish span for {command}");
+    assert_eq!(record.len(), 1, "one record span for {command}");
+    let (publish, record) = (publish[0], record[0]);
+    // A command may be processed more than once (a rebalance hands its
+    // partition over before the transaction commits); exactly one result
+    // is committed and recorded: follow the recorded one back.
+    let result = parent(record, index);
+    assert_eq!(result.name, "publish result", "recording continues the result's publish span");
+    let process = parent(result, index);
+    assert_eq!(process.name, "process command");
+    assert_eq!(process.attr("command.id"), Some(command));
+    // Orchestrator: feed receive → evaluate rules → publish command.
+    let evaluate = parent(publish, index);
+    assert_eq!(evaluate.name, "evaluate rules");
+    let feed = parent(evaluate, index);
+    assert_eq!(feed.name, "feed receive");
+    assert!(feed.parent_span_id.is_empty(), "the feed receive span starts the trace");
+    // Kafka hop 1: commands topic → worker.
+    assert_eq!(process.parent_span_id, publish.span_id, "worker continues the command's publish span");
+    // Kafka hop 2: results topic → orchestrator.
+    assert_eq!(result.parent_span_id, process.span_id);
+    assert_eq!(record.parent_span_id, result.span_id, "recording continues the result's publish span");
+    let handler = spans.iter().find(|s| s.name == "run handler" && s.parent_span_id == process.span_id);
+    assert!(handler.is_some(), "the handler runs in a child span of process command");
+
+    let trace = &feed.trace_id;
+    for span in [evaluate, publish, process, result, record] {
+        assert_eq!(&span.trace_id, trace, "{} is in the decision's trace", span.name);
+    }
+    for span in [feed, evaluate, publish, record] {
+        assert_eq!(span.service, "shoal-orchestrator", "{}", span.name);
+    }
+    for span in [process, result] {
+        assert_eq!(span.service, "shoal-worker", "{}", span.name);
+    }
+    // Messaging semantic conventions.
+    assert_eq!(publish.kind, PRODUCER);
+    assert_eq!(result.kind, PRODUCER);
+    assert_eq!(process.kind, CONSUMER);
+    assert_eq!(record.kind, CONSUMER);
+    assert_eq!(process.attr("messaging.system"), Some("kafka"));
+    assert_eq!(process.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
+    assert_eq!(process.attr("messaging.consumer.group.name"), Some(scope.workers_group().as_str()));
+    assert_eq!(process.attr("messaging.operation.type"), Some("process"));
+    assert!(process.attr("messaging.destination.partition.id").is_some());
+    assert!(process.attr("messaging.kafka.offset").is_some());
+    assert_eq!(process.attr("messaging.kafka.message.key"), outcome["key"].as_str());
+    assert_eq!(publish.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
+    // The record that completed the match: usually the result, or the
+    // command when its result was read first (the parent is the
+    // result's publish span either way).
+    let completed_by = record.attr("messaging.destination.name");
+    assert!(
+        [Some(scope.topics.results.name.as_str()), Some(scope.topics.commands.name.as_str())].contains(&completed_by),
+        "{completed_by:?}"
+    );
+    process.attr("shoal.worker.id").unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_traffic() {
+    let receiver = Receiver::start(true).await.unwrap();
+    let scope = Scope::with_topics("obs-trace").await;
+    // The demo's eight symbols: their keys fall on eight different partitions
+    // of the 12-partition commands topic, so each of two workers (six
+    // partitions each) gets some of them.
+    let symbols = "SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO";
+    let (mut sim, url) = start_sim(&["--rate", "10", "--seed", "5", "--symbols", symbols], &scope.dir);
+
+    // Both transports: worker-1 exports over gRPC, worker-2 and the
+    // orchestrator over HTTP/protobuf, each chosen by the standard variables.
+    let mut workers = scope.start_workers(2, |i, worker| {
+        let worker = worker.id(format!("obs-worker-{i}"));
+        if i == 1 {
+            worker.otlp("grpc", receiver.grpc_endpoint())
+        } else {
+            worker.otlp("http/protobuf", receiver.http_endpoint())
+        }
+    });
+    let record = scope.dir.join("outcomes.jsonl");
+    let mut orchestrator = scope
+        .orchestrator("orchestrator")
+        .otlp("http/protobuf", receiver.http_endpoint())
+        .feed(&url)
+        .record_to(&record)
+        .lively_rules()
+        .spawn();
+    let orchestrator_http = http_address(&orchestrator, Duration::from_secs(30)).await;
+    let worker_http = http_address(&workers[0], Duration::from_secs(30)).await;
+    let worker2_http = http_address(&workers[1], Duration::from_secs(30)).await;
+
+    wait_for_lines(&record, 20, Duration::from_secs(90), "20 outcomes recorded").await;
+
+    // (b) Metrics after real traffic, from both binaries.
+    assert_metrics_cover_the_traffic([
+        ("orchestrator", orchestrator_http, ORCHESTRATOR_METRICS),
+        ("worker-1", worker_http, WORKER_METRICS),
+        ("worker-2", worker2_http, WORKER_METRICS),
+    ])
+    .await;
 
     // Stop everything: the exporters flush on shutdown.
-    orchestrator.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "orchestrator exited with {status}; log:\n{}", orchestrator.log_text());
-    for w in &workers {
-        w.signal(Signal::SIGTERM);
-    }
-    for w in &mut workers {
-        let status = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(20))).expect("worker exits");
-        assert!(status.success(), "{} exited with {status}", w.name);
-    }
+    orchestrator.stop_cleanly(Duration::from_secs(20));
+    stop_all_cleanly(&mut workers, Duration::from_secs(20));
     sim.signal(Signal::SIGTERM);
     tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10)));
 
     // (a) One recorded decision, end to end, as one trace.
-    let outcomes: Vec<serde_json::Value> =
-        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let outcomes = read_json_lines(&record);
     let spans = receiver.spans();
     let index = by_id(&spans);
     let named = |name: &str, command: &str| -> Vec<&ReceivedSpan> {
@@ -225,66 +232,8 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     let mut checked = 0;
     let mut workers_seen = std::collections::HashSet::new();
     for outcome in &outcomes {
-        let command = outcome["command_id"].as_str().unwrap();
-        let (publish, record) = (named("publish command", command), named("record result", command));
-        assert_eq!(publish.len(), 1, "one publish span for {command}");
-        assert_eq!(record.len(), 1, "one record span for {command}");
-        let (publish, record) = (publish[0], record[0]);
-        // A command may be processed more than once (a rebalance hands its
-        // partition over before the transaction commits); exactly one result
-        // is committed and recorded: follow the recorded one back.
-        let result = parent(record, &index);
-        assert_eq!(result.name, "publish result", "recording continues the result's publish span");
-        let process = parent(result, &index);
-        assert_eq!(process.name, "process command");
-        assert_eq!(process.attr("command.id"), Some(command));
-        // Orchestrator: feed receive → evaluate rules → publish command.
-        let evaluate = parent(publish, &index);
-        assert_eq!(evaluate.name, "evaluate rules");
-        let feed = parent(evaluate, &index);
-        assert_eq!(feed.name, "feed receive");
-        assert!(feed.parent_span_id.is_empty(), "the feed receive span starts the trace");
-        // Kafka hop 1: commands topic → worker.
-        assert_eq!(process.parent_span_id, publish.span_id, "worker continues the command's publish span");
-        // Kafka hop 2: results topic → orchestrator.
-        assert_eq!(result.parent_span_id, process.span_id);
-        assert_eq!(record.parent_span_id, result.span_id, "recording continues the result's publish span");
-        let handler = spans.iter().find(|s| s.name == "run handler" && s.parent_span_id == process.span_id);
-        assert!(handler.is_some(), "the handler runs in a child span of process command");
-
-        let trace = &feed.trace_id;
-        for span in [evaluate, publish, process, result, record] {
-            assert_eq!(&span.trace_id, trace, "{} is in the decision's trace", span.name);
-        }
-        for span in [feed, evaluate, publish, record] {
-            assert_eq!(span.service, "shoal-orchestrator", "{}", span.name);
-        }
-        for span in [process, result] {
-            assert_eq!(span.service, "shoal-worker", "{}", span.name);
-        }
-        // Messaging semantic conventions.
-        assert_eq!(publish.kind, PRODUCER);
-        assert_eq!(result.kind, PRODUCER);
-        assert_eq!(process.kind, CONSUMER);
-        assert_eq!(record.kind, CONSUMER);
-        assert_eq!(process.attr("messaging.system"), Some("kafka"));
-        assert_eq!(process.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
-        assert_eq!(process.attr("messaging.consumer.group.name"), Some(scope.workers_group().as_str()));
-        assert_eq!(process.attr("messaging.operation.type"), Some("process"));
-        assert!(process.attr("messaging.destination.partition.id").is_some());
-        assert!(process.attr("messaging.kafka.offset").is_some());
-        assert_eq!(process.attr("messaging.kafka.message.key"), outcome["key"].as_str());
-        assert_eq!(publish.attr("messaging.destination.name"), Some(scope.topics.commands.name.as_str()));
-        // The record that completed the match: usually the result, or the
-        // command when its result was read first (the parent is the
-        // result's publish span either way).
-        let completed_by = record.attr("messaging.destination.name");
-        assert!(
-            [Some(scope.topics.results.name.as_str()), Some(scope.topics.commands.name.as_str())]
-                .contains(&completed_by),
-            "{completed_by:?}"
-        );
-        workers_seen.insert(process.attr("shoal.worker.id").unwrap_or_default().to_string());
+        let worker = assert_one_trace(outcome, &spans, &index, &scope);
+        workers_seen.insert(worker);
         checked += 1;
     }
     assert!(checked >= 20, "checked {checked} decisions");
@@ -322,40 +271,30 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_ready_only_after_the_group_assignment() {
-    init_logs();
-    let scope = Scope::new("obs-ready");
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__WORKER__ID".to_string(), "ready-worker".to_string()),
+    let scope = Scope::logged("obs-ready");
+    let mut worker = scope
+        .worker("worker")
+        .id("ready-worker")
         // The commands topic does not exist yet, so the group cannot assign
         // anything until the test creates it; metadata is refreshed every
         // second so the subscription notices the new topic soon.
-        ("SHOAL__TOPICS__CREATE".to_string(), "false".to_string()),
-        ("SHOAL__KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS".to_string(), "1000".to_string()),
-    ]);
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+        .with("SHOAL__TOPICS__CREATE", "false")
+        .with("SHOAL__KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000")
+        .spawn();
     let address = http_address(&worker, Duration::from_secs(30)).await;
 
     let (status, body) = http_get(address, "/healthz").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // Connected to Kafka, producer ready: only the assignment is missing.
-    let body = wait_for(Duration::from_secs(60), "readyz to fail on the partitions check alone", || async move {
-        let (status, body) = readyz(address).await?;
-        if status == 503 && failing_checks(&body) == ["worker.partitions"] {
-            Ok(body)
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    let body =
+        wait_for_readyz(address, Duration::from_secs(60), "readyz to fail on the partitions check alone", |s, b| {
+            s == 503 && failing_checks(b) == ["worker.partitions"]
+        })
+        .await;
     assert_eq!(group_members_with_assignment(&scope.workers_group()), 0, "no assignment yet: {body}");
 
     scope.create_topics().await;
-    wait_for(Duration::from_secs(60), "readyz to turn 200 after the assignment", || async move {
-        let (status, body) = readyz(address).await?;
-        if status == 200 && body["ready"] == true { Ok(()) } else { Err(format!("{status} {body}")) }
-    })
-    .await;
+    wait_for_readyz(address, Duration::from_secs(60), "readyz to turn 200 after the assignment", is_ready).await;
     let group = scope.workers_group();
     wait_for(Duration::from_secs(10), "the broker to report the member's assignment", || {
         let n = group_members_with_assignment(&group);
@@ -363,11 +302,20 @@ async fn readyz_turns_ready_only_after_the_group_assignment() {
     })
     .await;
 
-    worker.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("worker exits");
-    assert!(status.success(), "worker exited with {status}");
+    worker.stop_cleanly(Duration::from_secs(20));
     // The HTTP server stopped with the process.
     assert!(http_get(address, "/healthz").await.is_err(), "nothing listens after exit");
+}
+
+/// `/readyz` answers 200 and says ready.
+fn is_ready(status: u16, body: &serde_json::Value) -> bool {
+    status == 200 && body["ready"] == true
+}
+
+/// `/healthz` answers 200 (alive), whatever `/readyz` says.
+async fn assert_alive(address: std::net::SocketAddr, what: &str) {
+    let (status, _) = http_get(address, "/healthz").await.unwrap();
+    assert_eq!(status, 200, "{what}");
 }
 
 /// "Not ready when Kafka is stopped", without stopping the broker other
@@ -375,36 +323,25 @@ async fn readyz_turns_ready_only_after_the_group_assignment() {
 /// port 1) is alive but not ready, and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_kafka_is_alive_but_not_ready() {
-    init_logs();
-    let scope = Scope::new("obs-nokafka");
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), "127.0.0.1:1".to_string()),
-        ("SHOAL__TOPICS__CREATE".to_string(), "false".to_string()),
-        // Exactly-once would stop when its producer cannot initialise; the
-        // at-least-once worker keeps trying, as a pod waiting for Kafka does.
-        ("SHOAL__DELIVERY__MODE".to_string(), "at_least_once".to_string()),
-        ("SHOAL__SHUTDOWN__TIMEOUT_MS".to_string(), "2000".to_string()),
-    ]);
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let scope = Scope::logged("obs-nokafka");
+    // Exactly-once would stop when its producer cannot initialise; the
+    // at-least-once worker keeps trying, as a pod waiting for Kafka does.
+    let mut worker = scope.worker("worker").without_kafka().mode("at_least_once").spawn();
     let address = http_address(&worker, Duration::from_secs(30)).await;
     // Once librdkafka's statistics arrive, the Kafka check names the cause.
-    let body = wait_for(Duration::from_secs(30), "readyz to report no broker connection", || async move {
-        let (status, body) = readyz(address).await?;
-        let named = body["failing"].as_array().is_some_and(|checks| {
+    let body = wait_for_readyz(address, Duration::from_secs(30), "readyz to report no broker connection", |s, b| {
+        let named = b["failing"].as_array().is_some_and(|checks| {
             checks.iter().any(|c| {
                 c["check"] == "worker.kafka" && c["detail"].as_str().is_some_and(|d| d.contains("no broker connection"))
             })
         });
-        if status == 503 && named { Ok(body) } else { Err(format!("{status} {body}")) }
+        s == 503 && named
     })
     .await;
     assert_eq!(body["ready"], false);
-    let (status, _) = http_get(address, "/healthz").await.unwrap();
-    assert_eq!(status, 200, "alive all the same");
+    assert_alive(address, "alive all the same").await;
     assert!(worker.running());
-    worker.signal(Signal::SIGTERM);
-    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(10))).expect("worker exits");
+    worker.terminate(Duration::from_secs(10));
 }
 
 /// "Not ready when Kafka is stopped", with a broker really stopped: the
@@ -413,24 +350,19 @@ async fn a_worker_without_kafka_is_alive_but_not_ready() {
 /// stops (not ready, naming the Kafka check, but alive).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_not_ready_when_the_broker_stops() {
-    init_logs();
-    let scope = Scope::new("obs-brokerstop");
+    let scope = Scope::logged("obs-brokerstop");
     // A port no other test or the shared broker (9092/9093, the chaos
     // cluster's 19092-19097) uses.
     let broker = tokio::task::block_in_place(|| OwnBroker::start(29092, &scope.dir.join("kafka")));
     shoal_kafka::ensure_topics(&broker.kafka_settings(), &scope.topics).await.unwrap();
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__KAFKA__BOOTSTRAP_SERVERS".to_string(), broker.bootstrap()),
-        ("SHOAL__WORKER__ID".to_string(), "brokerstop-worker".to_string()),
-    ]);
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let mut worker = scope
+        .worker("worker")
+        .with("SHOAL__KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap())
+        .id("brokerstop-worker")
+        .spawn();
     let address = http_address(&worker, Duration::from_secs(30)).await;
-    let ready = || async move {
-        let (status, body) = readyz(address).await?;
-        if status == 200 && body["ready"] == true { Ok(body) } else { Err(format!("{status} {body}")) }
-    };
-    let body = wait_for(Duration::from_secs(90), "readyz to turn 200 on the own broker", ready).await;
+    let body =
+        wait_for_readyz(address, Duration::from_secs(90), "readyz to turn 200 on the own broker", is_ready).await;
     // Ready means the stage's own checks pass, not only the ones that exist
     // while it starts (this caught /readyz answering 200 before the worker
     // had even created its producer).
@@ -446,25 +378,18 @@ async fn readyz_turns_not_ready_when_the_broker_stops() {
     }
 
     tokio::task::block_in_place(|| broker.stop());
-    let body = wait_for(Duration::from_secs(60), "readyz to fail on the Kafka check", || async move {
-        let (status, body) = readyz(address).await?;
-        if status == 503 && failing_checks(&body).iter().any(|c| c == "worker.kafka") {
-            Ok(body)
-        } else {
-            Err(format!("{status} {body}"))
-        }
+    let body = wait_for_readyz(address, Duration::from_secs(60), "readyz to fail on the Kafka check", |s, b| {
+        s == 503 && failing_checks(b).iter().any(|c| c == "worker.kafka")
     })
     .await;
     assert_eq!(body["ready"], false);
-    let (status, _) = http_get(address, "/healthz").await.unwrap();
-    assert_eq!(status, 200, "alive while Kafka is away");
+    assert_alive(address, "alive while Kafka is away").await;
     assert!(worker.running(), "the worker waits for Kafka instead of exiting");
 
     // Recovery after the broker returns is not asserted: in 1 run of 4 the
     // worker's session timed out meanwhile and it did not rejoin its group
     // within 2 minutes (see "Not done yet" in the README).
-    worker.signal(Signal::SIGTERM);
-    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(30))).expect("worker exits");
+    worker.terminate(Duration::from_secs(30));
     tokio::task::block_in_place(|| drop(broker));
 }
 
@@ -475,40 +400,26 @@ async fn readyz_turns_not_ready_when_the_broker_stops() {
 /// recorded result still continues its command's publish span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_traced_whole_or_not_at_all_and_a_non_exporting_worker_passes_the_trace_on() {
-    init_logs();
     let receiver = Receiver::start(true).await.unwrap();
-    let scope = Scope::new("obs-sampling");
-    scope.create_topics().await;
+    let scope = Scope::with_topics("obs-sampling").await;
     let (mut sim, url) = start_sim(&["--rate", "10", "--seed", "7"], &scope.dir);
-    let mut env = scope.env();
-    env.push(("SHOAL__WORKER__ID".into(), "sampling-worker".into()));
-    let mut worker = Proc::spawn("worker", &bin("shoal-worker"), &[], &env, &scope.dir);
+    let mut worker = scope.worker("worker").id("sampling-worker").spawn();
     let record = scope.dir.join("outcomes.jsonl");
-    let mut env = scope.env();
-    env.extend([
-        ("SHOAL__OBSERVABILITY__OTLP_ENABLED".to_string(), "true".to_string()),
-        ("SHOAL__OBSERVABILITY__SAMPLE_RATIO".to_string(), "0.5".to_string()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), "grpc".to_string()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.grpc_endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "500".to_string()),
-    ]);
-    env.extend(decisions_env(url, &record));
-    let mut orchestrator = Proc::spawn("orchestrator", &bin("shoal-orchestrator"), &[], &env, &scope.dir);
-    eventually(Duration::from_secs(90), "30 outcomes recorded", || {
-        let n = std::fs::read_to_string(&record).unwrap_or_default().lines().count();
-        async move { n >= 30 }
-    })
-    .await;
-    orchestrator.signal(Signal::SIGTERM);
-    let status = tokio::task::block_in_place(|| orchestrator.wait_exit(Duration::from_secs(20))).expect("exits");
-    assert!(status.success(), "orchestrator exited with {status}; log:\n{}", orchestrator.log_text());
-    worker.signal(Signal::SIGTERM);
-    tokio::task::block_in_place(|| worker.wait_exit(Duration::from_secs(20))).expect("worker exits");
+    let mut orchestrator = scope
+        .orchestrator("orchestrator")
+        .otlp("grpc", receiver.grpc_endpoint())
+        .with("SHOAL__OBSERVABILITY__SAMPLE_RATIO", "0.5")
+        .feed(&url)
+        .record_to(&record)
+        .lively_rules()
+        .spawn();
+    wait_for_lines(&record, 30, Duration::from_secs(90), "30 outcomes recorded").await;
+    orchestrator.stop_cleanly(Duration::from_secs(20));
+    worker.terminate(Duration::from_secs(20));
     sim.signal(Signal::SIGTERM);
     tokio::task::block_in_place(|| sim.wait_exit(Duration::from_secs(10)));
 
-    let outcomes: Vec<serde_json::Value> =
-        std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let outcomes = read_json_lines(&record);
     let spans = receiver.spans();
     assert!(spans.iter().all(|s| s.service == "shoal-orchestrator"), "the worker exports nothing");
     let index = by_id(&spans);

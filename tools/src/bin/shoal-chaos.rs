@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use shoal_kafka::pipeline::output_digest;
 use shoal_kafka::settings::TopicsSettings;
-use shoal_protocol::messages::WireMessage;
+use shoal_protocol::messages::{CommandResult, WireMessage};
 use shoal_tools::{
     Proc, TopicReader, alert_command, bin, decode_results, produce, producer_for, repo_root, topic_env, topics_named,
 };
@@ -88,6 +88,56 @@ struct Run {
 }
 
 impl Run {
+    /// Checks the options, creates the run's directory and topics (starting
+    /// the three-node cluster first with `--cluster three`) and starts the
+    /// first workers.
+    async fn start(cli: Cli) -> Self {
+        assert!(cli.workers >= 3, "--workers must be at least 3");
+        assert!(matches!(cli.mode.as_str(), "exactly_once" | "at_least_once"), "--mode: exactly_once or at_least_once");
+        assert!(matches!(cli.cluster.as_str(), "single" | "three"), "--cluster: single or three");
+        let id = format!("{}-{}", cli.seed, &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let dir = cli.out.clone().unwrap_or_else(|| repo_root().join("target/chaos").join(&id));
+        std::fs::create_dir_all(&dir).unwrap();
+        let three = cli.cluster == "three";
+        let replication = if three { 3 } else { 1 };
+        let topics = topics_named(&format!("chaos.{id}"), replication);
+        let bootstrap = if three { THREE_NODE_BOOTSTRAP.to_string() } else { cli.bootstrap.clone() };
+        let log = std::fs::File::create(dir.join("schedule.log")).unwrap();
+        let mut run = Run {
+            cli,
+            bootstrap,
+            id,
+            dir,
+            topics,
+            workers: Vec::new(),
+            ids: Vec::new(),
+            restarts: 0,
+            next_worker: 0,
+            kills: 0,
+            log,
+        };
+        run.note(&format!(
+            "run {} mode={} seed={} commands={} keys={} cluster={} logs in {}",
+            run.id,
+            run.cli.mode,
+            run.cli.seed,
+            run.cli.commands,
+            run.cli.keys,
+            run.cli.cluster,
+            run.dir.display()
+        ));
+        if three {
+            run.kafka_sh(&["up"]);
+        }
+        let kafka =
+            shoal_kafka::settings::KafkaSettings { bootstrap_servers: run.bootstrap.clone(), ..Default::default() };
+        shoal_kafka::ensure_topics(&kafka, &run.topics).await.expect("create topics");
+        for _ in 0..run.cli.workers {
+            run.add_worker();
+        }
+        run
+    }
+
     fn note(&mut self, what: &str) {
         use std::io::Write as _;
         let line = format!("{} {what}", chrono::Utc::now().format("%H:%M:%S%.3f"));
@@ -145,61 +195,17 @@ impl Run {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let cli = Cli::parse();
-    assert!(cli.workers >= 3, "--workers must be at least 3");
-    assert!(matches!(cli.mode.as_str(), "exactly_once" | "at_least_once"), "--mode: exactly_once or at_least_once");
-    assert!(matches!(cli.cluster.as_str(), "single" | "three"), "--cluster: single or three");
-    let id = format!("{}-{}", cli.seed, &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let dir = cli.out.clone().unwrap_or_else(|| repo_root().join("target/chaos").join(&id));
-    std::fs::create_dir_all(&dir).unwrap();
-    let three = cli.cluster == "three";
-    let replication = if three { 3 } else { 1 };
-    let topics = topics_named(&format!("chaos.{id}"), replication);
-    let bootstrap = if three { THREE_NODE_BOOTSTRAP.to_string() } else { cli.bootstrap.clone() };
-    let log = std::fs::File::create(dir.join("schedule.log")).unwrap();
-    let mut run = Run {
-        cli,
-        bootstrap,
-        id,
-        dir,
-        topics,
-        workers: Vec::new(),
-        ids: Vec::new(),
-        restarts: 0,
-        next_worker: 0,
-        kills: 0,
-        log,
-    };
-    run.note(&format!(
-        "run {} mode={} seed={} commands={} keys={} cluster={} logs in {}",
-        run.id,
-        run.cli.mode,
-        run.cli.seed,
-        run.cli.commands,
-        run.cli.keys,
-        run.cli.cluster,
-        run.dir.display()
-    ));
-    if three {
-        run.kafka_sh(&["up"]);
-    }
-    let kafka = shoal_kafka::settings::KafkaSettings { bootstrap_servers: run.bootstrap.clone(), ..Default::default() };
-    shoal_kafka::ensure_topics(&kafka, &run.topics).await.expect("create topics");
+/// A scheduled fault: when (seconds into the issuing period), and what.
+type Action = (f64, &'static str);
 
-    for _ in 0..run.cli.workers {
-        run.add_worker();
-    }
-
-    // The fault schedule: seeded, spread over the issuing period.
-    let mut rng = StdRng::seed_from_u64(run.cli.seed);
-    let issue_secs = run.cli.commands as f64 / f64::from(run.cli.rate);
-    let mut actions: Vec<(f64, &str)> = Vec::new();
-    for _ in 0..run.cli.kills {
+/// The fault schedule: seeded, spread over the issuing period.
+fn schedule(cli: &Cli, three: bool, rng: &mut StdRng) -> Vec<Action> {
+    let issue_secs = cli.commands as f64 / f64::from(cli.rate);
+    let mut actions: Vec<Action> = Vec::new();
+    for _ in 0..cli.kills {
         actions.push((rng.random_range(0.05..0.85) * issue_secs, "kill"));
     }
-    for _ in 0..run.cli.zombies {
+    for _ in 0..cli.zombies {
         actions.push((rng.random_range(0.1..0.5) * issue_secs, "zombie"));
     }
     actions.push((rng.random_range(0.2..0.6) * issue_secs, "add"));
@@ -208,13 +214,18 @@ async fn main() {
         actions.push((rng.random_range(0.3..0.7) * issue_secs, "broker"));
     }
     actions.sort_by(|a, b| a.0.total_cmp(&b.0));
-    run.note(&format!("schedule: {actions:?}"));
+    actions
+}
 
-    // Issue commands from a separate task, recording each acknowledged one.
+/// An issued command: id, key and sequence number.
+type Issued = (uuid::Uuid, String, u64);
+
+/// Issues commands from a separate task, recording each acknowledged one.
+fn spawn_issuer(run: &Run) -> tokio::task::JoinHandle<Vec<Issued>> {
     let issuer_bootstrap = run.bootstrap.clone();
     let commands_topic = run.topics.commands.name.clone();
     let (commands, keys, rate) = (run.cli.commands, run.cli.keys, run.cli.rate);
-    let issuer = tokio::spawn(async move {
+    tokio::spawn(async move {
         let producer = producer_for(&issuer_bootstrap);
         let mut seqs = vec![0u64; keys];
         let mut issued = Vec::with_capacity(commands);
@@ -238,68 +249,76 @@ async fn main() {
             issued.extend(batch.iter().map(|c| (c.id, c.key.clone(), c.seq)));
         }
         issued
-    });
+    })
+}
 
-    let started = Instant::now();
-    let mut zombies: Vec<(usize, Instant)> = Vec::new();
-    let mut broker_down: Option<Instant> = None;
-    let mut pending_restarts: Vec<(usize, Instant)> = Vec::new();
-    let mut next_action = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !issuer.is_finished()
-        || next_action < actions.len()
-        || !zombies.is_empty()
-        || !pending_restarts.is_empty()
-        || broker_down.is_some()
-    {
-        tick.tick().await;
-        let elapsed = started.elapsed().as_secs_f64();
-        while next_action < actions.len() && actions[next_action].0 <= elapsed {
-            let action = actions[next_action].1;
-            next_action += 1;
-            let stopped: HashSet<usize> = zombies.iter().map(|(i, _)| *i).collect();
-            let restarting: HashSet<usize> = pending_restarts.iter().map(|(i, _)| *i).collect();
-            let live: Vec<usize> = (0..run.workers.len())
-                .filter(|i| !stopped.contains(i) && !restarting.contains(i) && run.workers[*i].running())
-                .collect();
-            match action {
-                "kill" if !live.is_empty() => {
-                    let i = live[rng.random_range(0..live.len())];
-                    run.workers[i].signal(Signal::SIGKILL);
-                    run.kills += 1;
-                    run.note(&format!("SIGKILL {} (pid {})", run.ids[i], run.workers[i].pid()));
-                    pending_restarts.push((i, Instant::now() + Duration::from_millis(rng.random_range(500..2_000))));
-                }
-                "zombie" if !live.is_empty() => {
-                    let i = live[rng.random_range(0..live.len())];
-                    run.workers[i].signal(Signal::SIGSTOP);
-                    run.note(&format!("SIGSTOP {}: a zombie until past its session timeout", run.ids[i]));
-                    zombies.push((i, Instant::now() + Duration::from_millis(SESSION_TIMEOUT_MS + 4_000)));
-                }
-                "add" => run.add_worker(),
-                "remove" if live.len() > 3 => {
-                    let i = *live.last().unwrap();
-                    run.workers[i].signal(Signal::SIGTERM);
-                    run.note(&format!("SIGTERM {} (scale down)", run.ids[i]));
-                }
-                "broker" => {
-                    run.kafka_sh(&["kill-node", "2"]);
-                    run.note("SIGKILL broker node 2");
-                    broker_down = Some(Instant::now() + Duration::from_secs(8));
-                }
-                other => run.note(&format!("skip {other}: not enough live workers")),
+/// Faults in progress: zombies to resume, killed workers to restart, and a
+/// broker to start again, each at its time.
+#[derive(Default)]
+struct Faults {
+    zombies: Vec<(usize, Instant)>,
+    pending_restarts: Vec<(usize, Instant)>,
+    broker_down: Option<Instant>,
+}
+
+impl Faults {
+    fn in_progress(&self) -> bool {
+        !self.zombies.is_empty() || !self.pending_restarts.is_empty() || self.broker_down.is_some()
+    }
+
+    /// Workers neither stopped as zombies, nor waiting for their restart,
+    /// nor exited.
+    fn live_workers(&self, run: &mut Run) -> Vec<usize> {
+        let stopped: HashSet<usize> = self.zombies.iter().map(|(i, _)| *i).collect();
+        let restarting: HashSet<usize> = self.pending_restarts.iter().map(|(i, _)| *i).collect();
+        (0..run.workers.len())
+            .filter(|i| !stopped.contains(i) && !restarting.contains(i) && run.workers[*i].running())
+            .collect()
+    }
+
+    fn start(&mut self, action: &str, run: &mut Run, rng: &mut StdRng) {
+        let live = self.live_workers(run);
+        match action {
+            "kill" if !live.is_empty() => {
+                let i = live[rng.random_range(0..live.len())];
+                run.workers[i].signal(Signal::SIGKILL);
+                run.kills += 1;
+                run.note(&format!("SIGKILL {} (pid {})", run.ids[i], run.workers[i].pid()));
+                self.pending_restarts.push((i, Instant::now() + Duration::from_millis(rng.random_range(500..2_000))));
             }
+            "zombie" if !live.is_empty() => {
+                let i = live[rng.random_range(0..live.len())];
+                run.workers[i].signal(Signal::SIGSTOP);
+                run.note(&format!("SIGSTOP {}: a zombie until past its session timeout", run.ids[i]));
+                self.zombies.push((i, Instant::now() + Duration::from_millis(SESSION_TIMEOUT_MS + 4_000)));
+            }
+            "add" => run.add_worker(),
+            "remove" if live.len() > 3 => {
+                let i = *live.last().unwrap();
+                run.workers[i].signal(Signal::SIGTERM);
+                run.note(&format!("SIGTERM {} (scale down)", run.ids[i]));
+            }
+            "broker" => {
+                run.kafka_sh(&["kill-node", "2"]);
+                run.note("SIGKILL broker node 2");
+                self.broker_down = Some(Instant::now() + Duration::from_secs(8));
+            }
+            other => run.note(&format!("skip {other}: not enough live workers")),
         }
+    }
+
+    /// Ends the faults whose time has come.
+    fn end_due(&mut self, run: &mut Run) {
         let now = Instant::now();
-        for (i, until) in std::mem::take(&mut zombies) {
+        for (i, until) in std::mem::take(&mut self.zombies) {
             if now >= until {
                 run.workers[i].signal(Signal::SIGCONT);
                 run.note(&format!("SIGCONT {}: the zombie resumes", run.ids[i]));
             } else {
-                zombies.push((i, until));
+                self.zombies.push((i, until));
             }
         }
-        for (i, at) in std::mem::take(&mut pending_restarts) {
+        for (i, at) in std::mem::take(&mut self.pending_restarts) {
             if now >= at {
                 // Same id, same transactional id: fences the dead instance.
                 run.restarts += 1;
@@ -308,20 +327,44 @@ async fn main() {
                 run.note(&format!("restart {id} as pid {}", proc.pid()));
                 run.workers[i] = proc;
             } else {
-                pending_restarts.push((i, at));
+                self.pending_restarts.push((i, at));
             }
         }
-        if broker_down.is_some_and(|at| now >= at) {
+        if self.broker_down.is_some_and(|at| now >= at) {
             run.kafka_sh(&["start-node", "2"]);
             run.note("broker node 2 restarted");
-            broker_down = None;
+            self.broker_down = None;
         }
     }
-    let issued = issuer.await.unwrap();
-    run.note(&format!("issued {} commands; draining", issued.len()));
+}
 
-    // Drain: read committed results until every command has one, or give up.
-    let issued_ids: HashSet<uuid::Uuid> = issued.iter().map(|(id, _, _)| *id).collect();
+/// Applies the schedule while the issuer runs, until every fault has been
+/// started and ended.
+async fn inject_faults(
+    run: &mut Run,
+    actions: &[Action],
+    rng: &mut StdRng,
+    issuer: &tokio::task::JoinHandle<Vec<Issued>>,
+) {
+    let started = Instant::now();
+    let mut faults = Faults::default();
+    let mut next_action = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !issuer.is_finished() || next_action < actions.len() || faults.in_progress() {
+        tick.tick().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        while next_action < actions.len() && actions[next_action].0 <= elapsed {
+            let action = actions[next_action].1;
+            next_action += 1;
+            faults.start(action, run, rng);
+        }
+        faults.end_due(run);
+    }
+}
+
+/// Reads committed results until every command has one, or gives up; then
+/// to the end, so that anything committed late shows as a duplicate.
+async fn drain_results(run: &Run, issued_ids: &HashSet<uuid::Uuid>) -> TopicReader {
     let mut results = TopicReader::new_at(&run.bootstrap, &run.topics.results.name);
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -331,8 +374,12 @@ async fn main() {
             break;
         }
     }
-    // Anything committed late would be a duplicate; read to the end.
     results.read_to_end(Duration::from_secs(60)).await;
+    results
+}
+
+/// SIGTERM to every worker, then waits for each.
+fn stop_workers(run: &mut Run) {
     for w in &run.workers {
         if w.pid() > 0 {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.pid() as i32), Signal::SIGTERM);
@@ -341,9 +388,18 @@ async fn main() {
     for w in &mut run.workers {
         tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(30)));
     }
+}
 
-    // Check.
-    let decoded = decode_results(&results.messages);
+/// What the checker found in the results read.
+struct Anomalies {
+    lost: usize,
+    duplicated: usize,
+    unexpected: usize,
+    out_of_order: usize,
+}
+
+/// Checks the results read against the commands issued.
+fn check(decoded: &[CommandResult], issued_ids: &HashSet<uuid::Uuid>) -> Anomalies {
     let per_command: HashMap<uuid::Uuid, usize> = decoded.iter().fold(HashMap::new(), |mut m, r| {
         *m.entry(r.command_id).or_insert(0) += 1;
         m
@@ -362,8 +418,14 @@ async fn main() {
             out_of_order += 1;
         }
     }
+    Anomalies { lost, duplicated, unexpected, out_of_order }
+}
+
+/// Digests of the outputs of aborted transactions, from the workers'
+/// histories.
+fn aborted_outputs(dir: &std::path::Path) -> HashSet<String> {
     let mut aborted: HashSet<String> = HashSet::new();
-    for entry in std::fs::read_dir(&run.dir).unwrap().flatten() {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("history-") {
             continue;
@@ -377,11 +439,13 @@ async fn main() {
             }
         }
     }
-    let aborted_read =
-        results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();
-    // Every assignment change a worker went through (each member logs its
-    // own), as a count of rebalance events.
-    let rebalances: usize = std::fs::read_dir(&run.dir)
+    aborted
+}
+
+/// Every assignment change a worker went through (each member logs its
+/// own), as a count of rebalance events.
+fn rebalances(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("w-"))
@@ -389,7 +453,31 @@ async fn main() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             text.lines().filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked")).count()
         })
-        .sum();
+        .sum()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut run = Run::start(Cli::parse()).await;
+    let three = run.cli.cluster == "three";
+    let mut rng = StdRng::seed_from_u64(run.cli.seed);
+    let actions = schedule(&run.cli, three, &mut rng);
+    run.note(&format!("schedule: {actions:?}"));
+    let issuer = spawn_issuer(&run);
+    inject_faults(&mut run, &actions, &mut rng, &issuer).await;
+    let issued = issuer.await.unwrap();
+    run.note(&format!("issued {} commands; draining", issued.len()));
+
+    let issued_ids: HashSet<uuid::Uuid> = issued.iter().map(|(id, _, _)| *id).collect();
+    let results = drain_results(&run, &issued_ids).await;
+    stop_workers(&mut run);
+
+    let decoded = decode_results(&results.messages);
+    let Anomalies { lost, duplicated, unexpected, out_of_order } = check(&decoded, &issued_ids);
+    let aborted = aborted_outputs(&run.dir);
+    let aborted_read =
+        results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();
+    let rebalances = rebalances(&run.dir);
     run.note(&format!("outputs of aborted transactions (from worker histories): {}", aborted.len()));
     let line = format!(
         "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} kills={} rebalances={rebalances}",

@@ -1,16 +1,11 @@
 //! `raise_alert`: classifies a level crossing and builds the alert.
 
 use rust_decimal::Decimal;
-use shoal_protocol::messages::Command;
 use shoal_protocol::payloads::RaiseAlert;
 
-use super::{Handler, HandlerError, payload};
+use super::HandlerError;
 
-/// Handler for `raise_alert`.
-#[derive(Debug, Clone, Copy)]
-pub struct RaiseAlertHandler;
-
-/// Pure evaluation, separate from the async trait for unit tests.
+/// The skill: a pure function of the payload (see [`super::pure`]).
 pub fn alert(p: &RaiseAlert) -> Result<serde_json::Value, HandlerError> {
     if p.previous_price <= Decimal::ZERO {
         return Err(HandlerError::Rejected("previous_price must be positive".into()));
@@ -31,26 +26,22 @@ pub fn alert(p: &RaiseAlert) -> Result<serde_json::Value, HandlerError> {
     }))
 }
 
-#[async_trait::async_trait]
-impl Handler for RaiseAlertHandler {
-    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
-        alert(&payload(command)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn crossing(level: &str, previous_price: &str, price: &str) -> RaiseAlert {
+        RaiseAlert {
+            symbol: "SIM-A".into(),
+            level: level.parse().unwrap(),
+            previous_price: previous_price.parse().unwrap(),
+            price: price.parse().unwrap(),
+        }
+    }
+
     #[test]
     fn a_big_jump_through_a_level_is_critical() {
-        let out = alert(&RaiseAlert {
-            symbol: "SIM-A".into(),
-            level: "100".parse().unwrap(),
-            previous_price: "98.5".parse().unwrap(),
-            price: "100.2".parse().unwrap(),
-        })
-        .unwrap();
+        let out = alert(&crossing("100", "98.5", "100.2")).unwrap();
         assert_eq!(out["direction"], "up");
         assert_eq!(out["severity"], "critical");
         assert_eq!(out["move_bps"], "172.59");
@@ -58,13 +49,7 @@ mod tests {
 
     #[test]
     fn landing_on_a_level_from_above_is_down() {
-        let out = alert(&RaiseAlert {
-            symbol: "SIM-A".into(),
-            level: "100.00".parse().unwrap(),
-            previous_price: "100.09".parse().unwrap(),
-            price: "100.00".parse().unwrap(),
-        })
-        .unwrap();
+        let out = alert(&crossing("100.00", "100.09", "100.00")).unwrap();
         assert_eq!(out["direction"], "down");
     }
 }

@@ -2,20 +2,15 @@
 //! reasons that contributed, so a reviewer can see why.
 
 use rust_decimal::Decimal;
-use shoal_protocol::messages::Command;
 use shoal_protocol::payloads::ScoreTransaction;
 
-use super::{Handler, HandlerError, payload};
-
-/// Handler for `score_transaction`.
-#[derive(Debug, Clone, Copy)]
-pub struct ScoreTransactionHandler;
+use super::HandlerError;
 
 /// Merchant categories with elevated fraud rates (gambling, money transfer,
 /// digital goods).
 const RISKY_MCC: &[&str] = &["7995", "4829", "5816"];
 
-/// Pure evaluation, separate from the async trait for unit tests.
+/// The skill: a pure function of the payload (see [`super::pure`]).
 pub fn score(p: &ScoreTransaction) -> Result<serde_json::Value, HandlerError> {
     if p.amount < Decimal::ZERO {
         return Err(HandlerError::Rejected(format!("negative amount {}", p.amount)));
@@ -53,13 +48,6 @@ pub fn score(p: &ScoreTransaction) -> Result<serde_json::Value, HandlerError> {
         "decision": decision,
         "reasons": reasons,
     }))
-}
-
-#[async_trait::async_trait]
-impl Handler for ScoreTransactionHandler {
-    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
-        score(&payload(command)?)
-    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,7 @@ use std::sync::Arc;
 
 use shoal_protocol::messages::{Command, kinds};
 
-pub use alert::RaiseAlertHandler;
-pub use fraud::ScoreTransactionHandler;
 pub use probe::{PROBE_KIND, ProbeHandler};
-pub use strategy::EvaluateStrategyHandler;
 
 /// Why a handler could not produce an output.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +54,25 @@ pub fn payload<T: serde::de::DeserializeOwned>(command: &Command) -> Result<T, H
         .map_err(|source| HandlerError::InvalidPayload { kind: command.kind.clone(), source })
 }
 
+/// A handler that is a pure function of its command's typed payload (the
+/// bundled skills are): the payload is decoded, an invalid one rejected
+/// naming the kind, and `skill` runs on it.
+pub fn pure<P>(skill: fn(&P) -> Result<serde_json::Value, HandlerError>) -> impl Handler
+where
+    P: serde::de::DeserializeOwned + 'static,
+{
+    Pure(skill)
+}
+
+struct Pure<P>(fn(&P) -> Result<serde_json::Value, HandlerError>);
+
+#[async_trait::async_trait]
+impl<P: serde::de::DeserializeOwned + 'static> Handler for Pure<P> {
+    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
+        (self.0)(&payload(command)?)
+    }
+}
+
 /// Handlers by command kind.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -79,9 +95,9 @@ impl Registry {
     /// `score_transaction`.
     pub fn with_builtin() -> Self {
         let mut r = Self::new();
-        r.register(kinds::EVALUATE_STRATEGY, EvaluateStrategyHandler);
-        r.register(kinds::RAISE_ALERT, RaiseAlertHandler);
-        r.register(kinds::SCORE_TRANSACTION, ScoreTransactionHandler);
+        r.register(kinds::EVALUATE_STRATEGY, pure(strategy::evaluate));
+        r.register(kinds::RAISE_ALERT, pure(alert::alert));
+        r.register(kinds::SCORE_TRANSACTION, pure(fraud::score));
         r
     }
 

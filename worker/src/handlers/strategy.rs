@@ -3,14 +3,9 @@
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use shoal_protocol::messages::Command;
 use shoal_protocol::payloads::EvaluateStrategy;
 
-use super::{Handler, HandlerError, payload};
-
-/// Handler for `evaluate_strategy`.
-#[derive(Debug, Clone, Copy)]
-pub struct EvaluateStrategyHandler;
+use super::HandlerError;
 
 /// Short average length (most recent prices).
 const SHORT: usize = 5;
@@ -20,7 +15,7 @@ fn mean(values: &[Decimal]) -> Decimal {
     values.iter().sum::<Decimal>() / Decimal::from(values.len())
 }
 
-/// Pure evaluation, separate from the async trait for unit tests.
+/// The skill: a pure function of the payload (see [`super::pure`]).
 pub fn evaluate(p: &EvaluateStrategy) -> Result<serde_json::Value, HandlerError> {
     if p.prices.len() < 2 {
         return Err(HandlerError::Rejected(format!("need at least 2 prices, got {}", p.prices.len())));
@@ -55,13 +50,6 @@ pub fn evaluate(p: &EvaluateStrategy) -> Result<serde_json::Value, HandlerError>
         "volatility_bps": volatility_bps,
         "samples": p.prices.len(),
     }))
-}
-
-#[async_trait::async_trait]
-impl Handler for EvaluateStrategyHandler {
-    async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
-        evaluate(&payload(command)?)
-    }
 }
 
 #[cfg(test)]

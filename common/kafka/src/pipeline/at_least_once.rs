@@ -1,20 +1,27 @@
 //! At-least-once delivery: a record's outputs are produced as soon as its
 //! work finishes, and its offset is committed (periodically, and before its
 //! partition is handed over) once they are acknowledged.
+//!
+//! The loop's steps: **receive** a record and start its work (shared with
+//! exactly-once, see [`LoopState::receive`]); **collect** finished work and
+//! produce its outputs; **commit** acknowledged offsets on a timer, reading
+//! again partitions whose outputs were not delivered; and, on shutdown,
+//! **drain** within the bound.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use rdkafka::consumer::CommitMode;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::freeze::FreezeGuard;
-use super::{
-    Dispatched, InFlight, LoopContext, Processor, consumer_error, interval, rewind_partitions, rewind_to_committed,
-};
+use super::in_flight::Finished;
+use super::steps::{LoopState, rewind_partitions, rewind_to_committed, until};
+use super::{LoopContext, Processor, interval};
 use crate::consumer::commit_done;
+use crate::offsets::OffsetTracker;
 use crate::producer::TrackedProducer;
 
 /// Runs the loop; returns (flushed, committed) for the drain report.
@@ -25,145 +32,157 @@ pub(super) async fn run<P: Processor>(
     shutdown: &CancellationToken,
 ) -> (bool, bool) {
     let settings = ctx.settings;
-    let stage = settings.name;
     let tracker = producer.tracker().clone();
-    let mut in_flight = InFlight::new(settings.max_concurrency, tracker.clone());
-    let mut commit_tick = interval(settings.commit_interval);
-    let mut freeze = match FreezeGuard::start(settings.session_timeout / 2) {
+    let freeze = match FreezeGuard::start(settings.session_timeout / 2) {
         Ok(guard) => Some(guard),
         Err(error) => {
-            tracing::warn!(stage, %error, "cannot start the pause watcher; a frozen worker may repeat results");
+            tracing::warn!(stage = settings.name, %error, "cannot start the pause watcher; a frozen worker may repeat results");
             None
         }
     };
-    let mut consecutive_errors = 0u32;
-    let mut drain_deadline: Option<Instant> = None;
-    let far = Instant::now() + Duration::from_secs(3600 * 24 * 365);
-    loop {
-        in_flight.revoke(&ctx.group.take_revoked());
-        if let Some(deadline) = drain_deadline
-            && (in_flight.idle() || Instant::now() >= deadline)
-        {
-            break;
-        }
-        let unfinished = in_flight.unfinished();
-        ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
-        // Bounded by records being processed, and (loosely, at four times
-        // the bound) by outputs awaiting acknowledgement: the commit
-        // metadata cuts its list off conservatively when it is long.
-        let can_read = drain_deadline.is_none()
-            && in_flight.processing() < settings.max_in_flight
-            && unfinished < settings.max_in_flight * 4;
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled(), if drain_deadline.is_none() => {
-                tracing::info!(stage, running = in_flight.running.len(), "draining: no new records will be read");
-                drain_deadline = Some(Instant::now() + settings.shutdown_timeout / 2);
+    let mut delivery = AtLeastOnce {
+        state: LoopState::new(settings.max_concurrency, tracker.clone()),
+        producer,
+        tracker,
+        commit_tick: interval(settings.commit_interval),
+        freeze,
+    };
+    delivery.run(ctx, processor, shutdown).await;
+    delivery.state.report_unfinished(ctx);
+    delivery.finish(ctx).await
+}
+
+/// The loop's state besides what exactly-once shares.
+struct AtLeastOnce {
+    state: LoopState,
+    producer: TrackedProducer,
+    tracker: Arc<OffsetTracker>,
+    commit_tick: tokio::time::Interval,
+    freeze: Option<FreezeGuard>,
+}
+
+impl AtLeastOnce {
+    async fn run<P: Processor>(&mut self, ctx: &mut LoopContext<'_>, processor: &mut P, shutdown: &CancellationToken) {
+        let settings = ctx.settings;
+        loop {
+            self.state.take_revoked(ctx);
+            if self.state.draining() && (self.state.in_flight.idle() || self.state.drain_expired()) {
+                break;
             }
-            Some(done) = in_flight.running.next(), if !in_flight.running.is_empty() => {
-                let Some((origin, mut outputs)) = in_flight.finish(done, ctx.stats) else { continue };
-                if freeze.as_mut().is_some_and(FreezeGuard::tripped) {
-                    // A pause this long may have handed the partitions to
-                    // another member, which redoes this work: publishing it
-                    // too would duplicate it. Drop everything in hand and
-                    // read again from the committed offsets.
-                    ctx.stats.freezes.fetch_add(1, Ordering::Relaxed);
-                    ctx.stats.discarded.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(stage, "dropping work in hand after a pause and rewinding to the committed offsets");
-                    if let Err(error) = producer.flush(settings.shutdown_timeout / 2).await {
-                        tracing::warn!(stage, %error, "flush after a pause did not finish");
-                    }
-                    in_flight.reset();
-                    processor.reset();
-                    rewind_to_committed(ctx.consumer, stage);
-                    continue;
+            let unfinished = self.state.in_flight.unfinished();
+            ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
+            // Bounded by records being processed, and (loosely, at four times
+            // the bound) by outputs awaiting acknowledgement: the commit
+            // metadata cuts its list off conservatively when it is long.
+            let drain_deadline = self.state.drain_deadline();
+            let can_read = !self.state.draining()
+                && self.state.in_flight.processing() < settings.max_in_flight
+                && unfinished < settings.max_in_flight * 4;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if !self.state.draining() => self.state.begin_drain(ctx),
+                Some(done) = self.state.in_flight.running.next(), if !self.state.in_flight.running.is_empty() => {
+                    self.collect(ctx, processor, done).await;
                 }
-                for output in outputs.take() {
-                    match producer.send(output, Some(origin.clone())).await {
-                        Ok(()) => {
-                            ctx.stats.outputs.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(error) => {
-                            ctx.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(stage, %error, ?origin, "cannot enqueue output; the record will be processed again");
-                        }
+                _ = self.commit_tick.tick() => self.commit(ctx, processor).await,
+                _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
+                // Outputs are acknowledged on librdkafka's thread: wake up
+                // when that makes room under the in-flight bound.
+                () = self.tracker.progressed(), if !can_read && !self.state.draining() => {}
+                () = until(drain_deadline), if drain_deadline.is_some() => {}
+                received = ctx.consumer.recv(), if can_read => {
+                    let (_, already_done) = self.state.receive(ctx, processor, received).await;
+                    if let Some(origin) = already_done {
+                        self.tracker.complete(&origin);
                     }
-                }
-                tracker.complete(&origin);
-            }
-            _ = commit_tick.tick() => {
-                let failed = tracker.failed_partitions();
-                if !failed.is_empty() {
-                    // An output that could not be delivered (e.g. its
-                    // delivery timed out while a broker was down) holds its
-                    // partition's position; read the partition again from
-                    // there. The dedupe window is reloaded from what really
-                    // reached the results topic, so nothing is skipped that
-                    // has no result.
-                    tracing::warn!(stage, partitions = ?failed, "outputs were not delivered; reading these partitions again from their committed offsets");
-                    ctx.stats.redeliveries.fetch_add(1, Ordering::Relaxed);
-                    if let Err(error) = producer.flush(Duration::from_secs(5)).await {
-                        tracing::warn!(stage, %error, "flush before re-reading did not finish");
-                    }
-                    in_flight.revoke(&failed);
-                    processor.reset();
-                    rewind_partitions(ctx.consumer, &failed, stage);
-                }
-                if let Err(error) = commit_done(ctx.consumer, &tracker, CommitMode::Async) {
-                    tracing::warn!(stage, %error, "periodic commit failed; will retry");
                 }
             }
-            _ = ctx.status_tick.tick() => ctx.status(processor, &in_flight),
-            // Outputs are acknowledged on librdkafka's thread: wake up when
-            // that makes room under the in-flight bound.
-            () = tracker.progressed(), if !can_read && drain_deadline.is_none() => {}
-            () = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {}
-            received = ctx.consumer.recv(), if can_read => match received {
-                Ok(message) => {
-                    consecutive_errors = 0;
-                    ctx.stats.records.fetch_add(1, Ordering::Relaxed);
-                    // Revocations during this poll come first: the record
-                    // may belong to a partition that just came back.
-                    in_flight.revoke(&ctx.group.take_revoked());
-                    match in_flight.dispatch(ctx.consumer, processor, message.detach(), stage) {
-                        Dispatched::Started => {}
-                        Dispatched::AlreadyDone(origin) => {
-                            ctx.stats.skipped_done.fetch_add(1, Ordering::Relaxed);
-                            tracker.complete(&origin);
-                        }
-                        Dispatched::Retry => tokio::time::sleep(Duration::from_millis(200)).await,
-                    }
-                }
-                Err(error) => consumer_error(stage, error, &mut consecutive_errors).await,
-            },
         }
     }
 
-    if !in_flight.idle() {
-        tracing::warn!(
-            stage,
-            running = in_flight.running.len(),
-            queued = in_flight.chains.queued(),
-            "drain bound reached; unfinished records will be processed again by the next owner"
-        );
+    /// The collect step: produces a finished record's outputs, tracked
+    /// against its offset. After a pause long enough to have lost the
+    /// partitions, drops everything in hand instead.
+    async fn collect<P: Processor>(&mut self, ctx: &LoopContext<'_>, processor: &mut P, done: Finished) {
+        let stage = ctx.settings.name;
+        let Some((origin, mut outputs)) = self.state.in_flight.finish(done, ctx.stats) else { return };
+        if self.freeze.as_mut().is_some_and(FreezeGuard::tripped) {
+            // A pause this long may have handed the partitions to another
+            // member, which redoes this work: publishing it too would
+            // duplicate it. Drop everything in hand and read again from the
+            // committed offsets.
+            ctx.stats.freezes.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(stage, "dropping work in hand after a pause and rewinding to the committed offsets");
+            if let Err(error) = self.producer.flush(ctx.settings.shutdown_timeout / 2).await {
+                tracing::warn!(stage, %error, "flush after a pause did not finish");
+            }
+            self.state.in_flight.reset();
+            processor.reset();
+            rewind_to_committed(ctx.consumer, stage);
+            return;
+        }
+        for output in outputs.take() {
+            match self.producer.send(output, Some(origin.clone())).await {
+                Ok(()) => {
+                    ctx.stats.outputs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    ctx.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(stage, %error, ?origin, "cannot enqueue output; the record will be processed again");
+                }
+            }
+        }
+        self.tracker.complete(&origin);
     }
-    let remaining = settings.shutdown_timeout / 2;
-    let flushed = match producer.flush(remaining).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(stage, %error, "flush did not complete; unacknowledged records will be processed again");
-            false
+
+    /// The commit step: commits what is acknowledged; partitions with an
+    /// output that could not be delivered are read again first.
+    async fn commit<P: Processor>(&mut self, ctx: &LoopContext<'_>, processor: &mut P) {
+        let stage = ctx.settings.name;
+        let failed = self.tracker.failed_partitions();
+        if !failed.is_empty() {
+            // An output that could not be delivered (e.g. its delivery timed
+            // out while a broker was down) holds its partition's position;
+            // read the partition again from there. The dedupe window is
+            // reloaded from what really reached the results topic, so nothing
+            // is skipped that has no result.
+            tracing::warn!(stage, partitions = ?failed, "outputs were not delivered; reading these partitions again from their committed offsets");
+            ctx.stats.redeliveries.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = self.producer.flush(Duration::from_secs(5)).await {
+                tracing::warn!(stage, %error, "flush before re-reading did not finish");
+            }
+            self.state.in_flight.revoke(&failed);
+            processor.reset();
+            rewind_partitions(ctx.consumer, &failed, stage);
         }
-    };
-    let committed = match tokio::task::block_in_place(|| commit_done(ctx.consumer, &tracker, CommitMode::Sync)) {
-        Ok(count) => {
-            tracing::info!(stage, partitions = count, "committed final offsets");
-            true
+        if let Err(error) = commit_done(ctx.consumer, &self.tracker, CommitMode::Async) {
+            tracing::warn!(stage, %error, "periodic commit failed; will retry");
         }
-        Err(error) => {
-            tracing::warn!(stage, %error, "final commit failed");
-            false
-        }
-    };
-    (flushed, committed)
+    }
+
+    /// The end of the drain: waits for acknowledgements, then commits the
+    /// final offsets.
+    async fn finish(&mut self, ctx: &LoopContext<'_>) -> (bool, bool) {
+        let stage = ctx.settings.name;
+        let flushed = match self.producer.flush(ctx.settings.shutdown_timeout / 2).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(stage, %error, "flush did not complete; unacknowledged records will be processed again");
+                false
+            }
+        };
+        let committed = match tokio::task::block_in_place(|| commit_done(ctx.consumer, &self.tracker, CommitMode::Sync))
+        {
+            Ok(count) => {
+                tracing::info!(stage, partitions = count, "committed final offsets");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(stage, %error, "final commit failed");
+                false
+            }
+        };
+        (flushed, committed)
+    }
 }

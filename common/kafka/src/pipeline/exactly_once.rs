@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use rdkafka::TopicPartitionList;
@@ -15,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Dispatched, InFlight, LoopContext, PartitionKey, Processor, TxSettings, consumer_error, rewind_to_committed,
-};
+use super::in_flight::PartitionKey;
+use super::steps::{LoopState, rewind_to_committed, until};
+use super::{LoopContext, Processor, TxSettings};
 use crate::offsets::{OffsetTracker, Origin};
 use crate::outputs::{Output, Outputs};
 use crate::transactions::{TransactionalProducer, TxError};
@@ -103,9 +102,8 @@ pub(super) async fn run<P: Processor>(
     processor: &mut P,
     shutdown: &CancellationToken,
 ) -> (bool, bool) {
-    let settings = ctx.settings;
-    let stage = settings.name;
-    let mut producer = match create_producer(tx).await {
+    let stage = ctx.settings.name;
+    let producer = match create_producer(tx).await {
         Ok(p) => {
             ctx.stats.producer_ready.store(true, Ordering::Relaxed);
             p
@@ -119,137 +117,183 @@ pub(super) async fn run<P: Processor>(
     // Offsets travel in transactions; the tracker only says which ones are
     // finished.
     let tracker = Arc::new(OffsetTracker::new());
-    let mut in_flight = InFlight::new(settings.max_concurrency, tracker.clone());
-    let mut open = OpenTxn::default();
-    let mut committing: Option<Committing> = None;
-    let mut consecutive_errors = 0u32;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut last_committed = true;
-    let far = Instant::now() + Duration::from_secs(3600 * 24 * 365);
-    loop {
-        let revoked = ctx.group.take_revoked();
-        in_flight.revoke(&revoked);
-        open.drop_partitions(&revoked);
-        let draining = drain_deadline.is_some();
-        let work_done = in_flight.idle() || drain_deadline.is_some_and(|d| Instant::now() >= d);
-        if committing.is_none() {
-            let due = open.due(tx).is_some_and(|t| t <= Instant::now());
-            if !open.is_empty() && (due || (draining && work_done)) {
-                match start_commit(ctx, &producer, &tracker, &mut open, tx) {
-                    Started::Committing(c) => committing = Some(c),
-                    Started::Nothing => {}
-                    // No group metadata yet: try again shortly.
-                    Started::NoGroupMetadata => open.opened = Some(Instant::now()),
+    let mut delivery = ExactlyOnce {
+        state: LoopState::new(ctx.settings.max_concurrency, tracker.clone()),
+        tracker,
+        producer,
+        tx,
+        open: OpenTxn::default(),
+        committing: None,
+        last_committed: true,
+    };
+    if let Next::Stop = delivery.run(ctx, processor, shutdown).await {
+        return (false, false);
+    }
+    delivery.state.report_unfinished(ctx);
+    let committed = delivery.last_committed;
+    tracing::info!(stage, last_transaction_committed = committed, "drained");
+    (committed, committed)
+}
+
+/// What the loop does next.
+enum Next {
+    /// Go on.
+    Continue,
+    /// The drain is over.
+    Drained,
+    /// Stop at once, unclean (fenced, or no usable producer).
+    Stop,
+}
+
+/// The loop's state besides what at-least-once shares.
+struct ExactlyOnce<'t> {
+    state: LoopState,
+    tracker: Arc<OffsetTracker>,
+    producer: Arc<TransactionalProducer>,
+    tx: &'t TxSettings,
+    /// Finished records waiting for the next transaction.
+    open: OpenTxn,
+    /// The transaction being committed, if any.
+    committing: Option<Committing>,
+    last_committed: bool,
+}
+
+impl ExactlyOnce<'_> {
+    async fn run<P: Processor>(
+        &mut self,
+        ctx: &mut LoopContext<'_>,
+        processor: &mut P,
+        shutdown: &CancellationToken,
+    ) -> Next {
+        loop {
+            let revoked = self.state.take_revoked(ctx);
+            self.open.drop_partitions(&revoked);
+            let draining = self.state.draining();
+            let work_done = self.state.in_flight.idle() || self.state.drain_expired();
+            if self.committing.is_none() {
+                let due = self.open.due(self.tx).is_some_and(|t| t <= Instant::now());
+                if !self.open.is_empty() && (due || (draining && work_done)) {
+                    self.start_commit(ctx);
+                } else if draining && work_done && self.open.is_empty() {
+                    return Next::Drained;
                 }
-            } else if draining && work_done && open.is_empty() {
-                break;
             }
-        }
-        let unfinished = in_flight.unfinished();
-        ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
-        let can_read = !draining && unfinished < settings.max_in_flight;
-        if !can_read && !draining && in_flight.idle() && committing.is_none() && open.is_empty() {
-            // Records counted as unfinished with no work left for them: the
-            // loop would wait forever. Seen once in a chaos run after a
-            // broker kill (cause not found yet). Start again from what is
-            // committed, as after an abort.
-            ctx.stats.stalls.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                stage,
-                unfinished = in_flight.unfinished(),
-                "records unfinished with no work running; rewinding to the committed offsets"
-            );
-            in_flight.reset();
-            processor.reset();
-            rewind_to_committed(ctx.consumer, stage);
-            continue;
-        }
-        let next_commit = if committing.is_none() { open.due(tx) } else { None };
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled(), if !draining => {
-                tracing::info!(stage, running = in_flight.running.len(), "draining: no new records will be read");
-                drain_deadline = Some(Instant::now() + settings.shutdown_timeout / 2);
+            let unfinished = self.state.in_flight.unfinished();
+            ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
+            let can_read = !draining && unfinished < ctx.settings.max_in_flight;
+            if !can_read && !draining && self.stalled() {
+                self.recover_stall(ctx, processor);
+                continue;
             }
-            joined = async { committing.as_mut().map(|c| &mut c.task).expect("guarded").await }, if committing.is_some() => {
-                let Some(done) = committing.take() else { continue };
-                let result = joined.unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
-                let after = finish_commit(ctx, &producer, &tracker, done, result).await;
-                last_committed = matches!(after, AfterCommit::Committed);
-                match after {
-                    AfterCommit::Committed => {}
-                    AfterCommit::Rewind | AfterCommit::RecreateProducer => {
-                        in_flight.reset();
-                        open = OpenTxn::default();
-                        processor.reset();
-                        let rewound = rewind_to_committed(ctx.consumer, stage);
-                        if matches!(after, AfterCommit::RecreateProducer) || !rewound {
-                            ctx.stats.producer_ready.store(false, Ordering::Relaxed);
-                            match create_producer(tx).await {
-                                Ok(p) => {
-                                    ctx.stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
-                                    ctx.stats.producer_ready.store(true, Ordering::Relaxed);
-                                    producer = p;
-                                }
-                                Err(error) => {
-                                    tracing::error!(stage, %error, "cannot recreate the transactional producer; stopping");
-                                    shutdown.cancel();
-                                    return (false, false);
-                                }
-                            }
-                        }
-                        if draining {
-                            // What was rewound is redone by the next owner.
-                            break;
-                        }
-                    }
-                    AfterCommit::Fenced => {
-                        ctx.stats.producer_ready.store(false, Ordering::Relaxed);
-                        shutdown.cancel();
-                        return (false, false);
+            let next_commit = if self.committing.is_none() { self.open.due(self.tx) } else { None };
+            let drain_deadline = self.state.drain_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if !draining => self.state.begin_drain(ctx),
+                joined = async { self.committing.as_mut().map(|c| &mut c.task).expect("guarded").await }, if self.committing.is_some() => {
+                    let result = joined.unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
+                    match self.committed(ctx, processor, shutdown, result).await {
+                        Next::Continue => {}
+                        end => return end,
                     }
                 }
-            }
-            Some(done) = in_flight.running.next(), if !in_flight.running.is_empty() => {
-                if let Some((origin, outputs)) = in_flight.finish(done, ctx.stats) {
-                    tracker.complete(&origin);
-                    open.add(&origin, outputs);
-                }
-            }
-            () = tokio::time::sleep_until(next_commit.unwrap_or(far)), if next_commit.is_some() => {}
-            () = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if draining => {}
-            _ = ctx.status_tick.tick() => ctx.status(processor, &in_flight),
-            received = ctx.consumer.recv(), if can_read => match received {
-                Ok(message) => {
-                    consecutive_errors = 0;
-                    ctx.stats.records.fetch_add(1, Ordering::Relaxed);
-                    let revoked = ctx.group.take_revoked();
-                    in_flight.revoke(&revoked);
-                    open.drop_partitions(&revoked);
-                    match in_flight.dispatch(ctx.consumer, processor, message.detach(), stage) {
-                        Dispatched::Started => {}
-                        Dispatched::AlreadyDone(origin) => {
-                            ctx.stats.skipped_done.fetch_add(1, Ordering::Relaxed);
-                            tracker.complete(&origin);
-                            open.add(&origin, Outputs::new());
-                        }
-                        Dispatched::Retry => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(done) = self.state.in_flight.running.next(), if !self.state.in_flight.running.is_empty() => {
+                    // The collect step: finished work joins the open transaction.
+                    if let Some((origin, outputs)) = self.state.in_flight.finish(done, ctx.stats) {
+                        self.tracker.complete(&origin);
+                        self.open.add(&origin, outputs);
                     }
                 }
-                Err(error) => consumer_error(stage, error, &mut consecutive_errors).await,
-            },
+                () = until(next_commit), if next_commit.is_some() => {}
+                () = until(drain_deadline), if draining => {}
+                _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
+                received = ctx.consumer.recv(), if can_read => {
+                    let (revoked, already_done) = self.state.receive(ctx, processor, received).await;
+                    self.open.drop_partitions(&revoked);
+                    if let Some(origin) = already_done {
+                        self.tracker.complete(&origin);
+                        self.open.add(&origin, Outputs::new());
+                    }
+                }
+            }
         }
     }
-    if !in_flight.idle() {
-        tracing::warn!(
-            stage,
-            running = in_flight.running.len(),
-            queued = in_flight.chains.queued(),
-            "drain bound reached; unfinished records will be processed again by the next owner"
+
+    /// The commit step: starts committing the open transaction on a
+    /// blocking thread.
+    fn start_commit(&mut self, ctx: &LoopContext<'_>) {
+        match start_commit(ctx, &self.producer, &self.tracker, &mut self.open, self.tx) {
+            Started::Committing(c) => self.committing = Some(c),
+            Started::Nothing => {}
+            // No group metadata yet: try again shortly.
+            Started::NoGroupMetadata => self.open.opened = Some(Instant::now()),
+        }
+    }
+
+    /// Records counted as unfinished with no work left for them: the loop
+    /// would wait forever.
+    fn stalled(&self) -> bool {
+        self.state.in_flight.idle() && self.committing.is_none() && self.open.is_empty()
+    }
+
+    /// Starts again from what is committed, as after an abort. Seen once in
+    /// a chaos run after a broker kill (cause not found yet).
+    fn recover_stall<P: Processor>(&mut self, ctx: &LoopContext<'_>, processor: &mut P) {
+        ctx.stats.stalls.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            stage = ctx.settings.name,
+            unfinished = self.state.in_flight.unfinished(),
+            "records unfinished with no work running; rewinding to the committed offsets"
         );
+        self.state.in_flight.reset();
+        processor.reset();
+        rewind_to_committed(ctx.consumer, ctx.settings.name);
     }
-    tracing::info!(stage, last_transaction_committed = last_committed, "drained");
-    (last_committed, last_committed)
+
+    /// What follows a commit attempt: go on, or rewind (and recreate the
+    /// producer if it is unusable), or stop when fenced.
+    async fn committed<P: Processor>(
+        &mut self,
+        ctx: &LoopContext<'_>,
+        processor: &mut P,
+        shutdown: &CancellationToken,
+        result: Result<(), TxError>,
+    ) -> Next {
+        let Some(done) = self.committing.take() else { return Next::Continue };
+        let after = finish_commit(ctx, &self.producer, &self.tracker, done, result).await;
+        self.last_committed = matches!(after, AfterCommit::Committed);
+        let recreate = match after {
+            AfterCommit::Committed => return Next::Continue,
+            AfterCommit::Fenced => {
+                ctx.stats.producer_ready.store(false, Ordering::Relaxed);
+                shutdown.cancel();
+                return Next::Stop;
+            }
+            AfterCommit::Rewind => false,
+            AfterCommit::RecreateProducer => true,
+        };
+        self.state.in_flight.reset();
+        self.open = OpenTxn::default();
+        processor.reset();
+        let rewound = rewind_to_committed(ctx.consumer, ctx.settings.name);
+        if recreate || !rewound {
+            ctx.stats.producer_ready.store(false, Ordering::Relaxed);
+            match create_producer(self.tx).await {
+                Ok(p) => {
+                    ctx.stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.producer_ready.store(true, Ordering::Relaxed);
+                    self.producer = p;
+                }
+                Err(error) => {
+                    tracing::error!(stage = ctx.settings.name, %error, "cannot recreate the transactional producer; stopping");
+                    shutdown.cancel();
+                    return Next::Stop;
+                }
+            }
+        }
+        // While draining, what was rewound is redone by the next owner.
+        if self.state.draining() { Next::Drained } else { Next::Continue }
+    }
 }
 
 /// What [`start_commit`] did.
@@ -319,13 +363,10 @@ fn commit_span(stage: &'static str, outputs: &[Output], records: usize) -> traci
     if traced.peek().is_none() {
         return tracing::Span::none();
     }
-    let span = tracing::info_span!(
-        parent: None,
+    let span = crate::send_span!(
         "commit transaction",
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "commit",
+        None,
+        "commit",
         messaging.batch.message_count = outputs.len(),
         shoal.stage = stage,
         shoal.transaction.records = records,

@@ -1,0 +1,125 @@
+//! `shoal-bench`: measures the real worker pipeline against a raw
+//! librdkafka consume→produce loop on the same broker, in the same run.
+//!
+//! For each of: raw baseline, Shoal at-least-once, Shoal exactly-once:
+//! - throughput: with the consumers running and their group settled, N
+//!   commands are issued as fast as a producer takes them, timed from the
+//!   first issued to the last result visible to a `read_committed` reader;
+//! - latency: commands are issued at a fixed rate and each result's
+//!   end-to-end latency (issue → visible to the reader) is recorded;
+//!   percentiles p50/p90/p99/max.
+//!
+//! Ratios are reported against the raw baseline. Both Shoal modes are also
+//! measured with OTLP trace export on (to a real OTLP receiver in this
+//! process, OTLP/HTTP): with the default sampling (every decision, at most
+//! `DEFAULT_MAX_TRACED_PER_SEC` traced a second), with 10% traced, and with
+//! every decision traced, and the export-on / export-off throughput ratios
+//! are reported. A control per mode (export off again) measures how far two
+//! identical pipelines differ in the same run: the noise the ratios carry.
+//! The results are also drawn in an SVG plot (`--plot`).
+//!
+//! Parts: `cli` (options and runs), `load` (issuing commands, reading
+//! results), `raw` (the baseline loop), `pipeline` (the pipelines under
+//! test and a group's measurement), `stats`, `report` (what is printed) and
+//! `plot`.
+
+mod cli;
+mod load;
+mod pipeline;
+mod plot;
+mod raw;
+mod report;
+mod stats;
+
+use clap::Parser;
+
+use self::cli::{Cli, Export, Run};
+use self::pipeline::measure_group;
+use self::stats::{Measured, median_round};
+use crate::otlp::Receiver;
+
+/// The pipelines the plot shows: the raw loop and Shoal in both delivery
+/// modes with export off.
+const PLOTTED: [&str; 3] = ["raw-librdkafka", "shoal-at-least-once", "shoal-exactly-once"];
+
+/// `shoal-bench`'s `main`: parses the command line and runs the bench, or
+/// the raw baseline loop the bench starts as a child process.
+pub async fn main() {
+    let cli = Cli::parse();
+    if let Some(topics) = &cli.raw_loop {
+        let (input, output) = topics.split_once(',').expect("--raw-loop <input>,<output>");
+        return raw::raw_loop(&cli.bootstrap, input, output);
+    }
+    println!(
+        "bench: backlog={} latency phase {}/s for {}s, {} workers, broker {}",
+        cli.backlog, cli.rate, cli.seconds, cli.workers, cli.bootstrap
+    );
+    let receiver = Receiver::start(false).await.expect("starting the OTLP receiver");
+    let endpoint = receiver.http_endpoint();
+    let export = |ratio: f64, max_traced_per_sec: u32| Export { endpoint: endpoint.clone(), ratio, max_traced_per_sec };
+    let (every, default, sampled) =
+        (export(1.0, 0), export(1.0, shoal_kafka::trace::DEFAULT_MAX_TRACED_PER_SEC), export(cli.sampled_ratio, 0));
+    let runs = cli::runs(&default, &sampled, &every);
+    let all = measure_all(&cli, &runs).await;
+    if all.len() < runs.len() {
+        report::partial(&all, receiver.count());
+    } else {
+        report::full(&all, &cli, receiver.count());
+    }
+    write_plot(&cli, &all);
+}
+
+/// Every selected run, round by round, combined over rounds, in the runs'
+/// order whatever order they were measured in.
+async fn measure_all(cli: &Cli, runs: &[Run<'_>]) -> Vec<Measured> {
+    let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    // Runs compared with each other are measured together (see
+    // `measure_group`): the raw loop alone, then each delivery mode with
+    // export off first.
+    let groups: Vec<Vec<&Run<'_>>> = [vec![0], vec![1, 3, 5, 7, 9], vec![2, 4, 6, 8, 10]]
+        .iter()
+        .map(|group| group.iter().map(|&i| &runs[i]).filter(|(name, ..)| selected(name)).collect::<Vec<_>>())
+        .filter(|group| !group.is_empty())
+        .collect();
+    let order: Vec<&'static str> = groups.iter().flatten().map(|(name, ..)| *name).collect();
+    let mut rounds: Vec<Vec<Measured>> = order.iter().map(|_| Vec::new()).collect();
+    // A freshly started broker is slower while its JIT warms up: the first
+    // measured rounds ran up to 2.5× slower than later ones.
+    println!("bench: warming up the broker (one unreported run) ...");
+    let warm_up = Cli { backlog: cli.backlog.min(60_000), seconds: 1, ..cli.clone() };
+    let mut warm_rate = cli.decided_per_sec;
+    measure_group(&warm_up, &[&("warm-up", Some("at_least_once"), None)], 0, &mut warm_rate).await;
+    // Per delivery mode: the last export-off throughput measured.
+    let mut decided_per_sec: Vec<f64> = groups.iter().map(|_| cli.decided_per_sec).collect();
+    for round in 1..=cli.rounds {
+        for (g, group) in groups.iter().enumerate() {
+            let names: Vec<&str> = group.iter().map(|(name, ..)| *name).collect();
+            println!("bench: round {round}/{}: measuring {} ...", cli.rounds, names.join(", "));
+            for m in measure_group(cli, group, round - 1, &mut decided_per_sec[g]).await {
+                let i = order.iter().position(|n| *n == m.name).unwrap();
+                rounds[i].push(m);
+            }
+        }
+    }
+    rounds.sort_by_key(|r| runs.iter().position(|(name, ..)| *name == r[0].name));
+    rounds.into_iter().map(median_round).collect()
+}
+
+/// Writes the plot of the raw loop and both delivery modes (or of whatever
+/// was measured when `--only` left them all out) to `--plot`; a failure is
+/// reported, not fatal.
+fn write_plot(cli: &Cli, all: &[Measured]) {
+    let mut plotted: Vec<&Measured> = all.iter().filter(|m| PLOTTED.contains(&m.name)).collect();
+    if plotted.is_empty() {
+        plotted = all.iter().collect();
+    }
+    let series: Vec<plot::Series> = plotted.into_iter().map(plot::Series::of).collect();
+    let title = format!(
+        "shoal-bench: {} round(s), backlog {}, {} worker(s), latency at {}/s for {}s",
+        cli.rounds, cli.backlog, cli.workers, cli.rate, cli.seconds
+    );
+    match plot::write(&cli.plot, &title, &series) {
+        Ok(()) => println!("bench: plot written to {}", cli.plot.display()),
+        Err(error) => eprintln!("bench: could not write the plot to {}: {error}", cli.plot.display()),
+    }
+}

@@ -1,0 +1,50 @@
+//! The baseline: a raw librdkafka consumer → producer loop, no Shoal.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::BaseRecord;
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage};
+
+use super::load::{batching_producer, send_waiting};
+
+/// The baseline loop, in a child process (`shoal-bench --raw-loop
+/// <input>,<output>`) so that it is paused, resumed and its CPU counted
+/// exactly like the workers (pausing a thread instead left librdkafka
+/// prefetching the backlog meanwhile, which flattered the baseline). Runs
+/// until killed.
+pub(crate) fn raw_loop(bootstrap: &str, input: &str, output: &str) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{input}.raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer = batching_producer(bootstrap, None);
+    loop {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        // The same work as the worker's framing: decode the command, encode
+        // a result keyed like it (the handler itself is trivial).
+        let command = Command::decode(message.payload().unwrap_or_default()).unwrap();
+        let now = chrono::Utc::now();
+        let result = CommandResult {
+            schema_version: SCHEMA_VERSION,
+            command_id: command.id,
+            kind: command.kind.clone(),
+            key: command.key.clone(),
+            seq: command.seq,
+            worker_id: "raw".into(),
+            status: ResultStatus::Succeeded,
+            output: serde_json::json!({}),
+            started_at: now,
+            finished_at: now,
+            sequence: None,
+        };
+        let body = result.encode();
+        send_waiting(&producer, BaseRecord::to(output).key(&command.key).payload(&body));
+    }
+}

@@ -1,0 +1,121 @@
+//! What the bench prints once every round is measured.
+
+use super::cli::Cli;
+use super::stats::{Measured, median, paired_ratio, percentile, ratio_interval, round_ratios};
+
+fn find<'a>(all: &'a [Measured], name: &str) -> Option<&'a Measured> {
+    all.iter().find(|m| m.name == name)
+}
+
+/// Per delivery mode, each export-on run and the control against the
+/// export-off run: the median of per-round ratios, their geometric mean
+/// with its interval, and each round's.
+fn ratio_lines(all: &[Measured]) {
+    for mode in ["at-least-once", "exactly-once"] {
+        let Some(off) = find(all, &format!("shoal-{mode}")) else { continue };
+        for suffix in ["otlp", "otlp10", "otlp-all", "control"] {
+            let Some(on) = find(all, &format!("shoal-{mode}-{suffix}")) else { continue };
+            let ratios = round_ratios(on, off);
+            let interval = ratio_interval(&ratios).map_or(String::new(), |(geo, lo, hi)| {
+                format!("geometric mean {geo:.2}, 95% interval {lo:.2}-{hi:.2}; ")
+            });
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "bench: {mode} {suffix} / off throughput (median of per-round ratios) = {:.2} \
+                 ({interval}per round: {})",
+                median(ratios.clone()),
+                each.join(" ")
+            );
+        }
+    }
+}
+
+/// The report of a run that measured only some of the pipelines (`--only`).
+pub(crate) fn partial(all: &[Measured], spans: u64) {
+    for m in all {
+        let l = &m.latencies_ms;
+        println!(
+            "bench: {} results/s={:.0} cpu_us_per_command={:.1} p50_ms={:.1} p99_ms={:.1}",
+            m.name,
+            m.throughput,
+            m.median_cpu_us(),
+            percentile(l, 50.0),
+            percentile(l, 99.0)
+        );
+    }
+    ratio_lines(all);
+    println!("bench: {spans} spans received by the OTLP receiver");
+}
+
+/// The table of every pipeline, against the raw loop's throughput `raw`.
+fn table(all: &[Measured], raw: f64) {
+    println!(
+        "{:<28} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  rounds (results/s)",
+        "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs"
+    );
+    for m in all {
+        let l = &m.latencies_ms;
+        let cpu =
+            if m.cpu_us.iter().all(|c| *c == 0.0) { "-".to_string() } else { format!("{:.1}", m.median_cpu_us()) };
+        let rounds: Vec<String> = m.rounds.iter().map(|t| format!("{t:.0}")).collect();
+        println!(
+            "{:<28} {:>10.0} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8}  {}",
+            m.name,
+            m.throughput,
+            m.throughput / raw,
+            percentile(l, 50.0),
+            percentile(l, 90.0),
+            percentile(l, 99.0),
+            l.last().copied().unwrap_or(f64::NAN),
+            cpu,
+            rounds.join(" ")
+        );
+    }
+}
+
+/// The report of a run that measured every pipeline.
+pub(crate) fn full(all: &[Measured], cli: &Cli, spans: u64) {
+    let run = |n: &str| find(all, n).expect("every run measured");
+    let paired = |suffix: &str| {
+        let ratio = |mode: &str| paired_ratio(run(&format!("shoal-{mode}-{suffix}")), run(&format!("shoal-{mode}")));
+        (ratio("at-least-once"), ratio("exactly-once"))
+    };
+    let raw = run("raw-librdkafka").throughput;
+    table(all, raw);
+    let (alo, eos) = (run("shoal-at-least-once").throughput, run("shoal-exactly-once").throughput);
+    println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
+    let (a, e) = paired("otlp");
+    println!(
+        "bench: OTLP export on / off throughput (median of per-round ratios), default sampling \
+         (every decision, at most {} traced a second): at-least-once = {a:.2}, exactly-once = {e:.2}",
+        shoal_kafka::trace::DEFAULT_MAX_TRACED_PER_SEC,
+    );
+    let (a, e) = paired("otlp10");
+    println!(
+        "bench: OTLP export on / off throughput (median of per-round ratios), {:.0}% of decisions traced: \
+         at-least-once = {a:.2}, exactly-once = {e:.2}",
+        cli.sampled_ratio * 100.0,
+    );
+    let (a, e) = paired("otlp-all");
+    println!(
+        "bench: OTLP export on / off throughput (median of per-round ratios), every decision traced (no cap): \
+         at-least-once = {a:.2}, exactly-once = {e:.2}",
+    );
+    let (a, e) = paired("control");
+    println!(
+        "bench: export off / off again (controls: two identical pipelines, median of per-round ratios): \
+         at-least-once = {a:.2}, exactly-once = {e:.2}",
+    );
+    ratio_lines(all);
+    println!("bench: {spans} spans received by the OTLP receiver");
+    // The summary line: ratios are against the raw pipe; the percentiles are
+    // the default mode's (exactly-once), issue to result received.
+    let l = &run("shoal-exactly-once").latencies_ms;
+    println!(
+        "bench: eos_cmds_per_s={eos:.0} alo_cmds_per_s={alo:.0} raw_msgs_per_s={raw:.0} eos_ratio={:.2} alo_ratio={:.2} p50_ms={:.1} p99_ms={:.1}",
+        eos / raw,
+        alo / raw,
+        percentile(l, 50.0),
+        percentile(l, 99.0)
+    );
+}

@@ -1,0 +1,10 @@
+//! The harness's parts; `lib.rs` re-exports their items at the crate root.
+
+pub mod broker;
+pub mod ingest;
+pub mod kafka;
+pub mod launch;
+pub mod proc;
+pub mod reader;
+pub mod scope;
+pub mod sim;
