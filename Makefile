@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos bench chart kafka-up kafka-down clean-state
+.PHONY: help deps build test lint fmt demo chaos bench chart docs-check arch-check kafka-up kafka-down clean-state
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -70,6 +70,9 @@ chart: ## Lint, render and validate the Helm chart (installs Helm and validators
 
 docs-check: build ## Check the docs: every setting documented with its default, every link resolves
 	python3 scripts/docs-check.py
+
+arch-check: ## Check the architecture: no crate or module cycles, a runtime-free protocol crate, file and function sizes
+	python3 scripts/arch-check.py
 
 kafka-up: ## Start the local Kafka broker (scripts/kafka.sh up; no-op if running)
 	scripts/kafka.sh up
