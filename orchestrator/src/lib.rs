@@ -58,14 +58,7 @@ pub async fn run(
     telemetry: Telemetry,
 ) -> anyhow::Result<bool> {
     let o = &settings.orchestrator;
-    let env = StageEnv::new(
-        &settings.kafka,
-        &settings.delivery,
-        &o.id,
-        &settings.log,
-        settings.shutdown.timeout(),
-        &telemetry,
-    );
+    let env = settings.stage_env(&o.id, &telemetry);
     // Not ready until each stage registers its checks (after topics,
     // producers and state recovery), whatever passes before then.
     if o.runs("ingest") {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use shoal_kafka as kafka;
 use shoal_kafka::pipeline::DrainReport;
 use shoal_kafka::settings::DeliveryMode;
-use shoal_kafka::stage::{StageEnv, StageSpec};
+use shoal_kafka::stage::StageSpec;
 use shoal_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -38,14 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<DrainReport> {
     use anyhow::Context as _;
     let w = &settings.worker;
-    let env = StageEnv::new(
-        &settings.kafka,
-        &settings.delivery,
-        &w.id,
-        &settings.log,
-        settings.shutdown.timeout(),
-        &telemetry,
-    );
+    let env = settings.stage_env(&w.id, &telemetry);
     env.announce(STAGE);
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;

@@ -21,9 +21,7 @@ use shoal_kafka::headers::HeaderView;
 use shoal_kafka::outputs::{MessageMeta, Outputs};
 use shoal_kafka::pipeline::{self, Processor, Work};
 use shoal_kafka::trace::{self, Sampler, Trace};
-use shoal_protocol::messages::{
-    Command, CommandResult, ResultStatus, SCHEMA_VERSION, SequenceAnomaly, SequenceNote, WireMessage as _,
-};
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus, SequenceAnomaly, SequenceNote, WireMessage as _};
 use shoal_telemetry::metrics::{Metrics, kind_label};
 use tracing::Instrument;
 
@@ -283,18 +281,10 @@ impl Executor {
         if status != ResultStatus::Succeeded {
             span.record("otel.status_code", "ERROR");
         }
+        let times = (started_at, Utc::now());
         let result = CommandResult {
-            schema_version: SCHEMA_VERSION,
-            command_id: command.id,
-            kind: command.kind.clone(),
-            key: command.key.clone(),
-            seq: command.seq,
-            worker_id: self.worker_id.clone(),
-            status,
-            output: execution.output,
-            started_at,
-            finished_at: Utc::now(),
             sequence,
+            ..CommandResult::answering(&command, self.worker_id.as_str(), status, execution.output, times)
         };
         let publish = trace::child(&span, || {
             let id = command.id.to_string();
@@ -435,6 +425,8 @@ impl Processor for CommandProcessor {
 
 #[cfg(test)]
 mod tests {
+    use shoal_protocol::messages::SCHEMA_VERSION;
+
     use super::*;
 
     fn command(key: &str, seq: u64) -> Command {

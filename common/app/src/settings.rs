@@ -78,6 +78,17 @@ macro_rules! app_settings {
                 self.delivery.validate()?;
                 self.observability.validate()
             }
+
+            /// The environment of this application's stages: its cluster,
+            /// delivery, status interval and shutdown bound, for `instance`.
+            pub fn stage_env(
+                &self,
+                instance: &str,
+                telemetry: &::shoal_telemetry::Telemetry,
+            ) -> ::shoal_kafka::stage::StageEnv {
+                let (kafka, delivery, log) = (&self.kafka, &self.delivery, &self.log);
+                ::shoal_kafka::stage::StageEnv::new(kafka, delivery, instance, log, self.shutdown.timeout(), telemetry)
+            }
         }
 
         impl $crate::AppSettings for $name {

@@ -101,6 +101,32 @@ pub struct CommandResult {
     pub sequence: Option<SequenceNote>,
 }
 
+impl CommandResult {
+    /// The result of `command`, as `worker_id` answers it (no sequence
+    /// note; the worker adds one when the command's `seq` was off).
+    pub fn answering(
+        command: &Command,
+        worker_id: impl Into<String>,
+        status: ResultStatus,
+        output: serde_json::Value,
+        (started_at, finished_at): (DateTime<Utc>, DateTime<Utc>),
+    ) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            command_id: command.id,
+            kind: command.kind.clone(),
+            key: command.key.clone(),
+            seq: command.seq,
+            worker_id: worker_id.into(),
+            status,
+            output,
+            started_at,
+            finished_at,
+            sequence: None,
+        }
+    }
+}
+
 /// A command whose `seq` did not follow its key's previous one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceNote {

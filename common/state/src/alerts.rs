@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::messages::{CommandResult, kinds};
 use uuid::Uuid;
 
-use crate::freshness::Provenance;
+use crate::freshness::{Provenance, Stamp};
+use crate::recent::insert_bounded;
 
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,10 +25,9 @@ pub struct Alert {
     pub severity: String,
     /// `output.message`, when present.
     pub message: Option<String>,
-    /// When the worker finished it.
-    pub at: DateTime<Utc>,
-    /// The result's record.
-    pub provenance: Provenance,
+    /// When the worker finished it, and the result's record.
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 impl Alert {
@@ -44,8 +44,7 @@ impl Alert {
             subject: text("symbol"),
             severity: text("severity")?,
             message: text("message"),
-            at: r.finished_at,
-            provenance: provenance.clone(),
+            stamp: Stamp::new(r.finished_at, provenance.clone()),
         })
     }
 }
@@ -69,20 +68,16 @@ impl Alerts {
         if self.recent.iter().any(|a| a.command_id == alert.command_id) {
             return Vec::new();
         }
-        let order = (alert.at, alert.command_id);
-        let pos = self.recent.partition_point(|a| (a.at, a.command_id) < order);
-        let entity = alert.entity.clone();
-        self.recent.insert(pos, alert);
+        let (id, entity) = (alert.command_id, alert.entity.clone());
+        // Never a duplicate: the command's alert was looked for above.
+        let pushed_out =
+            insert_bounded(&mut self.recent, alert, max.max(1), |a| (a.stamp.at, a.command_id)).unwrap_or_default();
         // Pushed out at once when older than every kept alert: no change.
-        let mut changed = vec![entity];
-        while self.recent.len() > max.max(1) {
-            if let Some(out) = self.recent.pop_front() {
-                if out.command_id == order.1 {
-                    return Vec::new();
-                }
-                changed.push(out.entity);
-            }
+        if pushed_out.iter().any(|out| out.command_id == id) {
+            return Vec::new();
         }
+        let mut changed = vec![entity];
+        changed.extend(pushed_out.into_iter().map(|out| out.entity));
         changed.sort();
         changed.dedup();
         changed
@@ -104,7 +99,7 @@ impl Alerts {
         self.recent
             .iter()
             .rev()
-            .filter(|a| since.is_none_or(|s| a.at >= s))
+            .filter(|a| since.is_none_or(|s| a.stamp.at >= s))
             .filter(|a| severity.is_none_or(|s| a.severity == s))
             .filter(|a| entity.is_none_or(|e| a.entity == e))
             .collect()
@@ -123,7 +118,7 @@ impl Alerts {
     pub fn entities(&self) -> BTreeMap<&str, DateTime<Utc>> {
         let mut out = BTreeMap::new();
         for a in &self.recent {
-            out.insert(a.entity.as_str(), a.at);
+            out.insert(a.entity.as_str(), a.stamp.at);
         }
         out
     }

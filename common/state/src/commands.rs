@@ -11,11 +11,13 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shoal_protocol::messages::{Command, CommandResult, ResultStatus, SequenceNote};
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus};
 use uuid::Uuid;
 
-use crate::freshness::{Provenance, Stamp};
+use crate::freshness::{Stamp, Stamped};
+use crate::recent::insert_bounded;
 use crate::table::{Entity, Table};
+use crate::{Applied, EntityKind};
 
 /// Where a command is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,45 +62,13 @@ impl From<ResultStatus> for Lifecycle {
     }
 }
 
-/// The command itself.
+/// Its (first) dead letter, as the record's headers say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Issued {
-    /// When the orchestrator issued it.
-    pub at: DateTime<Utc>,
-    /// Its deadline, if any.
-    pub deadline: Option<DateTime<Utc>>,
-    /// The command's record.
-    pub provenance: Provenance,
-}
-
-/// Its (first) result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handled {
-    /// Outcome.
-    pub status: ResultStatus,
-    /// The worker that produced it.
-    pub worker_id: String,
-    /// When the worker started on it.
-    pub started_at: DateTime<Utc>,
-    /// When the worker finished it.
-    pub finished_at: DateTime<Utc>,
-    /// The worker's note when `seq` did not follow the key's previous one.
-    pub sequence: Option<SequenceNote>,
-    /// The result's record.
-    pub provenance: Provenance,
-}
-
-/// Its (first) dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLettered {
+pub struct DeadLetter {
     /// Short machine-readable reason.
     pub reason: String,
     /// The stage that gave up.
     pub stage: String,
-    /// The dead letter's record time.
-    pub at: DateTime<Utc>,
-    /// The dead letter's record.
-    pub provenance: Provenance,
 }
 
 /// Durations between the parts, milliseconds (absent until both ends are
@@ -114,7 +84,7 @@ pub struct Timings {
 }
 
 /// Everything known about one command id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandState {
     /// The command id.
     pub id: Uuid,
@@ -128,11 +98,11 @@ pub struct CommandState {
     /// Where it is in its life.
     pub status: Lifecycle,
     /// The command, once seen.
-    pub issued: Option<Issued>,
+    pub issued: Option<Stamped<Command>>,
     /// The first result, once seen.
-    pub result: Option<Handled>,
-    /// The first dead letter, once seen.
-    pub dead_letter: Option<DeadLettered>,
+    pub result: Option<Stamped<CommandResult>>,
+    /// The first dead letter, once seen (stamped with its record time).
+    pub dead_letter: Option<Stamped<DeadLetter>>,
     /// Durations.
     pub timings: Timings,
     /// Parts seen again (a second result, a replayed command) and ignored.
@@ -167,13 +137,13 @@ impl CommandState {
     /// Derives status and timings from the parts.
     fn refresh(&mut self) {
         self.status = match (&self.result, &self.dead_letter) {
-            (Some(result), _) => result.status.into(),
+            (Some(result), _) => result.value.status.into(),
             (None, Some(_)) => Lifecycle::DeadLettered,
             (None, None) => Lifecycle::Issued,
         };
         let ms = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_milliseconds();
-        let issued = self.issued.as_ref().map(|i| i.at);
-        let result = self.result.as_ref().map(|r| (r.started_at, r.finished_at));
+        let issued = self.issued.as_ref().map(|i| i.value.issued_at);
+        let result = self.result.as_ref().map(|r| (r.value.started_at, r.value.finished_at));
         self.timings = Timings {
             queue_ms: issued.zip(result).map(|(i, (s, _))| ms(i, s)),
             handling_ms: result.map(|(s, f)| ms(s, f)),
@@ -193,20 +163,19 @@ pub struct Outcome {
     pub seq: Option<u64>,
     /// Its status (never `issued`).
     pub status: Lifecycle,
-    /// When it settled: the result's `finished_at`, else the dead letter's
-    /// time.
-    pub at: DateTime<Utc>,
+    /// When it settled (the result's `finished_at`, else the dead letter's
+    /// time), and the record that settled it.
+    #[serde(flatten)]
+    pub stamp: Stamp,
     /// End-to-end latency, once the command is known.
     pub end_to_end_ms: Option<i64>,
-    /// The record that settled it.
-    pub provenance: Provenance,
 }
 
 impl Outcome {
     fn of(c: &CommandState) -> Option<Self> {
-        let (at, provenance) = match (&c.result, &c.dead_letter) {
-            (Some(r), _) => (r.finished_at, &r.provenance),
-            (None, Some(d)) => (d.at, &d.provenance),
+        let stamp = match (&c.result, &c.dead_letter) {
+            (Some(r), _) => Stamp::new(r.value.finished_at, r.stamp.provenance.clone()),
+            (None, Some(d)) => d.stamp.clone(),
             (None, None) => return None,
         };
         Some(Self {
@@ -214,9 +183,8 @@ impl Outcome {
             kind: c.kind.clone(),
             seq: c.seq,
             status: c.status,
-            at,
+            stamp,
             end_to_end_ms: c.timings.end_to_end_ms,
-            provenance: provenance.clone(),
         })
     }
 }
@@ -244,14 +212,10 @@ impl Entity for KeyOutcomes {
 
 impl KeyOutcomes {
     fn upsert(&mut self, outcome: Outcome, max_recent: usize) {
-        self.updated.merge(&Stamp::new(outcome.at, outcome.provenance.clone()));
+        self.updated.merge(&outcome.stamp);
         self.recent.retain(|o| o.command_id != outcome.command_id);
-        let order = (outcome.at, outcome.command_id);
-        let pos = self.recent.partition_point(|o| (o.at, o.command_id) < order);
-        self.recent.insert(pos, outcome);
-        while self.recent.len() > max_recent.max(1) {
-            self.recent.pop_front();
-        }
+        // Never a duplicate: the command's previous outcome was just removed.
+        let _ = insert_bounded(&mut self.recent, outcome, max_recent.max(1), |o| (o.stamp.at, o.command_id));
     }
 }
 
@@ -262,21 +226,6 @@ pub struct CommandLimits {
     pub max_entities: usize,
     /// Outcomes kept per key.
     pub max_recent: usize,
-}
-
-/// What applying one part changed: the command, the key whose outcomes
-/// changed (if any), and what was evicted to keep the bounds.
-#[derive(Debug, Default)]
-pub struct Touched {
-    /// Whether this was the first part of its type for the id (false: a
-    /// duplicate, counted only).
-    pub first: bool,
-    /// Key whose outcomes changed.
-    pub outcomes_key: Option<String>,
-    /// Command ids evicted.
-    pub evicted_commands: Vec<String>,
-    /// Keys whose outcomes were evicted.
-    pub evicted_keys: Vec<String>,
 }
 
 /// The commands by id and the outcomes by key.
@@ -310,63 +259,58 @@ impl Part<'_> {
 }
 
 impl Commands {
-    /// Applies one part of a command's life.
-    pub fn apply(&mut self, part: Part<'_>, stamp: &Stamp, limits: CommandLimits) -> Touched {
+    /// Applies one part of a command's life, noting in `applied` the
+    /// command, the key whose outcomes changed (if any) and what was evicted
+    /// to keep the bounds. Whether this was the first part of its type for
+    /// the id (false: a duplicate, counted only).
+    pub fn apply(&mut self, part: Part<'_>, stamp: &Stamp, limits: CommandLimits, applied: &mut Applied) -> bool {
         let (id, key) = part.id_and_key();
         let create = || CommandState::new(id, key, stamp);
-        let ((first, outcome), evicted_commands) =
-            self.by_id.upsert(&id.to_string(), limits.max_entities, create, |c| {
-                c.updated.merge(stamp);
-                let first = record(c, part, stamp);
-                if first {
-                    c.refresh();
-                } else {
-                    c.duplicates += 1;
-                }
-                (first, Outcome::of(c).map(|o| (c.key.clone(), o)))
-            });
-        let mut touched = Touched { first, evicted_commands, ..Touched::default() };
+        let ((first, outcome), evicted) = self.by_id.upsert(&id.to_string(), limits.max_entities, create, |c| {
+            c.updated.merge(stamp);
+            let first = record(c, part, stamp);
+            if first {
+                c.refresh();
+            } else {
+                c.duplicates += 1;
+            }
+            (first, Outcome::of(c).map(|o| (c.key.clone(), o)))
+        });
+        applied.change(EntityKind::Command, &id.to_string());
+        applied.evict(EntityKind::Command, evicted);
         if let (true, Some((key, outcome))) = (first, outcome) {
-            let settled = Stamp::new(outcome.at, outcome.provenance.clone());
+            let settled = outcome.stamp.clone();
             let create = || KeyOutcomes { updated: settled, recent: VecDeque::new() };
             let ((), evicted) = self.by_key.upsert(&key, limits.max_entities, create, |o| {
                 o.upsert(outcome, limits.max_recent);
             });
-            touched.outcomes_key = Some(key);
-            touched.evicted_keys = evicted;
+            applied.change(EntityKind::Outcomes, &key);
+            applied.evict(EntityKind::Outcomes, evicted);
         }
-        touched
+        first
     }
 }
 
 /// Records `part` into `c` unless a part of its type is there already;
 /// whether it was recorded.
 fn record(c: &mut CommandState, part: Part<'_>, stamp: &Stamp) -> bool {
-    let provenance = stamp.provenance.clone();
     match part {
         Part::Command(cmd) if c.issued.is_none() => {
-            c.issued = Some(Issued { at: cmd.issued_at, deadline: cmd.deadline, provenance });
             c.kind = Some(cmd.kind.clone());
             c.key.clone_from(&cmd.key);
             c.seq = Some(cmd.seq);
+            c.issued = Some(Stamped::new(cmd.clone(), stamp));
         }
         Part::Result(r) if c.result.is_none() => {
-            c.result = Some(Handled {
-                status: r.status,
-                worker_id: r.worker_id.clone(),
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                sequence: r.sequence,
-                provenance,
-            });
             if c.issued.is_none() {
                 c.kind = Some(r.kind.clone());
                 c.key.clone_from(&r.key);
                 c.seq = Some(r.seq);
             }
+            c.result = Some(Stamped::new(r.clone(), stamp));
         }
         Part::DeadLetter(_, _, reason, stage) if c.dead_letter.is_none() => {
-            c.dead_letter = Some(DeadLettered { reason: reason.into(), stage: stage.into(), at: stamp.at, provenance });
+            c.dead_letter = Some(Stamped::new(DeadLetter { reason: reason.into(), stage: stage.into() }, stamp));
         }
         _ => return false,
     }
@@ -380,6 +324,19 @@ mod tests {
 
     const LIMITS: CommandLimits = CommandLimits { max_entities: 100, max_recent: 2 };
 
+    /// Applies `part`: whether it was the first of its type, and the key
+    /// whose outcomes changed.
+    fn put(s: &mut Commands, part: Part<'_>, stamp: &Stamp) -> (bool, Option<String>) {
+        let mut applied = Applied::default();
+        let first = s.apply(part, stamp, LIMITS, &mut applied);
+        assert_eq!(
+            applied.changed[0],
+            crate::EntityRef { kind: EntityKind::Command, key: part.id_and_key().0.to_string() }
+        );
+        let outcomes = applied.changed.iter().find(|e| e.kind == EntityKind::Outcomes);
+        (first, outcomes.map(|e| e.key.clone()))
+    }
+
     fn stamp(at: DateTime<Utc>, topic: &str, offset: i64) -> Stamp {
         Stamp::new(at, prov(topic, 0, offset))
     }
@@ -388,19 +345,19 @@ mod tests {
     fn command_then_result_then_duplicate() {
         let mut s = Commands::default();
         let cmd = command(1, "acct-1", 1, 10);
-        let t = s.apply(Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 0), LIMITS);
-        assert!(t.first && t.outcomes_key.is_none());
+        let t = put(&mut s, Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 0));
+        assert!(t.0 && t.1.is_none());
         let c = s.by_id.get(&cmd.id.to_string()).unwrap();
         assert_eq!((c.status, c.timings.end_to_end_ms), (Lifecycle::Issued, None));
         let res = result(&cmd, ResultStatus::Succeeded, 10_250, 10_400);
-        let t = s.apply(Part::Result(&res), &stamp(res.finished_at, "results", 0), LIMITS);
-        assert_eq!(t.outcomes_key.as_deref(), Some("acct-1"));
+        let t = put(&mut s, Part::Result(&res), &stamp(res.finished_at, "results", 0));
+        assert_eq!(t.1.as_deref(), Some("acct-1"));
         let c = s.by_id.get(&cmd.id.to_string()).unwrap();
         assert_eq!(c.status, Lifecycle::Succeeded);
         assert_eq!(c.timings, Timings { queue_ms: Some(250), handling_ms: Some(150), end_to_end_ms: Some(400) });
         assert_eq!(c.updated.provenance.topic, "results");
-        let t = s.apply(Part::Result(&res), &stamp(res.finished_at, "results", 1), LIMITS);
-        assert!(!t.first);
+        let t = put(&mut s, Part::Result(&res), &stamp(res.finished_at, "results", 1));
+        assert!(!t.0);
         assert_eq!(s.by_id.get(&cmd.id.to_string()).unwrap().duplicates, 1);
         let outcomes = &s.by_key.get("acct-1").unwrap().recent;
         assert_eq!(outcomes.len(), 1);
@@ -412,17 +369,17 @@ mod tests {
         let cmd = command(2, "dev-1", 4, 20);
         let res = result(&cmd, ResultStatus::Failed, 20_100, 20_300);
         let mut a = Commands::default();
-        a.apply(Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 5), LIMITS);
-        a.apply(Part::Result(&res), &stamp(res.finished_at, "results", 9), LIMITS);
+        put(&mut a, Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 5));
+        put(&mut a, Part::Result(&res), &stamp(res.finished_at, "results", 9));
         let mut b = Commands::default();
-        b.apply(Part::Result(&res), &stamp(res.finished_at, "results", 9), LIMITS);
+        put(&mut b, Part::Result(&res), &stamp(res.finished_at, "results", 9));
         let early = b.by_id.get(&cmd.id.to_string()).unwrap();
         assert_eq!(
             (early.status, early.issued.is_none(), early.timings.end_to_end_ms),
             (Lifecycle::Failed, true, None)
         );
         assert_eq!(b.by_key.get("dev-1").unwrap().recent[0].end_to_end_ms, None);
-        b.apply(Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 5), LIMITS);
+        put(&mut b, Part::Command(&cmd), &stamp(cmd.issued_at, "commands", 5));
         assert_eq!(a, b, "the same state in either order");
         assert_eq!(b.by_key.get("dev-1").unwrap().recent[0].end_to_end_ms, Some(300));
     }
@@ -432,21 +389,24 @@ mod tests {
         let mut s = Commands::default();
         let late = command(3, "k", 1, 0);
         let res = result(&late, ResultStatus::Expired, 90_000, 90_000);
-        s.apply(Part::Command(&late), &stamp(late.issued_at, "commands", 0), LIMITS);
-        s.apply(Part::Result(&res), &stamp(res.finished_at, "results", 0), LIMITS);
+        put(&mut s, Part::Command(&late), &stamp(late.issued_at, "commands", 0));
+        put(&mut s, Part::Result(&res), &stamp(res.finished_at, "results", 0));
         assert_eq!(s.by_id.get(&late.id.to_string()).unwrap().status, Lifecycle::Expired);
         let lost = command(4, "k", 2, 1);
-        s.apply(Part::Command(&lost), &stamp(lost.issued_at, "commands", 1), LIMITS);
-        s.apply(Part::DeadLetter(lost.id, "k", "handler_failed", "worker"), &stamp(ts(95), "dlq", 0), LIMITS);
+        put(&mut s, Part::Command(&lost), &stamp(lost.issued_at, "commands", 1));
+        put(&mut s, Part::DeadLetter(lost.id, "k", "handler_failed", "worker"), &stamp(ts(95), "dlq", 0));
         let c = s.by_id.get(&lost.id.to_string()).unwrap();
         assert_eq!(c.status, Lifecycle::DeadLettered);
         let dl = c.dead_letter.as_ref().unwrap();
-        assert_eq!((dl.reason.as_str(), dl.stage.as_str(), dl.at), ("handler_failed", "worker", ts(95)));
+        assert_eq!(
+            (dl.value.reason.as_str(), dl.value.stage.as_str(), dl.stamp.at),
+            ("handler_failed", "worker", ts(95))
+        );
         let recent: Vec<_> = s.by_key.get("k").unwrap().recent.iter().map(|o| o.status).collect();
         assert_eq!(recent, [Lifecycle::Expired, Lifecycle::DeadLettered]);
         // a dead letter alone
         let orphan = Uuid::from_u128(99);
-        s.apply(Part::DeadLetter(orphan, "k", "malformed", "results"), &stamp(ts(96), "dlq", 1), LIMITS);
+        put(&mut s, Part::DeadLetter(orphan, "k", "malformed", "results"), &stamp(ts(96), "dlq", 1));
         let c = s.by_id.get(&orphan.to_string()).unwrap();
         assert_eq!((c.status, c.kind.as_deref()), (Lifecycle::DeadLettered, None));
         assert_eq!(s.by_key.get("k").unwrap().recent.len(), 2, "bounded per key");

@@ -15,6 +15,7 @@ use shoal_protocol::messages::Event;
 use uuid::Uuid;
 
 use crate::freshness::{Provenance, Stamp, minus};
+use crate::recent::insert_bounded;
 use crate::table::Entity;
 
 /// Countries remembered per account at most (the least recently seen go).
@@ -40,8 +41,9 @@ pub struct EntityLimits {
 pub struct Transaction {
     /// The event's id.
     pub event_id: Uuid,
-    /// When it happened.
-    pub at: DateTime<Utc>,
+    /// When it happened, and the event's record.
+    #[serde(flatten)]
+    pub stamp: Stamp,
     /// Amount in the transaction currency.
     pub amount: Decimal,
     /// Currency code, when given.
@@ -54,8 +56,6 @@ pub struct Transaction {
     pub mcc: Option<String>,
     /// Whether the card was present, when given.
     pub card_present: Option<bool>,
-    /// The event's record.
-    pub provenance: Provenance,
 }
 
 /// One amount in the spend windows.
@@ -138,14 +138,13 @@ pub fn parse_transaction(event: &Event, provenance: &Provenance) -> Result<Trans
     let amount = decimal(amount).ok_or_else(|| format!("`amount` {amount} is not a decimal"))?;
     Ok(Transaction {
         event_id: event.id,
-        at: event.occurred_at,
+        stamp: Stamp::new(event.occurred_at, provenance.clone()),
         amount,
         currency: text(attrs, "currency"),
         country: text(attrs, "country"),
         merchant: text(attrs, "merchant"),
         mcc: text(attrs, "mcc").or_else(|| text(attrs, "merchant_category")),
         card_present: attrs.get("card_present").and_then(Value::as_bool),
-        provenance: provenance.clone(),
     })
 }
 
@@ -166,20 +165,20 @@ impl AccountState {
     /// Applies a transaction.
     pub fn apply(&mut self, tx: Transaction, stamp: &Stamp, limits: EntityLimits) {
         self.updated.merge(stamp);
-        let order = (tx.at, tx.event_id);
-        let pos = self.spend.partition_point(|s| (s.at, s.event_id) < order);
-        if self.spend.get(pos).is_some_and(|s| (s.at, s.event_id) == order)
-            || self.recent.iter().any(|r| (r.at, r.event_id) == order)
+        let at = tx.stamp.at;
+        let sample = SpendSample { at, event_id: tx.event_id, amount: tx.amount };
+        let order = (at, tx.event_id);
+        if self.recent.iter().any(|r| (r.stamp.at, r.event_id) == order)
+            || insert_bounded(&mut self.spend, sample, limits.max_window_samples.max(1), |s| (s.at, s.event_id))
+                .is_err()
         {
             self.duplicates += 1;
             return;
         }
         self.transactions += 1;
-        self.spend.insert(pos, SpendSample { at: tx.at, event_id: tx.event_id, amount: tx.amount });
-        let newest = self.spend.back().map_or(tx.at, |s| s.at);
+        let newest = self.spend.back().map_or(at, |s| s.at);
         let horizon = minus(newest, LONGEST_WINDOW);
-        while self.spend.len() > limits.max_window_samples.max(1) || self.spend.front().is_some_and(|s| s.at <= horizon)
-        {
+        while self.spend.front().is_some_and(|s| s.at <= horizon) {
             self.spend.pop_front();
         }
         self.velocity = Velocity {
@@ -190,19 +189,16 @@ impl AccountState {
         if let Some(country) = &tx.country {
             let seen = self.countries.entry(country.clone()).or_insert(CountrySeen {
                 transactions: 0,
-                first_seen: tx.at,
-                last_seen: tx.at,
+                first_seen: at,
+                last_seen: at,
             });
             seen.transactions += 1;
-            seen.first_seen = seen.first_seen.min(tx.at);
-            seen.last_seen = seen.last_seen.max(tx.at);
+            seen.first_seen = seen.first_seen.min(at);
+            seen.last_seen = seen.last_seen.max(at);
             evict_oldest(&mut self.countries, MAX_COUNTRIES, country, |c| c.last_seen);
         }
-        let pos = self.recent.partition_point(|r| (r.at, r.event_id) < order);
-        self.recent.insert(pos, tx);
-        while self.recent.len() > limits.max_recent.max(1) {
-            self.recent.pop_front();
-        }
+        // Never a duplicate: it was looked for above.
+        let _ = insert_bounded(&mut self.recent, tx, limits.max_recent.max(1), |r| (r.stamp.at, r.event_id));
     }
 }
 
@@ -219,14 +215,13 @@ fn window(spend: &VecDeque<SpendSample>, after: DateTime<Utc>) -> Window {
 pub struct Reading {
     /// The event's id.
     pub event_id: Uuid,
-    /// When it was read.
-    pub at: DateTime<Utc>,
+    /// When it was read, and the event's record.
+    #[serde(flatten)]
+    pub stamp: Stamp,
     /// The value.
     pub value: Decimal,
     /// The threshold sent with it, when one was.
     pub threshold: Option<Decimal>,
-    /// The event's record.
-    pub provenance: Provenance,
 }
 
 /// The readings of one metric of a device.
@@ -276,7 +271,7 @@ pub fn parse_reading(event: &Event, provenance: &Provenance) -> Result<(String, 
     };
     let metric = text(attrs, "metric").unwrap_or_else(|| DEFAULT_METRIC.to_string());
     let reading =
-        Reading { event_id: event.id, at: event.occurred_at, value, threshold, provenance: provenance.clone() };
+        Reading { event_id: event.id, stamp: Stamp::new(event.occurred_at, provenance.clone()), value, threshold };
     Ok((metric, reading))
 }
 
@@ -295,18 +290,13 @@ impl DeviceState {
             rate_per_sec: None,
             above_threshold: None,
         });
-        let order = (reading.at, reading.event_id);
-        let pos = state.readings.partition_point(|r| (r.at, r.event_id) < order);
-        if state.readings.get(pos).is_some_and(|r| (r.at, r.event_id) == order) {
+        if insert_bounded(&mut state.readings, reading, limits.max_recent.max(2), |r| (r.stamp.at, r.event_id)).is_err()
+        {
             self.duplicates += 1;
             return;
         }
         self.readings += 1;
         state.updated.merge(stamp);
-        state.readings.insert(pos, reading);
-        while state.readings.len() > limits.max_recent.max(2) {
-            state.readings.pop_front();
-        }
         let newest = state.readings.back();
         state.above_threshold = newest.and_then(|r| r.threshold.map(|t| r.value >= t));
         state.rate_per_sec = match (state.readings.len().checked_sub(2).and_then(|i| state.readings.get(i)), newest) {
@@ -318,7 +308,7 @@ impl DeviceState {
 }
 
 fn rate(a: &Reading, b: &Reading) -> Option<Decimal> {
-    let micros = (b.at - a.at).num_microseconds().filter(|m| *m != 0)?;
+    let micros = (b.stamp.at - a.stamp.at).num_microseconds().filter(|m| *m != 0)?;
     b.value.checked_sub(a.value)?.checked_div(Decimal::new(micros, 6))
 }
 
@@ -386,7 +376,7 @@ mod tests {
         assert_eq!(a.velocity.day, Window { count: 3, sum: d("8") }, "the 0 s and 30 s ones left the day");
         assert_eq!(a.spend.len(), 3);
         assert_eq!(a.transactions, 5);
-        assert_eq!(a.recent.iter().map(|t| t.at).collect::<Vec<_>>(), [ts(60), ts(3_630), ts(86_430)]);
+        assert_eq!(a.recent.iter().map(|t| t.stamp.at).collect::<Vec<_>>(), [ts(60), ts(3_630), ts(86_430)]);
         let fr = &a.countries["FR"];
         assert_eq!((fr.transactions, fr.first_seen, fr.last_seen), (4, ts(0), ts(86_430)));
         assert_eq!(a.countries.keys().collect::<Vec<_>>(), ["DE", "FR"]);
@@ -397,7 +387,7 @@ mod tests {
         let mut a = AccountState::new(&Stamp::new(ts(0), prov("events", 0, 0)));
         spend(&mut a, 50, "1", "FR");
         spend(&mut a, 10, "2", "FR");
-        assert_eq!(a.recent.iter().map(|t| t.at).collect::<Vec<_>>(), [ts(10), ts(50)]);
+        assert_eq!(a.recent.iter().map(|t| t.stamp.at).collect::<Vec<_>>(), [ts(10), ts(50)]);
         assert_eq!(a.velocity.minute, Window { count: 2, sum: d("3") });
         spend(&mut a, 10, "2", "FR");
         assert_eq!((a.duplicates, a.transactions, a.velocity.minute.count), (1, 2, 2));
@@ -448,7 +438,7 @@ mod tests {
         read(&mut dev, 4_000, json!({"metric": "temperature", "value": "81"}));
         let t = &dev.metrics["temperature"];
         assert_eq!(t.readings.len(), 3, "bounded");
-        assert_eq!(t.readings.front().unwrap().at, crate::testkit::ts_ms(2_000));
+        assert_eq!(t.readings.front().unwrap().stamp.at, crate::testkit::ts_ms(2_000));
         assert_eq!(dev.readings, 5);
         read(&mut dev, 4_000, json!({"metric": "temperature", "value": "81"}));
         assert_eq!((dev.readings, dev.duplicates), (5, 1));

@@ -53,6 +53,25 @@ impl Stamp {
     }
 }
 
+/// A record (or what was derived from one) with the stamp of the input it
+/// came in. Serialised flat: the value's fields, then `at` and `provenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped<T> {
+    /// The record or value.
+    #[serde(flatten)]
+    pub value: T,
+    /// Event time and record of the input.
+    #[serde(flatten)]
+    pub stamp: Stamp,
+}
+
+impl<T> Stamped<T> {
+    /// `value` as brought by the input of `stamp`.
+    pub fn new(value: T, stamp: &Stamp) -> Self {
+        Self { value, stamp: stamp.clone() }
+    }
+}
+
 /// How far one input partition has been applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMark {

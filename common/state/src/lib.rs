@@ -83,6 +83,7 @@ pub mod config;
 pub mod entities;
 pub mod freshness;
 pub mod market;
+pub mod recent;
 pub mod table;
 
 #[cfg(test)]
@@ -99,7 +100,7 @@ use uuid::Uuid;
 
 use crate::alerts::{Alert, Alerts};
 pub use crate::canonical::StateError;
-use crate::commands::{CommandLimits, CommandState, Commands, KeyOutcomes, Lifecycle, Part, Touched};
+use crate::commands::{CommandLimits, CommandState, Commands, KeyOutcomes, Lifecycle, Part};
 pub use crate::config::StateConfig;
 use crate::entities::{AccountState, DeviceState, EntityLimits, parse_reading, parse_transaction};
 pub use crate::freshness::Provenance;
@@ -422,19 +423,7 @@ impl State {
     /// type for the command id.
     fn on_command_part(&mut self, part: Part<'_>, stamp: &Stamp, applied: &mut Applied) -> bool {
         let limits = CommandLimits { max_entities: self.config.max_entities, max_recent: self.config.max_recent };
-        let id = match part {
-            Part::Command(c) => c.id,
-            Part::Result(r) => r.command_id,
-            Part::DeadLetter(id, ..) => id,
-        };
-        let Touched { first, outcomes_key, evicted_commands, evicted_keys } = self.commands.apply(part, stamp, limits);
-        applied.change(EntityKind::Command, &id.to_string());
-        if let Some(key) = outcomes_key {
-            applied.change(EntityKind::Outcomes, &key);
-        }
-        applied.evict(EntityKind::Command, evicted_commands);
-        applied.evict(EntityKind::Outcomes, evicted_keys);
-        first
+        self.commands.apply(part, stamp, limits, applied)
     }
 
     /// The configuration it was built with.

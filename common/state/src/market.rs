@@ -7,43 +7,21 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
-use shoal_protocol::messages::{BookTop, DataQuality, DataQualityKind, MarketTick, Side};
+use shoal_protocol::messages::{BookTop, DataQuality, MarketTick};
 
 use crate::bars::Bars;
-use crate::freshness::{Provenance, Stamp, minus};
+use crate::freshness::{Stamp, Stamped, minus};
 use crate::table::Entity;
 
 /// Length of the rolling window behind [`Rolling`].
 pub const ROLLING_WINDOW: TimeDelta = TimeDelta::seconds(60);
 
-/// The last trade of a symbol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastTrade {
-    /// Price.
-    pub price: Decimal,
-    /// Size.
-    pub size: Decimal,
-    /// Taker side, when the feed says.
-    pub side: Option<Side>,
-    /// The exchange's trade id, when it has one.
-    pub trade_id: Option<String>,
-    /// Exchange time of the trade.
-    pub at: DateTime<Utc>,
-    /// The tick's record.
-    pub provenance: Provenance,
-}
-
-/// Best bid and ask from the last book top, and the spread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The last book top with its best bid and ask, and the spread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Book {
-    /// Best bid price.
-    pub bid_price: Decimal,
-    /// Size at the best bid.
-    pub bid_size: Decimal,
-    /// Best ask price.
-    pub ask_price: Decimal,
-    /// Size at the best ask.
-    pub ask_size: Decimal,
+    /// The book top.
+    #[serde(flatten)]
+    pub top: BookTop,
     /// `ask - bid` (negative when the book is crossed).
     pub spread: Decimal,
     /// `(bid + ask) / 2`.
@@ -51,28 +29,6 @@ pub struct Book {
     /// `spread / mid × 10 000`, rounded to 4 decimal places (absent when
     /// the mid is zero).
     pub spread_bps: Option<Decimal>,
-    /// Exchange time of the book top, or the time Shoal received it when
-    /// the feed gives none.
-    pub at: DateTime<Utc>,
-    /// The book top's record.
-    pub provenance: Provenance,
-}
-
-/// The last data-quality event of a symbol (symbol `*`: of a connection).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QualitySeen {
-    /// The feed it concerns.
-    pub source: String,
-    /// What happened.
-    pub kind: DataQualityKind,
-    /// How many messages are missing (sequence gaps).
-    pub missing: Option<u64>,
-    /// Human-readable detail.
-    pub detail: String,
-    /// When ingest noticed it.
-    pub at: DateTime<Utc>,
-    /// The event's record.
-    pub provenance: Provenance,
 }
 
 /// One trade in the rolling window.
@@ -151,15 +107,16 @@ pub struct SymbolState {
     /// Trades older than the last trade, counted and otherwise not applied.
     pub late_trades: u64,
     /// The newest trade.
-    pub last_trade: Option<LastTrade>,
-    /// The last book top.
-    pub book: Option<Book>,
+    pub last_trade: Option<Stamped<MarketTick>>,
+    /// The last book top (stamped with its exchange time, else when Shoal
+    /// received it).
+    pub book: Option<Stamped<Book>>,
     /// OHLCV bars at 1 s, 1 min and 5 min.
     pub bars: Bars,
     /// The last minute's trades: rolling VWAP and volatility.
     pub rolling: Rolling,
-    /// The last data-quality event.
-    pub last_quality: Option<QualitySeen>,
+    /// The last data-quality event (symbol `*`: of a connection).
+    pub last_quality: Option<Stamped<DataQuality>>,
 }
 
 impl Entity for SymbolState {
@@ -214,19 +171,12 @@ impl SymbolState {
     pub fn apply_tick(&mut self, tick: &MarketTick, notional: Decimal, stamp: &Stamp, limits: MarketLimits) {
         self.updated.merge(stamp);
         let at = tick.exchange_ts;
-        if self.last_trade.as_ref().is_some_and(|last| at < last.at) {
+        if self.last_trade.as_ref().is_some_and(|last| at < last.value.exchange_ts) {
             self.late_trades += 1;
             return;
         }
         self.trades += 1;
-        self.last_trade = Some(LastTrade {
-            price: tick.price,
-            size: tick.size,
-            side: tick.side,
-            trade_id: tick.trade_id.clone(),
-            at,
-            provenance: stamp.provenance.clone(),
-        });
+        self.last_trade = Some(Stamped::new(tick.clone(), stamp));
         self.bars.add(at, (tick.price, tick.size, notional), limits.max_closed_bars);
         self.rolling.push(at, tick.price, tick.size, notional, limits.max_window_samples);
     }
@@ -237,30 +187,13 @@ impl SymbolState {
         let spread = top.ask_price.saturating_sub(top.bid_price);
         let mid = top.bid_price.saturating_add(top.ask_price) / Decimal::TWO;
         let spread_bps = spread.saturating_mul(Decimal::from(10_000)).checked_div(mid).map(|bps| bps.round_dp(4));
-        self.book = Some(Book {
-            bid_price: top.bid_price,
-            bid_size: top.bid_size,
-            ask_price: top.ask_price,
-            ask_size: top.ask_size,
-            spread,
-            mid,
-            spread_bps,
-            at: stamp.at,
-            provenance: stamp.provenance.clone(),
-        });
+        self.book = Some(Stamped::new(Book { top: top.clone(), spread, mid, spread_bps }, stamp));
     }
 
     /// Applies a data-quality event.
     pub fn apply_quality(&mut self, dq: &DataQuality, stamp: &Stamp) {
         self.updated.merge(stamp);
-        self.last_quality = Some(QualitySeen {
-            source: dq.source.clone(),
-            kind: dq.kind,
-            missing: dq.missing,
-            detail: dq.detail.clone(),
-            at: stamp.at,
-            provenance: stamp.provenance.clone(),
-        });
+        self.last_quality = Some(Stamped::new(dq.clone(), stamp));
     }
 }
 
@@ -324,7 +257,7 @@ mod tests {
         assert_eq!(s.rolling.vwap, Some(d("102.5")));
         assert_eq!(s.trades, 3);
         let last = s.last_trade.clone().unwrap();
-        assert_eq!((last.price, last.at, last.provenance.offset), (d("104"), ts(60), 60));
+        assert_eq!((last.value.price, last.stamp.at, last.stamp.provenance.offset), (d("104"), ts(60), 60));
         assert_eq!(s.updated.at, ts(60));
     }
 
@@ -380,12 +313,12 @@ mod tests {
         let top = book_top("SIM-A", 5, "99.5", "100.5");
         s.apply_book(&top, &Stamp::new(book_time(&top), prov("ticks", 0, 1)));
         let book = s.book.clone().unwrap();
-        assert_eq!((book.spread, book.mid, book.spread_bps), (d("1.0"), d("100"), Some(d("100"))));
+        assert_eq!((book.value.spread, book.value.mid, book.value.spread_bps), (d("1.0"), d("100"), Some(d("100"))));
         let top = book_top("SIM-A", 6, "100", "100.03");
         s.apply_book(&top, &Stamp::new(book_time(&top), prov("ticks", 0, 2)));
         let book = s.book.unwrap();
-        assert_eq!((book.spread, book.spread_bps), (d("0.03"), Some(d("2.9996"))));
-        assert_eq!((book.at, book.provenance.offset), (ts(6), 2));
+        assert_eq!((book.value.spread, book.value.spread_bps), (d("0.03"), Some(d("2.9996"))));
+        assert_eq!((book.stamp.at, book.stamp.provenance.offset), (ts(6), 2));
     }
 
     #[test]

@@ -109,17 +109,5 @@ pub fn command(n: u128, key: &str, seq: u64, secs: i64) -> Command {
 
 /// `cmd`'s result, started and finished at the given milliseconds.
 pub fn result(cmd: &Command, status: ResultStatus, started_ms: i64, finished_ms: i64) -> CommandResult {
-    CommandResult {
-        schema_version: SCHEMA_VERSION,
-        command_id: cmd.id,
-        kind: cmd.kind.clone(),
-        key: cmd.key.clone(),
-        seq: cmd.seq,
-        worker_id: "w1".into(),
-        status,
-        output: serde_json::json!({}),
-        started_at: ts_ms(started_ms),
-        finished_at: ts_ms(finished_ms),
-        sequence: None,
-    }
+    CommandResult::answering(cmd, "w1", status, serde_json::json!({}), (ts_ms(started_ms), ts_ms(finished_ms)))
 }

@@ -106,12 +106,16 @@ fn built(inputs: &[Input]) -> State {
 fn the_scenario_builds_the_expected_state() {
     let state = built(&scenario());
     let a = state.symbol("SIM-A").unwrap();
-    assert_eq!((a.trades, a.last_trade.as_ref().unwrap().price), (4, d("100.90")));
-    assert_eq!(a.book.as_ref().unwrap().spread, d("0.10"));
+    assert_eq!((a.trades, a.last_trade.as_ref().unwrap().value.price), (4, d("100.90")));
+    assert_eq!(a.book.as_ref().unwrap().value.spread, d("0.10"));
     assert_eq!(a.bars.minute.closed.len(), 1);
     assert_eq!(a.updated.provenance, Provenance::new("ticks", 0, 4));
     let b = state.symbol("SIM-B").unwrap();
-    assert_eq!((b.trades, b.last_quality.as_ref().unwrap().missing), (1, Some(2)), "the zero-price tick was refused");
+    assert_eq!(
+        (b.trades, b.last_quality.as_ref().unwrap().value.missing),
+        (1, Some(2)),
+        "the zero-price tick was refused"
+    );
     let acct = state.account("acct-1").unwrap();
     assert_eq!((acct.velocity.minute.count, acct.velocity.minute.sum), (2, d("50.50")));
     assert_eq!(acct.countries.keys().collect::<Vec<_>>(), ["DE", "FR"]);
@@ -126,7 +130,7 @@ fn the_scenario_builds_the_expected_state() {
     assert_eq!(state.outcomes("SIM-A").unwrap().recent[0].end_to_end_ms, Some(80));
     let critical = state.alerts().query(None, Some("critical"), Some("SIM-A"));
     assert_eq!(critical.len(), 1);
-    assert_eq!(critical[0].provenance, Provenance::new("results", 2, 0));
+    assert_eq!(critical[0].stamp.provenance, Provenance::new("results", 2, 0));
     assert!(state.account("user-9").is_none());
     let mark = state.watermarks().mark("ticks", 0).unwrap();
     assert_eq!((mark.offset, mark.event_time, mark.inputs), (4, Some(ts(63)), 5));

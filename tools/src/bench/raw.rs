@@ -6,7 +6,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
-use shoal_protocol::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION, WireMessage};
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus, WireMessage};
 
 use super::load::{batching_producer, send_waiting};
 
@@ -31,19 +31,8 @@ pub(crate) fn raw_loop(bootstrap: &str, input: &str, output: &str) {
         // a result keyed like it (the handler itself is trivial).
         let command = Command::decode(message.payload().unwrap_or_default()).unwrap();
         let now = chrono::Utc::now();
-        let result = CommandResult {
-            schema_version: SCHEMA_VERSION,
-            command_id: command.id,
-            kind: command.kind.clone(),
-            key: command.key.clone(),
-            seq: command.seq,
-            worker_id: "raw".into(),
-            status: ResultStatus::Succeeded,
-            output: serde_json::json!({}),
-            started_at: now,
-            finished_at: now,
-            sequence: None,
-        };
+        let result =
+            CommandResult::answering(&command, "raw", ResultStatus::Succeeded, serde_json::json!({}), (now, now));
         let body = result.encode();
         send_waiting(&producer, BaseRecord::to(output).key(&command.key).payload(&body));
     }
