@@ -182,7 +182,7 @@ fn decisions_stage(
     let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
         .context("creating the commands topic reader")?;
     let stage = connect(settings, env, decisions::STAGE, &o.decisions_group, &topics)?;
-    stats.register_metrics(&env.telemetry.metrics, &Vec::new());
+    stats.register_metrics(&env.telemetry.metrics, &[]);
     let deadline_ms = settings.rules.command_deadline_ms;
     let processor = DecisionProcessor {
         producer_id: o.id.clone(),
@@ -223,7 +223,7 @@ fn results_stage(
     };
     let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
     let stage = connect(settings, env, results::STAGE, &o.results_group, &topics)?;
-    stats.register_metrics(&env.telemetry.metrics, &Vec::new());
+    stats.register_metrics(&env.telemetry.metrics, &[]);
     let recorder =
         Recorder::new(settings.results.max_pending, record_file, stats.clone(), env.telemetry.metrics.clone());
     let processor = ResultProcessor {

@@ -57,7 +57,7 @@ pub async fn run(
         })
         .context("joining the workers' consumer group")?;
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
-    stats.register_metrics(&telemetry.metrics, &Vec::new());
+    stats.register_metrics(&telemetry.metrics, &[]);
     let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),

@@ -11,7 +11,6 @@ pub mod pipeline;
 pub mod producer;
 pub mod settings;
 pub mod stage;
-mod stage_metrics;
 pub mod stats;
 pub mod tail;
 pub mod trace;

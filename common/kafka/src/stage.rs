@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_telemetry::Telemetry;
+use shoal_telemetry::metrics::Metrics;
 use shoal_telemetry::settings::LogSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -173,7 +174,7 @@ fn register(
     delivery: &Delivery,
     stats: &Arc<PipelineStats>,
 ) {
-    crate::stage_metrics::register_stage(&telemetry.metrics, stage, stats, group);
+    register_metrics(&telemetry.metrics, stage, stats, group);
     let health = &telemetry.health;
     let g = group.clone();
     health.register(format!("{stage}.kafka"), move || g.client.connected());
@@ -205,4 +206,42 @@ fn register(
             });
         }
     }
+}
+
+/// The stage's pipeline and group counters as metrics, and its group's
+/// assignment, connectivity and lag.
+fn register_metrics(metrics: &Metrics, stage: &'static str, pipeline: &Arc<PipelineStats>, group: &Arc<GroupStats>) {
+    pipeline.register_metrics(metrics, &[("stage", stage.to_string())]);
+    let group_labels = || vec![("stage", stage.to_string()), ("group", group.group_id.clone())];
+    group.register_metrics(metrics, &group_labels());
+    let g = group.clone();
+    metrics.gauge(
+        "shoal_consumer_assigned_partitions",
+        "Partitions assigned to this member",
+        group_labels(),
+        move || g.assigned.load(Ordering::Relaxed),
+    );
+    let g = group.clone();
+    metrics.gauge(
+        "shoal_kafka_brokers_up",
+        "Brokers the client is connected to (librdkafka statistics)",
+        group_labels(),
+        move || g.client.brokers().0,
+    );
+    let g = group.clone();
+    metrics.gauges(
+        "shoal_consumer_lag",
+        "Messages between the consumer's position and the end (last stable offset) of each assigned partition, from librdkafka statistics",
+        move |out| {
+            for ((topic, partition), lag) in g.client.lag() {
+                let labels = vec![
+                    ("stage", stage.to_string()),
+                    ("group", g.group_id.clone()),
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                ];
+                out.push((labels, lag));
+            }
+        },
+    );
 }

@@ -23,7 +23,7 @@
 //! let stats = std::sync::Arc::new(StageStats::default());
 //! stats.succeeded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 //! let metrics = shoal_telemetry::metrics::Metrics::new();
-//! stats.register_metrics(&metrics, &vec![("stage", "example".to_string())]);
+//! stats.register_metrics(&metrics, &[("stage", "example".to_string())]);
 //! assert!(metrics.encode().contains(r#"shoal_example_results_total{stage="example",status="succeeded"} 1"#));
 //! stats.log_status("example status", "example");
 //! ```
@@ -65,14 +65,14 @@ macro_rules! counters {
             pub fn register_metrics(
                 self: &::std::sync::Arc<Self>,
                 metrics: &$crate::metrics::Metrics,
-                labels: &$crate::metrics::Labels,
+                labels: &[(&'static str, String)],
             ) {
                 let _ = (metrics, labels);
                 $( $(
                     {
                         let stats = ::std::sync::Arc::clone(self);
                         #[allow(unused_mut)]
-                        let mut labels = labels.clone();
+                        let mut labels = labels.to_vec();
                         $( labels.push((stringify!($label), $value.to_string())); )*
                         let read = move || stats.$field.load(::std::sync::atomic::Ordering::Relaxed);
                         $crate::counters!(@register $kind, metrics, $metric, $help, labels, read);
@@ -138,7 +138,7 @@ mod tests {
         stats.quiet.store(9, Ordering::Relaxed);
         stats.ready.store(true, Ordering::Relaxed);
         let metrics = Metrics::new();
-        stats.register_metrics(&metrics, &vec![("stage", "s".to_string())]);
+        stats.register_metrics(&metrics, &[("stage", "s".to_string())]);
         let text = metrics.encode();
         assert!(text.contains("shoal_test_records_total{stage=\"s\"} 3"), "{text}");
         assert!(text.contains("shoal_test_outcomes_total{stage=\"s\",outcome=\"bad\"} 2"), "{text}");

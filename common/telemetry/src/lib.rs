@@ -43,6 +43,6 @@ impl Telemetry {
 
     /// A handle that traces nothing (for tests and tools).
     pub fn untraced() -> Self {
-        Self::new(trace::Sampling { exporting: false, ratio: 0.0, max_per_sec: 0 })
+        Self::new(trace::Sampling::OFF)
     }
 }

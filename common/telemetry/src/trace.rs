@@ -99,6 +99,11 @@ pub struct Sampling {
     pub max_per_sec: u32,
 }
 
+impl Sampling {
+    /// Nothing exported, nothing drawn.
+    pub const OFF: Self = Self { exporting: false, ratio: 0.0, max_per_sec: 0 };
+}
+
 /// Draws whether a decision is traced: with probability `ratio`, and no
 /// more than `max_per_sec` a second (with a burst of as many). The cap is a
 /// GCRA rate limiter (`governor`), so a draw is a few atomic operations.
@@ -182,7 +187,7 @@ impl Sampler {
 
     /// Nothing exported, nothing drawn.
     pub fn off() -> Self {
-        Self::new(Sampling { exporting: false, ratio: 0.0, max_per_sec: 0 })
+        Self::new(Sampling::OFF)
     }
 
     /// When it exports, registers the `shoal_trace_decisions` counters.

@@ -53,7 +53,7 @@ impl FeedStats {
     /// Registers the counters as metrics, read at each scrape, and the
     /// connection gauge.
     pub fn register_all(self: &Arc<Self>, metrics: &shoal_telemetry::metrics::Metrics) {
-        self.register_metrics(metrics, &Vec::new());
+        self.register_metrics(metrics, &[]);
         let stats = self.clone();
         metrics.gauge("shoal_feed_connected", "1 when the feed is connected and subscribed", vec![], move || {
             i64::from(stats.connected.load(Ordering::Relaxed))

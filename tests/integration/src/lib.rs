@@ -51,14 +51,9 @@ impl App<Arc<WorkerStats>> {
         let settings: WorkerSettings = settings_of(launch);
         let (stats, telemetry, shutdown) =
             (Arc::new(WorkerStats::default()), Telemetry::untraced(), CancellationToken::new());
-        let task = tokio::spawn(shoal_worker::run(
-            settings,
-            Registry::with_builtin(),
-            shutdown.clone(),
-            stats.clone(),
-            telemetry.clone(),
-        ));
-        let task = tokio::spawn(async move { task.await.expect("worker task").map(|report| report.clean()) });
+        let run =
+            shoal_worker::run(settings, Registry::with_builtin(), shutdown.clone(), stats.clone(), telemetry.clone());
+        let task = tokio::spawn(async move { run.await.map(|report| report.clean()) });
         Self { stats, telemetry, shutdown, task }
     }
 }
