@@ -16,10 +16,15 @@ use shoal_protocol::messages::WireMessage;
 pub struct Output {
     /// Destination topic.
     pub topic: String,
+    /// Partition, when the producer must not choose it by key (a state
+    /// changelog's records go to the partition of the input they derive
+    /// from).
+    pub partition: Option<i32>,
     /// Record key.
     pub key: Option<Vec<u8>>,
-    /// Encoded body.
-    pub payload: Vec<u8>,
+    /// Encoded body; `None` for a tombstone (a null value, which deletes the
+    /// key from a compacted topic).
+    pub payload: Option<Vec<u8>>,
     /// Headers.
     pub headers: OwnedHeaders,
     /// The exported span this record was produced in (its `traceparent`),
@@ -84,8 +89,9 @@ impl Outputs {
         let traced = shoal_telemetry::trace::context_of(span);
         self.items.push(Output {
             topic: topic.to_string(),
+            partition: None,
             key: Some(key.as_bytes().to_vec()),
-            payload: message.encode(),
+            payload: Some(message.encode()),
             headers: meta.headers(traced.as_ref(), self.cause.as_ref()),
             traced,
         });
@@ -114,9 +120,24 @@ impl Outputs {
             .insert(dlq::ATTEMPTS, &letter.attempts.to_string());
         self.items.push(Output {
             topic: dlq_topic.to_string(),
+            partition: None,
             key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
+            payload: Some(message.payload().unwrap_or_default().to_vec()),
             headers: headers.into_owned(),
+            traced: None,
+        });
+    }
+
+    /// Adds a record to `partition` of `topic` as is: `payload` `None` is
+    /// a tombstone. For records that are not Shoal messages (state
+    /// changelogs), so without Shoal's message headers.
+    pub fn record(&mut self, topic: &str, partition: i32, key: Vec<u8>, payload: Option<Vec<u8>>) {
+        self.items.push(Output {
+            topic: topic.to_string(),
+            partition: Some(partition),
+            key: Some(key),
+            payload,
+            headers: OwnedHeaders::new(),
             traced: None,
         });
     }

@@ -106,11 +106,15 @@ impl TrackedProducer {
         if let Some(origin) = &origin {
             self.tracker.add_output(origin);
         }
-        let mut base = BaseRecord::with_opaque_to(&output.topic, Box::new(origin))
-            .payload(&output.payload)
-            .headers(output.headers);
+        let mut base = BaseRecord::with_opaque_to(&output.topic, Box::new(origin)).headers(output.headers);
+        if let Some(payload) = &output.payload {
+            base = base.payload(payload);
+        }
         if let Some(key) = &output.key {
             base = base.key(key);
+        }
+        if let Some(partition) = output.partition {
+            base = base.partition(partition);
         }
         let mut backoff = Duration::from_millis(1);
         loop {

@@ -220,6 +220,10 @@ pub struct DeliverySettings {
     /// outcome, with a digest of each output) to this file; empty for none.
     /// The chaos checker reads it to prove aborted results are never seen.
     pub history_path: String,
+    /// Fault injection for tests: abort every Nth transaction of each stage
+    /// instead of committing it (after its records were produced), as a
+    /// broker-side failure would; `0` (the default) never.
+    pub inject_abort_every: u64,
 }
 
 impl Default for DeliverySettings {
@@ -234,6 +238,7 @@ impl Default for DeliverySettings {
             transaction_max_ms: 100,
             transaction_call_timeout_ms: 10_000,
             history_path: String::new(),
+            inject_abort_every: 0,
         }
     }
 }

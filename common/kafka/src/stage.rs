@@ -106,6 +106,7 @@ impl StageEnv {
                     max_age: Duration::from_millis(d.transaction_max_ms),
                     call_timeout: Duration::from_millis(d.transaction_call_timeout_ms),
                     history: (!d.history_path.is_empty()).then(|| d.history_path.clone().into()),
+                    inject_abort_every: d.inject_abort_every,
                 };
                 (Delivery::ExactlyOnce(tx), None)
             }

@@ -13,9 +13,27 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::settings::KafkaSettings;
 
+/// The client context of readers that read to a partition's end: the end
+/// of a partition is how they know they are done, not an error worth a log
+/// line (librdkafka reports it as a global error too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndIsNotAnError;
+
+impl rdkafka::ClientContext for EndIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF));
+        if !end {
+            tracing::warn!(%error, reason, "kafka client error (reader)");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
+
 /// A reader of one topic's tail, outside any consumer group.
 pub struct TailReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<EndIsNotAnError>,
     topic: String,
 }
 
@@ -44,7 +62,7 @@ impl TailReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
-        Ok(Self { consumer: cfg.create()?, topic: topic.to_string() })
+        Ok(Self { consumer: cfg.create_with_context(EndIsNotAnError)?, topic: topic.to_string() })
     }
 
     /// Visits about the last `budget` committed records of the topic, spread

@@ -124,9 +124,15 @@ impl TransactionalProducer {
     ) -> Result<(), TxError> {
         self.inner.begin_transaction().map_err(classify)?;
         for output in &outputs {
-            let mut record = BaseRecord::to(&output.topic).payload(&output.payload).headers(output.headers.clone());
+            let mut record = BaseRecord::to(&output.topic).headers(output.headers.clone());
+            if let Some(payload) = &output.payload {
+                record = record.payload(payload);
+            }
             if let Some(key) = &output.key {
                 record = record.key(key);
+            }
+            if let Some(partition) = output.partition {
+                record = record.partition(partition);
             }
             loop {
                 match self.inner.send(record) {
@@ -157,6 +163,30 @@ impl TransactionalProducer {
                 Err(error) => return Err(classify(error)),
             }
         }
+    }
+
+    /// Fault injection: begins a transaction and produces `outputs` in it,
+    /// then reports an abortable error instead of committing (the caller
+    /// aborts, as after a real failure). Blocking.
+    pub fn produce_then_fail_blocking(&self, outputs: Vec<Output>) -> Result<(), TxError> {
+        self.inner.begin_transaction().map_err(classify)?;
+        for output in &outputs {
+            let mut record = BaseRecord::to(&output.topic).headers(output.headers.clone());
+            if let Some(payload) = &output.payload {
+                record = record.payload(payload);
+            }
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            if let Some(partition) = output.partition {
+                record = record.partition(partition);
+            }
+            if let Err((error, _)) = self.inner.send(record) {
+                return Err(TxError::Abortable(error));
+            }
+        }
+        tracing::warn!(transactional_id = %self.transactional_id, outputs = outputs.len(), "injected fault: failing the transaction instead of committing it");
+        Err(TxError::Abortable(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)))
     }
 
     /// Aborts the open transaction. Blocking.

@@ -65,7 +65,7 @@ impl AtLeastOnce {
     async fn run<P: Processor>(&mut self, ctx: &mut LoopContext<'_>, processor: &mut P, shutdown: &CancellationToken) {
         let settings = ctx.settings;
         loop {
-            self.state.take_revoked(ctx);
+            self.state.take_revoked(ctx, processor);
             if self.state.draining() && (self.state.in_flight.idle() || self.state.drain_expired()) {
                 break;
             }
@@ -86,6 +86,7 @@ impl AtLeastOnce {
                 }
                 _ = self.commit_tick.tick() => self.commit(ctx, processor).await,
                 _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
+                _ = ctx.housekeeping.tick(), if ctx.housekeeping_on => processor.tick(),
                 // Outputs are acknowledged on librdkafka's thread: wake up
                 // when that makes room under the in-flight bound.
                 () = self.tracker.progressed(), if !can_read && !self.state.draining() => {}

@@ -166,7 +166,7 @@ impl ExactlyOnce<'_> {
         shutdown: &CancellationToken,
     ) -> Next {
         loop {
-            let revoked = self.state.take_revoked(ctx);
+            let revoked = self.state.take_revoked(ctx, processor);
             self.open.drop_partitions(&revoked);
             let draining = self.state.draining();
             let work_done = self.state.in_flight.idle() || self.state.drain_expired();
@@ -207,6 +207,7 @@ impl ExactlyOnce<'_> {
                 () = until(next_commit), if next_commit.is_some() => {}
                 () = until(drain_deadline), if draining => {}
                 _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
+                _ = ctx.housekeeping.tick(), if ctx.housekeeping_on => processor.tick(),
                 received = ctx.consumer.recv(), if can_read => {
                     let (revoked, already_done) = self.state.receive(ctx, processor, received).await;
                     self.open.drop_partitions(&revoked);
@@ -260,7 +261,19 @@ impl ExactlyOnce<'_> {
         result: Result<(), TxError>,
     ) -> Next {
         let Some(done) = self.committing.take() else { return Next::Continue };
+        let offsets: Vec<(String, i32, i64)> = done
+            .offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(at) => Some((e.topic().to_string(), e.partition(), at)),
+                _ => None,
+            })
+            .collect();
         let after = finish_commit(ctx, &self.producer, &self.tracker, done, result).await;
+        if matches!(after, AfterCommit::Committed) {
+            processor.committed(&offsets);
+        }
         self.last_committed = matches!(after, AfterCommit::Committed);
         let recreate = match after {
             AfterCommit::Committed => return Next::Continue,
@@ -323,15 +336,24 @@ fn start_commit(
     }
     let count = outputs.len() as u64;
     let span = commit_span(ctx.settings.name, &outputs, records);
-    let digests: Option<Vec<(String, String)>> =
-        tx.history.as_ref().map(|_| outputs.iter().map(|o| (o.topic.clone(), output_digest(&o.payload))).collect());
+    let digests: Option<Vec<(String, String)>> = tx.history.as_ref().map(|_| {
+        outputs.iter().map(|o| (o.topic.clone(), output_digest(o.payload.as_deref().unwrap_or_default()))).collect()
+    });
     let committing = producer.clone();
     let history = tx.history.clone();
     let sent = offsets.clone();
+    let inject_abort = tx.inject_abort_every > 0 && {
+        let n = ctx.stats.transactions.load(Ordering::Relaxed) + ctx.stats.aborts.load(Ordering::Relaxed) + 1;
+        n.is_multiple_of(tx.inject_abort_every)
+    };
     // The history append is file I/O: it runs on the blocking thread too.
     let task = tokio::task::spawn_blocking(move || {
         let _in_span = span.enter();
-        let result = committing.commit_batch_blocking(outputs, &sent, &group_metadata);
+        let result = if inject_abort {
+            committing.produce_then_fail_blocking(outputs)
+        } else {
+            committing.commit_batch_blocking(outputs, &sent, &group_metadata)
+        };
         if let Err(error) = &result {
             tracing::info!(%error, "transaction not committed");
         }

@@ -62,6 +62,24 @@ pub trait Processor: Send {
 
     /// Logs one status line (counters).
     fn status(&self);
+
+    /// Partitions this process no longer owns (their records are not
+    /// consumed here any more): drop what is kept for them.
+    fn revoked(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// A transaction committed (exactly-once): the next offset to read of
+    /// each partition it committed, `(topic, partition, offset)`. What was
+    /// processed below these offsets survives any later rewind.
+    fn committed(&mut self, _offsets: &[(String, i32, i64)]) {}
+
+    /// How often [`Processor::tick`] runs; `None` (the default) for never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic work between records (publishing what was applied to
+    /// readers, for example), on the loop's task.
+    fn tick(&mut self) {}
 }
 
 /// Work that is already done.
@@ -121,6 +139,8 @@ pub struct TxSettings {
     pub call_timeout: Duration,
     /// Transaction history file, if any.
     pub history: Option<std::path::PathBuf>,
+    /// Abort every Nth transaction (fault injection for tests); 0 never.
+    pub inject_abort_every: u64,
 }
 
 shoal_telemetry::counters! {
@@ -213,13 +233,25 @@ pub(crate) async fn run<P: Processor>(
     settings: &LoopSettings,
     stats: Arc<PipelineStats>,
 ) -> DrainReport {
-    let status_tick = interval(settings.status_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX))));
-    let mut ctx = LoopContext { consumer: &consumer, group: &group, settings, stats: &stats, status_tick };
+    let never = Duration::from_secs(u64::from(u32::MAX));
+    let status_tick = interval(settings.status_interval.unwrap_or(never));
+    let housekeeping_on = processor.tick_interval().is_some();
+    let housekeeping = interval(processor.tick_interval().unwrap_or(never));
+    let mut ctx = LoopContext {
+        consumer: &consumer,
+        group: &group,
+        settings,
+        stats: &stats,
+        status_tick,
+        housekeeping,
+        housekeeping_on,
+    };
     let (flushed, committed) = match delivery {
         Delivery::AtLeastOnce(producer) => at_least_once::run(&mut ctx, producer, processor, &shutdown).await,
         Delivery::ExactlyOnce(tx) => exactly_once::run(&mut ctx, &tx, processor, &shutdown).await,
     };
     let closed = close_bounded(consumer, settings.shutdown_timeout).await;
+    processor.tick();
     processor.status();
     stats.log_status("pipeline status", settings.name);
     group.log_status("group status", settings.name);
@@ -235,6 +267,9 @@ struct LoopContext<'a> {
     settings: &'a LoopSettings,
     stats: &'a PipelineStats,
     status_tick: tokio::time::Interval,
+    /// Drives [`Processor::tick`], when `housekeeping_on`.
+    housekeeping: tokio::time::Interval,
+    housekeeping_on: bool,
 }
 
 impl LoopContext<'_> {

@@ -69,9 +69,12 @@ impl LoopState {
     }
 
     /// Forgets partitions revoked since the last look; returns them.
-    pub(super) fn take_revoked(&mut self, ctx: &LoopContext<'_>) -> Vec<PartitionKey> {
+    pub(super) fn take_revoked<P: Processor>(&mut self, ctx: &LoopContext<'_>, processor: &mut P) -> Vec<PartitionKey> {
         let revoked = ctx.group.take_revoked();
-        self.in_flight.revoke(&revoked);
+        if !revoked.is_empty() {
+            self.in_flight.revoke(&revoked);
+            processor.revoked(&revoked);
+        }
         revoked
     }
 
@@ -101,7 +104,7 @@ impl LoopState {
         };
         self.consecutive_errors = 0;
         ctx.stats.records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let revoked = self.take_revoked(ctx);
+        let revoked = self.take_revoked(ctx, processor);
         match self.in_flight.dispatch(ctx.consumer, processor, message.detach(), stage) {
             Dispatched::Started => (revoked, None),
             Dispatched::AlreadyDone(origin) => {
