@@ -1,7 +1,7 @@
 //! Recent alerts: the results of `raise_alert` commands, by severity and
 //! entity.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,18 @@ pub struct Alerts {
 }
 
 impl Alerts {
+    /// The alerts of `list` in their order (time, command id), one per
+    /// command; `Err` names a command with two alerts. The bound is not
+    /// applied here (the next insert applies it).
+    pub fn from_list(mut list: Vec<Alert>) -> Result<Self, Uuid> {
+        list.sort_by_key(|a| (a.stamp.at, a.command_id));
+        let mut ids = BTreeSet::new();
+        if let Some(twice) = list.iter().find(|a| !ids.insert(a.command_id)) {
+            return Err(twice.command_id);
+        }
+        Ok(Self { recent: list.into() })
+    }
+
     /// Adds `alert`, keeping at most `max` (at least 1). Returns the
     /// entities whose alerts changed: the alert's own (unless it was a
     /// duplicate or older than every kept one with the list full) and that

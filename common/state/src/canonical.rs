@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use crate::{EntityKind, FORMAT_VERSION, State};
 
-/// Why a snapshot could not be restored.
+/// Why a snapshot or changelog could not be restored, or entity values not
+/// merged.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Not JSON, or not the shape of a state.
@@ -24,6 +25,26 @@ pub enum StateError {
         found: u64,
         /// The format this build reads.
         supported: u32,
+    },
+    /// A changelog's meta record ([`State::meta_value`]) is not one.
+    #[error("not a state changelog meta record: {0}")]
+    Meta(serde_json::Error),
+    /// A changelog's entity record ([`State::entity_value`]) cannot be
+    /// restored.
+    #[error("changelog record {entity}: {detail}")]
+    Entity {
+        /// The record's key ([`crate::changelog_key`]).
+        entity: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Entity values cannot be merged ([`crate::merge_entities`]).
+    #[error("cannot merge {kind} values: {detail}")]
+    Merge {
+        /// The kind of entity.
+        kind: EntityKind,
+        /// Why.
+        detail: String,
     },
 }
 

@@ -118,7 +118,7 @@ impl Entity for CommandState {
 }
 
 impl CommandState {
-    fn new(id: Uuid, key: &str, stamp: &Stamp) -> Self {
+    pub(crate) fn new(id: Uuid, key: &str, stamp: &Stamp) -> Self {
         Self {
             id,
             kind: None,
@@ -135,7 +135,7 @@ impl CommandState {
     }
 
     /// Derives status and timings from the parts.
-    fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         self.status = match (&self.result, &self.dead_letter) {
             (Some(result), _) => result.value.status.into(),
             (None, Some(_)) => Lifecycle::DeadLettered,
@@ -172,7 +172,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn of(c: &CommandState) -> Option<Self> {
+    /// The outcome of `c`, once settled.
+    pub(crate) fn of(c: &CommandState) -> Option<Self> {
         let stamp = match (&c.result, &c.dead_letter) {
             (Some(r), _) => Stamp::new(r.value.finished_at, r.stamp.provenance.clone()),
             (None, Some(d)) => d.stamp.clone(),
@@ -293,7 +294,7 @@ impl Commands {
 
 /// Records `part` into `c` unless a part of its type is there already;
 /// whether it was recorded.
-fn record(c: &mut CommandState, part: Part<'_>, stamp: &Stamp) -> bool {
+pub(crate) fn record(c: &mut CommandState, part: Part<'_>, stamp: &Stamp) -> bool {
     match part {
         Part::Command(cmd) if c.issued.is_none() => {
             c.kind = Some(cmd.kind.clone());

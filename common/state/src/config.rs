@@ -2,8 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::messages::kinds;
+
+/// Default length of a symbol's rolling window, seconds.
+pub const DEFAULT_ROLLING_WINDOW_SECS: u64 = 60;
 
 /// What the state is built from and how much of it is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,11 +29,14 @@ pub struct StateConfig {
     pub max_recent: usize,
     /// Closed bars kept per symbol and resolution.
     pub max_closed_bars: usize,
-    /// Trades in a symbol's rolling minute, and amounts in an account's
+    /// Trades in a symbol's rolling window, and amounts in an account's
     /// 24-hour spend window, kept at most.
     pub max_window_samples: usize,
     /// Alerts kept.
     pub max_alerts: usize,
+    /// Length of a symbol's rolling window (the trades behind its rolling
+    /// VWAP and volatility), seconds. Default: 60.
+    pub rolling_window_secs: u64,
 }
 
 impl Default for StateConfig {
@@ -42,15 +49,16 @@ impl Default for StateConfig {
             max_closed_bars: 60,
             max_window_samples: 4_096,
             max_alerts: 1_000,
+            rolling_window_secs: DEFAULT_ROLLING_WINDOW_SECS,
         }
     }
 }
 
 impl StateConfig {
-    /// The default configuration with the entity kinds taken from the
-    /// rules' event mapping (`rules.events`: event type → command kind):
-    /// types mapped to `score_transaction` are accounts', types mapped to
-    /// `raise_alert` devices'.
+    /// The default configuration (bounds, rolling window) with the entity
+    /// kinds taken from the rules' event mapping (`rules.events`: event
+    /// type → command kind): types mapped to `score_transaction` are
+    /// accounts', types mapped to `raise_alert` devices'.
     pub fn from_rule_events(events: &BTreeMap<String, String>) -> Self {
         let of_kind = |kind: &str| events.iter().filter(|(_, k)| *k == kind).map(|(t, _)| t.clone()).collect();
         Self {
@@ -58,6 +66,12 @@ impl StateConfig {
             device_event_types: of_kind(kinds::RAISE_ALERT),
             ..Self::default()
         }
+    }
+
+    /// [`StateConfig::rolling_window_secs`] as a duration (saturating at the
+    /// longest one representable).
+    pub fn rolling_window(&self) -> TimeDelta {
+        i64::try_from(self.rolling_window_secs).ok().and_then(TimeDelta::try_seconds).unwrap_or(TimeDelta::MAX)
     }
 }
 
@@ -76,6 +90,10 @@ mod tests {
         assert_eq!(config.account_event_types.iter().collect::<Vec<_>>(), ["card_auth"]);
         assert_eq!(config.device_event_types.iter().collect::<Vec<_>>(), ["meter"]);
         assert_eq!(config.max_entities, StateConfig::default().max_entities);
+        assert_eq!(config.rolling_window_secs, DEFAULT_ROLLING_WINDOW_SECS);
+        assert_eq!(config.rolling_window(), TimeDelta::seconds(60));
+        let huge = StateConfig { rolling_window_secs: u64::MAX, ..StateConfig::default() };
+        assert_eq!(huge.rolling_window(), TimeDelta::MAX);
         let config: StateConfig = serde_json::from_str("{\"max_entities\": 5}").unwrap();
         assert_eq!((config.max_entities, config.max_recent), (5, StateConfig::default().max_recent));
         assert!(serde_json::from_str::<StateConfig>("{\"max_entitys\": 5}").is_err(), "unknown fields are refused");

@@ -121,6 +121,10 @@ pub struct AccountState {
     pub countries: BTreeMap<String, CountrySeen>,
     /// The amounts of the last 24 hours behind `velocity`, oldest first.
     pub spend: VecDeque<SpendSample>,
+    /// What the decision rules remember about it, by name (e.g. when a
+    /// rule last fired), set with [`State::mark`](crate::State::mark).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Entity for AccountState {
@@ -159,6 +163,7 @@ impl AccountState {
             velocity: Velocity::default(),
             countries: BTreeMap::new(),
             spend: VecDeque::new(),
+            marks: BTreeMap::new(),
         }
     }
 
@@ -250,6 +255,10 @@ pub struct DeviceState {
     pub duplicates: u64,
     /// Per metric (`metric` attribute, else `value`).
     pub metrics: BTreeMap<String, MetricState>,
+    /// What the decision rules remember about it, by name (e.g. when a
+    /// rule last fired), set with [`State::mark`](crate::State::mark).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Entity for DeviceState {
@@ -278,7 +287,7 @@ pub fn parse_reading(event: &Event, provenance: &Provenance) -> Result<(String, 
 impl DeviceState {
     /// A device without readings, first changed by `stamp`.
     pub fn new(stamp: &Stamp) -> Self {
-        Self { updated: stamp.clone(), readings: 0, duplicates: 0, metrics: BTreeMap::new() }
+        Self { updated: stamp.clone(), readings: 0, duplicates: 0, metrics: BTreeMap::new(), marks: BTreeMap::new() }
     }
 
     /// Applies a reading of `metric`.

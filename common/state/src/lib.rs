@@ -1,5 +1,7 @@
 //! Shoal's derived state, as pure and deterministic update functions over
-//! the records in Kafka. This crate is the model only; see "Not done yet".
+//! the records in Kafka. This crate is the model only: no I/O, no clock, no
+//! runtime. Reading the inputs, writing the changelog records it produces
+//! and serving the state are its callers' business.
 //!
 //! # The model
 //!
@@ -9,9 +11,11 @@
 //!
 //! - **market**, per symbol ([`market::SymbolState`]): the last trade, best
 //!   bid and ask and the spread (from book tops), OHLCV bars at 1 s, 1 min
-//!   and 5 min with a VWAP each ([`bars`]), a rolling VWAP and realised
-//!   volatility over the last minute, trade counts, the last data-quality
-//!   event (symbol `*` holds the connection-wide ones);
+//!   and 5 min with a VWAP each ([`bars`]), the trades (time, exact price,
+//!   size) of a rolling window ([`StateConfig::rolling_window_secs`], one
+//!   minute by default) with their VWAP and realised volatility, trade
+//!   counts, the last data-quality event (symbol `*` holds the
+//!   connection-wide ones);
 //! - **accounts** ([`entities::AccountState`]), from events whose type is
 //!   in [`StateConfig::account_event_types`]: recent card transactions,
 //!   spend velocity over 1 min, 1 h and 24 h, countries seen;
@@ -26,6 +30,10 @@
 //! - **freshness** ([`freshness`]): a watermark per input partition, and on
 //!   every value the event time and provenance of the input that last
 //!   changed it.
+//!
+//! Symbols, accounts and devices also carry **marks**: named instants the
+//! decision rules remember with the entity (e.g. when a rule last fired),
+//! set with [`State::mark`] and kept in the entity's value like the rest.
 //!
 //! # Determinism
 //!
@@ -66,26 +74,53 @@
 //! counted ([`State::evictions`]). Lists inside an entity are bounded by
 //! the other `max_*` settings.
 //!
-//! # Not done yet
+//! # Shards and the changelog
 //!
-//! The decisions stage does not read this state yet (its rules keep their
-//! own windows); no changelog topics are written (though [`Applied`] names
-//! the entities each input changed or evicted, for one record per entity);
-//! there is no API, no sharding and no restore from Kafka.
+//! A state can hold any inputs; a caller that shards it keeps one state per
+//! input partition, so each shard's watermarks are one partition's. A state
+//! is also a changelog ([`changelog`]): one record per entity, keyed by
+//! [`changelog_key`] (`{kind}/{key}`, read back by [`parse_changelog_key`])
+//! with [`State::entity_value`] as its value (JSON, keys sorted, so
+//! serialising it is deterministic), and one meta record,
+//! [`State::meta_value`] (format, configuration, watermarks, eviction
+//! counters). [`State::entity_refs`] lists the entities held, and
+//! [`Applied`] names those each input changed or evicted (an evicted
+//! entity's value is `None`: a tombstone). [`State::restore`] rebuilds a
+//! state from the meta record and the latest value of each entity, with the
+//! same canonical JSON and the same behaviour as the state they were taken
+//! from. [`State::entity_stamp`] gives the event time and record of the
+//! input that last changed an entity.
+//!
+//! An entity whose inputs come from several partitions (a command, its
+//! result and its dead letter; a key's outcomes; an entity's alerts) has a
+//! partial value in each of their shards. [`merge_entities`] joins such
+//! values into the one a single state that applied all those inputs would
+//! hold (the newest, for the kinds fed by one partition), and
+//! [`complete_outcomes`] fills a key's merged outcomes in from its merged
+//! commands. Merged lists are not cut to the bounds.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod alerts;
 pub mod bars;
 pub mod canonical;
+pub mod changelog;
 pub mod commands;
 pub mod config;
 pub mod entities;
 pub mod freshness;
 pub mod market;
+pub mod merge;
+mod queries;
 pub mod recent;
 pub mod table;
 
+#[cfg(test)]
+mod changelog_tests;
+#[cfg(test)]
+mod merge_tests;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
@@ -100,13 +135,15 @@ use uuid::Uuid;
 
 use crate::alerts::{Alert, Alerts};
 pub use crate::canonical::StateError;
-use crate::commands::{CommandLimits, CommandState, Commands, KeyOutcomes, Lifecycle, Part};
+pub use crate::changelog::{changelog_key, parse_changelog_key};
+use crate::commands::{CommandLimits, Commands, Part};
 pub use crate::config::StateConfig;
 use crate::entities::{AccountState, DeviceState, EntityLimits, parse_reading, parse_transaction};
-pub use crate::freshness::Provenance;
-use crate::freshness::{Stamp, Watermarks};
+use crate::freshness::Watermarks;
+pub use crate::freshness::{Provenance, Stamp};
 use crate::market::{MarketLimits, SymbolState, book_time, check_tick};
-use crate::table::{Entity, Table};
+pub use crate::merge::{complete_outcomes, merge_entities};
+use crate::table::Table;
 
 /// Version of the snapshot format written by [`State::to_canonical_json`].
 pub const FORMAT_VERSION: u32 = 1;
@@ -214,6 +251,12 @@ impl EntityKind {
     /// The kind named `name` (as [`EntityKind::as_str`] writes it).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -383,6 +426,7 @@ impl State {
         let limits = MarketLimits {
             max_closed_bars: self.config.max_closed_bars,
             max_window_samples: self.config.max_window_samples,
+            rolling_window: self.config.rolling_window(),
         };
         self.on_symbol(&tick.symbol, stamp, applied, |s| s.apply_tick(tick, notional, stamp, limits));
     }
@@ -424,84 +468,5 @@ impl State {
     fn on_command_part(&mut self, part: Part<'_>, stamp: &Stamp, applied: &mut Applied) -> bool {
         let limits = CommandLimits { max_entities: self.config.max_entities, max_recent: self.config.max_recent };
         self.commands.apply(part, stamp, limits, applied)
-    }
-
-    /// The configuration it was built with.
-    pub fn config(&self) -> &StateConfig {
-        &self.config
-    }
-
-    /// The watermark of every input partition.
-    pub fn watermarks(&self) -> &Watermarks {
-        &self.watermarks
-    }
-
-    /// Event time of the newest input applied: how fresh the state is.
-    pub fn freshness(&self) -> Option<DateTime<Utc>> {
-        self.watermarks.newest_event_time()
-    }
-
-    /// One symbol.
-    pub fn symbol(&self, symbol: &str) -> Option<&SymbolState> {
-        self.symbols.get(symbol)
-    }
-
-    /// One account.
-    pub fn account(&self, key: &str) -> Option<&AccountState> {
-        self.accounts.get(key)
-    }
-
-    /// One device.
-    pub fn device(&self, key: &str) -> Option<&DeviceState> {
-        self.devices.get(key)
-    }
-
-    /// One command.
-    pub fn command(&self, id: Uuid) -> Option<&CommandState> {
-        self.commands.by_id.get(&id.to_string())
-    }
-
-    /// Commands of `key` and in `status` (each filter optional), by id.
-    pub fn commands(&self, key: Option<&str>, status: Option<Lifecycle>) -> Vec<&CommandState> {
-        let keep = |c: &&CommandState| key.is_none_or(|k| c.key == k) && status.is_none_or(|s| c.status == s);
-        self.commands.by_id.iter().map(|(_, c)| c).filter(keep).collect()
-    }
-
-    /// The recent outcomes of a command key.
-    pub fn outcomes(&self, key: &str) -> Option<&KeyOutcomes> {
-        self.commands.by_key.get(key)
-    }
-
-    /// The recent alerts.
-    pub fn alerts(&self) -> &Alerts {
-        &self.alerts
-    }
-
-    /// The keys of one kind with their last update (event time), by key.
-    pub fn entities(&self, kind: EntityKind) -> Vec<(&str, DateTime<Utc>)> {
-        fn keys<V: Entity>(t: &Table<V>) -> Vec<(&str, DateTime<Utc>)> {
-            t.iter().map(|(k, v)| (k, v.updated_at())).collect()
-        }
-        match kind {
-            EntityKind::Symbol => keys(&self.symbols),
-            EntityKind::Account => keys(&self.accounts),
-            EntityKind::Device => keys(&self.devices),
-            EntityKind::Command => keys(&self.commands.by_id),
-            EntityKind::Outcomes => keys(&self.commands.by_key),
-            EntityKind::Alerts => self.alerts.entities().into_iter().collect(),
-        }
-    }
-
-    /// Entities of `kind` evicted so far to keep [`StateConfig::max_entities`]
-    /// (alerts are bounded by count, not evicted: always 0).
-    pub fn evictions(&self, kind: EntityKind) -> u64 {
-        match kind {
-            EntityKind::Symbol => self.symbols.evicted(),
-            EntityKind::Account => self.accounts.evicted(),
-            EntityKind::Device => self.devices.evicted(),
-            EntityKind::Command => self.commands.by_id.evicted(),
-            EntityKind::Outcomes => self.commands.by_key.evicted(),
-            EntityKind::Alerts => 0,
-        }
     }
 }

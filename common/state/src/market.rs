@@ -1,7 +1,7 @@
 //! Market state per symbol: last trade, best bid and ask, bars, rolling VWAP
 //! and realised volatility, trade counts and the last data-quality event.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -12,9 +12,6 @@ use shoal_protocol::messages::{BookTop, DataQuality, MarketTick};
 use crate::bars::Bars;
 use crate::freshness::{Stamp, Stamped, minus};
 use crate::table::Entity;
-
-/// Length of the rolling window behind [`Rolling`].
-pub const ROLLING_WINDOW: TimeDelta = TimeDelta::seconds(60);
 
 /// The last book top with its best bid and ask, and the spread.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +33,8 @@ pub struct Book {
 pub struct Sample {
     /// Exchange time.
     pub at: DateTime<Utc>,
+    /// Price (exact).
+    pub price: Decimal,
     /// Size.
     pub size: Decimal,
     /// `price × size`.
@@ -45,8 +44,11 @@ pub struct Sample {
     pub ln_price: f64,
 }
 
-/// Trades of the last [`ROLLING_WINDOW`] (by exchange time, up to the newest
-/// trade) and what is derived from them.
+/// Trades of the symbol's rolling window ([`StateConfig::rolling_window_secs`]
+/// by exchange time, up to the newest trade; it excludes its start) and
+/// what is derived from them.
+///
+/// [`StateConfig::rolling_window_secs`]: crate::StateConfig::rolling_window_secs
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rolling {
     /// The trades, oldest first; at most the configured number.
@@ -68,14 +70,15 @@ pub struct Rolling {
 }
 
 impl Rolling {
-    fn push(&mut self, at: DateTime<Utc>, price: Decimal, size: Decimal, notional: Decimal, max_samples: usize) {
+    fn push(&mut self, at: DateTime<Utc>, (price, size, notional): (Decimal, Decimal, Decimal), limits: MarketLimits) {
         if let Some(ln_price) = price.to_f64().map(f64::ln).filter(|l| l.is_finite()) {
-            self.samples.push_back(Sample { at, size, notional, ln_price });
+            self.samples.push_back(Sample { at, price, size, notional, ln_price });
             self.volume = self.volume.saturating_add(size);
             self.notional = self.notional.saturating_add(notional);
         }
-        let horizon = minus(at, ROLLING_WINDOW);
-        while self.samples.len() > max_samples.max(1) || self.samples.front().is_some_and(|s| s.at <= horizon) {
+        let horizon = minus(at, limits.rolling_window);
+        let max_samples = limits.max_window_samples.max(1);
+        while self.samples.len() > max_samples || self.samples.front().is_some_and(|s| s.at <= horizon) {
             if let Some(old) = self.samples.pop_front() {
                 self.volume = self.volume.saturating_sub(old.size);
                 self.notional = self.notional.saturating_sub(old.notional);
@@ -113,10 +116,14 @@ pub struct SymbolState {
     pub book: Option<Stamped<Book>>,
     /// OHLCV bars at 1 s, 1 min and 5 min.
     pub bars: Bars,
-    /// The last minute's trades: rolling VWAP and volatility.
+    /// The rolling window's trades: rolling VWAP and volatility.
     pub rolling: Rolling,
     /// The last data-quality event (symbol `*`: of a connection).
     pub last_quality: Option<Stamped<DataQuality>>,
+    /// What the decision rules remember about it, by name (e.g. when a
+    /// rule last fired), set with [`State::mark`](crate::State::mark).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Entity for SymbolState {
@@ -132,6 +139,8 @@ pub struct MarketLimits {
     pub max_closed_bars: usize,
     /// Trades kept in the rolling window at most.
     pub max_window_samples: usize,
+    /// Length of the rolling window.
+    pub rolling_window: TimeDelta,
 }
 
 /// A trade's notional (`price × size`) when the tick can be applied: a
@@ -163,6 +172,7 @@ impl SymbolState {
             bars: Bars::default(),
             rolling: Rolling::default(),
             last_quality: None,
+            marks: BTreeMap::new(),
         }
     }
 
@@ -177,8 +187,9 @@ impl SymbolState {
         }
         self.trades += 1;
         self.last_trade = Some(Stamped::new(tick.clone(), stamp));
-        self.bars.add(at, (tick.price, tick.size, notional), limits.max_closed_bars);
-        self.rolling.push(at, tick.price, tick.size, notional, limits.max_window_samples);
+        let trade = (tick.price, tick.size, notional);
+        self.bars.add(at, trade, limits.max_closed_bars);
+        self.rolling.push(at, trade, limits);
     }
 
     /// Applies a book top: the best bid and ask and the spread.
@@ -232,7 +243,8 @@ mod tests {
     use super::*;
     use crate::testkit::{book_top, d, prov, tick, ts};
 
-    const LIMITS: MarketLimits = MarketLimits { max_closed_bars: 60, max_window_samples: 1_000 };
+    const LIMITS: MarketLimits =
+        MarketLimits { max_closed_bars: 60, max_window_samples: 1_000, rolling_window: TimeDelta::seconds(60) };
 
     fn apply(s: &mut SymbolState, secs: i64, price: &str, size: &str) {
         let t = tick("SIM-A", secs * 1_000, price, size);
@@ -259,6 +271,20 @@ mod tests {
         let last = s.last_trade.clone().unwrap();
         assert_eq!((last.value.price, last.stamp.at, last.stamp.provenance.offset), (d("104"), ts(60), 60));
         assert_eq!(s.updated.at, ts(60));
+    }
+
+    #[test]
+    fn samples_keep_exact_prices_and_the_window_length_is_configured() {
+        let mut s = fresh();
+        let limits = MarketLimits { rolling_window: TimeDelta::seconds(120), ..LIMITS };
+        for (secs, price) in [(0, "100.10"), (60, "100.25"), (119, "99.90"), (121, "100")] {
+            let t = tick("SIM-A", secs * 1_000, price, "1");
+            s.apply_tick(&t, check_tick(&t).unwrap(), &Stamp::new(t.exchange_ts, prov("ticks", 0, secs)), limits);
+        }
+        let prices: Vec<_> = s.rolling.samples.iter().map(|x| x.price.to_string()).collect();
+        assert_eq!(prices, ["100.25", "99.90", "100"], "the trade at 0 s left the 120 s window at 121 s");
+        let json = serde_json::to_value(&s.rolling.samples[1]).unwrap();
+        assert_eq!(json["price"], "99.90", "scale kept");
     }
 
     #[test]

@@ -31,6 +31,14 @@ impl<V> Default for Table<V> {
 }
 
 impl<V: Entity> Table<V> {
+    /// A table holding `entries`, `evicted` evicted so far; the recency
+    /// index is rebuilt from the entries. The bound is not applied here (the
+    /// next insert applies it).
+    pub fn from_parts(entries: BTreeMap<String, V>, evicted: u64) -> Self {
+        let index = entries.iter().map(|(k, v)| (v.updated_at(), k.clone())).collect();
+        Self { entries, evicted, index }
+    }
+
     /// The entity under `key`.
     pub fn get(&self, key: &str) -> Option<&V> {
         self.entries.get(key)
@@ -121,8 +129,7 @@ impl<V: Serialize> Serialize for Table<V> {
 impl<'de, V: Entity + Deserialize<'de>> Deserialize<'de> for Table<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let owned = TableOwned::<V>::deserialize(d)?;
-        let index = owned.entries.iter().map(|(k, v)| (v.updated_at(), k.clone())).collect();
-        Ok(Self { entries: owned.entries, evicted: owned.evicted, index })
+        Ok(Self::from_parts(owned.entries, owned.evicted))
     }
 }
 

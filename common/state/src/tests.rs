@@ -14,7 +14,7 @@ use crate::*;
 /// devices on two events partitions, commands, results (one before its
 /// command, one duplicated), alerts, a dead letter, and inputs that are
 /// untracked or invalid.
-fn scenario() -> Vec<Input> {
+pub(crate) fn scenario() -> Vec<Input> {
     let cmd1 = command(1, "acct-1", 1, 2);
     let mut cmd2 = command(2, "SIM-A", 1, 3);
     cmd2.kind = kinds::RAISE_ALERT.into();
@@ -92,11 +92,11 @@ fn scenario() -> Vec<Input> {
     inputs
 }
 
-fn apply_all(state: &mut State, inputs: &[Input]) -> Vec<Applied> {
+pub(crate) fn apply_all(state: &mut State, inputs: &[Input]) -> Vec<Applied> {
     inputs.iter().map(|i| state.apply(i)).collect()
 }
 
-fn built(inputs: &[Input]) -> State {
+pub(crate) fn built(inputs: &[Input]) -> State {
     let mut state = State::default();
     apply_all(&mut state, inputs);
     state
