@@ -111,6 +111,8 @@ readonly HTTP_PORT="${SHOAL_DEMO_HTTP_PORT:-9464}"
 # 12-partition commands topic, so every worker of the demo gets work.
 readonly SYMBOLS="${SHOAL_DEMO_SYMBOLS:-SIM-AAA,SIM-DDD,SIM-EEE,SIM-HHH,SIM-III,SIM-LLL,SIM-NNN,SIM-OOO}"
 readonly STOP_TIMEOUT="${SHOAL_DEMO_STOP_TIMEOUT:-20}"
+# The orchestrator's state query API.
+readonly API_PORT="${SHOAL_DEMO_API_PORT:-8780}"
 readonly SIM_STOP_TIMEOUT=5
 readonly DEMO_DIR=.demo
 readonly LOG_DIR="$DEMO_DIR/logs"
@@ -122,6 +124,31 @@ readonly BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
 # Marks every process the demo starts, so that the final check finds exactly
 # this run's processes (never another demo's, nor the tests').
 readonly RUN_ID="$$-$EPOCHSECONDS"
+
+# Prints one symbol's state as the API serves it: price, spread, VWAP,
+# volatility, and how fresh it is.
+show_state() {
+  local symbol=$1 body
+  if ! command -v curl >/dev/null 2>&1; then
+    say "(curl not installed: not showing a state answer)"
+    return
+  fi
+  body="$(curl -sf -H "Authorization: Bearer $(cat "$API_READ_TOKEN_FILE")" \
+    "http://127.0.0.1:$API_PORT/v1/state/symbol/$symbol" 2>/dev/null)" || {
+    say "state API: no answer for $symbol yet"
+    return
+  }
+  say "state of $symbol, as GET /v1/state/symbol/$symbol answers it:"
+  python3 - "$body" <<'PY' | while IFS= read -r line; do say "  $line"; done
+import json, sys
+d = json.loads(sys.argv[1]); s = d["state"]; t = (s.get("last_trade") or {})
+book = s.get("book") or {}
+print(f"last trade {t.get('price')} x {t.get('size')} at {t.get('exchange_ts')}  (from {t.get('provenance', {}).get('topic')}/{t.get('provenance', {}).get('partition')}@{t.get('provenance', {}).get('offset')})")
+print(f"spread {book.get('spread')}  rolling VWAP {s.get('rolling', {}).get('vwap')}  volatility {s.get('rolling', {}).get('volatility')}  trades {s.get('trades')}")
+w = d["freshness"]["watermarks"][0]
+print(f"fresh as of event time {d['freshness'].get('event_time')}, input offset {w['offset']} of {w['topic']}/{w['partition']}")
+PY
+}
 
 # ---------------------------------------------------------------------------
 # Output
@@ -542,6 +569,17 @@ done
 mkdir -p "$LOG_DIR"
 rm -f "$OUTCOMES" "$LOG_DIR"/*.log
 
+# Tokens of the state API for this run: random, in files only the user can
+# read (never on a command line, never in the logs).
+readonly API_TOKENS="$DEMO_DIR/api-tokens" API_READ_TOKEN_FILE="$DEMO_DIR/api-read-token"
+(
+  umask 077
+  read_token="read-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  admin_token="admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  printf 'read:%s\nadmin:%s\n' "$read_token" "$admin_token" >"$API_TOKENS"
+  printf '%s\n' "$read_token" >"$API_READ_TOKEN_FILE"
+)
+
 COMMON_ENV=(
   "SHOAL_DEMO_RUN=$RUN_ID"
   "RUST_LOG=${RUST_LOG:-info,librdkafka=warn,rdkafka=warn}"
@@ -591,14 +629,19 @@ for ((i = 1; i <= WORKERS; i++)); do
 done
 start_proc orchestrator \
   "SHOAL__FEED__URL=ws://127.0.0.1:$SIM_PORT" "SHOAL__RESULTS__RECORD_PATH=$OUTCOMES" \
+  "SHOAL__API__LISTEN=127.0.0.1:$API_PORT" "SHOAL__API__TOKENS_FILE=$API_TOKENS" \
   "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$HTTP_PORT" -- "$BIN_DIR/shoal-orchestrator"
 
 RUN_START=$SECONDS
+STATE_SHOWN=""
 PHASE=running
 pids=""
 for name in "${NAMES[@]}"; do pids+=" $name=${PID[$name]}"; done
 say "started:$pids"
 say "metrics and health: http://127.0.0.1:$HTTP_PORT/{metrics,healthz,readyz} (orchestrator), ports $((HTTP_PORT + 1))..$((HTTP_PORT + WORKERS)) (workers)"
+FIRST_SYMBOL="${SYMBOLS%%,*}"
+say "state API: http://127.0.0.1:$API_PORT (OpenAPI document at /v1/openapi.json; docs/state.md), for example:"
+say "  curl -s -H \"Authorization: Bearer \$(cat $API_READ_TOKEN_FILE)\" http://127.0.0.1:$API_PORT/v1/state/symbol/$FIRST_SYMBOL"
 if [[ $TRACES == 1 ]]; then
   say "traces: $ZIPKIN_UI/ (Run Query), or $ZIPKIN_UI/traces/<trace_id> with the trace_id that ends each 'result recorded' line"
 fi
@@ -622,6 +665,10 @@ while [[ -z $STOP_REASON ]]; do
       STOP_REASON="$name exited"
     fi
   done
+  if [[ -z $STATE_SHOWN ]] && ((SECONDS - RUN_START >= 15)); then
+    STATE_SHOWN=1
+    show_state "$FIRST_SYMBOL"
+  fi
   if [[ -z $STOP_REASON && -n $DEMO_SECONDS ]] && ((SECONDS - RUN_START >= DEMO_SECONDS)); then
     STOP_REASON="DEMO_SECONDS=$DEMO_SECONDS elapsed"
   fi

@@ -80,6 +80,13 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   reasons+=("${missing[*]}: needed to compile librdkafka (rdkafka crate)")
 fi
 
+# The API contract check (scripts/api-check.sh, run by make test) installs
+# schemathesis from PyPI into a virtual environment.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  to_install+=(python3 python3-venv)
+  reasons+=("python3 python3-venv: a Python virtual environment for the API contract check (schemathesis)")
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   to_install+=("${DEBIAN_RUST_PACKAGES[@]}")
   reasons+=("${DEBIAN_RUST_PACKAGES[*]}: no cargo on PATH nor in $CARGO_BIN (Debian's Rust toolchain)")

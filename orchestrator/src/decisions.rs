@@ -1,5 +1,6 @@
-//! The decisions stage: reads ticks and business events from Kafka, updates
-//! derived state, and issues commands keyed by entity with a per-key
+//! The decisions stage: reads ticks and business events from Kafka, applies
+//! them to the derived state (its shards: see [`crate::state`]), runs the
+//! rules over it, and issues commands keyed by entity with a per-key
 //! sequence number.
 
 use std::collections::HashMap;
@@ -10,18 +11,22 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use shoal_kafka::dlq::DeadLetter;
-use shoal_kafka::headers::{self, HeaderView};
+use shoal_kafka::headers::HeaderView;
 use shoal_kafka::outputs::{MessageMeta, Outputs};
 use shoal_kafka::pipeline::{self, Processor, Work};
 use shoal_kafka::tail::TailReader;
 use shoal_kafka::trace::{self, Sampler, Trace};
-use shoal_protocol::messages::{
-    BookTop, Command, DataQuality, DecodeError, Event, MarketTick, SCHEMA_VERSION, WireMessage,
-};
+use shoal_protocol::messages::{Command, SCHEMA_VERSION, WireMessage};
+use shoal_state::Record;
 use shoal_telemetry::metrics::{Metrics, kind_label};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rules::{Draft, MarketRules};
+use crate::rules::{Decision, Draft, decide};
+use crate::settings::RulesSettings;
+use crate::state::Shards;
+use crate::state::decode::{InputTopics, decode};
+use crate::state::members::Announcer;
 
 shoal_telemetry::counters! {
     /// Decisions counters.
@@ -39,12 +44,24 @@ shoal_telemetry::counters! {
             "Records sent to the dead-letter topic, by stage",
             stage = "decisions"
         ),
-        /// Book tops read from the ticks topic (no rule uses them yet).
+        /// Book tops read from the ticks topic (they go into the state).
         book_tops,
         /// Feed data-quality events read from the ticks topic.
         data_quality,
-        /// Symbols the rules keep state for (as of the last status line).
-        symbols,
+        /// Inputs applied to the state.
+        applied => counter("shoal_state_inputs_applied", "Inputs applied to the derived state"),
+        /// Inputs the state ignored (replayed, untracked or invalid).
+        ignored => counter("shoal_state_inputs_ignored", "Inputs the derived state did not apply (replays, untracked event types, invalid values)"),
+        /// Shards restored from their changelog.
+        restores => counter("shoal_state_restores", "State shards restored from their changelog"),
+        /// Inputs applied again while restoring (after the last checkpoint).
+        caught_up => counter("shoal_state_inputs_caught_up", "Inputs applied again after a checkpoint while restoring a state shard"),
+        /// Entities held (as of the last status line).
+        entities => gauge("shoal_state_entities", "Entities held in this instance's state shards"),
+        /// Entities evicted to keep the bound (as of the last status line).
+        evicted => gauge("shoal_state_entities_evicted", "Entities evicted from the state to keep state.max_entities (since the shards were restored)"),
+        /// Shards held (as of the last status line).
+        shards => gauge("shoal_state_shards", "State shards (input partitions) held by this instance"),
         /// Keys with a sequence number (as of the last status line).
         keys,
     }
@@ -55,16 +72,21 @@ shoal_telemetry::counters! {
 pub struct DecisionProcessor {
     /// Instance identity for headers.
     pub producer_id: String,
-    /// Ticks topic (to tell ticks from events).
-    pub ticks_topic: String,
     /// Commands topic.
     pub commands_topic: String,
-    /// Dead-letter topic.
-    pub dlq_topic: String,
     /// Commands expire this long after issue; `None` for never.
     pub deadline: Option<chrono::Duration>,
-    /// Derived state and rules.
-    pub rules: MarketRules,
+    /// Which topic is which.
+    pub topics: InputTopics,
+    /// The rules.
+    pub rules: RulesSettings,
+    /// The derived state, one shard per input partition.
+    pub shards: Shards,
+    /// Says which shards this instance owns (when the API runs).
+    pub announcer: Option<Announcer>,
+    /// Cancelled when a shard cannot be restored: the stage stops rather
+    /// than decide without its state.
+    pub stop: CancellationToken,
     /// Last sequence number issued per key.
     pub sequences: HashMap<String, u64>,
     /// Reads the last issued sequence numbers back from the commands topic.
@@ -172,9 +194,9 @@ impl DecisionProcessor {
 }
 
 impl DecisionProcessor {
-    /// Handles one record, in consumption order.
+    /// Handles one record, in consumption order: decode, apply to its
+    /// shard with the rules, issue the commands, checkpoint when due.
     fn handle_record(&mut self, message: &OwnedMessage, trace: &Trace, out: &mut Outputs) {
-        let payload = message.payload().unwrap_or_default();
         let span = trace.span(|| {
             shoal_kafka::process_span!(
                 "evaluate rules",
@@ -185,83 +207,134 @@ impl DecisionProcessor {
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
-        let message_type = HeaderView(message.headers()).get(headers::MESSAGE_TYPE);
-        let drafts: Result<Vec<Draft>, (&str, String)> = span.in_scope(|| {
-            if message.topic() == self.ticks_topic && message_type == Some("book_top") {
-                self.stats.book_tops.fetch_add(1, Ordering::Relaxed);
-                BookTop::decode(payload).map(|_| Vec::new()).map_err(decode_reason)
-            } else if message.topic() == self.ticks_topic && message_type == Some("data_quality") {
-                self.stats.data_quality.fetch_add(1, Ordering::Relaxed);
-                let event = DataQuality::decode(payload).map_err(decode_reason)?;
-                // Surfaced to the orchestrator: logged here and counted in
-                // the status line. The symbol's window is not reset: the
-                // prices received remain true prices.
-                tracing::warn!(
-                    source = %event.source,
-                    symbol = %event.symbol,
-                    kind = ?event.kind,
-                    missing = ?event.missing,
-                    detail = %event.detail,
-                    "feed data-quality event"
-                );
-                Ok(Vec::new())
-            } else if message.topic() == self.ticks_topic {
-                self.stats.ticks.fetch_add(1, Ordering::Relaxed);
-                MarketTick::decode(payload).map(|tick| self.rules.on_tick(&tick)).map_err(decode_reason)
-            } else {
-                self.stats.events.fetch_add(1, Ordering::Relaxed);
-                let event = Event::decode(payload).map_err(decode_reason)?;
-                match self.rules.on_event(&event) {
-                    Ok(draft) => Ok(draft.into_iter().collect()),
-                    Err(error) => Err(("invalid_event_attributes", error)),
-                }
-            }
-        });
-        match drafts {
-            Ok(drafts) => {
-                span.record("shoal.commands_issued", drafts.len());
-                for draft in drafts {
+        let decided = span.in_scope(|| self.decide(message, out));
+        match decided {
+            Ok(decision) => {
+                span.record("shoal.commands_issued", decision.drafts.len());
+                for draft in decision.drafts {
                     self.issue(draft, out, &span);
                 }
+                if let Some((reason, error)) = decision.rejected {
+                    self.dead_letter(message, reason, error, out, &span);
+                }
             }
-            Err((reason, error)) => {
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                span.in_scope(|| {
-                    out.dead_letter(
-                        &self.dlq_topic,
-                        message,
-                        DeadLetter { reason, error, stage: "decisions", attempts: 1 },
-                    );
-                });
-            }
+            Err((reason, error)) => self.dead_letter(message, reason, error.to_string(), out, &span),
         }
+    }
+
+    /// Decodes the record and applies it to its shard (restored first if
+    /// needed) with the rules.
+    fn decide(&mut self, message: &OwnedMessage, out: &mut Outputs) -> Result<Decision, (&'static str, String)> {
+        let input = decode(&self.topics, message).map_err(|e| (e.reason, e.detail))?;
+        self.count(&input.record);
+        let (topic, partition) = (message.topic(), message.partition());
+        let loaded = tokio::task::block_in_place(|| self.shards.load(topic, partition, message.offset()));
+        let shard = match loaded {
+            Ok((shard, report)) => {
+                if let Some(report) = report {
+                    self.stats.restores.fetch_add(1, Ordering::Relaxed);
+                    self.stats.caught_up.fetch_add(report.caught_up, Ordering::Relaxed);
+                }
+                shard
+            }
+            Err(error) => {
+                tracing::error!(topic, partition, %error, "cannot restore the state shard; stopping the stage so that nothing is decided without its state");
+                self.stop.cancel();
+                return Err(("state_restore_failed", error.to_string()));
+            }
+        };
+        let decision = decide(&mut shard.state, &self.rules, &input);
+        if decision.applied.is_ignored() {
+            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(why) = &decision.applied.ignored
+            && why.reason() == "invalid"
+        {
+            tracing::warn!(topic, partition, offset = message.offset(), %why, "input not applied to the state");
+        }
+        self.shards.applied(topic, partition, &decision.applied, out);
+        Ok(decision)
+    }
+
+    fn count(&self, record: &Record) {
+        let counter = match record {
+            Record::Tick(_) => &self.stats.ticks,
+            Record::BookTop(_) => &self.stats.book_tops,
+            Record::DataQuality(dq) => {
+                tracing::warn!(source = %dq.source, symbol = %dq.symbol, kind = ?dq.kind, missing = ?dq.missing, detail = %dq.detail, "feed data-quality event");
+                &self.stats.data_quality
+            }
+            _ => &self.stats.events,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &'static str,
+        error: String,
+        out: &mut Outputs,
+        span: &tracing::Span,
+    ) {
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        span.in_scope(|| {
+            out.dead_letter(&self.topics.dlq, message, DeadLetter { reason, error, stage: "decisions", attempts: 1 });
+        });
     }
 }
 
 impl Processor for DecisionProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
+        if self.stop.is_cancelled() {
+            // Not decided: never finished, so never committed; the next
+            // owner (or the next start) decides it.
+            return Box::pin(std::future::pending());
+        }
         self.recover_sequences();
         // The state must see every record in order: the work is done here.
         let trace = Trace::of(&record, &self.sampler);
         let mut out = trace.outputs();
         self.handle_record(&record, &trace, &mut out);
+        self.shards.publish(false);
         pipeline::ready(out)
     }
 
     fn reset(&mut self) {
         // The commands of an aborted transaction are gone: number again from
-        // what is committed.
+        // what is committed; the state may hold inputs whose effects were
+        // rolled back: restore it from what is committed.
         self.recovery.current = false;
+        self.shards.rewound();
+    }
+
+    fn committed(&mut self, offsets: &[(String, i32, i64)]) {
+        self.shards.committed(offsets);
+    }
+
+    fn revoked(&mut self, partitions: &[(String, i32)]) {
+        self.shards.drop_partitions(partitions);
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(self.shards.publish_interval_ms().clamp(10, 1_000)))
+    }
+
+    fn tick(&mut self) {
+        self.shards.publish(false);
+        if let Some(announcer) = &mut self.announcer {
+            announcer.announce(self.shards.ids(), std::mem::take(&mut self.shards.changed_membership));
+        }
     }
 
     fn status(&self) {
         let s = &self.stats;
-        s.symbols.store(self.rules.symbols() as u64, Ordering::Relaxed);
+        s.entities.store(self.shards.entity_count() as u64, Ordering::Relaxed);
+        s.evicted.store(self.shards.evictions(), Ordering::Relaxed);
+        s.shards.store(self.shards.ids().len() as u64, Ordering::Relaxed);
         s.keys.store(self.sequences.len() as u64, Ordering::Relaxed);
         s.log_status("decisions status", STAGE);
     }
-}
-
-fn decode_reason(error: DecodeError) -> (&'static str, String) {
-    (error.reason(), error.to_string())
 }

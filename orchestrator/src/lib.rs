@@ -12,6 +12,7 @@ pub mod feed;
 pub mod results;
 pub mod rules;
 pub mod settings;
+pub mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
-use crate::rules::MarketRules;
 use crate::settings::OrchestratorSettings;
+use crate::state::Shards;
+use crate::state::log::LogReader;
+use crate::state::members::{Announcer, KafkaDirectory};
 
 /// Counters of every stage, for status lines and tests.
 #[derive(Debug, Default, Clone)]
@@ -77,8 +80,10 @@ pub async fn run(
         spawn_ingest(&settings, &env, &stats.feed, &shutdown, &mut stages).await?;
     }
     if o.runs(decisions::STAGE) {
-        let (stage, processor) = decisions_stage(&settings, &env, &stats.decisions)?;
-        spawn_stage(&mut stages, decisions::STAGE, stage, processor, shutdown.child_token());
+        let api = start_api(&settings, &shutdown).await?;
+        let token = shutdown.child_token();
+        let (stage, processor) = decisions_stage(&settings, &env, &stats.decisions, api, token.clone())?;
+        spawn_stage(&mut stages, decisions::STAGE, stage, processor, token);
     }
     if o.runs(results::STAGE) {
         let (stage, processor) = results_stage(&settings, &env, &stats.results)?;
@@ -171,14 +176,74 @@ fn connect(
     env.connect(&spec).with_context(|| format!("joining the {name} consumer group"))
 }
 
-/// Decisions: ticks and events in, commands out.
+/// The query API, when it runs: the hub its readers read, and where it
+/// says it listens.
+#[derive(Debug)]
+struct ApiHandle {
+    hub: Arc<shoal_api::Hub>,
+    url: String,
+}
+
+/// Starts the state query API (`api.listen`; empty: off) and the members
+/// directory it forwards through. The decisions stage publishes to the
+/// returned hub either way.
+async fn start_api(settings: &OrchestratorSettings, shutdown: &CancellationToken) -> anyhow::Result<ApiHandle> {
+    let (o, api) = (&settings.orchestrator, &settings.api);
+    let hub = Arc::new(shoal_api::Hub::new());
+    let inputs: Vec<(String, i32)> =
+        [&settings.topics.ticks, &settings.topics.events].iter().map(|t| (t.name.clone(), t.replication)).collect();
+    state::topics::ensure(&settings.kafka, &settings.state, &inputs, &o.id, settings.topics.create)
+        .await
+        .context("the state topics")?;
+    if api.listen.is_empty() {
+        tracing::info!("state query API off (api.listen is empty)");
+        return Ok(ApiHandle { hub, url: String::new() });
+    }
+    let tokens = shoal_api::auth::load(api).context("loading the API tokens")?;
+    let listener = tokio::net::TcpListener::bind(&api.listen)
+        .await
+        .with_context(|| format!("api.listen: cannot listen on {:?}", api.listen))?;
+    let local = listener.local_addr().context("api.listen: local address")?;
+    let url = if api.advertised_url.is_empty() { format!("http://{local}") } else { api.advertised_url.clone() };
+    let directory =
+        KafkaDirectory::start(&settings.kafka, &settings.state.members_topic, &o.id, shutdown.child_token())
+            .context("reading the members topic")?;
+    let ctx = shoal_api::ApiContext {
+        hub: hub.clone(),
+        settings: Arc::new(api.clone()),
+        tokens: Arc::new(tokens),
+        directory,
+        instance: o.id.clone(),
+        subscriptions: Arc::default(),
+    };
+    tracing::info!(listen = %local, advertised = %url, "state query API listening");
+    let token = shutdown.child_token();
+    tokio::spawn(async move {
+        if let Err(error) = shoal_api::http::serve(ctx, listener, token).await {
+            tracing::error!(%error, "state query API stopped");
+        }
+    });
+    Ok(ApiHandle { hub, url })
+}
+
+/// Decisions: ticks and events in, state and commands out.
 fn decisions_stage(
     settings: &OrchestratorSettings,
     env: &StageEnv,
     stats: &Arc<DecisionStats>,
+    api: ApiHandle,
+    stop: CancellationToken,
 ) -> anyhow::Result<(Stage, DecisionProcessor)> {
     let o = &settings.orchestrator;
     let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+    let inputs = settings.input_topics();
+    let reader = LogReader::new(&settings.kafka, &format!("{}-state", o.id)).context("creating the state reader")?;
+    let shards = Shards::new(settings.state.clone(), settings.rules.clone(), inputs.clone(), reader, api.hub);
+    let announcer = if api.url.is_empty() {
+        None
+    } else {
+        Some(Announcer::new(&settings.kafka, &settings.state.members_topic, &o.id, &api.url)?)
+    };
     let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
         .context("creating the commands topic reader")?;
     let stage = connect(settings, env, decisions::STAGE, &o.decisions_group, &topics)?;
@@ -186,12 +251,14 @@ fn decisions_stage(
     let deadline_ms = settings.rules.command_deadline_ms;
     let processor = DecisionProcessor {
         producer_id: o.id.clone(),
-        ticks_topic: settings.topics.ticks.name.clone(),
         commands_topic: settings.topics.commands.name.clone(),
-        dlq_topic: settings.topics.dlq.name.clone(),
         deadline: (deadline_ms > 0)
             .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
-        rules: MarketRules::new(settings.rules.clone()),
+        topics: inputs,
+        rules: settings.rules.clone(),
+        shards,
+        announcer,
+        stop,
         sequences: HashMap::new(),
         recovery: SequenceRecovery { tail, current: false },
         stats: stats.clone(),

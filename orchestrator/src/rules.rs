@@ -1,17 +1,21 @@
-//! State derived from ticks and the rules that turn it into commands.
+//! The decision rules: they read the derived state ([`shoal_state`]) and
+//! turn inputs into commands.
 //!
-//! Pure logic: no I/O, no clocks. Time is the exchange timestamp carried by
-//! each tick, so replaying the ticks topic reproduces the same decisions.
+//! Pure logic: no I/O, no clocks. Time is the event time carried by each
+//! record, so replaying the input topics reproduces the same decisions.
 
-use std::collections::{HashMap, VecDeque};
-
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use shoal_protocol::messages::{Event, MarketTick, kinds};
 use shoal_protocol::payloads::{EvaluateStrategy, RaiseAlert, ScoreTransaction};
+use shoal_state::entities::DEFAULT_METRIC;
+use shoal_state::{Applied, EntityKind, Ignored, Input, Provenance, Record, State};
 
-use crate::settings::RulesSettings;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_config::{SettingsError, at_least, non_empty};
 
 /// A command the rules want issued: kind, key and payload. The decisions
 /// stage adds id, sequence number and timestamps.
@@ -25,19 +29,16 @@ pub struct Draft {
     pub payload: serde_json::Value,
 }
 
+/// What applying one input to the state decided.
 #[derive(Debug, Default)]
-struct SymbolState {
-    window: VecDeque<(DateTime<Utc>, Decimal)>,
-    last_move_command: Option<DateTime<Utc>>,
-}
-
-/// Per-symbol rolling state and the market rules.
-#[derive(Debug)]
-pub struct MarketRules {
-    settings: RulesSettings,
-    symbols: HashMap<String, SymbolState>,
-    /// Last reading per sensor (`<key>/<metric>`), for threshold crossings.
-    readings: HashMap<String, Decimal>,
+pub struct Decision {
+    /// What the input changed in the state.
+    pub applied: Applied,
+    /// Commands to issue.
+    pub drafts: Vec<Draft>,
+    /// Set when a rule applies but the input does not fit its command:
+    /// (reason, detail). The input is still applied to the state.
+    pub rejected: Option<(&'static str, String)>,
 }
 
 /// Attributes of an event mapped to `raise_alert` (an IoT sensor reading):
@@ -52,113 +53,136 @@ struct SensorReading {
     metric: Option<String>,
 }
 
-/// Prices kept per symbol at most, so a very fast feed cannot grow the
-/// window without bound.
-const MAX_WINDOW_SAMPLES: usize = 4_096;
+/// The mark a symbol keeps of the last `evaluate_strategy` it fired (the
+/// move rule's cooldown).
+pub const MOVE_MARK: &str = "move_rule";
 
-impl MarketRules {
-    /// Creates empty state.
-    pub fn new(settings: RulesSettings) -> Self {
-        Self { settings, symbols: HashMap::new(), readings: HashMap::new() }
+/// Applies one input to `state` and runs the rules over the result.
+///
+/// Deterministic: the rules read the state (and the memory they keep in it,
+/// its marks) and the input, never a clock, so replaying a partition's
+/// inputs from the beginning makes the same decisions and the same state.
+/// An input the state already applied (a replay) decides nothing.
+pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decision {
+    let before = previous_value(state, &input.record);
+    let applied = state.apply(input);
+    let mut decision = Decision { applied, ..Decision::default() };
+    if matches!(decision.applied.ignored, Some(Ignored::Replay { .. })) {
+        return decision;
     }
-
-    /// Symbols with state.
-    pub fn symbols(&self) -> usize {
-        self.symbols.len()
+    match &input.record {
+        Record::Tick(tick) => decision.drafts = on_tick(state, rules, tick, before, &input.provenance),
+        Record::Event(event) => match on_event(rules, event, before) {
+            Ok(draft) => decision.drafts.extend(draft),
+            Err(error) => decision.rejected = Some(("invalid_event_attributes", error)),
+        },
+        _ => {}
     }
+    decision
+}
 
-    /// Applies a tick and returns the commands it triggers.
-    pub fn on_tick(&mut self, tick: &MarketTick) -> Vec<Draft> {
-        let s = &self.settings;
-        let state = self.symbols.entry(tick.symbol.clone()).or_default();
-        let previous = state.window.back().map(|(_, p)| *p);
-        state.window.push_back((tick.exchange_ts, tick.price));
-        let horizon = tick.exchange_ts - Duration::seconds(i64::try_from(s.window_secs).unwrap_or(i64::MAX));
-        while state.window.len() > MAX_WINDOW_SAMPLES || state.window.front().is_some_and(|(ts, _)| *ts < horizon) {
-            state.window.pop_front();
+/// What the rules need from the state as it was before the input: the
+/// symbol's last trade price, or the device metric's last reading.
+fn previous_value(state: &State, record: &Record) -> Option<Decimal> {
+    match record {
+        Record::Tick(tick) => state.symbol(&tick.symbol)?.last_trade.as_ref().map(|t| t.value.price),
+        Record::Event(event) => {
+            let metric = event.attributes.get("metric").and_then(|m| m.as_str()).unwrap_or(DEFAULT_METRIC);
+            state.device(&event.key)?.metrics.get(metric)?.readings.back().map(|r| r.value)
         }
-        let mut drafts = Vec::new();
+        _ => None,
+    }
+}
 
-        if let Some(previous) = previous
-            && let Some(level) = crossed_level(previous, tick.price, s.level_step)
-        {
-            let payload =
-                RaiseAlert { symbol: tick.symbol.clone(), level, previous_price: previous, price: tick.price };
-            drafts.push(draft(kinds::RAISE_ALERT, &tick.symbol, &payload));
+/// The market rules, after the tick was applied: a level crossing from the
+/// previous trade raises an alert; a move of at least the threshold over the
+/// window (outside the cooldown) asks for a strategy evaluation.
+fn on_tick(
+    state: &mut State,
+    rules: &RulesSettings,
+    tick: &MarketTick,
+    previous: Option<Decimal>,
+    at: &Provenance,
+) -> Vec<Draft> {
+    let Some(symbol) = state.symbol(&tick.symbol) else { return Vec::new() };
+    // A late trade (older than the last one) is counted, not applied.
+    if symbol.last_trade.as_ref().is_none_or(|t| t.stamp.provenance != *at) {
+        return Vec::new();
+    }
+    let mut drafts = Vec::new();
+    if let Some(previous) = previous
+        && let Some(level) = crossed_level(previous, tick.price, rules.level_step)
+    {
+        let payload = RaiseAlert { symbol: tick.symbol.clone(), level, previous_price: previous, price: tick.price };
+        drafts.push(draft(kinds::RAISE_ALERT, &tick.symbol, &payload));
+    }
+    let secs = |s: u64| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let horizon = tick.exchange_ts - secs(rules.window_secs);
+    let prices: Vec<Decimal> = symbol.rolling.samples.iter().filter(|s| s.at >= horizon).map(|s| s.price).collect();
+    let first = prices.first().copied().unwrap_or(tick.price);
+    let change_bps = if first.is_zero() {
+        0
+    } else {
+        ((tick.price - first) / first * Decimal::from(10_000)).round().to_i64().unwrap_or(0)
+    };
+    let cooled =
+        symbol.marks.get(MOVE_MARK).is_none_or(|last| tick.exchange_ts - *last >= secs(rules.move_cooldown_secs));
+    if change_bps.unsigned_abs() >= u64::from(rules.move_threshold_bps) && cooled {
+        state.mark(EntityKind::Symbol, &tick.symbol, MOVE_MARK, tick.exchange_ts);
+        let payload =
+            EvaluateStrategy { symbol: tick.symbol.clone(), window_secs: rules.window_secs, prices, change_bps };
+        drafts.push(draft(kinds::EVALUATE_STRATEGY, &tick.symbol, &payload));
+    }
+    drafts
+}
+
+/// Maps a business event to a command through `rules.events`.
+/// `Ok(None)`: no rule for this event type, or (for `raise_alert`) the
+/// reading crossed no threshold. `Err`: a rule applies but the event's
+/// attributes do not fit the command's payload.
+///
+/// - `score_transaction`: the attributes are the transaction.
+/// - `raise_alert`: the attributes are a sensor reading `{value,
+///   threshold, metric?}` (decimal strings). An alert is issued when the
+///   reading crosses the threshold from the metric's previous reading in
+///   the state (in either direction), or when the first reading is at or
+///   above it. The alert's symbol is `<key>/<metric>` (or the key), its
+///   level the threshold, its prices the previous and current reading.
+/// - any other kind: `{event_id, event_type, attributes}`.
+fn on_event(rules: &RulesSettings, event: &Event, previous: Option<Decimal>) -> Result<Option<Draft>, String> {
+    let Some(kind) = rules.events.get(&event.event_type) else {
+        return Ok(None);
+    };
+    let payload = if kind == kinds::SCORE_TRANSACTION {
+        let mut attributes = event.attributes.clone();
+        if let Some(map) = attributes.as_object_mut() {
+            map.insert("event_id".into(), serde_json::json!(event.id));
+            map.entry("account").or_insert_with(|| serde_json::json!(event.key));
         }
-
-        let first = state.window.front().map(|(_, p)| *p).unwrap_or(tick.price);
-        let change_bps = if first.is_zero() {
-            0
-        } else {
-            ((tick.price - first) / first * Decimal::from(10_000)).round().to_i64().unwrap_or(0)
+        let typed: ScoreTransaction = serde_json::from_value(attributes)
+            .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())?
+    } else if kind == kinds::RAISE_ALERT {
+        let reading: SensorReading = serde_json::from_value(event.attributes.clone())
+            .map_err(|e| format!("{} event does not fit {kind} (value, threshold): {e}", event.event_type))?;
+        let symbol = match &reading.metric {
+            Some(metric) => format!("{}/{metric}", event.key),
+            None => event.key.clone(),
         };
-        let cooled = state.last_move_command.is_none_or(|at| {
-            tick.exchange_ts - at >= Duration::seconds(i64::try_from(s.move_cooldown_secs).unwrap_or(i64::MAX))
-        });
-        if change_bps.unsigned_abs() >= u64::from(s.move_threshold_bps) && cooled {
-            state.last_move_command = Some(tick.exchange_ts);
-            let payload = EvaluateStrategy {
-                symbol: tick.symbol.clone(),
-                window_secs: s.window_secs,
-                prices: state.window.iter().map(|(_, p)| *p).collect(),
-                change_bps,
-            };
-            drafts.push(draft(kinds::EVALUATE_STRATEGY, &tick.symbol, &payload));
-        }
-        drafts
-    }
-
-    /// Maps a business event to a command through `rules.events`.
-    /// `Ok(None)`: no rule for this event type, or (for `raise_alert`) the
-    /// reading crossed no threshold. `Err`: a rule applies but the event's
-    /// attributes do not fit the command's payload.
-    ///
-    /// - `score_transaction`: the attributes are the transaction.
-    /// - `raise_alert`: the attributes are a sensor reading `{value,
-    ///   threshold, metric?}` (decimal strings). An alert is issued when the
-    ///   reading crosses the threshold from the sensor's previous reading (in
-    ///   either direction), or when the first reading is at or above it. The
-    ///   alert's symbol is `<key>/<metric>` (or the key), its level the
-    ///   threshold, its prices the previous and current reading.
-    /// - any other kind: `{event_id, event_type, attributes}`.
-    pub fn on_event(&mut self, event: &Event) -> Result<Option<Draft>, String> {
-        let Some(kind) = self.settings.events.get(&event.event_type) else {
+        let (value, threshold) = (reading.value, reading.threshold);
+        let crossed = match previous {
+            Some(p) => (p < threshold && value >= threshold) || (p >= threshold && value < threshold),
+            None => value >= threshold,
+        };
+        if !crossed {
             return Ok(None);
-        };
-        let payload = if kind == kinds::SCORE_TRANSACTION {
-            let mut attributes = event.attributes.clone();
-            if let Some(map) = attributes.as_object_mut() {
-                map.insert("event_id".into(), serde_json::json!(event.id));
-                map.entry("account").or_insert_with(|| serde_json::json!(event.key));
-            }
-            let typed: ScoreTransaction = serde_json::from_value(attributes)
-                .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;
-            serde_json::to_value(typed).map_err(|e| e.to_string())?
-        } else if kind == kinds::RAISE_ALERT {
-            let reading: SensorReading = serde_json::from_value(event.attributes.clone())
-                .map_err(|e| format!("{} event does not fit {kind} (value, threshold): {e}", event.event_type))?;
-            let symbol = match &reading.metric {
-                Some(metric) => format!("{}/{metric}", event.key),
-                None => event.key.clone(),
-            };
-            let previous = self.readings.insert(symbol.clone(), reading.value);
-            let (value, threshold) = (reading.value, reading.threshold);
-            let crossed = match previous {
-                Some(p) => (p < threshold && value >= threshold) || (p >= threshold && value < threshold),
-                None => value >= threshold,
-            };
-            if !crossed {
-                return Ok(None);
-            }
-            let alert =
-                RaiseAlert { symbol, level: threshold, previous_price: previous.unwrap_or(value), price: value };
-            serde_json::to_value(alert).map_err(|e| e.to_string())?
-        } else {
-            serde_json::json!({"event_id": event.id, "event_type": event.event_type, "attributes": event.attributes})
-        };
-        Ok(Some(Draft { kind: kind.clone(), key: event.key.clone(), payload }))
-    }
+        }
+        let alert = RaiseAlert { symbol, level: threshold, previous_price: previous.unwrap_or(value), price: value };
+        serde_json::to_value(alert).map_err(|e| e.to_string())?
+    } else {
+        serde_json::json!({"event_id": event.id, "event_type": event.event_type, "attributes": event.attributes})
+    };
+    Ok(Some(Draft { kind: kind.clone(), key: event.key.clone(), payload }))
 }
 
 fn draft<T: serde::Serialize>(kind: &str, key: &str, payload: &T) -> Draft {
@@ -179,13 +203,97 @@ pub fn crossed_level(from: Decimal, to: Decimal, step: Decimal) -> Option<Decima
     crossed.then_some(level)
 }
 
+/// The `[rules]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Rolling window length, seconds of exchange time.
+    pub window_secs: u64,
+    /// A move of at least this many basis points over the window issues
+    /// `evaluate_strategy`.
+    pub move_threshold_bps: u32,
+    /// After a move command, the same symbol waits this long before the
+    /// next one, seconds.
+    pub move_cooldown_secs: u64,
+    /// Crossing a multiple of this price step issues `raise_alert`; `0`
+    /// disables the rule.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub level_step: Decimal,
+    /// Commands must be executed within this long of being issued,
+    /// milliseconds; `0` for no deadline.
+    pub command_deadline_ms: u64,
+    /// Event type → command kind for events on the events topic.
+    pub events: BTreeMap<String, String>,
+}
+
+impl RulesSettings {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        at_least("rules.window_secs", self.window_secs, 1, "seconds")?;
+        at_least("rules.move_threshold_bps", self.move_threshold_bps, 1, "basis points")?;
+        if self.level_step < Decimal::ZERO {
+            return Err(SettingsError::invalid(
+                "rules.level_step",
+                self.level_step.to_string(),
+                "a decimal >= 0 (0 disables)",
+            ));
+        }
+        for (event_type, kind) in &self.events {
+            non_empty(&format!("rules.events.{event_type}"), kind, "a command kind")?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        Self {
+            window_secs: 30,
+            move_threshold_bps: 50,
+            move_cooldown_secs: 10,
+            level_step: Decimal::new(100, 2),
+            command_deadline_ms: 60_000,
+            events: BTreeMap::from([
+                ("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string()),
+                ("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string()),
+            ]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
     use shoal_protocol::messages::SCHEMA_VERSION;
+    use shoal_state::StateConfig;
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    /// The state and rules of one stage, fed one partition's records.
+    struct Bench {
+        state: State,
+        rules: RulesSettings,
+        offset: i64,
+    }
+
+    impl Bench {
+        fn new(rules: RulesSettings) -> Self {
+            let state = State::new(StateConfig::from_rule_events(&rules.events));
+            Self { state, rules, offset: 0 }
+        }
+
+        fn feed(&mut self, record: Record) -> Decision {
+            self.offset += 1;
+            let input = Input { provenance: Provenance::new("in", 0, self.offset), record };
+            decide(&mut self.state, &self.rules, &input)
+        }
+
+        fn tick(&mut self, secs: i64, price: &str) -> Vec<Draft> {
+            self.feed(Record::Tick(tick(secs, price))).drafts
+        }
     }
 
     fn tick(secs: i64, price: &str) -> MarketTick {
@@ -205,8 +313,8 @@ mod tests {
         }
     }
 
-    fn rules() -> MarketRules {
-        MarketRules::new(RulesSettings {
+    fn market() -> Bench {
+        Bench::new(RulesSettings {
             window_secs: 10,
             move_threshold_bps: 100,
             move_cooldown_secs: 5,
@@ -229,51 +337,84 @@ mod tests {
 
     #[test]
     fn a_large_move_within_the_window_triggers_one_strategy_command() {
-        let mut r = rules();
-        assert!(r.on_tick(&tick(0, "100.00")).is_empty());
-        assert!(r.on_tick(&tick(1, "100.50")).is_empty());
-        let drafts = r.on_tick(&tick(2, "101.20"));
+        let mut b = market();
+        assert!(b.tick(0, "100.00").is_empty());
+        assert!(b.tick(1, "100.50").is_empty());
+        let drafts = b.tick(2, "101.20");
         assert_eq!(drafts.len(), 1, "{drafts:?}");
         assert_eq!(drafts[0].kind, kinds::EVALUATE_STRATEGY);
         assert_eq!(drafts[0].payload["change_bps"], 120);
         assert_eq!(drafts[0].payload["prices"], serde_json::json!(["100.00", "100.50", "101.20"]));
-        assert!(r.on_tick(&tick(3, "101.30")).is_empty(), "cooldown");
+        assert!(b.tick(3, "101.30").is_empty(), "cooldown");
+        let mark = b.state.symbol("SIM-A").unwrap().marks.get(MOVE_MARK).copied();
+        assert_eq!(mark, DateTime::from_timestamp(1_700_000_002, 0), "the cooldown is kept in the state");
     }
 
     #[test]
     fn old_prices_leave_the_window() {
-        let mut r = rules();
-        r.on_tick(&tick(0, "100.00"));
+        let mut b = market();
+        b.tick(0, "100.00");
         // 20 s later the 100.00 sample is outside the 10 s window: no move.
-        assert!(r.on_tick(&tick(20, "101.50")).is_empty());
+        assert!(b.tick(20, "101.50").is_empty());
     }
 
     #[test]
     fn crossing_a_level_raises_an_alert() {
-        let mut r = rules();
-        r.on_tick(&tick(0, "104.90"));
-        let drafts = r.on_tick(&tick(1, "105.10"));
+        let mut b = market();
+        b.tick(0, "104.90");
+        let drafts = b.tick(1, "105.10");
         assert_eq!(drafts.len(), 1);
         assert_eq!(drafts[0].kind, kinds::RAISE_ALERT);
         assert_eq!(drafts[0].payload["level"], "105.00", "quoted like the price");
     }
 
     #[test]
+    fn replayed_and_late_ticks_decide_nothing() {
+        let mut b = market();
+        b.tick(0, "104.90");
+        let input =
+            Input { provenance: Provenance::new("in", 0, b.offset + 1), record: Record::Tick(tick(1, "105.10")) };
+        assert_eq!(decide(&mut b.state, &b.rules, &input).drafts.len(), 1);
+        let again = decide(&mut b.state, &b.rules, &input);
+        assert!(again.drafts.is_empty() && again.applied.is_ignored(), "a replay is not decided twice");
+        b.offset += 1;
+        assert!(b.tick(-5, "99.00").is_empty(), "a late trade changes nothing the rules read");
+    }
+
+    #[test]
+    fn the_same_inputs_make_the_same_decisions_and_state() {
+        let run = || {
+            let mut b = market();
+            let drafts: Vec<_> =
+                (0..200).flat_map(|i| b.tick(i, &format!("{}.{:02}", 100 + (i * 7) % 13, i % 100))).collect();
+            (drafts, b.state.to_canonical_json())
+        };
+        let (a, b) = (run(), run());
+        assert!(!a.0.is_empty());
+        assert_eq!(a, b);
+    }
+
+    fn event(event_type: &str, key: &str, attributes: serde_json::Value) -> Event {
+        Event {
+            schema_version: SCHEMA_VERSION,
+            id: uuid::Uuid::new_v4(),
+            event_type: event_type.into(),
+            key: key.into(),
+            occurred_at: Utc::now(),
+            attributes,
+        }
+    }
+
+    #[test]
     fn sensor_readings_raise_an_alert_when_they_cross_the_threshold() {
-        let mut r = MarketRules::new(RulesSettings {
-            events: [("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string())].into(),
-            ..RulesSettings::default()
-        });
+        let mut b = Bench::new(RulesSettings::default());
         let mut reading = |value: &str| {
-            let event = Event {
-                schema_version: SCHEMA_VERSION,
-                id: uuid::Uuid::nil(),
-                event_type: "sensor_reading".into(),
-                key: "boiler-7".into(),
-                occurred_at: Utc::now(),
-                attributes: serde_json::json!({"metric": "temperature", "value": value, "threshold": "80.0"}),
-            };
-            r.on_event(&event)
+            let attributes = serde_json::json!({"metric": "temperature", "value": value, "threshold": "80.0"});
+            let decision = b.feed(Record::Event(event("sensor_reading", "boiler-7", attributes)));
+            match decision.rejected {
+                Some((_, error)) => Err(error),
+                None => Ok(decision.drafts.into_iter().next()),
+            }
         };
         assert_eq!(reading("75.5").unwrap(), None, "below the threshold");
         assert_eq!(reading("79.9").unwrap(), None);
@@ -289,23 +430,19 @@ mod tests {
     }
 
     #[test]
-    fn card_transactions_become_scoring_commands_and_bad_ones_are_errors() {
-        let mut r = rules();
-        let mut event = Event {
-            schema_version: SCHEMA_VERSION,
-            id: uuid::Uuid::nil(),
-            event_type: "card_transaction".into(),
-            key: "acct-7".into(),
-            occurred_at: Utc::now(),
-            attributes: serde_json::json!({"amount": "42.00", "currency": "EUR", "country": "FR", "card_present": true}),
-        };
-        let draft = r.on_event(&event).unwrap().unwrap();
+    fn card_transactions_become_scoring_commands_and_bad_ones_are_rejected() {
+        let mut b = market();
+        let attributes =
+            serde_json::json!({"amount": "42.00", "currency": "EUR", "country": "FR", "card_present": true});
+        let decision = b.feed(Record::Event(event("card_transaction", "acct-7", attributes)));
+        let draft = &decision.drafts[0];
         assert_eq!(draft.kind, kinds::SCORE_TRANSACTION);
         assert_eq!(draft.key, "acct-7");
         assert_eq!(draft.payload["account"], "acct-7");
-        event.attributes = serde_json::json!({"amount": "lots"});
-        assert!(r.on_event(&event).is_err());
-        event.event_type = "unmapped".into();
-        assert_eq!(r.on_event(&event).unwrap(), None);
+        assert!(b.state.account("acct-7").is_some(), "the account is in the state");
+        let bad = b.feed(Record::Event(event("card_transaction", "acct-7", serde_json::json!({"amount": "lots"}))));
+        assert!(bad.rejected.is_some() && bad.drafts.is_empty());
+        let unmapped = b.feed(Record::Event(event("unmapped", "acct-7", serde_json::json!({}))));
+        assert!(unmapped.drafts.is_empty() && unmapped.rejected.is_none());
     }
 }

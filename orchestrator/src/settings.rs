@@ -1,14 +1,11 @@
 //! The orchestrator's configuration (see the README's configuration reference).
 
-use std::collections::BTreeMap;
-
-use rust_decimal::Decimal;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use shoal_config::{SettingsError, Validate, at_least, in_range, non_empty, one_of};
-use shoal_protocol::messages::kinds;
 
 pub use crate::feed::{FeedFormat, FeedSettings};
+pub use crate::rules::RulesSettings;
 
 shoal_app::app_settings! {
     /// Everything `shoal-orchestrator` reads at start-up: the shared sections
@@ -23,6 +20,10 @@ shoal_app::app_settings! {
         pub rules: RulesSettings,
         /// Result recording.
         pub results: ResultsSettings,
+        /// The derived state: changelog, checkpoints, bounds.
+        pub state: crate::state::StateSettings,
+        /// The state query API.
+        pub api: shoal_api::ApiSettings,
         /// The worker's section is accepted and ignored, so one file or one
         /// environment can configure both binaries.
         #[serde(skip_serializing)]
@@ -84,64 +85,6 @@ impl OrchestratorSection {
     }
 }
 
-/// The `[rules]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesSettings {
-    /// Rolling window length, seconds of exchange time.
-    pub window_secs: u64,
-    /// A move of at least this many basis points over the window issues
-    /// `evaluate_strategy`.
-    pub move_threshold_bps: u32,
-    /// After a move command, the same symbol waits this long before the
-    /// next one, seconds.
-    pub move_cooldown_secs: u64,
-    /// Crossing a multiple of this price step issues `raise_alert`; `0`
-    /// disables the rule.
-    #[serde(with = "rust_decimal::serde::str")]
-    pub level_step: Decimal,
-    /// Commands must be executed within this long of being issued,
-    /// milliseconds; `0` for no deadline.
-    pub command_deadline_ms: u64,
-    /// Event type → command kind for events on the events topic.
-    pub events: BTreeMap<String, String>,
-}
-
-impl RulesSettings {
-    /// Checks the section.
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        at_least("rules.window_secs", self.window_secs, 1, "seconds")?;
-        at_least("rules.move_threshold_bps", self.move_threshold_bps, 1, "basis points")?;
-        if self.level_step < Decimal::ZERO {
-            return Err(SettingsError::invalid(
-                "rules.level_step",
-                self.level_step.to_string(),
-                "a decimal >= 0 (0 disables)",
-            ));
-        }
-        for (event_type, kind) in &self.events {
-            non_empty(&format!("rules.events.{event_type}"), kind, "a command kind")?;
-        }
-        Ok(())
-    }
-}
-
-impl Default for RulesSettings {
-    fn default() -> Self {
-        Self {
-            window_secs: 30,
-            move_threshold_bps: 50,
-            move_cooldown_secs: 10,
-            level_step: Decimal::new(100, 2),
-            command_deadline_ms: 60_000,
-            events: BTreeMap::from([
-                ("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string()),
-                ("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string()),
-            ]),
-        }
-    }
-}
-
 /// The `[results]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -160,8 +103,32 @@ impl Default for ResultsSettings {
     }
 }
 
+impl OrchestratorSettings {
+    /// The input topics, by role.
+    pub fn input_topics(&self) -> crate::state::decode::InputTopics {
+        let t = &self.topics;
+        crate::state::decode::InputTopics {
+            ticks: t.ticks.name.clone(),
+            events: t.events.name.clone(),
+            commands: t.commands.name.clone(),
+            results: t.results.name.clone(),
+            dlq: t.dlq.name.clone(),
+        }
+    }
+
+    /// What rebuilding the state from the log needs.
+    pub fn replay_settings(&self) -> crate::state::replay::ReplaySettings {
+        crate::state::replay::ReplaySettings {
+            state: self.state.clone(),
+            rules: self.rules.clone(),
+            topics: self.input_topics(),
+        }
+    }
+}
+
 impl Validate for OrchestratorSettings {
-    const LIST_KEYS: &'static [&'static str] = &["orchestrator.stages", "feed.symbols", "feed.channels"];
+    const LIST_KEYS: &'static [&'static str] =
+        &["orchestrator.stages", "feed.symbols", "feed.channels", shoal_api::settings::LIST_KEYS[0]];
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.validate_shared()?;
@@ -170,6 +137,8 @@ impl Validate for OrchestratorSettings {
             self.feed.validate()?;
         }
         self.rules.validate()?;
+        self.state.validate()?;
+        self.api.validate()?;
         at_least("results.max_pending", self.results.max_pending, 1, "an integer")
     }
 }

@@ -29,7 +29,8 @@ def cmd_shoal_config(manifests: str, bin_dir: str) -> int:
             volumes = {v["name"]: v for v in pod.get("volumes", [])}
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             pod_name = doc["metadata"]["name"] + ("-0" if doc["kind"] == "StatefulSet" else "-7d9f8b6c5d-x2x4q")
-            fields = {"metadata.name": pod_name, "metadata.namespace": "shoal", "spec.nodeName": "node-1"}
+            pod_ip = "10.1.2.3"
+            fields = {"metadata.name": pod_name, "metadata.namespace": "shoal", "spec.nodeName": "node-1", "status.podIP": pod_ip}
             for e in c.get("env", []):
                 if "value" in e:
                     value = e["value"]
@@ -62,6 +63,16 @@ def cmd_shoal_config(manifests: str, bin_dir: str) -> int:
                 f.check(effective["worker"]["id"] == pod_name, f"{label}: worker.id is {effective['worker']['id']!r}, expected the pod name {pod_name!r}")
             if "SHOAL__KAFKA__OPTIONS__SASL_PASSWORD" in env:
                 f.check(effective["kafka"]["options"].get("sasl_password") == "<redacted>", f"{label}: the SASL password from the environment is not in kafka.options")
+            if binary == "shoal-orchestrator":
+                # The state API listens where the container port and the
+                # Service point, and advertises the pod's own address.
+                api = effective["api"]
+                api_port = {p["name"]: p["containerPort"] for p in c.get("ports", [])}.get("http-api")
+                if api_port is not None:
+                    f.check(api["listen"] == f"0.0.0.0:{api_port}", f"{label}: api.listen is {api['listen']!r}, expected 0.0.0.0:{api_port} (the http-api port)")
+                    f.check(api["advertised_url"] == f"http://{pod_ip}:{api_port}", f"{label}: api.advertised_url is {api['advertised_url']!r}, expected http://<pod IP>:{api_port}")
+                elif "SHOAL__API__LISTEN" in env and not env["SHOAL__API__LISTEN"]:
+                    f.check(api["listen"] == "", f"{label}: api.enabled=false but api.listen is {api['listen']!r}")
             ident = f"worker.id={effective['worker']['id']}" if binary == "shoal-worker" else f"orchestrator.id={effective['orchestrator']['id']}"
             print(f"note: {label}: accepted, {ident}, delivery={effective['delivery']['mode']}, topics.create={effective['topics']['create']}")
     return f.finish()

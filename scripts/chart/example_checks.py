@@ -21,6 +21,23 @@ def cmd_expect(name: str, manifests: str) -> int:
     wc = w["spec"]["template"]["spec"]["containers"][0]
     env = env_of(wc)
 
+    # The orchestrator's container and Service, for the state API.
+    orch = next((d for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "orchestrator"), None)
+    oc = orch["spec"]["template"]["spec"]["containers"][0] if orch else {}
+    oenv = env_of(oc)
+    oports = {p["name"]: p["containerPort"] for p in oc.get("ports", [])}
+    osvc = next((d for d in docs if d["kind"] == "Service" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "orchestrator"), None)
+    svc_ports = {p["name"]: p["port"] for p in osvc["spec"]["ports"]} if osvc else {}
+
+    def api_served(port: int, auth: str, tokens: tuple[str, str] | None) -> None:
+        f.check(oports.get("http-api") == port and svc_ports.get("http-api") == port, f"the state API on container and Service port {port} (container {oports}, Service {svc_ports})")
+        f.check(oenv.get("SHOAL__API__AUTH", {}).get("value") == auth, f"SHOAL__API__AUTH is {oenv.get('SHOAL__API__AUTH')}, expected {auth}")
+        ref = oenv.get("SHOAL_API_TOKENS", {}).get("valueFrom", {}).get("secretKeyRef")
+        if tokens is None:
+            f.check("SHOAL_API_TOKENS" not in oenv, f"no API tokens rendered without a Secret, got {oenv.get('SHOAL_API_TOKENS')}")
+        else:
+            f.check(ref == {"name": tokens[0], "key": tokens[1]}, f"SHOAL_API_TOKENS: expected secretKeyRef {tokens[0]}/{tokens[1]}, got {oenv.get('SHOAL_API_TOKENS')}")
+
     def has(kind: str, n: int) -> None:
         f.check(kinds.get(kind, 0) == n, f"expected {n} {kind}, rendered {kinds.get(kind, 0)}")
 
@@ -36,6 +53,7 @@ def cmd_expect(name: str, manifests: str) -> int:
         f.check(config["topics"]["create"] is True, "default: the binaries create the topics")
         f.check(config["log"]["format"] == "json", "default: JSON logs")
         f.check("OTEL_EXPORTER_OTLP_ENDPOINT" not in env, "default: no OTLP export")
+        api_served(8780, "tokens", None)
     elif name == "sasl-tls":
         values = yaml.safe_load(Path("deploy/helm/examples/sasl-tls.yaml").read_text())
         secret = values["kafka"]["sasl"]["existingSecret"]
@@ -56,6 +74,7 @@ def cmd_expect(name: str, manifests: str) -> int:
         has("ServiceMonitor", 2)
         has("NetworkPolicy", 1)
         f.check(env.get("OTEL_EXPORTER_OTLP_PROTOCOL", {}).get("value") in ("grpc", "http/protobuf"), "OTLP protocol set")
+        api_served(8780, "tokens", (values["api"]["tokens"]["existingSecret"], values["api"]["tokens"]["key"]))
         secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in wc.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
         print(f"note: SASL password from secretKeyRef {sorted(secrets)}; no literal credential anywhere in the output")
     elif name == "keda":
@@ -90,8 +109,10 @@ def cmd_expect(name: str, manifests: str) -> int:
         sims = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "simulator"]
         f.check(len(sims) == 1, "the simulator Deployment")
         f.check(config["feed"].get("url", "").startswith("ws://") and config["feed"]["url"].endswith(":9001"), f"the orchestrator reads the simulator ({config['feed'].get('url')})")
+        api_served(8780, "none", None)
     elif name == "variant-a":
         has("Deployment", 1)  # the workers only: orchestrator.enabled=false
+        f.check(not svc_ports and not oports, "no orchestrator, so no state API port")
         has("ServiceAccount", 0)
         f.check(w["kind"] == "Deployment" and "replicas" not in w["spec"], "KEDA-scaled worker Deployment without replicas")
         f.check(w["spec"]["template"]["spec"]["serviceAccountName"] == "default", "the namespace's default ServiceAccount")
@@ -116,6 +137,10 @@ def cmd_expect(name: str, manifests: str) -> int:
         f.check(config["orchestrator"]["stages"] == ["decisions", "results"], "orchestrator stages from the values")
         sim_np = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "simulator"]
         f.check(len(sim_np) == 1, "a NetworkPolicy for the simulator")
+        api_served(8780, "tokens", None)
+        shoal_np = [d for d in docs if d["kind"] == "NetworkPolicy" and d not in sim_np]
+        api_rules = [r for d in shoal_np for r in d["spec"].get("ingress", []) if any(p.get("port") == "http-api" for p in r.get("ports", []))]
+        f.check(len(api_rules) == 1, "the NetworkPolicy lets callers reach the state API port (http-api)")
     else:
         f.check(False, f"no expectations written for example {name!r} in scripts/chart/example_checks.py (cmd_expect)")
     print(f"note: rendered {format_counts(kinds)}")

@@ -87,6 +87,13 @@ def cmd_conventions(manifests: str) -> int:
             f.check(wid == "metadata.name", f"{cname}: SHOAL__WORKER__ID does not come from the pod name (downward API)")
         if binary == "shoal-orchestrator":
             f.check(doc["spec"].get("replicas") == 1, f"{cname}: replicas is {doc['spec'].get('replicas')}, must be 1")
+            if "http-api" in ports:
+                names = [e["name"] for e in c["env"]]
+                url = env.get("SHOAL__API__ADVERTISED_URL", {}).get("value", "")
+                ip = env.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                f.check(env.get("SHOAL__API__LISTEN", {}).get("value") == f"0.0.0.0:{ports['http-api']}", f"{cname}: SHOAL__API__LISTEN is not 0.0.0.0:<the http-api port>")
+                f.check(url == f"http://$(POD_IP):{ports['http-api']}", f"{cname}: SHOAL__API__ADVERTISED_URL {url!r} is not http://$(POD_IP):<the http-api port>")
+                f.check(ip == "status.podIP" and "SHOAL__API__ADVERTISED_URL" in names and names.index("POD_IP") < names.index("SHOAL__API__ADVERTISED_URL"), f"{cname}: POD_IP must come from status.podIP and be defined before SHOAL__API__ADVERTISED_URL")
             f.check(bool(config.get("orchestrator", {}).get("id")), f"{cname}: no stable orchestrator.id in the config")
         if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
             names = [e["name"] for e in c["env"]]

@@ -99,6 +99,10 @@ check_notes() {
   check "NOTES.txt warns about idle workers (workers.replicas=14 > 12 partitions)" notes_idle
   check "NOTES.txt names the KEDA ScaledObject and its HPA (keda example)" \
     grep -q "keda-hpa-shoal-worker" "$OUT_DIR/keda.notes.txt"
+  check "NOTES.txt warns that the orchestrator has no API token (default values)" \
+    grep -q "WARNING: api.tokens.existingSecret is empty" "$OUT_DIR/default.notes.txt"
+  check "NOTES.txt warns that the state API asks for no token (simulator example: api.auth=none)" \
+    grep -q "WARNING: api.auth=none" "$OUT_DIR/simulator.notes.txt"
 }
 
 check_refused() {
@@ -121,6 +125,10 @@ check_refused() {
   refused "a password in kafka.options" 'kafka.options.sasl.password.*credential' \
     --set-string 'kafka.options.sasl\.password=hunter2'
   refused "OTLP enabled without an endpoint" 'otlp.endpoint' --set observability.otlp.enabled=true
+  refused "schema: enum (api.auth=open)" 'api.*auth' --set api.auth=open
+  refused "API tokens given but api.auth=none" 'api.tokens.existingSecret.*api.auth is none' \
+    --set api.auth=none --set api.tokens.existingSecret=shoal-api-tokens
+  refused "the state API on the metrics port" 'api.port \(9464\) is observability.port' --set api.port=9464
   # A values file with three mistakes: all three are named.
   cat >"$OUT_DIR/bad-values.yaml" <<'EOF_BAD'
 workers:

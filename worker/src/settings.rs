@@ -24,6 +24,12 @@ shoal_app::app_settings! {
         /// See `orchestrator`.
         #[serde(skip_serializing)]
         pub results: IgnoredAny,
+        /// See `orchestrator`.
+        #[serde(skip_serializing)]
+        pub state: IgnoredAny,
+        /// See `orchestrator`.
+        #[serde(skip_serializing)]
+        pub api: IgnoredAny,
     }
 }
 

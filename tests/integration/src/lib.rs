@@ -61,7 +61,11 @@ impl App<Arc<WorkerStats>> {
 impl App<OrchestratorStats> {
     /// Starts an orchestrator configured as `launch` would start the process.
     pub fn orchestrator(launch: &Launch) -> Self {
-        let settings: OrchestratorSettings = settings_of(launch);
+        let mut settings: OrchestratorSettings = settings_of(launch);
+        // The query API reads its tokens from this process's environment,
+        // which the launch's settings do not reach; its tests run it in a
+        // process of its own.
+        settings.api.listen.clear();
         let (stats, telemetry, shutdown) =
             (OrchestratorStats::default(), Telemetry::untraced(), CancellationToken::new());
         let task = tokio::spawn(shoal_orchestrator::run(settings, shutdown.clone(), stats.clone(), telemetry.clone()));

@@ -49,6 +49,11 @@ pub(crate) struct Cli {
     /// interval over rounds, and their latency percentiles.
     #[arg(long, default_value = "target/bench/bench.svg")]
     pub(crate) plot: PathBuf,
+    /// Skip the state phase (updates/s, changelog restore of 100k entities,
+    /// memory per entity, query latency under ingest), run after the
+    /// pipelines.
+    #[arg(long)]
+    pub(crate) no_state: bool,
     /// Internal: run the raw baseline loop from `<input>,<output>` (the
     /// bench starts itself with this to measure the baseline).
     #[arg(long, hide = true, value_name = "INPUT,OUTPUT")]

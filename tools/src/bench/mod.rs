@@ -20,8 +20,10 @@
 //!
 //! Parts: `cli` (options and runs), `load` (issuing commands, reading
 //! results), `raw` (the baseline loop), `pipeline` (the pipelines under
-//! test and a group's measurement), `stats`, `report` (what is printed) and
-//! `plot`.
+//! test and a group's measurement), `stats`, `report` (what is printed),
+//! `plot` and `state` (the derived state's figures: updates/s against the
+//! raw loop, changelog restore of 100k entities, memory per entity, query
+//! latency under ingest; `--no-state` skips it).
 
 mod cli;
 mod load;
@@ -29,6 +31,7 @@ mod pipeline;
 mod plot;
 mod raw;
 mod report;
+mod state;
 mod stats;
 
 use clap::Parser;
@@ -61,10 +64,15 @@ pub async fn main() {
         (export(1.0, 0), export(1.0, shoal_kafka::trace::DEFAULT_MAX_TRACED_PER_SEC), export(cli.sampled_ratio, 0));
     let runs = cli::runs(&default, &sampled, &every);
     let all = measure_all(&cli, &runs).await;
+    let state = if cli.no_state { None } else { Some(measure_state(&cli).await) };
     if all.len() < runs.len() {
         report::partial(&all, receiver.count());
     } else {
         report::full(&all, &cli, receiver.count());
+    }
+    if let Some(state) = &state {
+        let raw = all.iter().find(|m| m.name == "raw-librdkafka").map(|m| m.throughput);
+        state::report(state, raw);
     }
     write_plot(&cli, &all);
 }
@@ -103,6 +111,19 @@ async fn measure_all(cli: &Cli, runs: &[Run<'_>]) -> Vec<Measured> {
     }
     rounds.sort_by_key(|r| runs.iter().position(|(name, ..)| *name == r[0].name));
     rounds.into_iter().map(median_round).collect()
+}
+
+/// The state phase, after the pipelines (so that it does not load the
+/// broker while they are measured); a failure (the restored state differs,
+/// a query failed) fails the bench.
+async fn measure_state(cli: &Cli) -> state::StateFigures {
+    match state::measure(&cli.bootstrap).await {
+        Ok(figures) => figures,
+        Err(error) => {
+            eprintln!("bench: state phase failed: {error:#}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Writes the plot of the raw loop and both delivery modes (or of whatever

@@ -179,14 +179,51 @@ pub async fn http_address(proc: &Proc, timeout: Duration) -> std::net::SocketAdd
     found.unwrap()
 }
 
+/// The address a Shoal orchestrator serves its state query API on, read
+/// from its log once it is there.
+pub async fn api_address(proc: &Proc, timeout: Duration) -> std::net::SocketAddr {
+    let mut found = None;
+    eventually(timeout, &format!("{} to log its API address", proc.name), || {
+        found = proc.log_text().lines().find_map(|line| {
+            let rest = line.split("state query API listening").nth(1)?;
+            rest.split("listen=").nth(1)?.split_whitespace().next()?.parse().ok()
+        });
+        let done = found.is_some();
+        async move { done }
+    })
+    .await;
+    found.unwrap()
+}
+
 /// `GET http://<address><path>` with a plain HTTP/1.1 request: status and
 /// body. A refused connection is an `Err`.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_with(address, path, None).await
+}
+
+/// `GET` of the state query API with `token` as the bearer token: status
+/// and body parsed as JSON (`Null` when it is not JSON).
+pub async fn api_get(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let (status, body) = http_get_with(address, path, token).await?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// [`http_get`] with an optional bearer token.
+pub async fn http_get_with(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))

@@ -41,8 +41,16 @@ impl TopicReader {
             .set("enable.partition.eof", "true")
             .create()
             .unwrap();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-        let partitions = metadata.topics()[0].partitions().len();
+        // A topic created a moment ago may not be in the metadata yet.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let partitions = loop {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+            let partitions = metadata.topics()[0].partitions().len();
+            if partitions > 0 || Instant::now() > deadline {
+                break partitions;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(partitions > 0, "topic {topic} has no partitions");
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {

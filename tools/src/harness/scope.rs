@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use shoal_kafka::settings::{KafkaSettings, TopicSettings, TopicsSettings};
 use uuid::Uuid;
 
+/// The read token every test process accepts on its state API.
+pub const READ_TOKEN: &str = "it-read-token-4f0c2a9b7d";
+/// The admin token every test process accepts on its state API.
+pub const ADMIN_TOKEN: &str = "it-admin-token-91e5d3c6a8";
+
 /// The broker the tests use.
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -75,6 +80,11 @@ impl Scope {
             // Port 0: each process picks a free port (tests run side by
             // side); `http_address` reads it from the log.
             ("SHOAL__OBSERVABILITY__LISTEN".into(), "127.0.0.1:0".into()),
+            // The state query API, on a free port too (`api_address`), with
+            // the test tokens, and the scope's own members topic.
+            ("SHOAL__API__LISTEN".into(), "127.0.0.1:0".into()),
+            ("SHOAL_API_TOKENS".into(), format!("read:{READ_TOKEN},admin:{ADMIN_TOKEN}")),
+            ("SHOAL__STATE__MEMBERS_TOPIC".into(), format!("it.{}.members", self.id)),
             ("RUST_LOG".into(), std::env::var("SHOAL_IT_CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
             ("NO_COLOR".into(), "1".into()),
         ];

@@ -107,6 +107,45 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when the orchestrator serves the state API: api.enabled and the decisions stage runs (the API serves its state); else empty. */}}
+{{- define "shoal.api.serves" -}}
+{{- if and .Values.orchestrator.enabled .Values.api.enabled (has "decisions" .Values.orchestrator.stages) }}true{{ end }}
+{{- end }}
+
+{{/*
+The orchestrator's state API settings, as environment variables because the
+advertised URL holds the pod's IP (downward API) and the workers, which read
+the same ConfigMap, have no [api] section: where it listens, the URL other
+instances reach it at, how callers authenticate, and the tokens from an
+existing Secret (none rendered without one). api.enabled=false empties
+api.listen, which turns the API off.
+*/}}
+{{- define "shoal.apiEnv" -}}
+{{- $a := .Values.api -}}
+{{- if $a.enabled -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: SHOAL__API__LISTEN
+  value: {{ printf "0.0.0.0:%d" (int $a.port) | quote }}
+- name: SHOAL__API__ADVERTISED_URL
+  value: {{ printf "http://$(POD_IP):%d" (int $a.port) | quote }}
+- name: SHOAL__API__AUTH
+  value: {{ $a.auth | quote }}
+{{- with $a.tokens.existingSecret }}
+- name: SHOAL_API_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $a.tokens.key }}
+{{- end }}
+{{- else -}}
+- name: SHOAL__API__LISTEN
+  value: ""
+{{- end }}
+{{- end }}
+
 {{/* terminationGracePeriodSeconds: Shoal's shutdown bound rounded up to seconds, plus the margin. */}}
 {{- define "shoal.terminationGracePeriodSeconds" -}}
 {{- $ms := int64 .Values.shutdown.timeoutMs }}
@@ -147,6 +186,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if and $w.autoscaling.enabled (gt (int $w.autoscaling.minReplicas) (int $w.autoscaling.maxReplicas)) }}
 {{- fail (printf "workers.autoscaling.minReplicas (%d) is larger than workers.autoscaling.maxReplicas (%d)" (int $w.autoscaling.minReplicas) (int $w.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- $a := .Values.api }}
+{{- if and $a.enabled (eq (int $a.port) (int .Values.observability.port)) }}
+{{- fail (printf "api.port (%d) is observability.port too: give the state API and the metrics endpoint different ports" (int $a.port)) }}
+{{- end }}
+{{- if and (eq $a.auth "none") $a.tokens.existingSecret }}
+{{- fail (printf "api.tokens.existingSecret is set (%s) but api.auth is none, which ignores tokens and lets every caller in as an admin: set api.auth=tokens, or leave api.tokens.existingSecret empty" $a.tokens.existingSecret) }}
 {{- end }}
 {{- if and .Values.observability.otlp.enabled (not .Values.observability.otlp.endpoint) }}
 {{- fail "observability.otlp.enabled is true: set observability.otlp.endpoint to the OTLP collector (e.g. http://otel-collector.observability:4317)" }}

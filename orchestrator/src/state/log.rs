@@ -1,0 +1,158 @@
+//! Reading one partition of a topic, outside any consumer group: a
+//! changelog from its beginning (restore), an input partition over a range
+//! of offsets (catch-up, replay, audit). Blocking: call from a blocking
+//! thread or `block_in_place`.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use shoal_kafka::settings::KafkaSettings;
+use shoal_kafka::tail::EndIsNotAnError;
+
+/// Why a read did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A Kafka call failed.
+    #[error("reading {topic}/{partition}: {source}")]
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// The bound passed before the end was reached.
+    #[error("reading {topic}/{partition}: not finished within {bound:?} (at offset {at})")]
+    Timeout {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The bound.
+        bound: Duration,
+        /// The next offset it would have read.
+        at: i64,
+    },
+}
+
+/// What one read saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Records visited.
+    pub records: u64,
+    /// Offset of the last record visited (`-1` for none).
+    pub last_offset: i64,
+}
+
+/// A reader of single partitions (read-committed).
+pub struct LogReader {
+    consumer: BaseConsumer<EndIsNotAnError>,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader").finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    /// A reader; it assigns partitions itself and commits nothing.
+    pub fn new(kafka: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
+        let mut cfg = shoal_kafka::client_config(kafka, client_id);
+        cfg.set("group.id", format!("{client_id}-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            // The end of a partition is reached by a fetch that finds
+            // nothing: do not let it wait the default half second.
+            .set("fetch.wait.max.ms", "10")
+            .set("isolation.level", "read_committed");
+        Ok(Self { consumer: cfg.create_with_context(EndIsNotAnError)? })
+    }
+
+    /// Partitions of `topic`.
+    pub fn partitions(&self, topic: &str, bound: Duration) -> Result<Vec<i32>, LogError> {
+        let metadata = self.consumer.fetch_metadata(Some(topic), bound).map_err(|source| kafka(topic, -1, source))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+
+    /// Visits the committed records of `topic`/`partition` from offset
+    /// `from` (inclusive; `None` for the beginning) up to `until`
+    /// (exclusive; `None` for the partition's end as of now), in order,
+    /// within `bound`.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        until: Option<i64>,
+        bound: Duration,
+        mut visit: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<ReadReport, LogError> {
+        let started = Instant::now();
+        let mut report = ReadReport { records: 0, last_offset: -1 };
+        let (low, high) =
+            self.consumer.fetch_watermarks(topic, partition, bound).map_err(|e| kafka(topic, partition, e))?;
+        let start = from.unwrap_or(low).max(low);
+        let end = until.unwrap_or(high).min(high);
+        if start >= end {
+            return Ok(report);
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(start))
+            .map_err(|e| kafka(topic, partition, e))?;
+        self.consumer.assign(&assignment).map_err(|e| kafka(topic, partition, e))?;
+        let mut next = start;
+        let outcome = loop {
+            if next >= end {
+                break Ok(());
+            }
+            if started.elapsed() > bound {
+                break Err(LogError::Timeout { topic: topic.into(), partition, bound, at: next });
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    next = message.offset() + 1;
+                    if message.offset() < end {
+                        report.records += 1;
+                        report.last_offset = message.offset();
+                        visit(&message);
+                    }
+                }
+                // Read-committed: the end of what is readable (the last
+                // stable offset) may be below `end` while a transaction is
+                // open; offsets up to `end` that are transaction markers
+                // or aborted records are never delivered.
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    let position = self.consumer.position().ok();
+                    if let Some(Offset::Offset(at)) =
+                        position.as_ref().and_then(|p| p.find_partition(topic, partition)).map(|e| e.offset())
+                    {
+                        next = next.max(at);
+                    }
+                    if until.is_none() || next >= end {
+                        break Ok(());
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(topic, partition, %error, "reading a partition"),
+                None => {}
+            }
+        };
+        let _ = self.consumer.unassign();
+        outcome.map(|()| report)
+    }
+}
+
+fn kafka(topic: &str, partition: i32, source: KafkaError) -> LogError {
+    LogError::Kafka { topic: topic.into(), partition, source }
+}

@@ -1,0 +1,15 @@
+//! The orchestrator's derived state: sharded per input partition, owned by
+//! the decisions stage, checkpointed to compacted changelog topics in the
+//! stage's transactions, restored from them, published to the query API's
+//! readers, and announced to the other instances.
+
+pub mod decode;
+pub mod log;
+pub mod members;
+pub mod replay;
+pub mod settings;
+pub mod shards;
+pub mod topics;
+
+pub use settings::StateSettings;
+pub use shards::{RestoreError, RestoreReport, Shards};

@@ -1,0 +1,397 @@
+//! The decisions stage's state, one shard per input partition: each shard
+//! is a [`State`] over its partition's records, owned by the stage's task.
+//!
+//! - **Apply**: the stage applies a record and runs the rules
+//!   ([`crate::rules::decide`]) on its shard.
+//! - **Checkpoint**: every `state.checkpoint_interval_ms` (or
+//!   `checkpoint_max_inputs` inputs) a shard writes the entities it changed
+//!   since its last checkpoint (a tombstone for those evicted) and then its
+//!   meta record (watermark, counters) to its changelog partition, as
+//!   outputs of the record being processed: with exactly-once delivery they
+//!   commit in the same transaction as that record's offset, so a committed
+//!   checkpoint never reflects an input whose offset is not committed.
+//! - **Restore**: a shard is loaded when the first record of its partition
+//!   arrives (after start, a rebalance, or a rewind): its changelog
+//!   partition is read to the end and the state rebuilt from the entity
+//!   records and the last meta record; then the inputs between the
+//!   checkpoint's watermark and the record (already decided and committed
+//!   before) are applied again with the rules, whose commands are dropped.
+//!   The rules are deterministic, so their memory (kept in the state) ends
+//!   as it was.
+//! - **Publish**: changed entities are published to the readers' [`Hub`]
+//!   at most every `state.publish_interval_ms`.
+//! - **Drop**: a revoked partition's shard, and every shard after a rewind
+//!   (an aborted transaction takes its inputs' effects with it), is dropped
+//!   and restored again when its records come back.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_api::{Change, EntityDoc, Hub, ShardId, ShardView, Watermark};
+use shoal_kafka::outputs::Outputs;
+use shoal_state::{Applied, EntityRef, State, StateConfig, changelog_key, parse_changelog_key};
+
+use super::decode::{InputTopics, decode};
+use super::log::{LogError, LogReader};
+use super::settings::StateSettings;
+use crate::rules::RulesSettings;
+use crate::rules::decide;
+
+/// Key of a shard's meta record in its changelog.
+pub const META_KEY: &str = "_meta";
+
+/// Why a shard could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Reading the changelog or the input failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The changelog holds something the state cannot be rebuilt from.
+    #[error("changelog {topic}/{partition}: {detail}")]
+    Changelog {
+        /// Changelog topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// What restoring one shard did.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreReport {
+    /// Changelog records read.
+    pub changelog_records: u64,
+    /// Entities restored.
+    pub entities: usize,
+    /// Inputs applied again after the checkpoint.
+    pub caught_up: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// One shard.
+#[derive(Debug)]
+pub struct Shard {
+    /// The state of its partition.
+    pub state: State,
+    /// Entities changed since the last checkpoint.
+    dirty: BTreeSet<EntityRef>,
+    /// Entities changed since the last publication.
+    unpublished: BTreeSet<EntityRef>,
+    inputs_since_checkpoint: u64,
+    first_change: Option<Instant>,
+    /// What readers see of it.
+    entities: shoal_api::hub::Entities,
+}
+
+impl Shard {
+    fn new(state: State) -> Self {
+        let unpublished = state.entity_refs().into_iter().collect();
+        Self {
+            state,
+            dirty: BTreeSet::new(),
+            unpublished,
+            inputs_since_checkpoint: 0,
+            first_change: None,
+            entities: Default::default(),
+        }
+    }
+}
+
+/// Every shard this instance owns, and how to restore, checkpoint and
+/// publish them.
+pub struct Shards {
+    settings: StateSettings,
+    model: StateConfig,
+    rules: RulesSettings,
+    topics: InputTopics,
+    reader: LogReader,
+    hub: Arc<Hub>,
+    shards: HashMap<ShardId, Shard>,
+    /// The next offset to read of each partition, as last committed with
+    /// the stage's transactions (exactly-once only).
+    committed: HashMap<ShardId, i64>,
+    last_publish: Instant,
+    /// Set when the set of shards changed since the membership was last
+    /// announced.
+    pub changed_membership: bool,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards").field("shards", &self.shards.len()).finish_non_exhaustive()
+    }
+}
+
+impl Shards {
+    /// No shards yet.
+    pub fn new(
+        settings: StateSettings,
+        rules: RulesSettings,
+        topics: InputTopics,
+        reader: LogReader,
+        hub: Arc<Hub>,
+    ) -> Self {
+        let model = settings.model(&rules);
+        Self {
+            settings,
+            model,
+            rules,
+            topics,
+            reader,
+            hub,
+            shards: HashMap::new(),
+            committed: HashMap::new(),
+            last_publish: Instant::now(),
+            changed_membership: false,
+        }
+    }
+
+    /// Notes offsets committed with the stage's transaction: a shard
+    /// whose inputs are all below them survives a later rewind.
+    pub fn committed(&mut self, offsets: &[(String, i32, i64)]) {
+        for (topic, partition, next) in offsets {
+            self.committed.insert(ShardId { topic: topic.clone(), partition: *partition }, *next);
+        }
+    }
+
+    /// The shards held.
+    pub fn ids(&self) -> Vec<ShardId> {
+        let mut ids: Vec<ShardId> = self.shards.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The shard of `topic`/`partition`, restored first if it is not held
+    /// (`next_offset`: the offset of the record about to be applied; the
+    /// inputs before it are caught up). Blocking while it restores.
+    pub fn load(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(&mut Shard, Option<RestoreReport>), RestoreError> {
+        let id = ShardId { topic: topic.to_string(), partition };
+        let mut report = None;
+        if !self.shards.contains_key(&id) {
+            let (state, restored) = self.restore(&id, next_offset)?;
+            tracing::info!(
+                shard = %id,
+                changelog_records = restored.changelog_records,
+                entities = restored.entities,
+                caught_up = restored.caught_up,
+                took_ms = restored.took.as_millis() as u64,
+                "state shard restored"
+            );
+            self.shards.insert(id.clone(), Shard::new(state));
+            self.changed_membership = true;
+            report = Some(restored);
+        }
+        let shard = self.shards.get_mut(&id).ok_or_else(|| RestoreError::Changelog {
+            topic: id.topic.clone(),
+            partition,
+            detail: "shard vanished".into(),
+        })?;
+        Ok((shard, report))
+    }
+
+    /// Rebuilds a shard: the changelog, then the inputs after its watermark
+    /// up to `until` (exclusive).
+    pub fn restore(&self, id: &ShardId, until: i64) -> Result<(State, RestoreReport), RestoreError> {
+        let started = Instant::now();
+        let bound = Duration::from_millis(self.settings.restore_timeout_ms);
+        let changelog = self.settings.changelog_of(&id.topic);
+        let mut meta = None;
+        let mut entities = std::collections::BTreeMap::new();
+        let mut bad = None;
+        let read = self.reader.read(&changelog, id.partition, None, None, bound, |message| {
+            use rdkafka::Message as _;
+            let key = message.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let value = message.payload().map(serde_json::from_slice::<serde_json::Value>).transpose();
+            match (key.as_str(), value) {
+                (META_KEY, Ok(value)) => meta = value,
+                (_, Ok(value)) => match parse_changelog_key(&key) {
+                    Some(entity) => {
+                        match value {
+                            Some(value) => entities.insert(entity, value),
+                            None => entities.remove(&entity),
+                        };
+                    }
+                    None => bad = Some(format!("key {key:?} at offset {} names no entity", message.offset())),
+                },
+                (_, Err(error)) => bad = Some(format!("value of {key:?} at offset {}: {error}", message.offset())),
+            }
+        })?;
+        let changelog_error =
+            |detail: String| RestoreError::Changelog { topic: changelog.clone(), partition: id.partition, detail };
+        if let Some(detail) = bad {
+            return Err(changelog_error(detail));
+        }
+        let restored_entities = entities.len();
+        let mut state = match meta {
+            Some(meta) => State::restore(&meta, entities).map_err(|e| changelog_error(e.to_string()))?,
+            None => State::new(self.model.clone()),
+        };
+        let from = state.watermarks().mark(&id.topic, id.partition).map(|m| m.offset + 1);
+        let left = bound.saturating_sub(started.elapsed());
+        let caught_up = self.reader.read(&id.topic, id.partition, from, Some(until), left, |message| {
+            // What cannot be decoded was dead-lettered when it was read live.
+            if let Ok(input) = decode(&self.topics, message) {
+                decide(&mut state, &self.rules, &input);
+            }
+        })?;
+        let report = RestoreReport {
+            changelog_records: read.records,
+            entities: restored_entities,
+            caught_up: caught_up.records,
+            took: started.elapsed(),
+        };
+        Ok((state, report))
+    }
+
+    /// Notes what an input changed; when the shard's checkpoint is due,
+    /// adds its changelog records to `out`.
+    pub fn applied(&mut self, topic: &str, partition: i32, applied: &Applied, out: &mut Outputs) {
+        let id = ShardId { topic: topic.to_string(), partition };
+        let Some(shard) = self.shards.get_mut(&id) else { return };
+        for entity in applied.changed.iter().chain(&applied.evicted) {
+            shard.dirty.insert(entity.clone());
+            shard.unpublished.insert(entity.clone());
+        }
+        shard.inputs_since_checkpoint += 1;
+        let first = *shard.first_change.get_or_insert_with(Instant::now);
+        let due = shard.inputs_since_checkpoint >= self.settings.checkpoint_max_inputs
+            || first.elapsed() >= Duration::from_millis(self.settings.checkpoint_interval_ms);
+        if due {
+            checkpoint(shard, &self.settings.changelog_of(topic), partition, out);
+        }
+    }
+
+    /// Drops the shards of `partitions` (revoked: another instance owns
+    /// them now); readers stop seeing them.
+    pub fn drop_partitions(&mut self, partitions: &[(String, i32)]) {
+        for (topic, partition) in partitions {
+            let id = ShardId { topic: topic.clone(), partition: *partition };
+            self.committed.remove(&id);
+            if self.shards.remove(&id).is_some() {
+                self.hub.remove(&id);
+                self.changed_membership = true;
+            }
+        }
+    }
+
+    /// After a rewind: drops every shard that applied inputs not covered
+    /// by a committed transaction (their effects were rolled back; the
+    /// inputs will be read again, and the shard restored from what is
+    /// committed when the first of them comes). Shards whose inputs are all
+    /// committed are kept, so a partition that brings no new record is
+    /// still served. Without committed offsets (at-least-once), every shard
+    /// is dropped.
+    pub fn rewound(&mut self) {
+        let rolled_back: Vec<(String, i32)> = self
+            .shards
+            .iter()
+            .filter(|(id, shard)| {
+                let applied_up_to = shard.state.watermarks().mark(&id.topic, id.partition).map_or(-1, |m| m.offset);
+                self.committed.get(*id).is_none_or(|next| applied_up_to >= *next)
+            })
+            .map(|(id, _)| (id.topic.clone(), id.partition))
+            .collect();
+        self.drop_partitions(&rolled_back);
+    }
+
+    /// Publishes the shards' changes to readers when the publication
+    /// interval has passed (`force`: now).
+    pub fn publish(&mut self, force: bool) {
+        let interval = Duration::from_millis(self.settings.publish_interval_ms);
+        if !force && self.last_publish.elapsed() < interval {
+            return;
+        }
+        self.last_publish = Instant::now();
+        for (id, shard) in &mut self.shards {
+            if shard.unpublished.is_empty() && !shard.entities.is_empty() {
+                continue;
+            }
+            let changes = publish_shard(id, shard);
+            let view =
+                ShardView { id: id.clone(), watermark: watermark(id, &shard.state), entities: shard.entities.clone() };
+            self.hub.publish(Arc::new(view), changes);
+        }
+    }
+
+    /// `state.publish_interval_ms`.
+    pub fn publish_interval_ms(&self) -> u64 {
+        self.settings.publish_interval_ms
+    }
+
+    /// Entities held, all shards.
+    pub fn entity_count(&self) -> usize {
+        self.shards.values().map(|s| s.entities.len()).sum()
+    }
+
+    /// Entities evicted so far, all shards.
+    pub fn evictions(&self) -> u64 {
+        self.shards
+            .values()
+            .map(|s| shoal_state::EntityKind::ALL.iter().map(|k| s.state.evictions(*k)).sum::<u64>())
+            .sum()
+    }
+}
+
+/// Writes a shard's checkpoint: its changed entities, then its meta record.
+fn checkpoint(shard: &mut Shard, changelog: &str, partition: i32, out: &mut Outputs) {
+    tracing::debug!(
+        changelog,
+        partition,
+        entities = shard.dirty.len(),
+        inputs = shard.inputs_since_checkpoint,
+        "state checkpoint"
+    );
+    for entity in std::mem::take(&mut shard.dirty) {
+        let value = shard.state.entity_value(&entity).and_then(|v| serde_json::to_vec(&v).ok());
+        out.record(changelog, partition, changelog_key(&entity).into_bytes(), value);
+    }
+    if let Ok(meta) = serde_json::to_vec(&shard.state.meta_value()) {
+        out.record(changelog, partition, META_KEY.as_bytes().to_vec(), Some(meta));
+    }
+    shard.inputs_since_checkpoint = 0;
+    shard.first_change = None;
+}
+
+/// Renders a shard's unpublished entities into its reader map.
+fn publish_shard(id: &ShardId, shard: &mut Shard) -> Vec<Change> {
+    let mut changes = Vec::with_capacity(shard.unpublished.len());
+    for entity in std::mem::take(&mut shard.unpublished) {
+        let key = (entity.kind, entity.key.clone());
+        let doc = shard.state.entity_value(&entity).zip(shard.state.entity_stamp(&entity)).map(|(state, stamp)| {
+            Arc::new(EntityDoc {
+                kind: entity.kind,
+                key: entity.key.clone(),
+                shard: id.clone(),
+                updated_at: stamp.at,
+                provenance: stamp.provenance,
+                state,
+            })
+        });
+        match &doc {
+            Some(doc) => shard.entities.insert(key, doc.clone()),
+            None => shard.entities.remove(&key),
+        };
+        changes.push(Change { kind: entity.kind, key: entity.key, doc });
+    }
+    changes
+}
+
+/// The watermark of a shard's partition.
+pub fn watermark(id: &ShardId, state: &State) -> Watermark {
+    let mark = state.watermarks().mark(&id.topic, id.partition);
+    Watermark {
+        topic: id.topic.clone(),
+        partition: id.partition,
+        offset: mark.map_or(-1, |m| m.offset),
+        event_time: mark.and_then(|m| m.event_time),
+    }
+}

@@ -1,0 +1,84 @@
+//! Two orchestrator instances share the decisions stage's partitions: each
+//! owns its shards' state, and a query to either answers for any key (the
+//! other's keys are forwarded to their owner). After one is killed, the
+//! other takes its partitions over, restores their state from the
+//! changelog and serves every key.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use shoal_integration_tests::*;
+
+const SYMBOLS: [&str; 6] = ["SC-A", "SC-B", "SC-C", "SC-D", "SC-E", "SC-F"];
+
+async fn serves_every_symbol(api: std::net::SocketAddr, timeout: Duration, what: &str) {
+    for symbol in SYMBOLS {
+        let path = format!("/v1/state/symbol/{symbol}");
+        wait_for(timeout, &format!("{what}: {symbol}"), || {
+            let path = path.clone();
+            async move {
+                match api_get(api, &path, Some(READ_TOKEN)).await {
+                    Ok((200, body)) if body["key"] == symbol => Ok(()),
+                    Ok((status, body)) => Err(format!("{status} {body}")),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn owned_shards(api: std::net::SocketAddr) -> usize {
+    match api_get(api, "/v1/admin/shards", Some(ADMIN_TOKEN)).await {
+        Ok((200, body)) => body["shards"].as_array().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_instance_answers_for_any_key_and_one_survives_the_other() {
+    let scope = Scope::with_topics("state-scale").await;
+    let symbols = SYMBOLS.join(",");
+    let (sim, url) = start_sim(&["--rate", "30", "--seed", "3", "--symbols", &symbols], &scope.dir);
+    let mut ingest = scope.orchestrator("ingest").stages("ingest").feed(&url).spawn();
+    let instance = |id: &str| {
+        scope
+            .orchestrator(id)
+            .stages("decisions")
+            .with("SHOAL__ORCHESTRATOR__ID", id)
+            .with("SHOAL__STATE__CHECKPOINT_INTERVAL_MS", "500")
+            .spawn()
+    };
+    let mut a = instance("decisions-a");
+    let mut b = instance("decisions-b");
+    let (api_a, api_b) =
+        (api_address(&a, Duration::from_secs(60)).await, api_address(&b, Duration::from_secs(60)).await);
+    // Both own part of the partitions once the group has settled.
+    eventually(Duration::from_secs(90), "both instances to own shards", || async move {
+        owned_shards(api_a).await > 0 && owned_shards(api_b).await > 0
+    })
+    .await;
+    serves_every_symbol(api_a, Duration::from_secs(60), "instance a").await;
+    serves_every_symbol(api_b, Duration::from_secs(60), "instance b").await;
+
+    a.signal(Signal::SIGKILL);
+    a.expect_exit(Duration::from_secs(10));
+    let killed = Instant::now();
+    // The session timeout, then a restore of the shards handed over.
+    eventually(Duration::from_secs(120), "instance b to own every ticks and events partition", || async move {
+        owned_shards(api_b).await >= 3
+    })
+    .await;
+    serves_every_symbol(api_b, Duration::from_secs(60), "instance b alone").await;
+    let took = killed.elapsed();
+    let log = b.log_text();
+    assert!(log.contains("state shard restored"), "b restored the shards it took over");
+    eprintln!("instance b served every key {took:?} after a was killed");
+
+    b.stop_cleanly(Duration::from_secs(20));
+    ingest.stop_cleanly(Duration::from_secs(20));
+    sim.signal(Signal::SIGTERM);
+}
