@@ -38,6 +38,16 @@ async fn owned_shards(api: std::net::SocketAddr) -> usize {
     }
 }
 
+/// Whether the last assignment an instance logged holds any partition.
+fn holds_partitions(log: &str) -> bool {
+    log.lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .last()
+        .and_then(|l| l.rsplit("total=").next())
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn either_instance_answers_for_any_key_and_one_survives_the_other() {
     let scope = Scope::with_topics("state-scale").await;
@@ -68,15 +78,15 @@ async fn either_instance_answers_for_any_key_and_one_survives_the_other() {
     a.expect_exit(Duration::from_secs(10));
     let killed = Instant::now();
     // The session timeout, then a restore of the shards handed over.
-    eventually(Duration::from_secs(120), "instance b to own every ticks and events partition", || async move {
+    eventually(Duration::from_secs(120), "the survivor to own every ticks shard", || async move {
         owned_shards(api_b).await >= 3
     })
     .await;
-    serves_every_symbol(api_b, Duration::from_secs(60), "instance b alone").await;
+    serves_every_symbol(api_b, Duration::from_secs(60), "the survivor alone").await;
     let took = killed.elapsed();
     let log = b.log_text();
-    assert!(log.contains("state shard restored"), "b restored the shards it took over");
-    eprintln!("instance b served every key {took:?} after a was killed");
+    assert!(log.contains("state shard restored"), "the survivor restored its shards");
+    eprintln!("the survivor served every key {took:?} after the other was killed");
 
     b.stop_cleanly(Duration::from_secs(20));
     ingest.stop_cleanly(Duration::from_secs(20));
