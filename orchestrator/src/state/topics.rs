@@ -28,7 +28,15 @@ pub async fn ensure(
     let mut wanted = Vec::new();
     for (input, replication) in inputs {
         let bound = Duration::from_secs(10);
-        let partitions = tokio::task::block_in_place(|| reader.partitions(input, bound))?.len();
+        // A topic created a moment ago may not be in the metadata yet.
+        let deadline = std::time::Instant::now() + bound;
+        let partitions = loop {
+            let n = tokio::task::block_in_place(|| reader.partitions(input, bound))?.len();
+            if n > 0 || std::time::Instant::now() > deadline {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         if partitions == 0 {
             anyhow::bail!("input topic {input:?} has no partitions (does it exist?)");
         }
