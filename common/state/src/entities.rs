@@ -203,7 +203,10 @@ impl AccountState {
             evict_oldest(&mut self.countries, MAX_COUNTRIES, country, |c| c.last_seen);
         }
         // Never a duplicate: it was looked for above.
-        let _ = insert_bounded(&mut self.recent, tx, limits.max_recent.max(1), |r| (r.stamp.at, r.event_id));
+        // Event-time order, ties in log order, as for readings.
+        let _ = insert_bounded(&mut self.recent, tx, limits.max_recent.max(1), |r| {
+            (r.stamp.at, r.stamp.provenance.partition, r.stamp.provenance.offset)
+        });
     }
 }
 
@@ -299,7 +302,15 @@ impl DeviceState {
             rate_per_sec: None,
             above_threshold: None,
         });
-        if insert_bounded(&mut state.readings, reading, limits.max_recent.max(2), |r| (r.stamp.at, r.event_id)).is_err()
+        // Readings are kept in event-time order, ties in log order (the
+        // device's readings share a partition): the newest is the last one
+        // to arrive among those of the latest time, never a random pick by
+        // id. A reading whose event id is kept already is a duplicate.
+        if state.readings.iter().any(|r| r.event_id == reading.event_id)
+            || insert_bounded(&mut state.readings, reading, limits.max_recent.max(2), |r| {
+                (r.stamp.at, r.stamp.provenance.partition, r.stamp.provenance.offset)
+            })
+            .is_err()
         {
             self.duplicates += 1;
             return;
@@ -423,11 +434,29 @@ mod tests {
     }
 
     fn read(dev: &mut DeviceState, millis: i64, attrs: Value) {
+        read_at(dev, millis, millis, Uuid::from_u64_pair(7, millis as u64), attrs);
+    }
+
+    fn read_at(dev: &mut DeviceState, millis: i64, offset: i64, id: Uuid, attrs: Value) {
         let mut e = event("sensor_reading", "dev-1", 0, attrs);
-        e.occurred_at = crate::testkit::ts_ms(millis);
-        let p = prov("events", 0, millis);
+        (e.occurred_at, e.id) = (crate::testkit::ts_ms(millis), id);
+        let p = prov("events", 0, offset);
         let (metric, reading) = parse_reading(&e, &p).unwrap();
         dev.apply(metric, reading, &Stamp::new(e.occurred_at, p), LIMITS);
+    }
+
+    #[test]
+    fn readings_with_the_same_event_time_keep_their_log_order() {
+        let mut dev = DeviceState::new(&Stamp::new(ts(0), prov("events", 0, 0)));
+        // Ids in falling order, so that ordering ties by id would put the
+        // last arrival first.
+        for (offset, value) in [(1, "75.5"), (2, "80.25"), (3, "91"), (4, "79.0")] {
+            let id = Uuid::from_u64_pair(100 - offset as u64, 0);
+            read_at(&mut dev, 1_000, offset, id, json!({"value": value, "threshold": "80"}));
+            assert_eq!(dev.metrics[DEFAULT_METRIC].readings.back().unwrap().value, d(value), "newest after {offset}");
+        }
+        read_at(&mut dev, 1_000, 9, Uuid::from_u64_pair(98, 0), json!({"value": "91", "threshold": "80"}));
+        assert_eq!((dev.readings, dev.duplicates), (4, 1), "the same event again, later in the log");
     }
 
     #[test]
