@@ -134,7 +134,11 @@ async fn restore_case(test: &str, extra: &[(&str, &str)], kill: bool) -> String 
     let replayed = tokio::task::block_in_place(|| replay_ticks(&settings));
     let api = api_address(&stage, Duration::from_secs(30)).await;
     assert_served_equals_replay(api, &replayed).await;
-    // Every command the replay decides was issued once, and no other.
+    // Every command the replay decides was issued once, and no other. The
+    // API serves an input's effect on the state before the transaction
+    // with its commands commits: wait for them, then for any extra.
+    let decided = replayed.commands.len();
+    commands.read_until(Duration::from_secs(60), "the replay's commands", |m| m.len() >= decided).await;
     commands.read_to_end(Duration::from_secs(30)).await;
     let mut issued: Vec<(String, String, serde_json::Value)> =
         decode_commands(&commands.messages).into_iter().map(|c| (c.kind, c.key, c.payload)).collect();
