@@ -22,11 +22,10 @@ use shoal_telemetry::metrics::{Metrics, kind_label};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rules::{Decision, Draft, decide};
+use crate::rules::{Decision, Draft};
 use crate::settings::RulesSettings;
 use crate::state::Shards;
 use crate::state::decode::{InputTopics, decode};
-use crate::state::members::Announcer;
 
 shoal_telemetry::counters! {
     /// Decisions counters.
@@ -48,20 +47,6 @@ shoal_telemetry::counters! {
         book_tops,
         /// Feed data-quality events read from the ticks topic.
         data_quality,
-        /// Inputs applied to the state.
-        applied => counter("shoal_state_inputs_applied", "Inputs applied to the derived state"),
-        /// Inputs the state ignored (replayed, untracked or invalid).
-        ignored => counter("shoal_state_inputs_ignored", "Inputs the derived state did not apply (replays, untracked event types, invalid values)"),
-        /// Shards restored from their changelog.
-        restores => counter("shoal_state_restores", "State shards restored from their changelog"),
-        /// Inputs applied again while restoring (after the last checkpoint).
-        caught_up => counter("shoal_state_inputs_caught_up", "Inputs applied again after a checkpoint while restoring a state shard"),
-        /// Entities held (as of the last status line).
-        entities => gauge("shoal_state_entities", "Entities held in this instance's state shards"),
-        /// Entities evicted to keep the bound (as of the last status line).
-        evicted => gauge("shoal_state_entities_evicted", "Entities evicted from the state to keep state.max_entities (since the shards were restored)"),
-        /// Shards held (as of the last status line).
-        shards => gauge("shoal_state_shards", "State shards (input partitions) held by this instance"),
         /// Keys with a sequence number (as of the last status line).
         keys,
     }
@@ -82,8 +67,6 @@ pub struct DecisionProcessor {
     pub rules: RulesSettings,
     /// The derived state, one shard per input partition.
     pub shards: Shards,
-    /// Says which shards this instance owns (when the API runs).
-    pub announcer: Option<Announcer>,
     /// Cancelled when a shard cannot be restored: the stage stops rather
     /// than decide without its state.
     pub stop: CancellationToken,
@@ -227,35 +210,11 @@ impl DecisionProcessor {
     fn decide(&mut self, message: &OwnedMessage, out: &mut Outputs) -> Result<Decision, (&'static str, String)> {
         let input = decode(&self.topics, message).map_err(|e| (e.reason, e.detail))?;
         self.count(&input.record);
-        let (topic, partition) = (message.topic(), message.partition());
-        let loaded = tokio::task::block_in_place(|| self.shards.load(topic, partition, message.offset()));
-        let shard = match loaded {
-            Ok((shard, report)) => {
-                if let Some(report) = report {
-                    self.stats.restores.fetch_add(1, Ordering::Relaxed);
-                    self.stats.caught_up.fetch_add(report.caught_up, Ordering::Relaxed);
-                }
-                shard
-            }
-            Err(error) => {
-                tracing::error!(topic, partition, %error, "cannot restore the state shard; stopping the stage so that nothing is decided without its state");
-                self.stop.cancel();
-                return Err(("state_restore_failed", error.to_string()));
-            }
-        };
-        let decision = decide(&mut shard.state, &self.rules, &input);
-        if decision.applied.is_ignored() {
-            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stats.applied.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(why) = &decision.applied.ignored
-            && why.reason() == "invalid"
-        {
-            tracing::warn!(topic, partition, offset = message.offset(), %why, "input not applied to the state");
-        }
-        self.shards.applied(topic, partition, &decision.applied, out);
-        Ok(decision)
+        self.shards.decide(&input, out).map_err(|error| {
+            tracing::error!(topic = message.topic(), partition = message.partition(), %error, "cannot restore the state shard; stopping the stage so that nothing is decided without its state");
+            self.stop.cancel();
+            ("state_restore_failed", error.to_string())
+        })
     }
 
     fn count(&self, record: &Record) {
@@ -324,17 +283,12 @@ impl Processor for DecisionProcessor {
 
     fn tick(&mut self) {
         self.shards.publish(false);
-        if let Some(announcer) = &mut self.announcer {
-            announcer.announce(self.shards.ids(), std::mem::take(&mut self.shards.changed_membership));
-        }
     }
 
     fn status(&self) {
         let s = &self.stats;
-        s.entities.store(self.shards.entity_count() as u64, Ordering::Relaxed);
-        s.evicted.store(self.shards.evictions(), Ordering::Relaxed);
-        s.shards.store(self.shards.ids().len() as u64, Ordering::Relaxed);
         s.keys.store(self.sequences.len() as u64, Ordering::Relaxed);
         s.log_status("decisions status", STAGE);
+        self.shards.status(STAGE);
     }
 }

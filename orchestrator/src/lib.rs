@@ -5,7 +5,11 @@
 //! Three stages, all in one process by default, each able to run alone:
 //! - `ingest`: WebSocket feed → ticks topic ([`feed`]);
 //! - `decisions`: ticks and events topics → commands topic ([`decisions`]);
-//! - `results`: commands and results topics → recorded outcomes ([`results`]).
+//! - `results`: commands, results and dead-letter topics → recorded
+//!   outcomes ([`results`]).
+//!
+//! Both consuming stages keep the state derived from what they read
+//! ([`state`]), served by the query API.
 
 pub mod decisions;
 pub mod feed;
@@ -33,9 +37,9 @@ use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
 use crate::settings::OrchestratorSettings;
-use crate::state::Shards;
 use crate::state::log::LogReader;
-use crate::state::members::{Announcer, KafkaDirectory};
+use crate::state::members::{self, Announcer, KafkaDirectory};
+use crate::state::{Shards, StateStats};
 
 /// Counters of every stage, for status lines and tests.
 #[derive(Debug, Default, Clone)]
@@ -46,6 +50,10 @@ pub struct OrchestratorStats {
     pub decisions: Arc<DecisionStats>,
     /// Results.
     pub results: Arc<ResultStats>,
+    /// The decisions stage's state (ticks and events).
+    pub decisions_state: Arc<StateStats>,
+    /// The results stage's state (commands, results, dead letters).
+    pub results_state: Arc<StateStats>,
 }
 
 /// Stage tasks: each yields its name and whether it stopped cleanly.
@@ -79,15 +87,19 @@ pub async fn run(
     if o.runs("ingest") {
         spawn_ingest(&settings, &env, &stats.feed, &shutdown, &mut stages).await?;
     }
+    let stateful = o.runs(decisions::STAGE) || o.runs(results::STAGE);
+    let hub = if stateful { start_api(&settings, &shutdown).await? } else { Arc::new(shoal_api::Hub::new()) };
     if o.runs(decisions::STAGE) {
-        let api = start_api(&settings, &shutdown).await?;
         let token = shutdown.child_token();
-        let (stage, processor) = decisions_stage(&settings, &env, &stats.decisions, api, token.clone())?;
+        let shards = shards(&settings, &env, decisions::STAGE, &hub, &stats.decisions_state)?;
+        let (stage, processor) = decisions_stage(&settings, &env, &stats.decisions, shards, token.clone())?;
         spawn_stage(&mut stages, decisions::STAGE, stage, processor, token);
     }
     if o.runs(results::STAGE) {
-        let (stage, processor) = results_stage(&settings, &env, &stats.results)?;
-        spawn_stage(&mut stages, results::STAGE, stage, processor, shutdown.child_token());
+        let token = shutdown.child_token();
+        let shards = shards(&settings, &env, results::STAGE, &hub, &stats.results_state)?;
+        let (stage, processor) = results_stage(&settings, &env, &stats.results, shards, token.clone())?;
+        spawn_stage(&mut stages, results::STAGE, stage, processor, token);
     }
     tracing::info!(id = %o.id, stages = ?o.stages, delivery = ?settings.delivery.mode, "orchestrator started");
     let mut clean = true;
@@ -176,28 +188,35 @@ fn connect(
     env.connect(&spec).with_context(|| format!("joining the {name} consumer group"))
 }
 
-/// The query API, when it runs: the hub its readers read, and where it
-/// says it listens.
-#[derive(Debug)]
-struct ApiHandle {
-    hub: Arc<shoal_api::Hub>,
-    url: String,
+/// The input topics whose state a stage keeps.
+fn state_inputs(settings: &OrchestratorSettings) -> Vec<(String, i32)> {
+    let (o, t) = (&settings.orchestrator, &settings.topics);
+    let mut inputs = Vec::new();
+    if o.runs(decisions::STAGE) {
+        inputs.extend([&t.ticks, &t.events]);
+    }
+    if o.runs(results::STAGE) {
+        inputs.extend([&t.commands, &t.results, &t.dlq]);
+    }
+    inputs.iter().map(|t| (t.name.clone(), t.replication)).collect()
 }
 
-/// Starts the state query API (`api.listen`; empty: off) and the members
-/// directory it forwards through. The decisions stage publishes to the
-/// returned hub either way.
-async fn start_api(settings: &OrchestratorSettings, shutdown: &CancellationToken) -> anyhow::Result<ApiHandle> {
+/// Ensures the state topics of the stages that run, and starts the state
+/// query API (`api.listen`; empty: off), the members directory it forwards
+/// through, and the announcement of this instance's shards. The stages
+/// publish their shards to the returned hub either way.
+async fn start_api(
+    settings: &OrchestratorSettings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<shoal_api::Hub>> {
     let (o, api) = (&settings.orchestrator, &settings.api);
     let hub = Arc::new(shoal_api::Hub::new());
-    let inputs: Vec<(String, i32)> =
-        [&settings.topics.ticks, &settings.topics.events].iter().map(|t| (t.name.clone(), t.replication)).collect();
-    state::topics::ensure(&settings.kafka, &settings.state, &inputs, &o.id, settings.topics.create)
+    state::topics::ensure(&settings.kafka, &settings.state, &state_inputs(settings), &o.id, settings.topics.create)
         .await
         .context("the state topics")?;
     if api.listen.is_empty() {
         tracing::info!("state query API off (api.listen is empty)");
-        return Ok(ApiHandle { hub, url: String::new() });
+        return Ok(hub);
     }
     let tokens = shoal_api::auth::load(api).context("loading the API tokens")?;
     let listener = tokio::net::TcpListener::bind(&api.listen)
@@ -208,6 +227,8 @@ async fn start_api(settings: &OrchestratorSettings, shutdown: &CancellationToken
     let directory =
         KafkaDirectory::start(&settings.kafka, &settings.state.members_topic, &o.id, shutdown.child_token())
             .context("reading the members topic")?;
+    let announcer = Announcer::new(&settings.kafka, &settings.state.members_topic, &o.id, &url)?;
+    tokio::spawn(members::announce(announcer, hub.clone(), shutdown.child_token()));
     let ctx = shoal_api::ApiContext {
         hub: hub.clone(),
         settings: Arc::new(api.clone()),
@@ -223,7 +244,24 @@ async fn start_api(settings: &OrchestratorSettings, shutdown: &CancellationToken
             tracing::error!(%error, "state query API stopped");
         }
     });
-    Ok(ApiHandle { hub, url })
+    Ok(hub)
+}
+
+/// A stage's state shards, publishing to `hub`, counted with the stage's
+/// label.
+fn shards(
+    settings: &OrchestratorSettings,
+    env: &StageEnv,
+    stage: &'static str,
+    hub: &Arc<shoal_api::Hub>,
+    stats: &Arc<StateStats>,
+) -> anyhow::Result<Shards> {
+    let o = &settings.orchestrator;
+    let reader = LogReader::new(&settings.kafka, &format!("{}-{stage}-state", o.id))
+        .with_context(|| format!("creating the {stage} state reader"))?;
+    stats.register_metrics(&env.telemetry.metrics, &[("stage", stage.to_string())]);
+    let (state, rules, inputs) = (settings.state.clone(), settings.rules.clone(), settings.input_topics());
+    Ok(Shards::new(state, rules, inputs, reader, hub.clone(), stats.clone()))
 }
 
 /// Decisions: ticks and events in, state and commands out.
@@ -231,19 +269,11 @@ fn decisions_stage(
     settings: &OrchestratorSettings,
     env: &StageEnv,
     stats: &Arc<DecisionStats>,
-    api: ApiHandle,
+    shards: Shards,
     stop: CancellationToken,
 ) -> anyhow::Result<(Stage, DecisionProcessor)> {
     let o = &settings.orchestrator;
     let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
-    let inputs = settings.input_topics();
-    let reader = LogReader::new(&settings.kafka, &format!("{}-state", o.id)).context("creating the state reader")?;
-    let shards = Shards::new(settings.state.clone(), settings.rules.clone(), inputs.clone(), reader, api.hub);
-    let announcer = if api.url.is_empty() {
-        None
-    } else {
-        Some(Announcer::new(&settings.kafka, &settings.state.members_topic, &o.id, &api.url)?)
-    };
     let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
         .context("creating the commands topic reader")?;
     let stage = connect(settings, env, decisions::STAGE, &o.decisions_group, &topics)?;
@@ -254,10 +284,9 @@ fn decisions_stage(
         commands_topic: settings.topics.commands.name.clone(),
         deadline: (deadline_ms > 0)
             .then(|| chrono::Duration::milliseconds(i64::try_from(deadline_ms).unwrap_or(i64::MAX))),
-        topics: inputs,
+        topics: settings.input_topics(),
         rules: settings.rules.clone(),
         shards,
-        announcer,
         stop,
         sequences: HashMap::new(),
         recovery: SequenceRecovery { tail, current: false },
@@ -274,6 +303,8 @@ fn results_stage(
     settings: &OrchestratorSettings,
     env: &StageEnv,
     stats: &Arc<ResultStats>,
+    shards: Shards,
+    stop: CancellationToken,
 ) -> anyhow::Result<(Stage, ResultProcessor)> {
     let o = &settings.orchestrator;
     let record_file = if settings.results.record_path.is_empty() {
@@ -288,14 +319,16 @@ fn results_stage(
                 .with_context(|| format!("opening results.record_path {path:?}"))?,
         )
     };
-    let topics = [settings.topics.commands.name.as_str(), settings.topics.results.name.as_str()];
+    let t = &settings.topics;
+    let topics = [t.commands.name.as_str(), t.results.name.as_str(), t.dlq.name.as_str()];
     let stage = connect(settings, env, results::STAGE, &o.results_group, &topics)?;
     stats.register_metrics(&env.telemetry.metrics, &[]);
     let recorder =
         Recorder::new(settings.results.max_pending, record_file, stats.clone(), env.telemetry.metrics.clone());
     let processor = ResultProcessor {
-        commands_topic: settings.topics.commands.name.clone(),
-        dlq_topic: settings.topics.dlq.name.clone(),
+        topics: settings.input_topics(),
+        shards,
+        stop,
         recorder,
         stats: stats.clone(),
         consumer_group: o.results_group.clone(),

@@ -1,6 +1,8 @@
-//! The results stage: reads the commands topic (what was issued) and the
-//! results topic (what came back), matches them by command id, and records
-//! each outcome against its command. Reading both topics keeps this stage
+//! The results stage: reads the commands topic (what was issued), the
+//! results topic (what came back) and the dead-letter topic, matches
+//! results to commands by command id, and records each outcome against its
+//! command. All three feed the state's commands, outcomes and alerts (its
+//! shards: see [`crate::state`]). Reading the topics keeps this stage
 //! replayable and able to run on its own, in any process.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,9 +20,14 @@ use shoal_kafka::headers::HeaderView;
 use shoal_kafka::outputs::Outputs;
 use shoal_kafka::pipeline::{self, Processor, Work};
 use shoal_kafka::trace::{self, Sampler};
-use shoal_protocol::messages::{Command, CommandResult, ResultStatus, WireMessage};
+use shoal_protocol::messages::{Command, CommandResult, ResultStatus};
+use shoal_state::Record;
 use shoal_telemetry::metrics::{Metrics, kind_label};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::state::Shards;
+use crate::state::decode::{InputTopics, decode};
 
 shoal_telemetry::counters! {
     /// Results counters.
@@ -245,10 +252,14 @@ impl Recorder {
 /// The results stage's [`Processor`].
 #[derive(Debug)]
 pub struct ResultProcessor {
-    /// Commands topic (to tell commands from results).
-    pub commands_topic: String,
-    /// Dead-letter topic.
-    pub dlq_topic: String,
+    /// Which topic is which.
+    pub topics: InputTopics,
+    /// The derived state of commands, outcomes and alerts, one shard per
+    /// input partition.
+    pub shards: Shards,
+    /// Cancelled when a shard cannot be restored: the stage stops rather
+    /// than record without its state.
+    pub stop: CancellationToken,
     /// Matching state.
     pub recorder: Recorder,
     /// Counters.
@@ -260,16 +271,29 @@ pub struct ResultProcessor {
 }
 
 impl ResultProcessor {
-    /// Handles one record, in consumption order.
+    /// Handles one record, in consumption order: decode, apply to its
+    /// state shard, match results to commands.
     fn handle_record(&mut self, message: &OwnedMessage, out: &mut Outputs) {
-        let payload = message.payload().unwrap_or_default();
-        let outcome = if message.topic() == self.commands_topic {
-            Command::decode(payload).map(|c| self.recorder.on_command(c))
-        } else {
-            // Parsed only for export: without it no span is ever made.
-            let trace = self.sampler.exporting().then(|| HeaderView(message.headers()).span_context()).flatten();
-            CommandResult::decode(payload).map(|r| self.recorder.on_result(r, trace))
-        };
+        let outcome = decode(&self.topics, message)
+            .map_err(|e| (e.reason, e.detail))
+            .and_then(|input| match self.shards.decide(&input, out) {
+                Ok(_) => Ok(input.record),
+                Err(error) => {
+                    tracing::error!(topic = message.topic(), partition = message.partition(), %error, "cannot restore the state shard; stopping the stage so that nothing is recorded without its state");
+                    self.stop.cancel();
+                    Err(("state_restore_failed", error.to_string()))
+                }
+            })
+            .map(|record| match record {
+                Record::Command(command) => self.recorder.on_command(command),
+                Record::Result(result) => {
+                    // Parsed only for export: without it no span is ever made.
+                    let trace =
+                        self.sampler.exporting().then(|| HeaderView(message.headers()).span_context()).flatten();
+                    self.recorder.on_result(result, trace)
+                }
+                _ => None,
+            });
         match outcome {
             Ok(Some(outcome)) => {
                 // The result's decision, when it carries one; a result from a
@@ -316,11 +340,10 @@ impl ResultProcessor {
                 });
             }
             Ok(None) => {}
-            Err(error) => {
+            Err((reason, error)) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                let letter =
-                    DeadLetter { reason: error.reason(), error: error.to_string(), stage: "results", attempts: 1 };
-                out.dead_letter(&self.dlq_topic, message, letter);
+                let letter = DeadLetter { reason, error, stage: "results", attempts: 1 };
+                out.dead_letter(&self.topics.dlq, message, letter);
             }
         }
     }
@@ -328,15 +351,43 @@ impl ResultProcessor {
 
 impl Processor for ResultProcessor {
     fn start(&mut self, record: OwnedMessage) -> Work {
+        if self.stop.is_cancelled() {
+            // Never finished, so never committed: the next owner records it.
+            return Box::pin(std::future::pending());
+        }
         // The state must see every record in order: the work is done here.
         let mut out = Outputs::new();
         self.handle_record(&record, &mut out);
+        self.shards.publish(false);
         pipeline::ready(out)
+    }
+
+    fn reset(&mut self) {
+        // The state may hold inputs whose effects were rolled back: restore
+        // it from what is committed.
+        self.shards.rewound();
+    }
+
+    fn committed(&mut self, offsets: &[(String, i32, i64)]) {
+        self.shards.committed(offsets);
+    }
+
+    fn revoked(&mut self, partitions: &[(String, i32)]) {
+        self.shards.drop_partitions(partitions);
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(self.shards.publish_interval_ms().clamp(10, 1_000)))
+    }
+
+    fn tick(&mut self) {
+        self.shards.publish(false);
     }
 
     fn status(&self) {
         self.stats.pending.store(self.recorder.pending() as u64, Ordering::Relaxed);
         self.stats.log_status("results status", STAGE);
+        self.shards.status(STAGE);
     }
 }
 

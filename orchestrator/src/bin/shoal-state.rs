@@ -17,7 +17,9 @@ use shoal_state::{EntityKind, EntityRef};
 ///
 ///   shoal-state audit --kind symbol --key SIM-A [--until-offset N | --until-time T]
 ///       the history of one entity: every input that changed it (event time,
-///       topic/partition@offset, the change), then its state at the end
+///       topic/partition@offset, the change), in event-time order; kinds
+///       command, outcomes and alerts (commands, results and dead-letter
+///       topics) end with the state merged across their partitions
 ///   shoal-state replay --topic shoal.ticks --partition 0 [--until-offset N]
 ///       the whole state of one shard (input partition) as canonical JSON,
 ///       one entity per line: {"kind","key","state"}
@@ -40,10 +42,12 @@ struct Cli {
 enum Command {
     /// The history of changes of one entity, with the provenance of each.
     Audit {
-        /// Kind: symbol (ticks topic), account or device (events topic).
+        /// Kind: symbol (ticks topic), account or device (events topic),
+        /// command, outcomes or alerts (commands, results and dead-letter
+        /// topics).
         #[arg(long)]
         kind: String,
-        /// Key (symbol, account or device id).
+        /// Key (symbol, account or device id; command id; command key).
         #[arg(long)]
         key: String,
         /// Stop before this offset (of each partition read).
@@ -97,62 +101,83 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("replayed {topic}/{partition}: {} records, {} not decodable", report.records, report.undecodable);
         }
         Command::Audit { kind, key, until_offset, until_time } => {
-            let kind = EntityKind::parse(&kind)
-                .filter(|k| matches!(k, EntityKind::Symbol | EntityKind::Account | EntityKind::Device))
-                .with_context(|| format!("--kind {kind:?}: expected symbol, account or device"))?;
-            let topic =
-                if kind == EntityKind::Symbol { &settings.topics.ticks.name } else { &settings.topics.events.name };
+            let kind = EntityKind::parse(&kind).with_context(|| {
+                format!("--kind {kind:?}: expected symbol, account, device, command, outcomes or alerts")
+            })?;
+            let t = &settings.topics;
+            let topics = match kind {
+                EntityKind::Symbol => vec![t.ticks.name.clone()],
+                EntityKind::Account | EntityKind::Device => vec![t.events.name.clone()],
+                EntityKind::Command | EntityKind::Outcomes | EntityKind::Alerts => {
+                    vec![t.commands.name.clone(), t.results.name.clone(), t.dlq.name.clone()]
+                }
+            };
             let until = match (until_offset, until_time) {
                 (Some(offset), _) => Until::Offset(offset),
                 (None, Some(time)) => Until::Time(time),
                 (None, None) => Until::End,
             };
-            audit(&settings, &reader, topic, EntityRef { kind, key }, until, bound, &mut out)?;
+            audit(&settings, &reader, &topics, EntityRef { kind, key }, until, bound, &mut out)?;
         }
     }
     Ok(())
 }
 
+/// Prints the entity's changes from every partition of `topics`, in event
+/// time order (ties: provenance); with several partitions holding parts of
+/// it, then its state merged across them.
 fn audit(
     settings: &OrchestratorSettings,
     reader: &LogReader,
-    topic: &str,
+    topics: &[String],
     entity: EntityRef,
     until: Until,
     bound: Duration,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let mut changes = 0;
-    let mut last = None;
-    for partition in reader.partitions(topic, bound)? {
-        let mut write_error = None;
-        let (state, _) =
-            replay(&settings.replay_settings(), reader, topic, partition, until, bound, |input, decision, state| {
-                if !decision.applied.changed.contains(&entity) {
-                    return;
-                }
-                changes += 1;
-                let p = &input.provenance;
-                let line = serde_json::json!({
-                    "event_time": input.record.event_time(),
-                    "provenance": {"topic": p.topic, "partition": p.partition, "offset": p.offset},
-                    "commands": decision.drafts.iter().map(|d| &d.kind).collect::<Vec<_>>(),
-                    "state": state.entity_value(&entity),
-                });
-                if let Err(error) = writeln!(out, "{line}") {
-                    write_error = Some(error);
-                }
-            })?;
-        if let Some(error) = write_error {
-            return Err(error.into());
-        }
-        if let Some(value) = state.entity_value(&entity) {
-            last = Some(value);
+    let mut changes = Vec::new();
+    let mut parts = Vec::new();
+    for topic in topics {
+        for partition in reader.partitions(topic, bound)? {
+            let (state, _) = replay(
+                &settings.replay_settings(),
+                reader,
+                topic,
+                partition,
+                until,
+                bound,
+                |input, decision, state| {
+                    if !decision.applied.changed.contains(&entity) {
+                        return;
+                    }
+                    let p = &input.provenance;
+                    let line = serde_json::json!({
+                        "event_time": input.record.event_time(),
+                        "provenance": {"topic": p.topic, "partition": p.partition, "offset": p.offset},
+                        "commands": decision.drafts.iter().map(|d| &d.kind).collect::<Vec<_>>(),
+                        "state": state.entity_value(&entity),
+                    });
+                    changes.push((input.record.event_time(), p.clone(), line));
+                },
+            )?;
+            if let Some(part) = state.entity_stamp(&entity).zip(state.entity_value(&entity)) {
+                parts.push(part);
+            }
         }
     }
-    match last {
-        Some(_) => eprintln!("{} {:?}: {changes} changes", entity.kind.as_str(), entity.key),
-        None => anyhow::bail!("no {} {:?} in {topic} (up to {until:?})", entity.kind.as_str(), entity.key),
+    changes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (_, _, line) in &changes {
+        writeln!(out, "{line}")?;
     }
+    if parts.is_empty() {
+        anyhow::bail!("no {} {:?} in {} (up to {until:?})", entity.kind.as_str(), entity.key, topics.join(", "));
+    }
+    if parts.len() > 1 {
+        parts.sort_by(|a, b| (a.0.at, &a.0.provenance).cmp(&(b.0.at, &b.0.provenance)));
+        let values: Vec<serde_json::Value> = parts.into_iter().map(|(_, v)| v).collect();
+        let merged = shoal_state::merge_entities(entity.kind, &values)?;
+        writeln!(out, "{}", serde_json::json!({"merged": merged}))?;
+    }
+    eprintln!("{} {:?}: {} changes", entity.kind.as_str(), entity.key, changes.len());
     Ok(())
 }

@@ -73,6 +73,25 @@ impl Announcer {
     }
 }
 
+/// Announces the shards published to `hub` (by every stage of this
+/// instance) until `shutdown`: at once when they change, and every
+/// [`ANNOUNCE_EVERY`] besides.
+pub async fn announce(mut announcer: Announcer, hub: Arc<shoal_api::Hub>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut last: Vec<ShardId> = Vec::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                let shards: Vec<ShardId> = hub.view().shards.keys().cloned().collect();
+                let changed = shards != last;
+                announcer.announce(shards.clone(), changed);
+                last = shards;
+            }
+        }
+    }
+}
+
 /// The members heard from, kept from the members topic.
 #[derive(Debug)]
 pub struct KafkaDirectory {

@@ -26,17 +26,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shoal_api::{Change, EntityDoc, Hub, ShardId, ShardView, Watermark};
 use shoal_kafka::outputs::Outputs;
-use shoal_state::{Applied, EntityRef, State, StateConfig, changelog_key, parse_changelog_key};
+use shoal_state::{Applied, EntityRef, Input, State, StateConfig, changelog_key, parse_changelog_key};
 
 use super::decode::{InputTopics, decode};
 use super::log::{LogError, LogReader};
 use super::settings::StateSettings;
-use crate::rules::RulesSettings;
-use crate::rules::decide;
+use super::stats::StateStats;
+use crate::rules::{Decision, RulesSettings, decide};
 
 /// Key of a shard's meta record in its changelog.
 pub const META_KEY: &str = "_meta";
@@ -115,9 +116,7 @@ pub struct Shards {
     /// the stage's transactions (exactly-once only).
     committed: HashMap<ShardId, i64>,
     last_publish: Instant,
-    /// Set when the set of shards changed since the membership was last
-    /// announced.
-    pub changed_membership: bool,
+    stats: Arc<StateStats>,
 }
 
 impl std::fmt::Debug for Shards {
@@ -134,6 +133,7 @@ impl Shards {
         topics: InputTopics,
         reader: LogReader,
         hub: Arc<Hub>,
+        stats: Arc<StateStats>,
     ) -> Self {
         let model = settings.model(&rules);
         Self {
@@ -146,7 +146,7 @@ impl Shards {
             shards: HashMap::new(),
             committed: HashMap::new(),
             last_publish: Instant::now(),
-            changed_membership: false,
+            stats,
         }
     }
 
@@ -187,7 +187,8 @@ impl Shards {
                 "state shard restored"
             );
             self.shards.insert(id.clone(), Shard::new(state));
-            self.changed_membership = true;
+            self.stats.restores.fetch_add(1, Ordering::Relaxed);
+            self.stats.caught_up.fetch_add(restored.caught_up, Ordering::Relaxed);
             report = Some(restored);
         }
         let shard = self.shards.get_mut(&id).ok_or_else(|| RestoreError::Changelog {
@@ -252,6 +253,31 @@ impl Shards {
         Ok((state, report))
     }
 
+    /// Applies `input` to its shard (restored first if it is not held;
+    /// blocking while it restores) and runs the rules over it; notes what
+    /// changed, and adds the shard's checkpoint to `out` when it is due.
+    pub fn decide(&mut self, input: &Input, out: &mut Outputs) -> Result<Decision, RestoreError> {
+        let p = &input.provenance;
+        tokio::task::block_in_place(|| self.load(&p.topic, p.partition, p.offset).map(drop))?;
+        let id = ShardId { topic: p.topic.clone(), partition: p.partition };
+        let vanished = || RestoreError::Changelog {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            detail: "shard vanished".into(),
+        };
+        let shard = self.shards.get_mut(&id).ok_or_else(vanished)?;
+        let decision = decide(&mut shard.state, &self.rules, input);
+        let counter = if decision.applied.is_ignored() { &self.stats.ignored } else { &self.stats.applied };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(why) = &decision.applied.ignored
+            && why.reason() == "invalid"
+        {
+            tracing::warn!(topic = %p.topic, partition = p.partition, offset = p.offset, %why, "input not applied to the state");
+        }
+        self.applied(&p.topic, p.partition, &decision.applied, out);
+        Ok(decision)
+    }
+
     /// Notes what an input changed; when the shard's checkpoint is due,
     /// adds its changelog records to `out`.
     pub fn applied(&mut self, topic: &str, partition: i32, applied: &Applied, out: &mut Outputs) {
@@ -278,7 +304,6 @@ impl Shards {
             self.committed.remove(&id);
             if self.shards.remove(&id).is_some() {
                 self.hub.remove(&id);
-                self.changed_membership = true;
             }
         }
     }
@@ -327,17 +352,19 @@ impl Shards {
         self.settings.publish_interval_ms
     }
 
-    /// Entities held, all shards.
-    pub fn entity_count(&self) -> usize {
-        self.shards.values().map(|s| s.entities.len()).sum()
-    }
-
-    /// Entities evicted so far, all shards.
-    pub fn evictions(&self) -> u64 {
-        self.shards
+    /// Updates the gauges (entities, evictions, shards) and logs the
+    /// state's status line for `stage`.
+    pub fn status(&self, stage: &str) {
+        let entities: usize = self.shards.values().map(|s| s.entities.len()).sum();
+        let evicted: u64 = self
+            .shards
             .values()
             .map(|s| shoal_state::EntityKind::ALL.iter().map(|k| s.state.evictions(*k)).sum::<u64>())
-            .sum()
+            .sum();
+        self.stats.entities.store(entities as u64, Ordering::Relaxed);
+        self.stats.evicted.store(evicted, Ordering::Relaxed);
+        self.stats.shards.store(self.shards.len() as u64, Ordering::Relaxed);
+        self.stats.log_status("state status", stage);
     }
 }
 
