@@ -49,11 +49,15 @@ pub(crate) struct Cli {
     /// interval over rounds, and their latency percentiles.
     #[arg(long, default_value = "target/bench/bench.svg")]
     pub(crate) plot: PathBuf,
-    /// Skip the state phase (updates/s, changelog restore of 100k entities,
-    /// memory per entity, query latency under ingest), run after the
-    /// pipelines.
+    /// Skip the state phases (updates/s, changelog restore of 100k entities,
+    /// memory per entity, query latency under ingest, ingest with a stalled
+    /// WebSocket subscriber), run after the pipelines.
     #[arg(long)]
     pub(crate) no_state: bool,
+    /// Run only the state phases (no pipelines, no raw loop: the state's
+    /// updates/s are then not set against it).
+    #[arg(long, conflicts_with = "no_state")]
+    pub(crate) state_only: bool,
     /// Internal: run the raw baseline loop from `<input>,<output>` (the
     /// bench starts itself with this to measure the baseline).
     #[arg(long, hide = true, value_name = "INPUT,OUTPUT")]

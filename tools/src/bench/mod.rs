@@ -21,9 +21,10 @@
 //! Parts: `cli` (options and runs), `load` (issuing commands, reading
 //! results), `raw` (the baseline loop), `pipeline` (the pipelines under
 //! test and a group's measurement), `stats`, `report` (what is printed),
-//! `plot` and `state` (the derived state's figures: updates/s against the
+//! `plot`, `state` (the derived state's figures: updates/s against the
 //! raw loop, changelog restore of 100k entities, memory per entity, query
-//! latency under ingest; `--no-state` skips it).
+//! latency under ingest) and `stall` (ingest with and without a stalled
+//! WebSocket subscriber); `--no-state` skips the last two.
 
 mod cli;
 mod load;
@@ -31,6 +32,7 @@ mod pipeline;
 mod plot;
 mod raw;
 mod report;
+mod stall;
 mod state;
 mod stats;
 
@@ -63,9 +65,12 @@ pub async fn main() {
     let (every, default, sampled) =
         (export(1.0, 0), export(1.0, shoal_kafka::trace::DEFAULT_MAX_TRACED_PER_SEC), export(cli.sampled_ratio, 0));
     let runs = cli::runs(&default, &sampled, &every);
-    let all = measure_all(&cli, &runs).await;
+    let all = if cli.state_only { Vec::new() } else { measure_all(&cli, &runs).await };
     let state = if cli.no_state { None } else { Some(measure_state(&cli).await) };
-    if all.len() < runs.len() {
+    let stalled = if cli.no_state { None } else { Some(measure_stall().await) };
+    if cli.state_only {
+        // No pipelines: nothing to report but the state.
+    } else if all.len() < runs.len() {
         report::partial(&all, receiver.count());
     } else {
         report::full(&all, &cli, receiver.count());
@@ -74,7 +79,12 @@ pub async fn main() {
         let raw = all.iter().find(|m| m.name == "raw-librdkafka").map(|m| m.throughput);
         state::report(state, raw);
     }
-    write_plot(&cli, &all);
+    if let Some(stalled) = &stalled {
+        stall::report(stalled);
+    }
+    if !cli.state_only {
+        write_plot(&cli, &all);
+    }
 }
 
 /// Every selected run, round by round, combined over rounds, in the runs'
@@ -121,6 +131,19 @@ async fn measure_state(cli: &Cli) -> state::StateFigures {
         Ok(figures) => figures,
         Err(error) => {
             eprintln!("bench: state phase failed: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The stalled-subscriber phase; a subscriber that was not told what it
+/// missed fails the bench.
+async fn measure_stall() -> stall::StallFigures {
+    println!("bench: state: ingest with and without a stalled WebSocket subscriber ...");
+    match stall::measure().await {
+        Ok(figures) => figures,
+        Err(error) => {
+            eprintln!("bench: stalled-subscriber phase failed: {error:#}");
             std::process::exit(1);
         }
     }

@@ -401,12 +401,13 @@ fn ingest(hub: Arc<Hub>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>, applied:
     applied.store(n, Ordering::Relaxed);
 }
 
-/// Query p50 and p99 (ms) with the ingest thread running, and the trades
-/// it applied per second meanwhile.
-async fn queries_under_ingest() -> anyhow::Result<(f64, f64, f64)> {
-    let hub = Arc::new(Hub::new());
+/// The query API (no auth) over `hub` on 127.0.0.1:0: its address and its
+/// server task.
+pub(super) async fn serve_api(
+    hub: Arc<Hub>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let ctx = ApiContext {
-        hub: hub.clone(),
+        hub,
         settings: Arc::new(ApiSettings { auth: ApiAuth::None, ..ApiSettings::default() }),
         tokens: Arc::new(shoal_api::auth::Tokens::open()),
         directory: Arc::new(NoPeers),
@@ -415,17 +416,54 @@ async fn queries_under_ingest() -> anyhow::Result<(f64, f64, f64)> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, shoal_api::http::router(ctx)).await });
+    Ok((address, tokio::spawn(async move { axum::serve(listener, shoal_api::http::router(ctx)).await })))
+}
 
-    let (stop, ready, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::default());
-    let ingest_thread = {
-        let (hub, stop, ready, applied) = (hub.clone(), stop.clone(), ready.clone(), Arc::clone(&applied));
-        std::thread::spawn(move || ingest(hub, stop, ready, applied))
-    };
-    let outcome = async {
-        while !ready.load(Ordering::Relaxed) {
+/// The ingest thread ([`ingest`]) publishing to a hub, and its counters.
+pub(super) struct Ingest {
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+    /// Trades applied so far.
+    pub(super) applied: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ingest {
+    /// Starts applying and publishing to `hub`.
+    pub(super) fn start(hub: Arc<Hub>) -> Self {
+        let (stop, ready, applied) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::default());
+        let thread = {
+            let (stop, ready, applied) = (stop.clone(), ready.clone(), Arc::clone(&applied));
+            std::thread::spawn(move || ingest(hub, stop, ready, applied))
+        };
+        Self { stop, ready, applied, thread }
+    }
+
+    /// Waits until every symbol was published once.
+    pub(super) async fn ready(&self) {
+        while !self.ready.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Stops the thread and waits for it.
+    pub(super) async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Query p50 and p99 (ms) with the ingest thread running, and the trades
+/// it applied per second meanwhile.
+async fn queries_under_ingest() -> anyhow::Result<(f64, f64, f64)> {
+    let hub = Arc::new(Hub::new());
+    let (address, server) = serve_api(hub.clone()).await?;
+    let ingest = Ingest::start(hub);
+    let applied = ingest.applied.clone();
+    let outcome = async {
+        ingest.ready().await;
         let client = reqwest::Client::new();
         let mut latencies = Vec::with_capacity(QUERIES);
         let mut pace = tokio::time::interval(QUERY_EVERY);
@@ -453,8 +491,7 @@ async fn queries_under_ingest() -> anyhow::Result<(f64, f64, f64)> {
         anyhow::Ok((percentile(&latencies, 50.0), percentile(&latencies, 99.0), ingest_per_s))
     }
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
+    ingest.stop().await;
     server.abort();
     outcome
 }
