@@ -277,6 +277,11 @@ impl ResultProcessor {
         let outcome = decode(&self.topics, message)
             .map_err(|e| (e.reason, e.detail))
             .and_then(|input| match self.shards.decide(&input, out) {
+                // Dead letters are never dead-lettered again.
+                Ok(decision) if input.provenance.topic != self.topics.dlq => match decision.rejected {
+                    Some((reason, error)) => Err((reason, error)),
+                    None => Ok(input.record),
+                },
                 Ok(_) => Ok(input.record),
                 Err(error) => {
                     tracing::error!(topic = message.topic(), partition = message.partition(), %error, "cannot restore the state shard; stopping the stage so that nothing is recorded without its state");

@@ -78,6 +78,14 @@ pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decisi
         },
         _ => {}
     }
+    // An input the state cannot apply decides nothing and is dead-lettered
+    // (with the rule's own reason when its rule rejected it too).
+    if let Some(Ignored::Invalid { reason }) = &decision.applied.ignored {
+        decision.drafts.clear();
+        if decision.rejected.is_none() {
+            decision.rejected = Some(("invalid_state_input", reason.clone()));
+        }
+    }
     decision
 }
 
@@ -366,6 +374,17 @@ mod tests {
         assert_eq!(drafts.len(), 1);
         assert_eq!(drafts[0].kind, kinds::RAISE_ALERT);
         assert_eq!(drafts[0].payload["level"], "105.00", "quoted like the price");
+    }
+
+    #[test]
+    fn a_tick_the_state_cannot_apply_decides_nothing_and_is_rejected() {
+        let mut b = market();
+        b.tick(0, "104.90");
+        b.offset += 1;
+        let input = Input { provenance: Provenance::new("in", 0, b.offset), record: Record::Tick(tick(1, "0")) };
+        let decision = decide(&mut b.state, &b.rules, &input);
+        assert!(decision.drafts.is_empty(), "a price of 0 would cross every level down: {:?}", decision.drafts);
+        assert_eq!(decision.rejected.map(|r| r.0), Some("invalid_state_input"));
     }
 
     #[test]

@@ -144,9 +144,15 @@ async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running()
     });
     produce(&producer, &scope.topics.events.name, "acct-1", card.to_string().as_bytes()).await;
     produce(&producer, &scope.topics.results.name, "X", b"[]").await;
+    // Decodes, but the state cannot apply a trade at a negative price.
+    let negative = serde_json::json!({
+        "schema_version": 1, "source": "sim", "symbol": "NEG", "price": "-1", "size": "1",
+        "exchange_ts": "2026-11-25T00:00:00Z", "received_at": "2026-11-25T00:00:00Z"
+    });
+    produce(&producer, &scope.topics.ticks.name, "NEG", negative.to_string().as_bytes()).await;
 
     let mut dead = TopicReader::new(&scope.topics.dlq.name);
-    dead.read_until(Duration::from_secs(60), "four dead letters", |m| m.len() >= 4).await;
+    dead.read_until(Duration::from_secs(60), "five dead letters", |m| m.len() >= 5).await;
     let mut seen: Vec<(String, String)> =
         dead.messages.iter().map(|m| (header(m, dlq::STAGE).unwrap(), header(m, dlq::REASON).unwrap())).collect();
     seen.sort();
@@ -154,6 +160,7 @@ async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running()
         seen,
         [
             ("decisions".to_string(), "invalid_event_attributes".to_string()),
+            ("decisions".into(), "invalid_state_input".into()),
             ("decisions".into(), "malformed".into()),
             ("decisions".into(), "unsupported_schema_version".into()),
             ("results".into(), "malformed".into()),
@@ -175,7 +182,7 @@ async fn the_orchestrator_dead_letters_what_it_cannot_decode_and_keeps_running()
 
     orchestrator.stop_cleanly(Duration::from_secs(20));
     let log = orchestrator.log_text();
-    assert!(log.contains("dead_lettered=3") && log.contains("dead_lettered=1"), "counted in status lines:\n{log}");
+    assert!(log.contains("dead_lettered=4") && log.contains("dead_lettered=1"), "counted in status lines:\n{log}");
 }
 
 #[test]
