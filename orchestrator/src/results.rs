@@ -381,6 +381,10 @@ impl Processor for ResultProcessor {
         self.shards.drop_partitions(partitions);
     }
 
+    fn assigned(&mut self, partitions: &[(String, i32)]) {
+        self.shards.assigned(partitions);
+    }
+
     fn tick_interval(&self) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_millis(self.shards.publish_interval_ms().clamp(10, 1_000)))
     }

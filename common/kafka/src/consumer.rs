@@ -34,6 +34,8 @@ shoal_telemetry::counters! {
         /// Partitions revoked since the pipeline last looked; an exactly-once
         /// pipeline drops their uncommitted records from its open batch.
         revoked: std::sync::Mutex<Vec<(String, i32)>>,
+        /// Partitions assigned since the pipeline last looked.
+        added: std::sync::Mutex<Vec<(String, i32)>>,
     }
 }
 
@@ -41,6 +43,11 @@ impl GroupStats {
     /// Takes the partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Takes the partitions assigned since the last call.
+    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.added.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -106,6 +113,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                self.stats.added.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions(tpl));
                 tracing::info!(consumer = %self.name, added = ?partitions(tpl), total = assigned, "partitions assigned");
             }
             Rebalance::Revoke(_) => {

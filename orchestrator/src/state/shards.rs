@@ -10,19 +10,25 @@
 //!   outputs of the record being processed: with exactly-once delivery they
 //!   commit in the same transaction as that record's offset, so a committed
 //!   checkpoint never reflects an input whose offset is not committed.
-//! - **Restore**: a shard is loaded when the first record of its partition
-//!   arrives (after start, a rebalance, or a rewind): its changelog
-//!   partition is read to the end and the state rebuilt from the entity
-//!   records and the last meta record; then the inputs between the
+//! - **Load on assignment**: when the group assigns a partition, its shard
+//!   is loaded from its changelog alone (read to the end: the entity
+//!   records and the last meta record of its last committed checkpoint)
+//!   and published, *provisional*: readers see it at once, with the
+//!   checkpoint's watermark, even if the partition brings no record.
+//! - **Restore**: when the first record of a partition arrives (after
+//!   start, a rebalance, or a rewind), its shard (the provisional one, or
+//!   its checkpoint read now) is caught up: the inputs between the
 //!   checkpoint's watermark and the record (already decided and committed
 //!   before) are applied again with the rules, whose commands are dropped.
 //!   The rules are deterministic, so their memory (kept in the state) ends
-//!   as it was.
+//!   as it was, whichever committed checkpoint it started from.
 //! - **Publish**: changed entities are published to the readers' [`Hub`]
 //!   at most every `state.publish_interval_ms`.
-//! - **Drop**: a revoked partition's shard, and every shard after a rewind
-//!   (an aborted transaction takes its inputs' effects with it), is dropped
-//!   and restored again when its records come back.
+//! - **Drop**: a revoked partition's shard, and every shard that applied
+//!   inputs not covered by a committed transaction after a rewind (an
+//!   aborted transaction takes its inputs' effects with it), is dropped and
+//!   restored again when its records come back. Provisional shards hold a
+//!   committed checkpoint only and are kept.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -86,10 +92,15 @@ pub struct Shard {
     first_change: Option<Instant>,
     /// What readers see of it.
     entities: shoal_api::hub::Entities,
+    /// Loaded from its checkpoint alone (on assignment), not yet caught up
+    /// with the inputs after it: served, but restored before it applies.
+    provisional: bool,
+    /// What reading its checkpoint found.
+    checkpoint: RestoreReport,
 }
 
 impl Shard {
-    fn new(state: State) -> Self {
+    fn new(state: State, checkpoint: RestoreReport, provisional: bool) -> Self {
         let unpublished = state.entity_refs().into_iter().collect();
         Self {
             state,
@@ -98,6 +109,8 @@ impl Shard {
             inputs_since_checkpoint: 0,
             first_change: None,
             entities: Default::default(),
+            provisional,
+            checkpoint,
         }
     }
 }
@@ -166,8 +179,9 @@ impl Shards {
     }
 
     /// The shard of `topic`/`partition`, restored first if it is not held
-    /// (`next_offset`: the offset of the record about to be applied; the
-    /// inputs before it are caught up). Blocking while it restores.
+    /// or only loaded from its checkpoint (`next_offset`: the offset of the
+    /// record about to be applied; the inputs before it are caught up).
+    /// Blocking while it restores.
     pub fn load(
         &mut self,
         topic: &str,
@@ -176,8 +190,16 @@ impl Shards {
     ) -> Result<(&mut Shard, Option<RestoreReport>), RestoreError> {
         let id = ShardId { topic: topic.to_string(), partition };
         let mut report = None;
-        if !self.shards.contains_key(&id) {
-            let (state, restored) = self.restore(&id, next_offset)?;
+        if self.shards.get(&id).is_none_or(|s| s.provisional) {
+            let started = Instant::now();
+            let (mut state, mut restored) = match self.shards.remove(&id) {
+                Some(shard) => (shard.state, shard.checkpoint),
+                None => self.read_checkpoint(&id)?,
+            };
+            let left = Duration::from_millis(self.settings.restore_timeout_ms).saturating_sub(started.elapsed());
+            let changed;
+            (restored.caught_up, changed) = self.catch_up(&mut state, &id, next_offset, left)?;
+            restored.took += started.elapsed();
             tracing::info!(
                 shard = %id,
                 changelog_records = restored.changelog_records,
@@ -186,7 +208,13 @@ impl Shards {
                 took_ms = restored.took.as_millis() as u64,
                 "state shard restored"
             );
-            self.shards.insert(id.clone(), Shard::new(state));
+            let mut shard = Shard::new(state, restored.clone(), false);
+            // What the inputs caught up changed is not in the changelog
+            // (the previous owner's checkpoint of it never committed): the
+            // next checkpoint writes it, or its meta record would claim
+            // inputs whose effects the entity records lack.
+            shard.dirty = changed;
+            self.shards.insert(id.clone(), shard);
             self.stats.restores.fetch_add(1, Ordering::Relaxed);
             self.stats.caught_up.fetch_add(restored.caught_up, Ordering::Relaxed);
             report = Some(restored);
@@ -199,9 +227,52 @@ impl Shards {
         Ok((shard, report))
     }
 
+    /// Partitions assigned to this stage: each shard not held is loaded
+    /// from its changelog alone (its last committed checkpoint), so that
+    /// readers are served at once, with the checkpoint's watermark, before
+    /// (or without) the partition's next record. The first record then
+    /// catches the shard up from there ([`Shards::load`]). A shard that
+    /// cannot be read now is left to that first record. Blocking.
+    pub fn assigned(&mut self, partitions: &[(String, i32)]) {
+        for (topic, partition) in partitions {
+            let id = ShardId { topic: topic.clone(), partition: *partition };
+            if self.shards.contains_key(&id) {
+                continue;
+            }
+            match tokio::task::block_in_place(|| self.read_checkpoint(&id)) {
+                Ok((state, checkpoint)) => {
+                    tracing::info!(
+                        shard = %id,
+                        changelog_records = checkpoint.changelog_records,
+                        entities = checkpoint.entities,
+                        took_ms = checkpoint.took.as_millis() as u64,
+                        "state shard loaded from its checkpoint"
+                    );
+                    self.shards.insert(id, Shard::new(state, checkpoint, true));
+                }
+                Err(error) => {
+                    tracing::warn!(shard = %id, %error, "cannot load the state shard's checkpoint yet; it is restored with its first record")
+                }
+            }
+        }
+        self.publish(true);
+    }
+
     /// Rebuilds a shard: the changelog, then the inputs after its watermark
     /// up to `until` (exclusive).
     pub fn restore(&self, id: &ShardId, until: i64) -> Result<(State, RestoreReport), RestoreError> {
+        let started = Instant::now();
+        let (mut state, mut report) = self.read_checkpoint(id)?;
+        let left = Duration::from_millis(self.settings.restore_timeout_ms).saturating_sub(started.elapsed());
+        report.caught_up = self.catch_up(&mut state, id, until, left)?.0;
+        report.took = started.elapsed();
+        Ok((state, report))
+    }
+
+    /// A shard's last committed checkpoint: its changelog partition read to
+    /// the end, the state rebuilt from the entity records and the last meta
+    /// record.
+    fn read_checkpoint(&self, id: &ShardId) -> Result<(State, RestoreReport), RestoreError> {
         let started = Instant::now();
         let bound = Duration::from_millis(self.settings.restore_timeout_ms);
         let changelog = self.settings.changelog_of(&id.topic);
@@ -232,25 +303,40 @@ impl Shards {
             return Err(changelog_error(detail));
         }
         let restored_entities = entities.len();
-        let mut state = match meta {
+        let state = match meta {
             Some(meta) => State::restore(&meta, entities).map_err(|e| changelog_error(e.to_string()))?,
             None => State::new(self.model.clone()),
         };
-        let from = state.watermarks().mark(&id.topic, id.partition).map(|m| m.offset + 1);
-        let left = bound.saturating_sub(started.elapsed());
-        let caught_up = self.reader.read(&id.topic, id.partition, from, Some(until), left, |message| {
-            // What cannot be decoded was dead-lettered when it was read live.
-            if let Ok(input) = decode(&self.topics, message) {
-                decide(&mut state, &self.rules, &input);
-            }
-        })?;
         let report = RestoreReport {
             changelog_records: read.records,
             entities: restored_entities,
-            caught_up: caught_up.records,
+            caught_up: 0,
             took: started.elapsed(),
         };
         Ok((state, report))
+    }
+
+    /// Applies the inputs after `state`'s watermark up to `until`
+    /// (exclusive), decided and committed before, through the rules (their
+    /// commands dropped). Returns how many were read and the entities they
+    /// changed or evicted.
+    fn catch_up(
+        &self,
+        state: &mut State,
+        id: &ShardId,
+        until: i64,
+        bound: Duration,
+    ) -> Result<(u64, BTreeSet<EntityRef>), RestoreError> {
+        let from = state.watermarks().mark(&id.topic, id.partition).map(|m| m.offset + 1);
+        let mut changed = BTreeSet::new();
+        let caught_up = self.reader.read(&id.topic, id.partition, from, Some(until), bound, |message| {
+            // What cannot be decoded was dead-lettered when it was read live.
+            if let Ok(input) = decode(&self.topics, message) {
+                let decision = decide(state, &self.rules, &input);
+                changed.extend(decision.applied.changed.into_iter().chain(decision.applied.evicted));
+            }
+        })?;
+        Ok((caught_up.records, changed))
     }
 
     /// Applies `input` to its shard (restored first if it is not held;
@@ -320,6 +406,10 @@ impl Shards {
             .shards
             .iter()
             .filter(|(id, shard)| {
+                // A provisional shard holds a committed checkpoint only.
+                if shard.provisional {
+                    return false;
+                }
                 let applied_up_to = shard.state.watermarks().mark(&id.topic, id.partition).map_or(-1, |m| m.offset);
                 self.committed.get(*id).is_none_or(|next| applied_up_to >= *next)
             })

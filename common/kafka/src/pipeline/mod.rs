@@ -67,6 +67,11 @@ pub trait Processor: Send {
     /// consumed here any more): drop what is kept for them.
     fn revoked(&mut self, _partitions: &[(String, i32)]) {}
 
+    /// Partitions newly assigned to this process, told between records
+    /// (possibly after some of theirs were started): load what is kept for
+    /// them ahead of their records.
+    fn assigned(&mut self, _partitions: &[(String, i32)]) {}
+
     /// A transaction committed (exactly-once): the next offset to read of
     /// each partition it committed, `(topic, partition, offset)`. What was
     /// processed below these offsets survives any later rewind.

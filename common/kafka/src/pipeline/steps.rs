@@ -75,6 +75,10 @@ impl LoopState {
             self.in_flight.revoke(&revoked);
             processor.revoked(&revoked);
         }
+        let assigned = ctx.group.take_assigned();
+        if !assigned.is_empty() {
+            processor.assigned(&assigned);
+        }
         revoked
     }
 
