@@ -91,6 +91,8 @@ impl ConsumerContext for GroupContext {
                 tracing::warn!(consumer = %self.name, %error, "flush before revoke did not finish; uncommitted records will be processed again by the next owner");
             }
             self.stats.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(revoked.iter().cloned());
+            // Assigned and revoked before the pipeline looked: not assigned.
+            self.stats.added.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !revoked.contains(p));
             let commit = self.tracker.commit_list(Some(&revoked));
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use shoal_integration_tests::*;
+use shoal_orchestrator::state::log::LogReader;
 
 const SYMBOLS: [&str; 6] = ["SC-A", "SC-B", "SC-C", "SC-D", "SC-E", "SC-F"];
 
@@ -32,9 +33,13 @@ async fn serves_every_symbol(api: std::net::SocketAddr, timeout: Duration, what:
     }
 }
 
-async fn owned_shards(api: std::net::SocketAddr) -> usize {
+/// The shards an instance owns whose topic name ends with `suffix` (`""`:
+/// all).
+async fn owned_shards(api: std::net::SocketAddr, suffix: &str) -> usize {
     match api_get(api, "/v1/admin/shards", Some(ADMIN_TOKEN)).await {
-        Ok((200, body)) => body["shards"].as_array().map_or(0, Vec::len),
+        Ok((200, body)) => body["shards"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|s| s["topic"].as_str().is_some_and(|t| t.ends_with(suffix))).count()),
         _ => 0,
     }
 }
@@ -77,17 +82,46 @@ async fn either_instance_answers_for_any_key_and_one_survives_the_other() {
     .await;
     serves_every_symbol(api_a, Duration::from_secs(60), "instance a").await;
     serves_every_symbol(api_b, Duration::from_secs(60), "instance b").await;
-
-    // The instance with more shards dies; the other takes them over.
-    let (held_a, held_b) = (owned_shards(api_a).await, owned_shards(api_b).await);
-    let all = held_a + held_b;
-    let (mut victim, mut b, api_b) = if held_a >= held_b { (a, b, api_b) } else { (b, a, api_a) };
+    // Every ticks partition with records has a committed checkpoint, so
+    // that what is handed over can be served from it. (Read with the
+    // state's bounded reader: the topics never go quiet here.)
+    let settings: shoal_orchestrator::settings::OrchestratorSettings =
+        shoal_config::load_from(None, scope.orchestrator("check").env().iter().cloned()).unwrap();
+    let reader = LogReader::new(&settings.kafka, "it-scale-checkpoints").unwrap();
+    let changelog = format!("{}.changelog", scope.topics.ticks.name);
+    let (reader, changelog) = (&reader, &changelog);
+    eventually(Duration::from_secs(60), "a checkpoint of every ticks partition with records", || async move {
+        let mut busy = Vec::new();
+        for api in [api_a, api_b] {
+            if let Ok((200, body)) = api_get(api, "/v1/admin/shards", Some(ADMIN_TOKEN)).await {
+                for shard in body["shards"].as_array().into_iter().flatten() {
+                    let ticks = shard["topic"].as_str().is_some_and(|t| t.ends_with(".ticks"));
+                    if ticks && shard["watermark"]["offset"].as_i64().is_some_and(|o| o >= 0) {
+                        busy.push(shard["partition"].as_i64().unwrap_or(-1) as i32);
+                    }
+                }
+            }
+        }
+        let bound = Duration::from_secs(5);
+        let checkpointed = |p: i32| {
+            tokio::task::block_in_place(|| reader.read(changelog, p, None, None, bound, |_| {}))
+                .is_ok_and(|r| r.records > 0)
+        };
+        !busy.is_empty() && busy.into_iter().all(checkpointed)
+    })
+    .await;
+    // The instance with more ticks shards (the ones with records, hence
+    // checkpoints) dies; the other takes them over.
+    let all = owned_shards(api_a, "").await + owned_shards(api_b, "").await;
+    let ticks = |api| owned_shards(api, ".ticks");
+    let (mut victim, mut b, api_b) =
+        if ticks(api_a).await >= ticks(api_b).await { (a, b, api_b) } else { (b, a, api_a) };
     victim.signal(Signal::SIGKILL);
     victim.expect_exit(Duration::from_secs(10));
     let killed = Instant::now();
     // The session timeout, then a restore of the shards handed over.
     eventually(Duration::from_secs(120), "the survivor to own every shard", || async move {
-        owned_shards(api_b).await >= all
+        owned_shards(api_b, "").await >= all
     })
     .await;
     let owned_all = killed.elapsed();
