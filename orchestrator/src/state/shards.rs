@@ -100,6 +100,18 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Notes what an input changed; whether the checkpoint is due.
+    fn note(&mut self, applied: &Applied, settings: &StateSettings) -> bool {
+        for entity in applied.changed.iter().chain(&applied.evicted) {
+            self.dirty.insert(entity.clone());
+            self.unpublished.insert(entity.clone());
+        }
+        self.inputs_since_checkpoint += 1;
+        let first = *self.first_change.get_or_insert_with(Instant::now);
+        self.inputs_since_checkpoint >= settings.checkpoint_max_inputs
+            || first.elapsed() >= Duration::from_millis(settings.checkpoint_interval_ms)
+    }
+
     fn new(state: State, checkpoint: RestoreReport, provisional: bool) -> Self {
         let unpublished = state.entity_refs().into_iter().collect();
         Self {
@@ -344,8 +356,11 @@ impl Shards {
     /// changed, and adds the shard's checkpoint to `out` when it is due.
     pub fn decide(&mut self, input: &Input, out: &mut Outputs) -> Result<Decision, RestoreError> {
         let p = &input.provenance;
-        tokio::task::block_in_place(|| self.load(&p.topic, p.partition, p.offset).map(drop))?;
         let id = ShardId { topic: p.topic.clone(), partition: p.partition };
+        // Off the async thread only when there is a restore to do.
+        if self.shards.get(&id).is_none_or(|s| s.provisional) {
+            tokio::task::block_in_place(|| self.load(&p.topic, p.partition, p.offset).map(drop))?;
+        }
         let vanished = || RestoreError::Changelog {
             topic: p.topic.clone(),
             partition: p.partition,
@@ -360,26 +375,10 @@ impl Shards {
         {
             tracing::warn!(topic = %p.topic, partition = p.partition, offset = p.offset, %why, "input not applied to the state");
         }
-        self.applied(&p.topic, p.partition, &decision.applied, out);
+        if shard.note(&decision.applied, &self.settings) {
+            checkpoint(shard, &self.settings.changelog_of(&p.topic), p.partition, out);
+        }
         Ok(decision)
-    }
-
-    /// Notes what an input changed; when the shard's checkpoint is due,
-    /// adds its changelog records to `out`.
-    pub fn applied(&mut self, topic: &str, partition: i32, applied: &Applied, out: &mut Outputs) {
-        let id = ShardId { topic: topic.to_string(), partition };
-        let Some(shard) = self.shards.get_mut(&id) else { return };
-        for entity in applied.changed.iter().chain(&applied.evicted) {
-            shard.dirty.insert(entity.clone());
-            shard.unpublished.insert(entity.clone());
-        }
-        shard.inputs_since_checkpoint += 1;
-        let first = *shard.first_change.get_or_insert_with(Instant::now);
-        let due = shard.inputs_since_checkpoint >= self.settings.checkpoint_max_inputs
-            || first.elapsed() >= Duration::from_millis(self.settings.checkpoint_interval_ms);
-        if due {
-            checkpoint(shard, &self.settings.changelog_of(topic), partition, out);
-        }
     }
 
     /// Drops the shards of `partitions` (revoked: another instance owns
