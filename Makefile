@@ -34,6 +34,7 @@ test: deps ## Start Kafka if needed, build the binaries, run every test (leaves 
 	scripts/kafka.sh up
 	cargo build --workspace --bins
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" cargo test --workspace
+	scripts/test_demo.sh
 	@if [[ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then \
 	  echo "Kafka left running; stop it with scripts/kafka.sh down"; \
 	fi

@@ -165,8 +165,12 @@ fi
 readonly C_RESET C_BOLD C_RED SIM_COLOR ORCH_COLOR WORKER_COLORS
 readonly PREFIX_WIDTH=14 # "[orchestrator]"
 
-say() { printf '%s%-*s%s %s\n' "$C_BOLD" "$PREFIX_WIDTH" "[demo]" "$C_RESET" "$*"; }
-warn() { printf '%s%-*s %s%s\n' "$C_RED" "$PREFIX_WIDTH" "[demo]" "$*" "$C_RESET"; }
+# The demo's own lines go to stdout, or to stderr once stdout is closed (for
+# example `make demo | tee demo.log` after tee was interrupted), or nowhere:
+# a closed output never stops the script before it has stopped its programs.
+emit() { printf '%s\n' "$1" 2>/dev/null || printf '%s\n' "$1" >&2 2>/dev/null || true; }
+say() { emit "$(printf '%s%-*s%s %s' "$C_BOLD" "$PREFIX_WIDTH" "[demo]" "$C_RESET" "$*")"; }
+warn() { emit "$(printf '%s%-*s %s%s' "$C_RED" "$PREFIX_WIDTH" "[demo]" "$*" "$C_RESET")"; }
 
 banner() {
   local stop_how="Press Ctrl-C to stop everything (gracefully) and see a summary."
@@ -211,8 +215,10 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # $LOG_DIR/NAME.log. PROGRAM runs in its own session (setsid execs it in
 # place, so $! is its pid): a Ctrl-C in the terminal reaches only this
 # script, which then stops each program with exactly one SIGTERM (a second
-# signal would make them exit at once). The prefixers ignore INT and TERM so
-# that they outlive the programs and pass on their last lines.
+# signal would make them exit at once). The prefixers ignore INT, TERM and
+# HUP so that they outlive the programs and pass on their last lines; when
+# our output is closed, tee goes on writing the log and the prefixer tells
+# this script (SIGUSR1), which then stops the demo.
 start_proc() {
   local name="$1" color prefix log env=()
   shift
@@ -231,8 +237,8 @@ start_proc() {
   : >"$log"
   setsid env "${COMMON_ENV[@]}" "${env[@]}" "$@" </dev/null \
     > >(
-      trap '' INT TERM
-      tee >(sed -u 's/\x1b\[[0-9;]*m//g' >"$log") | sed -u "s/^/$prefix/"
+      trap '' INT TERM HUP
+      tee -p >(sed -u 's/\x1b\[[0-9;]*m//g' >"$log") | { sed -u "s/^/$prefix/" || kill -USR1 $$ 2>/dev/null; }
     ) 2>&1 &
   PID[$name]=$!
   NAMES+=("$name")
@@ -298,8 +304,11 @@ stop_group() {
 # Stops everything the demo started, prints the summary, and sets the exit
 # status. Safe to call more than once.
 stop_all() {
-  local reason="$1" name workers=() started_any=0
+  local reason="$1" name workers=() started_any=0 line
   [[ $PHASE != stopping && $PHASE != finished ]] || return 0
+  # Best effort from here on: nothing (a closed output, a failed command)
+  # may end the script before every program is stopped.
+  set +e
   PHASE=stopping
   [[ -z $SLEEPER ]] || kill "$SLEEPER" 2>/dev/null || true
   for name in "${NAMES[@]}"; do
@@ -307,7 +316,7 @@ stop_all() {
     started_any=1
   done
   if ((started_any)); then
-    printf '\n'
+    emit ''
     say "stopping ($reason): SIGTERM to the orchestrator and the workers, waiting up to ${STOP_TIMEOUT}s"
     stop_group "$STOP_TIMEOUT" orchestrator "${workers[@]}"
     say "stopping the simulator"
@@ -321,7 +330,11 @@ stop_all() {
   elif [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]] && ((started_any)); then
     say "Kafka was already running before the demo; left running (stop it with scripts/kafka.sh down)"
   fi
-  ((started_any)) && summary
+  if ((started_any)); then
+    # Kept in a file too; printed through emit (our output may be closed).
+    summary >"$DEMO_DIR/summary.txt"
+    while IFS= read -r line; do emit "$line"; done <"$DEMO_DIR/summary.txt"
+  fi
   check_leftovers
   PHASE=finished
 }
@@ -400,7 +413,7 @@ check_leftovers() {
     fi
   done
   if [[ ${#left[@]} -eq 0 ]]; then
-    ((${#NAMES[@]} == 0)) || printf 'processes left running: none\n'
+    ((${#NAMES[@]} == 0)) || emit 'processes left running: none'
     return 0
   fi
   FAILED=1
@@ -486,20 +499,25 @@ stop_trace_backend() {
   fi
 }
 
+describe_signal() { if [[ $1 == PIPE ]]; then printf 'output closed'; else printf 'SIG%s' "$1"; fi; }
+
 # shellcheck disable=SC2317 # on_signal and on_exit are run by traps
 on_signal() {
   local sig="$1"
   case "$PHASE" in
     setup)
-      printf '\n'
-      say "SIG$sig during start-up"
-      stop_all "SIG$sig"
+      emit ''
+      say "$(describe_signal "$sig") during start-up"
+      stop_all "$(describe_signal "$sig")"
       trap - EXIT
-      [[ $sig == INT ]] && exit 130
-      exit 143
+      case "$sig" in
+        INT) exit 130 ;;
+        PIPE) exit 141 ;;
+        *) exit 143 ;;
+      esac
       ;;
     running)
-      STOP_REASON="SIG$sig"
+      STOP_REASON="$(describe_signal "$sig")"
       [[ -z $SLEEPER ]] || kill "$SLEEPER" 2>/dev/null || true
       ;;
     stopping)
@@ -527,6 +545,10 @@ trap on_exit EXIT
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
 trap 'on_signal HUP' HUP
+# A closed output pipe must not kill the script before it stops its
+# programs: writes fail instead, and the prefixers report it (SIGUSR1).
+trap '' PIPE
+trap 'on_signal PIPE' USR1
 
 banner
 
