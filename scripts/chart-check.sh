@@ -60,6 +60,11 @@ check and a final line "chart: N passed, M failed":
   - assertions on the rendered output (replicas, identity, probes, security
     context, grace period, secrets only by reference, rendered Shoal config);
   - bad values refused with a readable error (schema and render-time checks);
+  - the Grafana dashboard ($CHART/dashboards/shoal.json): it parses, its
+    panels use the templated data source, every metric its queries name is
+    one the binaries register, deploy/grafana/shoal-dashboard.json is the
+    same file, and the ConfigMap grafana.dashboard.enabled renders holds it
+    with the sidecar's label;
   - with cargo available (CHART_CHECK_BINARIES=auto, the default; yes makes it
     required, no skips it): the rendered Shoal config accepted by the real
     binaries (cargo build --workspace --bins, then --print-config).
@@ -107,5 +112,6 @@ check_renders
 check_rendered_output
 check_notes
 check_refused
+check_dashboard
 check_binaries
 summary

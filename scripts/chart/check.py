@@ -16,10 +16,13 @@ even when the check passes.
   grace MANIFESTS SECONDS                  every Shoal pod has that terminationGracePeriodSeconds
   expect NAME MANIFESTS                    what the example NAME must render
   shoal-config MANIFESTS BIN_DIR           the real binaries accept the rendered config (--print-config)
+  dashboard JSON COPY [ROOT]               the Grafana dashboard: parses, templated data source, metrics the binaries register
+  dashboard-configmap MANIFESTS JSON absent|present [NAMESPACE [label:K=V|annotation:K=V ...]]
+                                           the dashboard's ConfigMap, as the values ask
 
 The checks live next to this file, one module per concern:
 dockerfile_checks, values_checks (with values_doc), schema_checks,
-render_checks, example_checks, config_checks; manifests holds what they
+render_checks, example_checks, config_checks, dashboard_checks; manifests holds what they
 share.
 """
 
@@ -32,6 +35,7 @@ import sys
 sys.dont_write_bytecode = True
 
 from config_checks import cmd_shoal_config  # noqa: E402
+from dashboard_checks import cmd_dashboard, cmd_dashboard_configmap  # noqa: E402
 from dockerfile_checks import cmd_binaries, cmd_dockerfile_build, cmd_dockerfile_runtime  # noqa: E402
 from example_checks import cmd_expect  # noqa: E402
 from render_checks import cmd_conventions, cmd_grace, cmd_replicas  # noqa: E402
@@ -49,6 +53,8 @@ COMMANDS = {
     "grace": cmd_grace,
     "expect": cmd_expect,
     "shoal-config": cmd_shoal_config,
+    "dashboard": cmd_dashboard,
+    "dashboard-configmap": cmd_dashboard_configmap,
 }
 
 if __name__ == "__main__":

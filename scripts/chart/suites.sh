@@ -143,6 +143,33 @@ EOF_BAD
     -f "$OUT_DIR/bad-values.yaml"
 }
 
+readonly DASHBOARD="$CHART/dashboards/shoal.json" DASHBOARD_COPY=deploy/grafana/shoal-dashboard.json
+DASHBOARD_VALUES=(--set grafana.dashboard.enabled=true --set grafana.dashboard.namespace=monitoring
+  --set grafana.dashboard.annotations.grafana_folder=Shoal --set-string grafana.dashboard.labels.team=markets)
+
+# The Grafana dashboard: the file itself, and the ConfigMap the chart offers
+# it in (off by default).
+check_dashboard() {
+  printf '\n== Grafana dashboard\n'
+  check "$DASHBOARD parses, uses the templated data source, names only metrics the binaries register; $DASHBOARD_COPY is the same file" \
+    pycheck dashboard "$DASHBOARD" "$DASHBOARD_COPY" .
+  check "no dashboard ConfigMap by default" pycheck dashboard-configmap "$OUT_DIR/default.yaml" "$DASHBOARD" absent
+  check "helm template (dashboard: ${DASHBOARD_VALUES[*]})" render dashboard "${DASHBOARD_VALUES[@]}"
+  check "kubernetes schemas: dashboard" pycheck validate "$OUT_DIR/dashboard.yaml" "${KUBE_VERSIONS[@]}"
+  check "conventions (dashboard)" pycheck conventions "$OUT_DIR/dashboard.yaml"
+  check "the dashboard ConfigMap: in grafana.dashboard.namespace, the sidecar's label, extra labels and annotations, the JSON intact" \
+    pycheck dashboard-configmap "$OUT_DIR/dashboard.yaml" "$DASHBOARD" present monitoring \
+    label:grafana_dashboard=1 label:team=markets annotation:grafana_folder=Shoal
+  check "the dashboard ConfigMap defaults to the release's namespace" dashboard_in_release_namespace
+  refused "schema: grafana.dashboard.enabled must be a boolean" 'grafana.*dashboard.*enabled' --set grafana.dashboard.enabled=yes
+  refused "schema: unknown key (grafana.dashboard.folder)" "folder" --set grafana.dashboard.folder=Shoal
+}
+
+dashboard_in_release_namespace() {
+  render dashboard-default-ns --set grafana.dashboard.enabled=true &&
+    pycheck dashboard-configmap "$OUT_DIR/dashboard-default-ns.yaml" "$DASHBOARD" present shoal label:grafana_dashboard=1
+}
+
 # The rendered config through the real binaries, as CHART_CHECK_BINARIES
 # says: auto (when cargo is here), yes (cargo required) or no.
 check_binaries() {
