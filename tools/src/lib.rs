@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
+pub mod chaos;
 mod harness;
 pub mod otlp;
 
@@ -22,6 +23,7 @@ pub use harness::kafka::*;
 pub use harness::launch::*;
 pub use harness::proc::*;
 pub use harness::reader::*;
+pub use harness::replay::*;
 pub use harness::scope::*;
 pub use harness::sim::*;
 

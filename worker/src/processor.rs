@@ -310,7 +310,10 @@ impl Executor {
         self.stats.count_status(status);
         // Inside the span, so the line carries the trace id.
         span.in_scope(|| {
+            // Its own target, so that a busy deployment can turn the line
+            // per command off (`shoal_worker::command=warn`) and keep the rest.
             tracing::info!(
+                target: "shoal_worker::command",
                 command_id = %command.id, kind = %command.kind, key = %command.key, seq = command.seq,
                 status = status.as_str(), attempts = execution.attempts,
                 handler_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),

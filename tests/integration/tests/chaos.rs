@@ -1,28 +1,58 @@
-//! A reduced fault-injection run (the full one is `make chaos`): worker
-//! kills with restarts and a zombie on the single-node broker; the checker
-//! must report no lost, duplicated, out-of-order, unexpected or aborted-read
-//! result in exactly-once mode.
+//! Reduced fault-injection runs (the full ones are `make chaos`) on the
+//! single-node broker: worker kills with restarts and a zombie, and the
+//! real orchestrator with each of its stages killed and restarted; the
+//! checker must report every anomaly counter zero in exactly-once mode.
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use shoal_integration_tests::{bin, bootstrap};
 
-#[test]
-fn reduced_chaos_run_finds_no_anomaly_in_exactly_once_mode() {
+/// Every counter the checker requires to be zero.
+const ZEROS: [&str; 9] = [
+    "lost=0",
+    "duplicated=0",
+    "out_of_order=0",
+    "unexpected=0",
+    "aborted_read=0",
+    "missing_commands=0",
+    "extra_commands=0",
+    "seq_anomalies=0",
+    "state_mismatches=0",
+];
+
+/// Runs `shoal-chaos` with `args` on the shared broker; its summary line.
+fn chaos(args: &[&str]) -> (String, std::process::Output) {
     let output = std::process::Command::new(bin("shoal-chaos"))
-        .args(["--commands", "3000", "--keys", "40", "--rate", "500", "--kills", "3", "--zombies", "1"])
-        .args(["--seed", "7", "--mode", "exactly_once", "--cluster", "single", "--bootstrap", &bootstrap()])
+        .args(args)
+        .args(["--mode", "exactly_once", "--cluster", "single", "--bootstrap", &bootstrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().find(|l| l.starts_with("chaos: mode=")).unwrap_or_else(|| {
         panic!("no summary line; stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
     });
-    for zero in ["lost=0", "duplicated=0", "out_of_order=0", "unexpected=0", "aborted_read=0"] {
+    for zero in ZEROS {
         assert!(line.contains(&format!(" {zero}")), "{zero} expected in: {line}\n{stdout}");
     }
+    (line.to_string(), output)
+}
+
+#[test]
+fn reduced_chaos_run_finds_no_anomaly_in_exactly_once_mode() {
+    let args = ["--commands", "3000", "--keys", "40", "--rate", "500", "--kills", "3", "--zombies", "1", "--seed", "7"];
+    let (line, output) = chaos(&args);
     assert!(line.contains(" issued=3000 ") && line.contains(" results=3000 "), "{line}");
     assert!(line.contains(" kills=3 "), "the schedule's kills happened: {line}");
+    assert!(output.status.success(), "checker exit {}: {line}", output.status);
+}
+
+#[test]
+fn reduced_orchestrator_chaos_run_finds_no_anomaly() {
+    let args = ["--orchestrator", "--seconds", "30", "--kills", "2", "--zombies", "1", "--orchestrator-kills", "3"];
+    let (line, output) = chaos(&[&args[..], &["--seed", "5"]].concat());
+    assert!(line.contains(" orchestrator_kills=3 "), "each stage was killed once: {line}");
+    let issued: usize = line.split(" issued=").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap();
+    assert!(issued > 100, "the rules decided commands: {line}");
     assert!(output.status.success(), "checker exit {}: {line}", output.status);
 }

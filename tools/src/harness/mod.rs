@@ -6,5 +6,6 @@ pub mod kafka;
 pub mod launch;
 pub mod proc;
 pub mod reader;
+pub mod replay;
 pub mod scope;
 pub mod sim;
