@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod dlq;
 mod harness;
 pub mod otlp;
 
