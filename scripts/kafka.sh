@@ -48,6 +48,20 @@ readonly CLUSTER_BROKER_PORT
 readonly CLUSTER_CONTROLLER_PORT=$((CLUSTER_BROKER_PORT + 1))
 readonly CLUSTER_HEAP="-Xms256m -Xmx768m"
 
+# The fault-proxy listener (opt-in, for network-fault tests): with
+# SHOAL_KAFKA_PROXY_PORT=<base>, node n also listens on a PLAINTEXT listener
+# named FAULTY at <base> + <nodes> + (n-1) and advertises 127.0.0.1:<base> +
+# (n-1) on it, the port where a fault proxy (Toxiproxy) listens and forwards
+# to that listener. A client that bootstraps through the proxy is then given
+# proxied addresses for every broker; inter-broker traffic and clients of
+# the PLAINTEXT listener never pass the proxy. Unset, the nodes' configs have
+# no such listener.
+PROXY_PORT=""
+if [[ -n ${SHOAL_KAFKA_PROXY_PORT:-} ]]; then
+  PROXY_PORT="$(port_setting SHOAL_KAFKA_PROXY_PORT "" $((65535 - 2 * CLUSTER_SIZE + 1)))"
+fi
+readonly PROXY_PORT
+
 readonly STATE_DIR="${SHOAL_KAFKA_DIR:-$REPO_ROOT/.kafka}"
 readonly CLUSTER_DIR="$STATE_DIR/cluster$CLUSTER_SIZE"
 readonly CACHE_ROOT="${SHOAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
@@ -59,6 +73,45 @@ STOP_TIMEOUT="${SHOAL_KAFKA_STOP_TIMEOUT:-30}"
 source "$KAFKA_LIB/jars.sh"
 # shellcheck source=kafka/lib/node.sh
 source "$KAFKA_LIB/node.sh"
+# Node n's fault-proxy ports (with SHOAL_KAFKA_PROXY_PORT): where the proxy
+# listens (advertised on FAULTY), and the FAULTY listener it forwards to.
+node_proxy_port() { printf '%s\n' $((PROXY_PORT + $1 - 1)); }
+node_faulty_port() { printf '%s\n' $((PROXY_PORT + BROKERS + $1 - 1)); }
+
+# node.sh's write_node_config fills the placeholders every config has; this
+# wrapper fills the FAULTY listener's (@FAULTY_LISTENER@, @FAULTY_ADVERTISED@,
+# @FAULTY_PROTOCOL@), empty unless SHOAL_KAFKA_PROXY_PORT is set, so that
+# without it the config is what it always was.
+eval "node_sh_$(declare -f write_node_config)"
+write_node_config() {
+  local n="$1" listener="" advertised="" protocol=""
+  if [[ -n $PROXY_PORT ]]; then
+    ! port_open "$(node_faulty_port "$n")" ||
+      die "port $HOST:$(node_faulty_port "$n") (node $n's FAULTY listener, from SHOAL_KAFKA_PROXY_PORT=$PROXY_PORT) is already in use"
+    listener=",FAULTY://$HOST:$(node_faulty_port "$n")"
+    advertised=",FAULTY://$HOST:$(node_proxy_port "$n")"
+    protocol=",FAULTY:PLAINTEXT"
+  fi
+  node_sh_write_node_config "$n"
+  sed -i -e "s|@FAULTY_LISTENER@|$listener|g" \
+    -e "s|@FAULTY_ADVERTISED@|$advertised|g" \
+    -e "s|@FAULTY_PROTOCOL@|$protocol|g" \
+    "$(node_config "$n")"
+}
+
+# With SHOAL_KAFKA_PROXY_PORT set, 'up' leaves running nodes alone, so one
+# started without that listener (or with other ports) would not get it:
+# fails, saying so.
+check_running_nodes_listen_for_proxy() {
+  [[ -n $PROXY_PORT ]] || return 0
+  local n
+  for n in $(node_ids); do
+    node_pid "$n" >/dev/null || continue
+    grep -q "^listeners=.*,FAULTY://$HOST:$(node_faulty_port "$n")\$" "$(node_config "$n")" ||
+      die "node $n runs without the FAULTY listener SHOAL_KAFKA_PROXY_PORT=$PROXY_PORT asks for; stop it first ('down'), or use 'up --fresh'"
+  done
+}
+
 # shellcheck source=kafka/lib/ready.sh
 source "$KAFKA_LIB/ready.sh"
 # shellcheck source=kafka/lib/lifecycle.sh
@@ -142,6 +195,23 @@ Three-node cluster mode (--brokers 3, or SHOAL_KAFKA_BROKERS=3):
   started again before that, it registers only once the old session ends.
   KAFKA_BOOTSTRAP_SERVERS is ignored in this mode.
 
+Fault-proxy listener (SHOAL_KAFKA_PROXY_PORT=BASE, for network-fault tests):
+  Node n (1 here, 1..3 with --brokers 3) also gets a PLAINTEXT listener
+  named FAULTY on port BASE + <nodes> + (n-1), and advertises
+  $HOST:<BASE + (n-1)> on it. A TCP fault proxy (Toxiproxy; see
+  scripts/ensure-toxiproxy.sh and docs/reliability.md) listens on
+  BASE + (n-1) and forwards to node n's FAULTY port. A client that
+  bootstraps at the proxy ports gets the proxy ports for every broker in
+  its metadata, so all its connections pass the proxy; the brokers' own
+  traffic and clients of the PLAINTEXT listener do not. For example
+    SHOAL_KAFKA_PROXY_PORT=19192 scripts/kafka.sh --brokers 3 up
+  gives proxy ports 19192-19194 and FAULTY listeners on 19195-19197
+  (single node: proxy port BASE, FAULTY listener BASE+1).
+  Every 'up' and 'start-node' on those nodes needs the same value: a config
+  is written each time a node starts, and without the variable it has no
+  FAULTY listener. 'up' fails if a running node lacks the listener (use
+  'down' first, or 'up --fresh'). Unset (the default), no extra listener.
+
 The broker's jars (version from scripts/kafka/pom.xml, kafka.version) are
 resolved from Maven Central with 'mvn dependency:copy-dependencies' once and
 cached outside the work tree in
@@ -168,6 +238,8 @@ Environment:
                             node n's broker at +2(n-1), each controller on
                             the port after its broker). With its own
                             SHOAL_KAFKA_DIR, a second cluster beside the first.
+  SHOAL_KAFKA_PROXY_PORT    first port of the fault-proxy listener's range
+                            (see "Fault-proxy listener" above; unset: none).
   SHOAL_CACHE_DIR           jar cache root (see above).
   SHOAL_KAFKA_READY_TIMEOUT seconds 'up' waits for readiness (default 90).
   SHOAL_KAFKA_STOP_TIMEOUT  seconds 'down' waits before SIGKILL (default 30).
@@ -247,6 +319,7 @@ main() {
   case "$cmd" in
     up)
       parse_options "$cmd" "$@"
+      [[ $FRESH -eq 1 ]] || external || check_running_nodes_listen_for_proxy
       kafka_up "$FRESH"
       ;;
     down)

@@ -1,4 +1,5 @@
-//! A broker of one test's own, for tests that stop it.
+//! A broker of one test's own, for tests that stop it or put a fault proxy
+//! in front of it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -6,6 +7,9 @@ use std::process::{Command, Stdio};
 use shoal_kafka::settings::KafkaSettings;
 
 use super::scope::repo_root;
+// The fault proxy in front of such a broker; re-exported here because
+// `lib.rs` re-exports this module's items at the crate root.
+pub use super::netfault::{CUT_WINDOW, Fault, NetFaults, Partition};
 
 /// A single-node broker of one test's own: its own state directory and
 /// port, started by `scripts/kafka.sh` like the shared one, so the test can
@@ -15,15 +19,43 @@ use super::scope::repo_root;
 pub struct OwnBroker {
     dir: PathBuf,
     port: u16,
+    proxy_port: Option<u16>,
 }
 
 impl OwnBroker {
-    /// Starts a fresh broker on `port` with its state in `dir`, and waits
-    /// until it answers.
+    /// Starts a fresh broker on `port` (its controller on `port + 1`) with
+    /// its state in `dir`, and waits until it answers.
     pub fn start(port: u16, dir: &Path) -> Self {
-        let broker = Self { dir: dir.to_path_buf(), port };
+        Self::start_with(port, None, dir)
+    }
+
+    /// [`OwnBroker::start`] with the listener for a fault proxy
+    /// (`SHOAL_KAFKA_PROXY_PORT`, see `scripts/kafka.sh --help`): the proxy
+    /// is to listen on `port + 2` (advertised to the clients that bootstrap
+    /// there) and forward to the broker's `FAULTY` listener on `port + 3`.
+    /// [`OwnBroker::net_faults`] starts that proxy.
+    pub fn start_proxied(port: u16, dir: &Path) -> Self {
+        Self::start_with(port, Some(port + 2), dir)
+    }
+
+    fn start_with(port: u16, proxy_port: Option<u16>, dir: &Path) -> Self {
+        let broker = Self { dir: dir.to_path_buf(), port, proxy_port };
         assert!(broker.kafka_sh(&["up", "--fresh"]), "own broker on port {port} did not start");
         broker
+    }
+
+    /// The port its fault proxy listens on (`SHOAL_KAFKA_PROXY_PORT`), if
+    /// it was started with [`OwnBroker::start_proxied`].
+    pub fn proxy_port(&self) -> Option<u16> {
+        self.proxy_port
+    }
+
+    /// Starts the fault proxy in front of it ([`NetFaults::start`] for one
+    /// node), logging to `<log_dir>/toxiproxy.log`. Panics unless it was
+    /// started with [`OwnBroker::start_proxied`].
+    pub async fn net_faults(&self, log_dir: &Path) -> NetFaults {
+        let proxy_port = self.proxy_port.expect("the broker was started with OwnBroker::start_proxied");
+        NetFaults::start(proxy_port, 1, log_dir).await
     }
 
     /// Its bootstrap servers.
@@ -42,7 +74,12 @@ impl OwnBroker {
     }
 
     fn kafka_sh(&self, args: &[&str]) -> bool {
-        Command::new("bash")
+        let mut command = Command::new("bash");
+        match self.proxy_port {
+            Some(proxy_port) => command.env("SHOAL_KAFKA_PROXY_PORT", proxy_port.to_string()),
+            None => command.env_remove("SHOAL_KAFKA_PROXY_PORT"),
+        };
+        command
             .arg(repo_root().join("scripts/kafka.sh"))
             .args(args)
             .env("SHOAL_KAFKA_DIR", &self.dir)

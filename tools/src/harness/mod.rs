@@ -4,6 +4,7 @@ pub mod broker;
 pub mod ingest;
 pub mod kafka;
 pub mod launch;
+pub mod netfault;
 pub mod proc;
 pub mod reader;
 pub mod replay;
