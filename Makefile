@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos bench chart docs-check arch-check kafka-up kafka-down clean-state
+.PHONY: help deps build test lint fmt demo chaos bench chart docs-check arch-check kafka-up kafka-down clean-state soak
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -65,6 +65,9 @@ bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal at-least-
 	scripts/kafka.sh up
 	cargo build --release --workspace --bins
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" target/release/shoal-bench $(BENCH_ARGS)
+
+soak: deps ## Soak test: the demo's pipeline for SOAK_MINUTES (30) under faults; memory, fds, lag, latency (docs/soak.md)
+	scripts/soak.sh
 
 chart: ## Lint, render and validate the Helm chart (installs Helm and validators on first use)
 	scripts/chart-check.sh
