@@ -79,10 +79,31 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
+impl GroupContext {
+    /// Partitions lost, not handed over: the session timed out (the
+    /// coordinator was unreachable, or this process was paused), so the
+    /// group has already given them to another member. Nothing is flushed
+    /// or committed: a commit would be refused (the generation is gone) and,
+    /// with the coordinator away, would block the thread that must answer
+    /// the rebalance, keeping this member out of the group. Their
+    /// uncommitted records are processed again by their next owner.
+    fn lose(&self, lost: Vec<(String, i32)>) {
+        self.stats.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(lost.iter().cloned());
+        self.stats.added.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !lost.contains(p));
+        self.tracker.forget(&lost);
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(consumer = %self.name, partitions = ?lost, "partitions lost (session timed out): not committing; their uncommitted records go to the next owner");
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
+            if consumer.assignment_lost() {
+                self.lose(revoked);
+                return;
+            }
             // Blocks the thread polling this consumer, bounded by the flush
             // timeout: the handover must not start before outputs are acked.
             if let Some(producer) = &self.producer
@@ -177,9 +198,15 @@ pub fn commit_done(consumer: &GroupConsumer, tracker: &OffsetTracker, mode: Comm
 /// but gives up after `bound`: librdkafka's close can hang when the cluster
 /// is unreachable. Returns whether the close finished in time.
 pub async fn close_bounded(consumer: GroupConsumer, bound: Duration) -> bool {
-    // Dropping runs librdkafka's consumer close (revoke callback, commit,
-    // LeaveGroup) on a blocking thread.
-    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    // Unsubscribing first leaves the group at once (LeaveGroup), so the
+    // other members get the partitions without waiting for this member's
+    // session to time out; dropping then runs librdkafka's consumer close
+    // (revoke callback, commit). Both block: off the async threads.
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        tracing::info!("consumer unsubscribed: leaving the group");
+        drop(consumer);
+    });
     match tokio::time::timeout(bound, closing).await {
         Ok(_) => true,
         Err(_) => {

@@ -113,3 +113,39 @@ async fn a_worker_whose_cluster_is_unreachable_still_stops_within_its_bound() {
     assert!(began.elapsed() < Duration::from_millis(3_500), "took {:?}", began.elapsed());
     assert!(status.code().is_some(), "exited by itself, not by a signal: {status}");
 }
+
+/// Members of `group` as the broker lists them, whatever its state.
+fn group_members(group: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(5)).ok()?;
+    list.groups().iter().find(|g| g.name() == group).map(|g| g.members().len())
+}
+
+/// On shutdown a worker unsubscribes before it closes its consumer, so the
+/// group sees the member leave at once: with a 45 s session timeout, the
+/// broker lists one member within seconds of the stop (without a
+/// LeaveGroup the stopped member would stay listed for 45 s), and the other
+/// worker then holds every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_leaves_its_group_at_once() {
+    let scope = Scope::with_topics("leave").await;
+    let launch = |name: &str| scope.worker(name).with("SHOAL__KAFKA__SESSION_TIMEOUT_MS", "45000").spawn();
+    let (mut first, mut second) = (launch("leave-1"), launch("leave-2"));
+    wait_for_members(&scope, 2).await;
+    let group = scope.workers_group();
+    assert_eq!(group_members(&group), Some(2));
+    assert!(first.terminate(Duration::from_secs(30)).success(), "stopped cleanly");
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(5), "the broker to list one member", || {
+        let group = group.clone();
+        async move { tokio::task::spawn_blocking(move || group_members(&group)).await.unwrap() == Some(1) }
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(5), "left in {:?}", stopped.elapsed());
+    assert!(first.log_text().contains("consumer unsubscribed: leaving the group"), "it unsubscribed first");
+    // The survivor notices at its next heartbeat (a quarter of the session
+    // timeout) and takes every partition.
+    wait_for_members(&scope, 1).await;
+    assert!(second.terminate(Duration::from_secs(30)).success());
+}

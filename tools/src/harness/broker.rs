@@ -73,6 +73,12 @@ impl OwnBroker {
         assert!(self.kafka_sh(&["down"]), "own broker on port {} did not stop", self.port);
     }
 
+    /// Starts it again after [`OwnBroker::stop`], with its data, and waits
+    /// until it answers.
+    pub fn start_again(&self) {
+        assert!(self.kafka_sh(&["up"]), "own broker on port {} did not start again", self.port);
+    }
+
     fn kafka_sh(&self, args: &[&str]) -> bool {
         let mut command = Command::new("bash");
         match self.proxy_port {

@@ -18,6 +18,8 @@ use crate::offsets::{OffsetTracker, Origin};
 /// How long a read waits before trying a partition whose commit metadata
 /// could not be read again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// At most one pause after consumer errors per this interval.
+const ERROR_PAUSE_EVERY: Duration = Duration::from_secs(1);
 
 /// Resolves at `deadline`; never without one.
 pub(super) async fn until(deadline: Option<Instant>) {
@@ -35,11 +37,18 @@ pub(super) struct LoopState {
     /// until the deadline.
     drain_deadline: Option<Instant>,
     consecutive_errors: u32,
+    /// When the loop last paused after a consumer error.
+    last_error_pause: Option<Instant>,
 }
 
 impl LoopState {
     pub(super) fn new(max_concurrency: usize, tracker: std::sync::Arc<OffsetTracker>) -> Self {
-        Self { in_flight: InFlight::new(max_concurrency, tracker), drain_deadline: None, consecutive_errors: 0 }
+        Self {
+            in_flight: InFlight::new(max_concurrency, tracker),
+            drain_deadline: None,
+            consecutive_errors: 0,
+            last_error_pause: None,
+        }
     }
 
     /// Whether the drain has begun.
@@ -97,12 +106,20 @@ impl LoopState {
         let message = match received {
             Ok(message) => message,
             Err(error) => {
-                // Back off a little so a persistent error does not spin;
-                // librdkafka recovers from per-fetch errors by itself.
+                // librdkafka recovers from per-fetch errors by itself. Back
+                // off a little so a flood of errors does not spin, but at
+                // most once per ERROR_PAUSE_EVERY: errors are events queued
+                // ahead of everything else (a rebalance among them), and a
+                // pause per event let a backlog of all-brokers-down events
+                // hold back the revoke of lost partitions for most of a
+                // minute after an outage, keeping the member out of its group.
                 self.consecutive_errors = self.consecutive_errors.saturating_add(1);
                 tracing::warn!(stage, %error, consecutive_errors = self.consecutive_errors, "consumer error");
-                let pause = 50 * u64::from(self.consecutive_errors.min(20));
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                if self.last_error_pause.is_none_or(|at| at.elapsed() >= ERROR_PAUSE_EVERY) {
+                    let pause = 50 * u64::from(self.consecutive_errors.min(20));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    self.last_error_pause = Some(Instant::now());
+                }
                 return (Vec::new(), None);
             }
         };
