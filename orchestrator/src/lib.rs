@@ -157,11 +157,13 @@ async fn spawn_ingest(
     }
     let shutdown_timeout = env.shutdown_timeout;
     stages.spawn(async move {
-        feed::run_with(feed_settings, sink, token, feed_stats, dedupe).await;
+        feed::run_with(feed_settings, sink, token, feed_stats.clone(), dedupe).await;
         let flushed = producer.flush(shutdown_timeout).await;
         if let Err(error) = &flushed {
             tracing::warn!(%error, "ticks not all delivered before shutdown");
         }
+        // Every record enqueued must have a delivery report by now.
+        feed::DeliveryAccount::of(&feed_stats, producer.health().deliveries()).log();
         ("ingest", flushed.is_ok())
     });
     Ok(())

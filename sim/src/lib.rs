@@ -142,8 +142,9 @@
 //! * `{"fault":"burst","count":N}`: generate N trades at once and send each
 //!   subscribed connection its share as fast as the socket takes it; the reply
 //!   lists each connection's `frames`, `elapsed_us` and `per_second`;
-//! * `{"cmd":"stats"}`: `accepted`, `open`, `subscribes`, `client_closes`
-//!   (close handshakes completed by clients) and `rejected_handshakes`.
+//! * `{"cmd":"stats"}`: `accepted`, `open`, `subscribes`, `unsubscribes`
+//!   (requests that removed a subscription), `client_closes` (close
+//!   handshakes completed by clients) and `rejected_handshakes`.
 
 mod exchange;
 mod server;

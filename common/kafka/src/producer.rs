@@ -39,6 +39,7 @@ impl ProducerContext for TrackingContext {
     type DeliveryOpaque = Box<Option<Origin>>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
+        self.health.note_delivery(result.is_ok());
         match result {
             Ok(_) => {
                 if let Some(origin) = origin.as_ref() {

@@ -92,6 +92,10 @@ pub struct ClientHealth {
     last_stats_ms: AtomicU64,
     /// Lag of each partition being fetched: (topic, partition) → messages.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Producers: records the brokers acknowledged.
+    delivered: AtomicU64,
+    /// Producers: records whose delivery failed (reported by librdkafka).
+    delivery_failures: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -132,6 +136,17 @@ impl ClientHealth {
         }
         *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
         self.last_stats_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts one delivery report of a producer.
+    pub fn note_delivery(&self, ok: bool) {
+        let counter = if ok { &self.delivered } else { &self.delivery_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A producer's delivery reports so far: (acknowledged, failed).
+    pub fn deliveries(&self) -> (u64, u64) {
+        (self.delivered.load(Ordering::Relaxed), self.delivery_failures.load(Ordering::Relaxed))
     }
 
     /// Brokers connected, brokers known (from the latest statistics).

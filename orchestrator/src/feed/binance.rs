@@ -28,6 +28,7 @@ pub(crate) const EXCHANGE: Exchange = Exchange {
     default_channels: &["trade", "bookTicker"],
     example_symbol: Some("BTCUSDT"),
     subscribe,
+    unsubscribe,
     parser: || Box::new(Stateless(parse)),
 };
 
@@ -37,6 +38,12 @@ fn subscribe(to: &Subscription<'_>) -> Vec<String> {
         Ok(url) if url_names_streams(&url) => Vec::new(),
         _ => vec![subscribe_request(to.symbols, to.channels)],
     }
+}
+
+/// One `UNSUBSCRIBE` of what [`subscribe`] asked for; nothing when the URL
+/// names its streams (those end with the connection).
+fn unsubscribe(to: &Subscription<'_>) -> Vec<String> {
+    subscribe(to).into_iter().map(|_| request("UNSUBSCRIBE", to.symbols, to.channels, 2)).collect()
 }
 
 /// Whether `url` already names its streams (`/ws/<stream>` or
@@ -51,9 +58,13 @@ pub fn url_names_streams(url: &url::Url) -> bool {
 /// The `SUBSCRIBE` request for `symbols` × `channels` (stream names are lower
 /// case).
 pub fn subscribe_request(symbols: &[String], channels: &[String]) -> String {
+    request("SUBSCRIBE", symbols, channels, 1)
+}
+
+fn request(method: &str, symbols: &[String], channels: &[String], id: u64) -> String {
     let params: Vec<String> =
         symbols.iter().flat_map(|s| channels.iter().map(move |c| format!("{}@{c}", s.to_ascii_lowercase()))).collect();
-    serde_json::json!({"method": "SUBSCRIBE", "params": params, "id": 1}).to_string()
+    serde_json::json!({"method": method, "params": params, "id": id}).to_string()
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,9 @@ pub(crate) const EXCHANGE: Exchange = Exchange {
     default_channels: &CHANNELS,
     example_symbol: Some("BTC-USD"),
     subscribe: |to| vec![subscribe_request(to.symbols, to.channels)],
+    unsubscribe: |to| {
+        vec![serde_json::json!({"type": "unsubscribe", "product_ids": to.symbols, "channels": to.channels}).to_string()]
+    },
     parser: || Box::<State>::default(),
 };
 

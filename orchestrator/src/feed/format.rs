@@ -66,6 +66,11 @@ impl FeedFormat {
         (self.exchange().subscribe)(subscription)
     }
 
+    /// The messages to send on shutdown, before the close handshake.
+    pub fn unsubscribe_messages(self, subscription: &Subscription<'_>) -> Vec<String> {
+        (self.exchange().unsubscribe)(subscription)
+    }
+
     /// A parser for a new connection.
     pub fn parser(self) -> Box<dyn FrameParser> {
         (self.exchange().parser)()
@@ -90,6 +95,32 @@ mod tests {
         let cb = subscribe(FeedFormat::Coinbase, "ws://x");
         assert!(cb[0].contains(r#""channels":["matches","ticker","heartbeat"]"#), "{cb:?}");
         assert_eq!(subscribe(FeedFormat::ShoalSim, "ws://x"), [r#"{"symbols":["BTCUSDT"],"type":"subscribe"}"#]);
+    }
+
+    fn unsubscribe(format: FeedFormat, url: &str) -> Vec<String> {
+        let symbols = ["BTCUSDT".to_owned()];
+        let channels: Vec<String> = format.default_channels().iter().map(|c| (*c).to_owned()).collect();
+        format.unsubscribe_messages(&Subscription { url, symbols: &symbols, channels: &channels })
+    }
+
+    #[test]
+    fn unsubscribe_messages_undo_the_subscription() {
+        assert!(unsubscribe(FeedFormat::Binance, "ws://x/ws/btcusdt@trade").is_empty(), "streams named by the URL");
+        assert_eq!(
+            unsubscribe(FeedFormat::Binance, "ws://x/ws"),
+            [r#"{"id":2,"method":"UNSUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker"]}"#]
+        );
+        let kraken = unsubscribe(FeedFormat::Kraken, "ws://x/v2");
+        assert_eq!(kraken.len(), 2, "one per channel");
+        assert!(kraken[0].contains(r#""method":"unsubscribe""#) && kraken[0].contains(r#""channel":"trade""#));
+        let cb = unsubscribe(FeedFormat::Coinbase, "ws://x");
+        assert!(
+            cb[0].starts_with(
+                r#"{"channels":["matches","ticker","heartbeat"],"product_ids":["BTCUSDT"],"type":"unsubscribe""#
+            ),
+            "{cb:?}"
+        );
+        assert_eq!(unsubscribe(FeedFormat::ShoalSim, "ws://x"), [r#"{"symbols":["BTCUSDT"],"type":"unsubscribe"}"#]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::FeedSettings;
-use super::connect::{close_gracefully, connect};
+use super::connect::{FeedSocket, close_gracefully, connect};
 use super::dedupe::{self, Dedupe, Verdict};
 use super::protocol::{FrameError, Parsed, Subscription};
 use super::queue::{Item, Pushed, Queue};
@@ -87,6 +87,7 @@ impl Ingest {
             }
         }
         tracing::info!(url = %self.feed.url, format = %self.feed.format, symbols = ?self.feed.symbols, "feed connected; subscribe sent");
+        let unsubscribe = self.feed.format.unsubscribe_messages(&subscription);
 
         let stale_after = Duration::from_millis(self.feed.stale_after_ms);
         let ping_every = Duration::from_millis(self.feed.ping_interval_ms);
@@ -98,6 +99,7 @@ impl Ingest {
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
+                    unsubscribe_all(&mut ws, &unsubscribe).await;
                     close_gracefully(&mut ws).await;
                     return Disconnect::Shutdown;
                 }
@@ -246,6 +248,27 @@ impl Ingest {
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.queue_high_water.fetch_max(self.queue.high_water() as u64, Ordering::Relaxed);
+    }
+}
+
+/// How long shutdown waits to send the unsubscribe requests.
+const UNSUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends the exchange's unsubscribe requests (what the subscription asked
+/// for, undone) so that it stops streaming before the close handshake;
+/// bounded, and a failure only logged: the close follows either way.
+async fn unsubscribe_all(ws: &mut FeedSocket, requests: &[String]) {
+    let send = async {
+        for request in requests {
+            ws.send(Message::text(request.clone())).await?;
+        }
+        Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+    };
+    match tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, send).await {
+        Ok(Ok(())) if !requests.is_empty() => tracing::info!(requests = requests.len(), "feed unsubscribed"),
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not send the unsubscribe request; closing anyway"),
+        Err(_) => tracing::warn!("unsubscribe not sent within {UNSUBSCRIBE_TIMEOUT:?}; closing anyway"),
     }
 }
 

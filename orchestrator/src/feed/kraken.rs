@@ -28,6 +28,15 @@ pub(crate) const EXCHANGE: Exchange = Exchange {
     default_channels: &CHANNELS,
     example_symbol: Some("BTC/USD"),
     subscribe: |to| subscribe_requests(to.symbols, to.channels),
+    unsubscribe: |to| {
+        let channels = to.channels.iter().enumerate();
+        channels
+            .map(|(i, channel)| {
+                let params = serde_json::json!({"channel": channel, "symbol": to.symbols});
+                serde_json::json!({"method": "unsubscribe", "params": params, "req_id": 100 + i}).to_string()
+            })
+            .collect()
+    },
     parser: || Box::new(Stateless(parse)),
 };
 

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub use connect::{ConnectError, FeedSocket, connect};
 pub use format::FeedFormat;
 pub use settings::FeedSettings;
-pub use stats::FeedStats;
+pub use stats::{DeliveryAccount, FeedStats};
 
 use dedupe::Dedupe;
 use ingest::Ingest;

@@ -85,6 +85,9 @@ pub struct Exchange {
     pub example_symbol: Option<&'static str>,
     /// The messages to send once connected.
     pub subscribe: fn(&Subscription<'_>) -> Vec<String>,
+    /// The messages that undo them, sent on shutdown before the close
+    /// handshake.
+    pub unsubscribe: fn(&Subscription<'_>) -> Vec<String>,
     /// A parser with fresh per-connection state.
     pub parser: fn() -> Box<dyn FrameParser>,
 }

@@ -19,6 +19,7 @@ pub(crate) const EXCHANGE: Exchange = Exchange {
     default_channels: &[],
     example_symbol: None,
     subscribe: |to| vec![subscribe_request(to.symbols)],
+    unsubscribe: |to| vec![serde_json::json!({"type": "unsubscribe", "symbols": to.symbols}).to_string()],
     parser: || Box::<Parser>::default(),
 };
 

@@ -65,3 +65,66 @@ impl FeedStats {
         self.log_status("feed status", "ingest");
     }
 }
+
+/// What became of the records ingest handed to its producer, once it has
+/// stopped and the producer has been flushed: each must have been
+/// acknowledged by the brokers or reported failed. One that is neither is a
+/// record lost without a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryAccount {
+    /// Records enqueued (ticks, book tops, data-quality events).
+    pub enqueued: u64,
+    /// Delivery reports: acknowledged.
+    pub acknowledged: u64,
+    /// Delivery reports: failed (each logged with its error).
+    pub failed: u64,
+}
+
+impl DeliveryAccount {
+    /// The account of `stats` against the delivery reports of ingest's own
+    /// producer (`(acknowledged, failed)`).
+    pub fn of(stats: &FeedStats, (acknowledged, failed): (u64, u64)) -> Self {
+        let enqueued = stats.ticks.load(Ordering::Relaxed)
+            + stats.book_tops.load(Ordering::Relaxed)
+            + stats.data_quality.load(Ordering::Relaxed);
+        Self { enqueued, acknowledged, failed }
+    }
+
+    /// Records enqueued with no delivery report.
+    pub fn unaccounted(&self) -> u64 {
+        self.enqueued.saturating_sub(self.acknowledged + self.failed)
+    }
+
+    /// Logs the account: `info` when every record was acknowledged, `error`
+    /// otherwise.
+    pub fn log(&self) {
+        let (enqueued, acknowledged, failed, unaccounted) =
+            (self.enqueued, self.acknowledged, self.failed, self.unaccounted());
+        if acknowledged == enqueued && failed == 0 {
+            tracing::info!(enqueued, acknowledged, failed, unaccounted, "ingest delivery account");
+        } else {
+            tracing::error!(
+                enqueued,
+                acknowledged,
+                failed,
+                unaccounted,
+                "ingest delivery account: records not acknowledged"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+
+    #[test]
+    fn unaccounted_is_what_has_no_delivery_report() {
+        let stats = FeedStats::default();
+        stats.ticks.store(10, Ordering::Relaxed);
+        stats.data_quality.store(1, Ordering::Relaxed);
+        assert_eq!(DeliveryAccount::of(&stats, (11, 0)).unaccounted(), 0);
+        assert_eq!(DeliveryAccount::of(&stats, (9, 1)).unaccounted(), 1);
+        assert_eq!(DeliveryAccount::of(&stats, (8, 3)).unaccounted(), 0);
+    }
+}

@@ -399,6 +399,10 @@ impl Connection {
         for (index, bits) in &outcome.remove {
             self.subscribed[*index] &= !bits;
         }
+        if !outcome.remove.is_empty() {
+            self.shared.stats.unsubscribes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(request = %text, "client unsubscribed");
+        }
         if outcome.subscribed {
             self.shared.stats.subscribes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(request = %text, "client subscribed");

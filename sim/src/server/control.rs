@@ -76,6 +76,7 @@ async fn control_command(text: &str, shared: &Shared) -> serde_json::Value {
             "accepted": s.accepted.load(Ordering::Relaxed),
             "open": s.open.load(Ordering::Relaxed),
             "subscribes": s.subscribes.load(Ordering::Relaxed),
+            "unsubscribes": s.unsubscribes.load(Ordering::Relaxed),
             "client_closes": s.client_closes.load(Ordering::Relaxed),
             "rejected_handshakes": s.rejected_handshakes.load(Ordering::Relaxed),
         });

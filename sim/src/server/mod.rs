@@ -62,6 +62,7 @@ struct SimStats {
     accepted: AtomicU64,
     open: AtomicU64,
     subscribes: AtomicU64,
+    unsubscribes: AtomicU64,
     client_closes: AtomicU64,
     rejected_handshakes: AtomicU64,
 }

@@ -121,24 +121,46 @@ async fn malformed_and_unexpected_frames_are_counted_and_skipped() {
     assert!(records.quality.iter().all(|q| q.kind == DataQualityKind::SequenceGap && q.symbol == "BTC-USD"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_with_a_handshake_the_server_observes() {
-    let sim_args = ["--format", "binance", "--symbols", "BTCUSDT", "--rate", "10"];
-    let (scope, _sim, url, mut control) = sim_with_control("feed-close", &sim_args).await;
-    let settings = feed("binance", format!("{url}/ws/btcusdt@bookTicker"), &[]);
-    let ingest = Ingest::start_until(&scope, settings, WAIT, "5 book tops", |i| i.count(|s| &s.book_tops) >= 5).await;
-    assert_eq!(control.stats().await["client_closes"], 0);
+/// Stops ingest of `settings` once it has `what`, and checks that the
+/// simulator saw, in order, `unsubscribes` unsubscribe requests and then the
+/// client's close handshake.
+async fn assert_clean_shutdown(scope: &Scope, control: &mut SimControl, settings: FeedSettings, unsubscribes: u64) {
+    let ingest = Ingest::start_until(scope, settings, WAIT, "5 records", |i| {
+        i.count(|s| &s.book_tops) + i.count(|s| &s.ticks) >= 5
+    })
+    .await;
+    let stats = control.stats().await;
+    assert_eq!((stats["client_closes"].as_u64(), stats["unsubscribes"].as_u64()), (Some(0), Some(0)), "{stats}");
     ingest.stop().await;
-    let mut closes = 0;
+    let mut stats = control.stats().await;
     for _ in 0..100 {
-        let stats = control.stats().await;
-        closes = stats["client_closes"].as_u64().unwrap();
-        if closes == 1 && stats["open"] == 0 {
+        if stats["client_closes"] == 1 && stats["open"] == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+        stats = control.stats().await;
     }
-    assert_eq!(closes, 1, "the simulator saw the client's close handshake");
+    assert_eq!(stats["client_closes"], 1, "the simulator saw the client's close handshake: {stats}");
+    // Nothing can be sent after the close handshake: the unsubscribe came first.
+    assert_eq!(stats["unsubscribes"], unsubscribes, "the simulator saw the unsubscribe: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_unsubscribes_then_closes_with_a_handshake_the_server_observes() {
+    let sim_args = ["--format", "binance", "--symbols", "BTCUSDT", "--rate", "10"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-close", &sim_args).await;
+    // Subscribed with SUBSCRIBE: unsubscribed with UNSUBSCRIBE.
+    let settings =
+        FeedSettings { channels: vec!["bookTicker".into()], ..feed("binance", format!("{url}/ws"), &["BTCUSDT"]) };
+    assert_clean_shutdown(&scope, &mut control, settings, 1).await;
+    // Streams named by the URL end with the connection: nothing to undo.
+    let (scope, _sim, url, mut control) = sim_with_control("feed-close-url", &sim_args).await;
+    let settings = feed("binance", format!("{url}/ws/btcusdt@bookTicker"), &[]);
+    assert_clean_shutdown(&scope, &mut control, settings, 0).await;
+    // The simulator's own protocol.
+    let sim_args = ["--symbols", "ST-A", "--rate", "10"];
+    let (scope, _sim, url, mut control) = sim_with_control("feed-close-sim", &sim_args).await;
+    assert_clean_shutdown(&scope, &mut control, feed("shoal-sim", url, &["*"]), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

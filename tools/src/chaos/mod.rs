@@ -37,7 +37,9 @@ use rdkafka::Message;
 use shoal_kafka::pipeline::output_digest;
 use shoal_protocol::messages::WireMessage;
 
-use self::check::{Anomalies, aborted_outputs, check_results, rebalances, seq_anomalies, skipped};
+use self::check::{
+    Anomalies, aborted_outputs, check_results, ingest_unaccounted, rebalances, seq_anomalies, skipped, stalls,
+};
 use self::faults::{inject_faults, schedule};
 use self::run::Run;
 use crate::{TopicReader, alert_command, decode_commands, decode_results, produce, producer_for};
@@ -235,10 +237,11 @@ pub async fn run(cli: Cli) -> i32 {
     let aborted_read =
         results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();
     let (rebalances, skipped) = (rebalances(&run.dir), skipped(&run.dir));
+    let (unaccounted, stalls) = (ingest_unaccounted(&run.dir), stalls(&run.dir));
     run.note(&format!("outputs of aborted transactions (from worker histories): {}", aborted.len()));
     let Decisions { missing_commands, extra_commands, state_mismatches } = decisions;
     let line = format!(
-        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions=0 rebalances={rebalances} skipped={skipped}",
+        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions=0 rebalances={rebalances} skipped={skipped} stalls={stalls} ingest_unaccounted={unaccounted}",
         run.cli.mode,
         run.cli.seed,
         commands.len(),
@@ -260,6 +263,7 @@ pub async fn run(cli: Cli) -> i32 {
         || extra_commands > 0
         || seq_anomalies > 0
         || state_mismatches > 0
+        || unaccounted > 0
         || (exactly_once && duplicated > 0);
     i32::from(failed)
 }

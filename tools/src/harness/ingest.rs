@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use shoal_orchestrator::feed::FeedStats;
+use shoal_orchestrator::feed::{DeliveryAccount, FeedStats};
 use shoal_orchestrator::settings::FeedSettings;
 use shoal_protocol::messages::{BookTop, DataQuality, MarketTick, WireMessage};
 
@@ -86,11 +86,14 @@ impl Ingest {
         .await;
     }
 
-    /// Stops ingest (close handshake, queue drained) and flushes to Kafka.
+    /// Stops ingest (close handshake, queue drained) and flushes to Kafka;
+    /// checks that every record enqueued was acknowledged by the broker.
     pub async fn stop(self) -> Arc<FeedStats> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("ingest stops in time").unwrap();
         self.producer.flush(Duration::from_secs(10)).await.unwrap();
+        let account = DeliveryAccount::of(&self.stats, self.producer.health().deliveries());
+        assert_eq!(account.acknowledged, account.enqueued, "every record ingest enqueued acknowledged: {account:?}");
         self.stats
     }
 
@@ -126,7 +129,10 @@ impl FeedRecords {
     /// to its end, and decodes it.
     pub async fn read(scope: &Scope, written: u64, timeout: Duration) -> Self {
         let mut reader = TopicReader::new(&scope.topics.ticks.name);
-        reader.read_until(timeout, "every record ingest wrote", |m| m.len() as u64 >= written).await;
+        // The broker acknowledged `written` records (Ingest::stop checks):
+        // fewer on the topic would be a loss after acknowledgement.
+        let what = format!("the {written} records ingest wrote and the broker acknowledged");
+        reader.read_until(timeout, &what, |m| m.len() as u64 >= written).await;
         reader.read_to_end(timeout).await;
         decode_feed(&reader.messages)
     }

@@ -67,6 +67,7 @@ impl Connection {
             }
         }
         self.update_receiver();
+        self.shared.stats.unsubscribes.fetch_add(1, Ordering::Relaxed);
         let names = self.names(&selected);
         tracing::info!(symbols = ?names, remaining = ?self.names(&self.subscribed_flags()), "client unsubscribed");
         self.send(self.format().encode(&ServerFrame::Unsubscribed { symbols: &names })).await
