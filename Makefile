@@ -51,9 +51,9 @@ demo: ## Run the local demo: simulator, orchestrator, workers on a local Kafka (
 
 # Seeds of `make chaos`, and its size; see shoal-chaos --help.
 SEEDS ?= 1 2 3 4 5
-CHAOS_ARGS ?= --commands 20000 --kills 10 --zombies 1 --cluster three
+CHAOS_ARGS ?= --orchestrator --seconds 60 --kills 6 --zombies 1 --orchestrator-kills 6 --partitions 3 --cluster three
 
-chaos: deps ## Fault-injection runs on a 3-broker cluster, one per seed in SEEDS (exactly-once; MODE=at_least_once to compare)
+chaos: deps ## Fault-injection runs of the whole pipeline on a 3-broker cluster, one per seed in SEEDS (exactly-once; MODE=at_least_once to compare)
 	cargo build --workspace --bins
 	@summary=$$(mktemp); \
 	for seed in $(SEEDS); do \

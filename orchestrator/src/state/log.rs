@@ -12,6 +12,9 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use shoal_kafka::settings::KafkaSettings;
 use shoal_kafka::tail::EndIsNotAnError;
 
+/// Pause between two requests for a partition's watermarks.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// Why a read did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -85,6 +88,30 @@ impl LogReader {
             .collect())
     }
 
+    /// The partition's low and high watermarks. A partition whose leader is
+    /// being elected (a broker just died) answers `UnknownPartition` or
+    /// `LeaderNotAvailable` for a moment: asked again every 200 ms until
+    /// `bound` (counted from `started`) has passed.
+    fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+        started: Instant,
+        bound: Duration,
+    ) -> Result<(i64, i64), LogError> {
+        loop {
+            let left = bound.saturating_sub(started.elapsed());
+            match self.consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(100))) {
+                Ok(marks) => return Ok(marks),
+                Err(error) if started.elapsed() + RETRY_PAUSE < bound => {
+                    tracing::debug!(topic, partition, %error, "watermarks not available yet; asking again");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Err(error) => return Err(kafka(topic, partition, error)),
+            }
+        }
+    }
+
     /// Visits the committed records of `topic`/`partition` from offset
     /// `from` (inclusive; `None` for the beginning) up to `until`
     /// (exclusive; `None` for the partition's end as of now), in order,
@@ -100,8 +127,7 @@ impl LogReader {
     ) -> Result<ReadReport, LogError> {
         let started = Instant::now();
         let mut report = ReadReport { records: 0, last_offset: -1 };
-        let (low, high) =
-            self.consumer.fetch_watermarks(topic, partition, bound).map_err(|e| kafka(topic, partition, e))?;
+        let (low, high) = self.watermarks(topic, partition, started, bound)?;
         let start = from.unwrap_or(low).max(low);
         let end = until.unwrap_or(high).min(high);
         if start >= end {

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::Cli;
-use super::run::{Run, SESSION_TIMEOUT_MS, STAGES};
+use super::run::{PROXIED_WORKER, Run, SESSION_TIMEOUT_MS, STAGES};
 
 /// A scheduled fault: when (seconds into the issuing period), and what.
 pub(super) type Action = (f64, &'static str);
@@ -27,6 +27,9 @@ pub(super) fn schedule(cli: &Cli, three: bool, rng: &mut StdRng) -> Vec<Action> 
     actions.push((rng.random_range(0.6..0.8) * issue_secs, "remove"));
     if three {
         actions.push((rng.random_range(0.3..0.7) * issue_secs, "broker"));
+    }
+    for _ in 0..cli.partitions {
+        actions.push((rng.random_range(0.1..0.8) * issue_secs, "partition"));
     }
     if cli.orchestrator {
         // The stages in turn from a seeded start: each is killed once
@@ -57,6 +60,8 @@ pub(super) struct Faults {
     pending_restarts: Vec<(usize, Instant)>,
     pending_stages: Vec<(usize, Instant)>,
     broker_down: Option<Instant>,
+    /// Network partitions in force (each heals itself when its time is up).
+    partitions: Vec<crate::Fault>,
 }
 
 impl Faults {
@@ -65,6 +70,7 @@ impl Faults {
             || !self.pending_restarts.is_empty()
             || !self.pending_stages.is_empty()
             || self.broker_down.is_some()
+            || !self.partitions.is_empty()
     }
 
     /// Workers neither stopped as zombies, nor waiting for their restart,
@@ -77,9 +83,22 @@ impl Faults {
             .collect()
     }
 
-    pub fn start(&mut self, action: &str, run: &mut Run, rng: &mut StdRng) {
+    pub async fn start(&mut self, action: &str, run: &mut Run, rng: &mut StdRng) {
         let live = self.live_workers(run);
         match action {
+            "partition" => {
+                let Some(net) = run.net.as_ref() else { return };
+                if !self.partitions.is_empty() {
+                    run.note("skip partition: one is in force");
+                    return;
+                }
+                let how = if rng.random_bool(0.5) { crate::Partition::Blackhole } else { crate::Partition::Reset };
+                let secs = rng.random_range(2..=run.cli.partition_secs.max(2));
+                let fault = net.partition(how, Duration::from_secs(secs)).await;
+                self.partitions.push(fault);
+                run.partitions += 1;
+                run.note(&format!("network partition of {PROXIED_WORKER} from the brokers ({how:?}) for {secs}s"));
+            }
             "kill" if !live.is_empty() => {
                 let i = live[rng.random_range(0..live.len())];
                 run.workers[i].signal(Signal::SIGKILL);
@@ -143,6 +162,18 @@ impl Faults {
                 self.pending_restarts.push((i, at));
             }
         }
+        // A stage that stopped on its own is restarted, as a supervisor
+        // (Kubernetes) would, and counted.
+        for i in 0..run.stages.len() {
+            if !self.pending_stages.iter().any(|(p, _)| *p == i) && !run.stages[i].running() {
+                run.stage_exits += 1;
+                run.restarts += 1;
+                let stage = STAGES[i];
+                let proc = run.spawn_stage(stage, &format!("{stage}.restart{}", run.restarts));
+                run.note(&format!("the {stage} stage exited on its own; restarted as pid {}", proc.pid()));
+                run.stages[i] = proc;
+            }
+        }
         for (i, at) in std::mem::take(&mut self.pending_stages) {
             if now >= at {
                 run.restarts += 1;
@@ -153,6 +184,12 @@ impl Faults {
             } else {
                 self.pending_stages.push((i, at));
             }
+        }
+        let (healed, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.partitions).into_iter().partition(|f| f.ends() <= tokio::time::Instant::now());
+        self.partitions = held;
+        if !healed.is_empty() {
+            run.note(&format!("network partition of {PROXIED_WORKER} healed"));
         }
         if self.broker_down.is_some_and(|at| now >= at) {
             run.kafka_sh(&["start-node", "2"]);
@@ -180,7 +217,7 @@ pub(super) async fn inject_faults(
         while next_action < actions.len() && actions[next_action].0 <= elapsed {
             let action = actions[next_action].1;
             next_action += 1;
-            faults.start(action, run, rng);
+            faults.start(action, run, rng).await;
         }
         faults.end_due(run);
     }

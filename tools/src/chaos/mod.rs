@@ -100,6 +100,15 @@ pub struct Cli {
     /// restart with the same orchestrator id.
     #[arg(long, default_value_t = 6)]
     pub orchestrator_kills: usize,
+    /// With `--cluster three`: network partitions between the worker `w-1`
+    /// and every broker, through Toxiproxy (its connections black-holed or
+    /// reset, seeded), each healed after 2 s to --partition-secs.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
+    /// Longest network partition, seconds (shorter than the workers'
+    /// transaction timeout of 10 s: see docs/known-issues.md).
+    #[arg(long, default_value_t = 8)]
+    pub partition_secs: u64,
     /// Where logs and histories go (default target/chaos/<run id>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -241,13 +250,15 @@ pub async fn run(cli: Cli) -> i32 {
     run.note(&format!("outputs of aborted transactions (from worker histories): {}", aborted.len()));
     let Decisions { missing_commands, extra_commands, state_mismatches } = decisions;
     let line = format!(
-        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions=0 rebalances={rebalances} skipped={skipped} stalls={stalls} ingest_unaccounted={unaccounted}",
+        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions={} rebalances={rebalances} skipped={skipped} stalls={stalls} ingest_unaccounted={unaccounted} stage_exits={}",
         run.cli.mode,
         run.cli.seed,
         commands.len(),
         decoded.len(),
         run.kills,
         run.orchestrator_kills,
+        run.partitions,
+        run.stage_exits,
     );
     println!("{line}");
     std::fs::write(run.dir.join("summary.txt"), format!("{line}\n")).unwrap();

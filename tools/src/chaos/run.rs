@@ -7,10 +7,16 @@ use std::path::PathBuf;
 use shoal_kafka::settings::TopicsSettings;
 
 use super::Cli;
-use crate::{ADMIN_TOKEN, Proc, READ_TOKEN, bin, repo_root, start_sim, topic_env, topics_named};
+use crate::{ADMIN_TOKEN, NetFaults, Proc, READ_TOKEN, bin, repo_root, start_sim, topic_env, topics_named};
 
 pub(super) const THREE_NODE_BOOTSTRAP: &str = "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096";
 pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
+/// `SHOAL_KAFKA_PROXY_PORT` of the three-node cluster with --partitions:
+/// Toxiproxy listens on 19192-19194, the brokers' FAULTY listeners are
+/// 19195-19197 (clear of the cluster's 19092-19097).
+const PROXY_PORT: u16 = 19_192;
+/// The worker whose connections go through the fault proxy.
+pub(super) const PROXIED_WORKER: &str = "w-1";
 
 /// The orchestrator's stages, one process each.
 pub(super) const STAGES: [&str; 3] = ["ingest", "decisions", "results"];
@@ -32,6 +38,11 @@ pub(super) struct Run {
     pub next_worker: usize,
     pub kills: usize,
     pub orchestrator_kills: usize,
+    pub partitions: usize,
+    /// Orchestrator stages that exited on their own (and were restarted).
+    pub stage_exits: usize,
+    /// The fault proxy in front of the brokers (--partitions).
+    pub net: Option<NetFaults>,
     log: std::fs::File,
 }
 
@@ -65,6 +76,9 @@ impl Run {
             next_worker: 0,
             kills: 0,
             orchestrator_kills: 0,
+            partitions: 0,
+            stage_exits: 0,
+            net: None,
             log,
         };
         run.note(&format!(
@@ -81,7 +95,17 @@ impl Run {
             run.cli.cluster,
             run.dir.display()
         ));
-        if three {
+        assert!(
+            run.cli.partitions == 0 || three,
+            "--partitions needs --cluster three (its brokers get a proxied listener)"
+        );
+        if three && run.cli.partitions > 0 {
+            // A running cluster without the proxied listener cannot be reused.
+            run.kafka_sh(&["down"]);
+            run.kafka_sh(&["up", "--fresh"]);
+            run.net = Some(NetFaults::start(PROXY_PORT, 3, &run.dir).await);
+            run.note(&format!("fault proxy in front of the brokers; {PROXIED_WORKER} connects through it"));
+        } else if three {
             run.kafka_sh(&["up"]);
         }
         let kafka =
@@ -134,6 +158,9 @@ impl Run {
     /// A worker's settings.
     pub fn worker_env(&self, worker_id: &str) -> Vec<(String, String)> {
         let mut env = self.common_env();
+        if let Some(net) = self.net.as_ref().filter(|_| worker_id == PROXIED_WORKER) {
+            env.push(("SHOAL__KAFKA__BOOTSTRAP_SERVERS".into(), net.bootstrap()));
+        }
         env.extend([
             ("SHOAL__DELIVERY__MODE".into(), self.cli.mode.clone()),
             (
@@ -198,6 +225,7 @@ impl Run {
             .arg(repo_root().join("scripts/kafka.sh"))
             .args(["--brokers", "3"])
             .args(args)
+            .envs(self.cli.partitions.gt(&0).then(|| ("SHOAL_KAFKA_PROXY_PORT", PROXY_PORT.to_string())))
             .status()
             .expect("run scripts/kafka.sh");
         assert!(status.success(), "scripts/kafka.sh {args:?} failed");
