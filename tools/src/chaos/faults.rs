@@ -164,11 +164,10 @@ impl Faults {
         }
         // A stage that stopped on its own is restarted, as a supervisor
         // (Kubernetes) would, and counted.
-        for i in 0..run.stages.len() {
+        for (i, stage) in STAGES.iter().copied().enumerate().take(run.stages.len()) {
             if !self.pending_stages.iter().any(|(p, _)| *p == i) && !run.stages[i].running() {
                 run.stage_exits += 1;
                 run.restarts += 1;
-                let stage = STAGES[i];
                 let proc = run.spawn_stage(stage, &format!("{stage}.restart{}", run.restarts));
                 run.note(&format!("the {stage} stage exited on its own; restarted as pid {}", proc.pid()));
                 run.stages[i] = proc;
