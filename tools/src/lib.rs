@@ -22,6 +22,7 @@ pub use harness::broker::*;
 pub use harness::ingest::*;
 pub use harness::kafka::*;
 pub use harness::launch::*;
+pub use harness::netfault::*;
 pub use harness::proc::*;
 pub use harness::reader::*;
 pub use harness::replay::*;

@@ -31,6 +31,21 @@ impl rdkafka::ClientContext for EndIsNotAnError {
 
 impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
 
+/// The configuration of a reader that assigns partitions itself, reads
+/// committed records only, commits nothing and reports each partition's
+/// end: the tail reader, the state's log reader, `shoal-dlq`. `group` is
+/// required by librdkafka even for a consumer that only assigns; nothing
+/// joins or commits to it.
+pub fn reader_config(kafka: &KafkaSettings, client_id: &str, group: &str) -> rdkafka::ClientConfig {
+    let mut cfg = super::client_config(kafka, client_id);
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    cfg
+}
+
 /// A reader of one topic's tail, outside any consumer group.
 pub struct TailReader {
     consumer: BaseConsumer<EndIsNotAnError>,
@@ -55,13 +70,7 @@ pub struct TailRead {
 impl TailReader {
     /// A reader of `topic`; it assigns partitions itself and commits nothing.
     pub fn new(kafka: &KafkaSettings, client_id: &str, topic: &str) -> Result<Self, KafkaError> {
-        let mut cfg = super::client_config(kafka, client_id);
-        // librdkafka wants a group id even for a consumer that only assigns.
-        cfg.set("group.id", format!("{client_id}-tail"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
+        let cfg = reader_config(kafka, client_id, &format!("{client_id}-tail"));
         Ok(Self { consumer: cfg.create_with_context(EndIsNotAnError)?, topic: topic.to_string() })
     }
 

@@ -65,15 +65,10 @@ impl std::fmt::Debug for LogReader {
 impl LogReader {
     /// A reader; it assigns partitions itself and commits nothing.
     pub fn new(kafka: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
-        let mut cfg = shoal_kafka::client_config(kafka, client_id);
-        cfg.set("group.id", format!("{client_id}-reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            // The end of a partition is reached by a fetch that finds
-            // nothing: do not let it wait the default half second.
-            .set("fetch.wait.max.ms", "10")
-            .set("isolation.level", "read_committed");
+        let mut cfg = shoal_kafka::tail::reader_config(kafka, client_id, &format!("{client_id}-reader"));
+        // The end of a partition is reached by a fetch that finds nothing:
+        // do not let it wait the default half second.
+        cfg.set("fetch.wait.max.ms", "10");
         Ok(Self { consumer: cfg.create_with_context(EndIsNotAnError)? })
     }
 

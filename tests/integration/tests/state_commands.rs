@@ -8,7 +8,6 @@
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,10 +17,8 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use shoal_integration_tests::*;
 use shoal_orchestrator::settings::OrchestratorSettings;
-use shoal_orchestrator::state::log::LogReader;
-use shoal_orchestrator::state::replay::{Until, replay};
 use shoal_protocol::messages::{Command, SCHEMA_VERSION, WireMessage};
-use shoal_state::{EntityKind, EntityRef, State, complete_outcomes, merge_entities};
+use shoal_state::{EntityKind, EntityRef};
 
 fn reading(device: &str, value: &str) -> Vec<u8> {
     json!({
@@ -174,82 +171,12 @@ fn results_stage(scope: &Scope, name: &str) -> Launch {
     scope.orchestrator(name).stages("results").with("SHOAL__STATE__CHECKPOINT_INTERVAL_MS", "300")
 }
 
-/// One shard of a replay: its partition's watermark and state.
-struct Replayed {
-    topic: String,
-    partition: i32,
-    watermark: i64,
-    state: State,
-}
-
-fn replay_all(settings: &OrchestratorSettings) -> Vec<Replayed> {
-    let reader = LogReader::new(&settings.kafka, "it-replay-results").unwrap();
+/// The replay of the results stage's inputs (commands, results and dead
+/// letters), every partition from offset 0.
+fn replay_all(settings: &OrchestratorSettings) -> Replayed {
     let t = &settings.topics;
-    let mut out = Vec::new();
-    for topic in [&t.commands.name, &t.results.name, &t.dlq.name] {
-        for partition in reader.partitions(topic, Duration::from_secs(10)).unwrap() {
-            let settings = settings.replay_settings();
-            let (state, _) =
-                replay(&settings, &reader, topic, partition, Until::End, Duration::from_secs(60), |_, _, _| {})
-                    .unwrap();
-            let watermark = state.watermarks().mark(topic, partition).map_or(-1, |m| m.offset);
-            out.push(Replayed { topic: topic.clone(), partition, watermark, state });
-        }
-    }
-    out
-}
-
-/// An entity's parts across the replayed shards, oldest first, merged as
-/// the API merges them.
-fn merged(shards: &[Replayed], entity: &EntityRef) -> Option<Value> {
-    let mut parts: Vec<(shoal_state::Stamp, Value)> =
-        shards.iter().filter_map(|s| Some((s.state.entity_stamp(entity)?, s.state.entity_value(entity)?))).collect();
-    parts.sort_by(|a, b| (a.0.at, &a.0.provenance).cmp(&(b.0.at, &b.0.provenance)));
-    let values: Vec<Value> = parts.into_iter().map(|(_, v)| v).collect();
-    match values.as_slice() {
-        [] => None,
-        [one] => Some(one.clone()),
-        _ => Some(merge_entities(entity.kind, &values).unwrap()),
-    }
-}
-
-/// What the API must serve for `entity`, from the replay.
-fn expected(shards: &[Replayed], entity: &EntityRef) -> Option<Value> {
-    let value = merged(shards, entity)?;
-    if entity.kind != EntityKind::Outcomes {
-        return Some(value);
-    }
-    let commands: Vec<Value> = value["recent"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["command_id"].as_str())
-        .filter_map(|id| merged(shards, &EntityRef { kind: EntityKind::Command, key: id.to_string() }))
-        .collect();
-    if commands.is_empty() { Some(value) } else { Some(complete_outcomes(&value, &commands).unwrap()) }
-}
-
-/// Waits until the API's shards reach the replay's watermarks.
-async fn wait_for_watermarks(api: SocketAddr, shards: &[Replayed]) {
-    let wanted: BTreeMap<(String, i32), i64> =
-        shards.iter().filter(|s| s.watermark >= 0).map(|s| ((s.topic.clone(), s.partition), s.watermark)).collect();
-    let wanted = &wanted;
-    wait_for(Duration::from_secs(60), "the served shards at the replay's watermarks", || async move {
-        let (_, body) = api_get(api, "/v1/admin/shards", Some(ADMIN_TOKEN)).await.map_err(|e| e.to_string())?;
-        let served: BTreeMap<(String, i32), i64> = body["shards"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                let id =
-                    (s["topic"].as_str().unwrap_or_default().to_string(), s["partition"].as_i64().unwrap_or(-1) as i32);
-                (id, s["watermark"]["offset"].as_i64().unwrap_or(-2))
-            })
-            .collect();
-        let behind: Vec<_> = wanted.iter().filter(|(id, at)| served.get(*id) != Some(*at)).collect();
-        if behind.is_empty() { Ok(()) } else { Err(format!("behind or missing: {behind:?}")) }
-    })
-    .await;
+    let inputs = [t.commands.name.as_str(), t.results.name.as_str(), t.dlq.name.as_str()];
+    replay_topics(settings, &inputs, Duration::from_secs(60)).unwrap()
 }
 
 /// Runs the pipeline with the results stage in its own process, disturbs
@@ -290,11 +217,11 @@ async fn results_case(test: &str, extra: &[(&str, &str)], kill: bool) -> String 
     results.read_until(Duration::from_secs(90), "a result for every command", |m| m.len() >= issued).await;
 
     let settings: OrchestratorSettings = shoal_config::load_from(None, launch("replay").env().iter().cloned()).unwrap();
-    let shards = tokio::task::block_in_place(|| replay_all(&settings));
+    let replayed = tokio::task::block_in_place(|| replay_all(&settings));
     let api = api_address(&stage, Duration::from_secs(30)).await;
-    wait_for_watermarks(api, &shards).await;
+    replayed.wait_for_watermarks(api, Duration::from_secs(60)).await.unwrap();
 
-    let mut entities: Vec<EntityRef> = shards.iter().flat_map(|s| s.state.entity_refs()).collect();
+    let mut entities: Vec<EntityRef> = replayed.shards.iter().flat_map(|s| s.state.entity_refs()).collect();
     entities.sort();
     entities.dedup();
     let count = |kind| entities.iter().filter(|e| e.kind == kind).count();
@@ -308,7 +235,7 @@ async fn results_case(test: &str, extra: &[(&str, &str)], kill: bool) -> String 
         let (status, body) = api_get(api, &path, Some(READ_TOKEN)).await.unwrap();
         assert_eq!(status, 200, "{path}: {body}");
         let served = serde_json::to_vec(&body["state"]).unwrap();
-        let replayed = serde_json::to_vec(&expected(&shards, entity).unwrap()).unwrap();
+        let replayed = serde_json::to_vec(&replayed.expected(entity).unwrap()).unwrap();
         assert!(
             served == replayed,
             "{path}: served state differs from the replay\nserved:   {}\nreplayed: {}",

@@ -14,8 +14,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use shoal_integration_tests::*;
 use shoal_orchestrator::settings::OrchestratorSettings;
-use shoal_orchestrator::state::log::LogReader;
-use shoal_orchestrator::state::replay::{Until, replay};
 
 /// The decisions stage alone, checkpointing often.
 fn decisions(scope: &Scope, name: &str, extra: &[(&str, &str)]) -> Launch {
@@ -28,41 +26,18 @@ fn decisions(scope: &Scope, name: &str, extra: &[(&str, &str)]) -> Launch {
 }
 
 /// What the replay of every ticks partition gives: canonical JSON per
-/// symbol, the watermark per partition, and the commands decided.
+/// symbol, the watermark per partition, and the commands decided (sorted).
 struct Replayed {
     symbols: BTreeMap<String, Vec<u8>>,
     watermarks: BTreeMap<i32, i64>,
-    commands: Vec<(String, String, serde_json::Value)>,
+    commands: Vec<Decided>,
 }
 
 fn replay_ticks(settings: &OrchestratorSettings) -> Replayed {
-    let reader = LogReader::new(&settings.kafka, "it-replay").unwrap();
-    let topic = &settings.topics.ticks.name;
-    let mut out = Replayed { symbols: BTreeMap::new(), watermarks: BTreeMap::new(), commands: Vec::new() };
-    for partition in reader.partitions(topic, Duration::from_secs(10)).unwrap() {
-        let (state, _) = replay(
-            &settings.replay_settings(),
-            &reader,
-            topic,
-            partition,
-            Until::End,
-            Duration::from_secs(60),
-            |_, d, _| {
-                out.commands.extend(d.drafts.iter().map(|d| (d.kind.clone(), d.key.clone(), d.payload.clone())));
-            },
-        )
-        .unwrap();
-        let mark = state.watermarks().mark(topic, partition).map_or(-1, |m| m.offset);
-        out.watermarks.insert(partition, mark);
-        for entity in state.entity_refs() {
-            if entity.kind == shoal_state::EntityKind::Symbol {
-                let value = state.entity_value(&entity).unwrap();
-                out.symbols.insert(entity.key.clone(), serde_json::to_vec(&value).unwrap());
-            }
-        }
-    }
-    out.commands.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    out
+    let topic = settings.topics.ticks.name.as_str();
+    let replayed = replay_topics(settings, &[topic], Duration::from_secs(60)).unwrap();
+    let watermarks = replayed.shards.iter().map(|s| (s.partition, s.watermark)).collect();
+    Replayed { symbols: replayed.symbols(), watermarks, commands: replayed.commands }
 }
 
 /// Waits until the API serves every replayed symbol at the replay's
@@ -140,9 +115,9 @@ async fn restore_case(test: &str, extra: &[(&str, &str)], kill: bool) -> String 
     let decided = replayed.commands.len();
     commands.read_until(Duration::from_secs(60), "the replay's commands", |m| m.len() >= decided).await;
     commands.read_to_end(Duration::from_secs(30)).await;
-    let mut issued: Vec<(String, String, serde_json::Value)> =
+    let mut issued: Vec<Decided> =
         decode_commands(&commands.messages).into_iter().map(|c| (c.kind, c.key, c.payload)).collect();
-    issued.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    sort_decided(&mut issued);
     assert_eq!(issued.len(), replayed.commands.len(), "commands issued vs decided by the replay");
     assert!(issued == replayed.commands, "the commands issued are exactly the replay's");
     stage.stop_cleanly(Duration::from_secs(20));

@@ -29,15 +29,8 @@ impl std::fmt::Debug for Reader {
 impl Reader {
     /// A reader whose every read of a topic must end within `bound`.
     pub fn new(kafka: &KafkaSettings, client_id: &str, bound: Duration) -> Result<Self, DlqError> {
-        let mut cfg = shoal_kafka::client_config(kafka, client_id);
-        // librdkafka wants a group id even for a consumer that only assigns;
-        // nothing joins or commits to it.
-        cfg.set("group.id", format!("{client_id}-reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("allow.auto.create.topics", "false")
-            .set("isolation.level", "read_committed");
+        let mut cfg = shoal_kafka::tail::reader_config(kafka, client_id, &format!("{client_id}-reader"));
+        cfg.set("allow.auto.create.topics", "false");
         let consumer = cfg.create_with_context(EndIsNotAnError).map_err(DlqError::kafka("creating a Kafka reader"))?;
         Ok(Self { consumer, bound })
     }

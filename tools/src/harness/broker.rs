@@ -6,10 +6,8 @@ use std::process::{Command, Stdio};
 
 use shoal_kafka::settings::KafkaSettings;
 
+use super::netfault::NetFaults;
 use super::scope::repo_root;
-// The fault proxy in front of such a broker; re-exported here because
-// `lib.rs` re-exports this module's items at the crate root.
-pub use super::netfault::{CUT_WINDOW, Fault, NetFaults, Partition};
 
 /// A single-node broker of one test's own: its own state directory and
 /// port, started by `scripts/kafka.sh` like the shared one, so the test can
