@@ -42,7 +42,11 @@ pub fn reader_config(kafka: &KafkaSettings, client_id: &str, group: &str) -> rdk
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // A reader reads through to a partition's end as fast as it can;
+        // librdkafka's default prefetch (64 MiB) fills on a restore and the
+        // allocator keeps what it took. 16 MiB still keeps a fetch ahead.
+        .set("queued.max.messages.kbytes", "16384");
     cfg
 }
 

@@ -227,6 +227,9 @@ pub struct CommandLimits {
     pub max_entities: usize,
     /// Outcomes kept per key.
     pub max_recent: usize,
+    /// Commands last updated before this event time are expired
+    /// ([`StateConfig::command_retention_secs`](crate::StateConfig)).
+    pub expire_before: Option<DateTime<Utc>>,
 }
 
 /// The commands by id and the outcomes by key.
@@ -279,6 +282,9 @@ impl Commands {
         });
         applied.change(EntityKind::Command, &id.to_string());
         applied.evict(EntityKind::Command, evicted);
+        if let Some(cutoff) = limits.expire_before {
+            applied.evict(EntityKind::Command, self.by_id.expire_before(cutoff, &id.to_string()));
+        }
         if let (true, Some((key, outcome))) = (first, outcome) {
             let settled = outcome.stamp.clone();
             let create = || KeyOutcomes { updated: settled, recent: VecDeque::new() };
@@ -323,7 +329,7 @@ mod tests {
     use super::*;
     use crate::testkit::{command, prov, result, ts};
 
-    const LIMITS: CommandLimits = CommandLimits { max_entities: 100, max_recent: 2 };
+    const LIMITS: CommandLimits = CommandLimits { max_entities: 100, max_recent: 2, expire_before: None };
 
     /// Applies `part`: whether it was the first of its type, and the key
     /// whose outcomes changed.

@@ -9,6 +9,9 @@ use shoal_protocol::messages::kinds;
 /// Default length of a symbol's rolling window, seconds.
 pub const DEFAULT_ROLLING_WINDOW_SECS: u64 = 60;
 
+/// Default of [`StateConfig::command_retention_secs`].
+pub const DEFAULT_COMMAND_RETENTION_SECS: u64 = 300;
+
 /// What the state is built from and how much of it is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +37,10 @@ pub struct StateConfig {
     pub max_window_samples: usize,
     /// Alerts kept.
     pub max_alerts: usize,
+    /// How long a command's lifecycle is kept after its last update, in
+    /// event time (the newest input the state has applied), seconds; `0`
+    /// keeps commands until `max_entities` evicts them. Default: 300.
+    pub command_retention_secs: u64,
     /// Length of a symbol's rolling window (the trades behind its rolling
     /// VWAP and volatility), seconds. Default: 60.
     pub rolling_window_secs: u64,
@@ -49,6 +56,7 @@ impl Default for StateConfig {
             max_closed_bars: 60,
             max_window_samples: 4_096,
             max_alerts: 1_000,
+            command_retention_secs: DEFAULT_COMMAND_RETENTION_SECS,
             rolling_window_secs: DEFAULT_ROLLING_WINDOW_SECS,
         }
     }
@@ -73,6 +81,15 @@ impl StateConfig {
     pub fn rolling_window(&self) -> TimeDelta {
         i64::try_from(self.rolling_window_secs).ok().and_then(TimeDelta::try_seconds).unwrap_or(TimeDelta::MAX)
     }
+
+    /// [`StateConfig::command_retention_secs`] as a duration, `None` when
+    /// commands are kept by count only.
+    pub fn command_retention(&self) -> Option<TimeDelta> {
+        match self.command_retention_secs {
+            0 => None,
+            secs => Some(i64::try_from(secs).ok().and_then(TimeDelta::try_seconds).unwrap_or(TimeDelta::MAX)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +111,9 @@ mod tests {
         assert_eq!(config.rolling_window(), TimeDelta::seconds(60));
         let huge = StateConfig { rolling_window_secs: u64::MAX, ..StateConfig::default() };
         assert_eq!(huge.rolling_window(), TimeDelta::MAX);
+        assert_eq!(config.command_retention(), Some(TimeDelta::seconds(300)));
+        let forever = StateConfig { command_retention_secs: 0, ..StateConfig::default() };
+        assert_eq!(forever.command_retention(), None);
         let config: StateConfig = serde_json::from_str("{\"max_entities\": 5}").unwrap();
         assert_eq!((config.max_entities, config.max_recent), (5, StateConfig::default().max_recent));
         assert!(serde_json::from_str::<StateConfig>("{\"max_entitys\": 5}").is_err(), "unknown fields are refused");

@@ -71,8 +71,12 @@
 //!
 //! At most [`StateConfig::max_entities`] entities per kind: beyond it the
 //! least recently updated (by event time, ties by key) is evicted and
-//! counted ([`State::evictions`]). Lists inside an entity are bounded by
-//! the other `max_*` settings.
+//! counted ([`State::evictions`]). A command's lifecycle is also expired,
+//! and counted the same way, once it was last updated more than
+//! [`StateConfig::command_retention_secs`] before the newest event time the
+//! state has applied (in a state of one partition, the order of its inputs
+//! alone decides what expires, so a replay expires the same commands).
+//! Lists inside an entity are bounded by the other `max_*` settings.
 //!
 //! # Shards and the changelog
 //!
@@ -466,7 +470,12 @@ impl State {
     /// Applies a part of a command's life; whether it was the first of its
     /// type for the command id.
     fn on_command_part(&mut self, part: Part<'_>, stamp: &Stamp, applied: &mut Applied) -> bool {
-        let limits = CommandLimits { max_entities: self.config.max_entities, max_recent: self.config.max_recent };
+        let expire_before = self
+            .config
+            .command_retention()
+            .and_then(|retention| self.watermarks.newest_event_time()?.checked_sub_signed(retention));
+        let limits =
+            CommandLimits { max_entities: self.config.max_entities, max_recent: self.config.max_recent, expire_before };
         self.commands.apply(part, stamp, limits, applied)
     }
 }

@@ -117,6 +117,7 @@ fn config(window: u8) -> StateConfig {
         max_window_samples: 4,
         max_alerts: 3,
         rolling_window_secs: [30, 60, 90][usize::from(window % 3)],
+        command_retention_secs: [0, 40, 120][usize::from(window / 3 % 3)],
         ..StateConfig::default()
     }
 }

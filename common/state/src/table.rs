@@ -93,6 +93,21 @@ impl<V: Entity> Table<V> {
         Some(answer)
     }
 
+    /// Removes the entities last updated before `cutoff` (never `keep`),
+    /// counting them as evicted. Returns their keys, oldest first.
+    pub fn expire_before(&mut self, cutoff: DateTime<Utc>, keep: &str) -> Vec<String> {
+        let victims: Vec<(DateTime<Utc>, String)> =
+            self.index.range(..(cutoff, String::new())).filter(|(_, k)| k != keep).cloned().collect();
+        let mut expired = Vec::with_capacity(victims.len());
+        for victim in victims {
+            self.index.remove(&victim);
+            self.entries.remove(&victim.1);
+            self.evicted += 1;
+            expired.push(victim.1);
+        }
+        expired
+    }
+
     fn evict_beyond(&mut self, max: usize, keep: &str) -> Vec<String> {
         let mut evicted = Vec::new();
         while self.entries.len() > max {
@@ -161,6 +176,19 @@ mod tests {
         assert_eq!(put(&mut t, "d", 1), ["c"], "the entity just touched stays even when oldest");
         assert_eq!(t.evicted(), 2);
         assert_eq!(t.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["b", "d"]);
+    }
+
+    #[test]
+    fn expires_what_was_last_updated_before_the_cutoff_and_counts() {
+        let mut t = Table::default();
+        for (key, secs) in [("a", 1), ("b", 3), ("c", 5), ("d", 2)] {
+            t.upsert(key, 10, || Item(ts(secs)), |_| ());
+        }
+        assert_eq!(t.expire_before(ts(3), "d"), ["a"], "d is kept, b is at the cutoff, not before it");
+        assert_eq!(t.expire_before(ts(6), "c"), ["d", "b"], "oldest first");
+        assert!(t.expire_before(ts(6), "c").is_empty());
+        assert_eq!(t.evicted(), 3);
+        assert_eq!(t.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["c"]);
     }
 
     #[test]

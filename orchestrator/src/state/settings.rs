@@ -41,6 +41,10 @@ pub struct StateSettings {
     pub max_window_samples: usize,
     /// Alerts kept.
     pub max_alerts: usize,
+    /// A command's lifecycle is dropped from the state this long after its
+    /// last update, in event time, seconds (`0`: kept until `max_entities`
+    /// evicts it). The log keeps it; the state serves the recent ones.
+    pub command_retention_secs: u64,
 }
 
 impl Default for StateSettings {
@@ -58,6 +62,7 @@ impl Default for StateSettings {
             max_closed_bars: model.max_closed_bars,
             max_window_samples: model.max_window_samples,
             max_alerts: model.max_alerts,
+            command_retention_secs: model.command_retention_secs,
         }
     }
 }
@@ -88,6 +93,7 @@ impl StateSettings {
             max_closed_bars: self.max_closed_bars,
             max_window_samples: self.max_window_samples,
             max_alerts: self.max_alerts,
+            command_retention_secs: self.command_retention_secs,
             rolling_window_secs: rules.window_secs.saturating_add(1).max(60),
             ..StateConfig::from_rule_events(&rules.events)
         }

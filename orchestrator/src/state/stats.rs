@@ -16,7 +16,7 @@ shoal_telemetry::counters! {
         /// Entities held (as of the last status line).
         entities => gauge("shoal_state_entities", "Entities held in this instance's state shards"),
         /// Entities evicted to keep the bound (as of the last status line).
-        evicted => gauge("shoal_state_entities_evicted", "Entities evicted from the state to keep state.max_entities (since the shards were restored)"),
+        evicted => gauge("shoal_state_entities_evicted", "Entities evicted from the state to keep state.max_entities, or expired past state.command_retention_secs (since the shards were restored)"),
         /// Shards held (as of the last status line).
         shards => gauge("shoal_state_shards", "State shards (input partitions) held by this instance"),
     }
