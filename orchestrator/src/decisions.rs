@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::rules::{Decision, Draft};
+use crate::sequences::{Recovery, Sequences};
 use crate::settings::RulesSettings;
 use crate::state::Shards;
 use crate::state::decode::{InputTopics, decode};
@@ -71,7 +72,7 @@ pub struct DecisionProcessor {
     /// than decide without its state.
     pub stop: CancellationToken,
     /// Last sequence number issued per key.
-    pub sequences: HashMap<String, u64>,
+    pub sequences: Sequences,
     /// Reads the last issued sequence numbers back from the commands topic.
     pub recovery: SequenceRecovery,
     /// Counters.
@@ -90,24 +91,24 @@ pub const STAGE: &str = "decisions";
 /// Commands read back, at most, to recover the per-key sequence numbers.
 pub const SEQUENCE_RECOVERY_RECORDS: usize = 200_000;
 
-/// Per-key sequence numbers live in memory, but the commands that carry them
-/// are in Kafka: at start, and after the input is rewound (an aborted
-/// transaction takes its commands with it), the stage reads the newest
-/// committed commands back and goes on from the highest `seq` per key. A key
-/// whose last command is older than [`SEQUENCE_RECOVERY_RECORDS`] commands
-/// starts again at 1 (workers report that as a regression).
+/// Per-key sequence numbers live in memory ([`Sequences`]), but the
+/// commands that carry them are in Kafka: at start, after the input is
+/// rewound (an aborted transaction takes its commands with it) and after
+/// partitions are assigned, the stage reads the newest committed commands
+/// back. A key whose last command is older than
+/// [`SEQUENCE_RECOVERY_RECORDS`] commands starts again at 1 (workers
+/// report that as a regression).
 #[derive(Debug)]
 pub struct SequenceRecovery {
     /// Reader of the commands topic.
     pub tail: TailReader,
-    /// Whether `sequences` matches what is committed.
-    pub current: bool,
 }
 
 impl DecisionProcessor {
-    /// Rebuilds `sequences` from the commands topic unless it is current.
+    /// Reads the committed numbers back when [`Sequences`] asks for it.
     fn recover_sequences(&mut self) {
-        if self.recovery.current {
+        let recovery = self.sequences.recovery();
+        if recovery == Recovery::Current {
             return;
         }
         let mut last: HashMap<String, u64> = HashMap::new();
@@ -125,10 +126,10 @@ impl DecisionProcessor {
                     commands = read.records,
                     keys = last.len(),
                     complete = read.complete,
+                    ?recovery,
                     "per-key sequence numbers recovered from the commands topic"
                 );
-                self.sequences = last;
-                self.recovery.current = true;
+                self.sequences.recovered(last);
             }
             // Tried again before the next record; meanwhile numbers go on
             // from memory.
@@ -136,16 +137,15 @@ impl DecisionProcessor {
         }
     }
 
-    fn issue(&mut self, draft: Draft, out: &mut Outputs, parent: &tracing::Span) {
-        let seq = self.sequences.entry(draft.key.clone()).or_insert(0);
-        *seq += 1;
+    fn issue(&mut self, draft: Draft, input: (&str, i32), out: &mut Outputs, parent: &tracing::Span) {
+        let seq = self.sequences.next(&draft.key, input);
         let issued_at = Utc::now();
         let command = Command {
             schema_version: SCHEMA_VERSION,
             id: Uuid::now_v7(),
             kind: draft.kind,
             key: draft.key,
-            seq: *seq,
+            seq,
             issued_at,
             deadline: self.deadline.map(|d| issued_at + d),
             payload: draft.payload,
@@ -195,7 +195,7 @@ impl DecisionProcessor {
             Ok(decision) => {
                 span.record("shoal.commands_issued", decision.drafts.len());
                 for draft in decision.drafts {
-                    self.issue(draft, out, &span);
+                    self.issue(draft, (message.topic(), message.partition()), out, &span);
                 }
                 if let Some((reason, error)) = decision.rejected {
                     self.dead_letter(message, reason, error, out, &span);
@@ -265,7 +265,7 @@ impl Processor for DecisionProcessor {
         // The commands of an aborted transaction are gone: number again from
         // what is committed; the state may hold inputs whose effects were
         // rolled back: restore it from what is committed.
-        self.recovery.current = false;
+        self.sequences.aborted();
         self.shards.rewound();
     }
 
@@ -274,10 +274,14 @@ impl Processor for DecisionProcessor {
     }
 
     fn revoked(&mut self, partitions: &[(String, i32)]) {
+        // The open transaction's part for them is dropped: so are the
+        // numbers it held.
+        self.sequences.revoked(partitions);
         self.shards.drop_partitions(partitions);
     }
 
     fn assigned(&mut self, partitions: &[(String, i32)]) {
+        self.sequences.assigned();
         self.shards.assigned(partitions);
     }
 

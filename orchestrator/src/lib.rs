@@ -15,10 +15,10 @@ pub mod decisions;
 pub mod feed;
 pub mod results;
 pub mod rules;
+pub mod sequences;
 pub mod settings;
 pub mod state;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
+use crate::sequences::Sequences;
 use crate::settings::OrchestratorSettings;
 use crate::state::log::LogReader;
 use crate::state::members::{self, Announcer, KafkaDirectory};
@@ -290,8 +291,8 @@ fn decisions_stage(
         rules: settings.rules.clone(),
         shards,
         stop,
-        sequences: HashMap::new(),
-        recovery: SequenceRecovery { tail, current: false },
+        sequences: Sequences::default(),
+        recovery: SequenceRecovery { tail },
         stats: stats.clone(),
         consumer_group: o.decisions_group.clone(),
         metrics: env.telemetry.metrics.clone(),

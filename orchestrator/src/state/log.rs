@@ -101,6 +101,12 @@ impl LogReader {
                 Err(error) if started.elapsed() + RETRY_PAUSE < bound => {
                     tracing::debug!(topic, partition, %error, "watermarks not available yet; asking again");
                     std::thread::sleep(RETRY_PAUSE);
+                    // Refresh the topic's metadata: the client's cached
+                    // view may still name a leader that died.
+                    let refresh = RETRY_PAUSE.min(bound.saturating_sub(started.elapsed()));
+                    if let Err(error) = self.consumer.fetch_metadata(Some(topic), refresh) {
+                        tracing::debug!(topic, %error, "metadata refresh failed");
+                    }
                 }
                 Err(error) => return Err(kafka(topic, partition, error)),
             }

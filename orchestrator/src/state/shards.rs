@@ -45,6 +45,14 @@ use super::settings::StateSettings;
 use super::stats::StateStats;
 use crate::rules::{Decision, RulesSettings, decide};
 
+/// Bound on loading a shard's checkpoint when its partition is assigned.
+/// That load only lets readers see the shard before its first record, and
+/// it runs on the stage's loop: a changelog partition without a leader
+/// (a broker just died) must not hold every other partition's records
+/// back for `state.restore_timeout_ms`. The first record restores the
+/// shard within the full bound.
+const CHECKPOINT_LOAD_ON_ASSIGN: Duration = Duration::from_secs(5);
+
 /// Key of a shard's meta record in its changelog.
 pub const META_KEY: &str = "_meta";
 
@@ -206,7 +214,7 @@ impl Shards {
             let started = Instant::now();
             let (mut state, mut restored) = match self.shards.remove(&id) {
                 Some(shard) => (shard.state, shard.checkpoint),
-                None => self.read_checkpoint(&id)?,
+                None => self.read_checkpoint(&id, Duration::from_millis(self.settings.restore_timeout_ms))?,
             };
             let left = Duration::from_millis(self.settings.restore_timeout_ms).saturating_sub(started.elapsed());
             let changed;
@@ -251,7 +259,8 @@ impl Shards {
             if self.shards.contains_key(&id) {
                 continue;
             }
-            match tokio::task::block_in_place(|| self.read_checkpoint(&id)) {
+            let bound = Duration::from_millis(self.settings.restore_timeout_ms).min(CHECKPOINT_LOAD_ON_ASSIGN);
+            match tokio::task::block_in_place(|| self.read_checkpoint(&id, bound)) {
                 Ok((state, checkpoint)) => {
                     tracing::info!(
                         shard = %id,
@@ -274,7 +283,8 @@ impl Shards {
     /// up to `until` (exclusive).
     pub fn restore(&self, id: &ShardId, until: i64) -> Result<(State, RestoreReport), RestoreError> {
         let started = Instant::now();
-        let (mut state, mut report) = self.read_checkpoint(id)?;
+        let (mut state, mut report) =
+            self.read_checkpoint(id, Duration::from_millis(self.settings.restore_timeout_ms))?;
         let left = Duration::from_millis(self.settings.restore_timeout_ms).saturating_sub(started.elapsed());
         report.caught_up = self.catch_up(&mut state, id, until, left)?.0;
         report.took = started.elapsed();
@@ -283,10 +293,9 @@ impl Shards {
 
     /// A shard's last committed checkpoint: its changelog partition read to
     /// the end, the state rebuilt from the entity records and the last meta
-    /// record.
-    fn read_checkpoint(&self, id: &ShardId) -> Result<(State, RestoreReport), RestoreError> {
+    /// record, within `bound`.
+    fn read_checkpoint(&self, id: &ShardId, bound: Duration) -> Result<(State, RestoreReport), RestoreError> {
         let started = Instant::now();
-        let bound = Duration::from_millis(self.settings.restore_timeout_ms);
         let changelog = self.settings.changelog_of(&id.topic);
         let mut meta = None;
         let mut entities = std::collections::BTreeMap::new();
