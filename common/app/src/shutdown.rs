@@ -18,36 +18,61 @@ pub const FORCED_EXIT_CODE: i32 = 130;
 pub fn install_signal_handlers() -> CancellationToken {
     let root = CancellationToken::new();
     let token = root.clone();
+    // Registered here, before the task runs: a SIGTERM that arrives while
+    // the process is still starting drains it instead of killing it.
+    let signals = Signals::register();
     tokio::spawn(async move {
-        if let Err(error) = wait_for_signal().await {
-            tracing::error!(%error, "cannot listen for shutdown signals; Ctrl-C will not stop gracefully");
-            return;
-        }
+        let mut signals = match signals {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for shutdown signals; Ctrl-C will not stop gracefully");
+                return;
+            }
+        };
+        signals.next().await;
         tracing::info!("shutdown requested: draining (send the signal again to exit at once)");
         token.cancel();
-        if wait_for_signal().await.is_ok() {
-            tracing::warn!("second shutdown signal: exiting immediately");
-            std::process::exit(FORCED_EXIT_CODE);
-        }
+        signals.next().await;
+        tracing::warn!("second shutdown signal: exiting immediately");
+        std::process::exit(FORCED_EXIT_CODE);
     });
     root
 }
 
+/// SIGTERM and SIGINT, listened to from the moment they are registered.
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Exit status used when a graceful shutdown overruns its bound.

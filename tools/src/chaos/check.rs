@@ -13,6 +13,9 @@ pub(super) struct Anomalies {
     pub duplicated: usize,
     pub unexpected: usize,
     pub out_of_order: usize,
+    /// A few of the results out of order: key, seq, worker, and the
+    /// result before it.
+    pub out_of_order_examples: Vec<String>,
 }
 
 /// Checks the results read against the commands issued.
@@ -26,16 +29,23 @@ pub(super) fn check_results(decoded: &[CommandResult], issued_ids: &HashSet<uuid
     let unexpected = per_command.keys().filter(|id| !issued_ids.contains(id)).count();
     // Order is judged on each command's first result (a repeat is already
     // counted as a duplicate).
-    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut last: HashMap<&str, &CommandResult> = HashMap::new();
     let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-    let mut out_of_order = 0;
+    let (mut out_of_order, mut out_of_order_examples) = (0, Vec::new());
     for r in decoded.iter().filter(|r| seen.insert(r.command_id)) {
-        let prev = last_seq.insert(&r.key, r.seq).unwrap_or(0);
-        if r.seq <= prev {
+        if let Some(prev) = last.insert(&r.key, r)
+            && r.seq <= prev.seq
+        {
             out_of_order += 1;
+            if out_of_order_examples.len() < 5 {
+                out_of_order_examples.push(format!(
+                    "{}: seq {} from {} after seq {} from {}",
+                    r.key, r.seq, r.worker_id, prev.seq, prev.worker_id
+                ));
+            }
         }
     }
-    Anomalies { lost, duplicated, unexpected, out_of_order }
+    Anomalies { lost, duplicated, unexpected, out_of_order, out_of_order_examples }
 }
 
 /// Per key, the sequence numbers of the commands topic (in log order, all

@@ -241,7 +241,11 @@ pub async fn run(cli: Cli) -> i32 {
     stop_all(&mut run);
 
     let decoded = decode_results(&results.messages);
-    let Anomalies { lost, duplicated, unexpected, out_of_order } = check_results(&decoded, &expected_ids);
+    let Anomalies { lost, duplicated, unexpected, out_of_order, out_of_order_examples } =
+        check_results(&decoded, &expected_ids);
+    if out_of_order > 0 {
+        run.note(&format!("results out of order, for example: {out_of_order_examples:?}"));
+    }
     let aborted = aborted_outputs(&run.dir);
     let aborted_read =
         results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();

@@ -10,8 +10,8 @@ use shoal_state::{EntityKind, EntityRef};
 use super::Decisions;
 use super::run::Run;
 use crate::{
-    Decided, Replayed, TopicReader, api_address, api_get, decided_difference, decode_commands, replay_topics,
-    served_state, sort_decided,
+    Decided, Replayed, TopicReader, api_address, api_get, decided_difference, decode_commands, http_address,
+    replay_topics, served_state, sort_decided,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -26,6 +26,9 @@ fn settings(run: &Run, stage: &str) -> OrchestratorSettings {
 /// serves, symbol by symbol, and the commands on the topic (as multisets of
 /// kind, key and payload). Returns the commands read and the counts.
 pub(super) async fn end_and_check(run: &mut Run) -> (Vec<Command>, Decisions) {
+    // A stage restarted a moment ago may not be serving yet: let it start
+    // before the clean stop, which it must answer with a drain.
+    let _ = http_address(&run.stages[0], Duration::from_secs(30)).await;
     run.stages[0].stop_cleanly(Duration::from_secs(30));
     if let Some((sim, _)) = run.sim.as_mut() {
         sim.stop_cleanly(Duration::from_secs(10));
