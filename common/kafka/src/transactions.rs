@@ -63,6 +63,9 @@ pub struct TransactionalProducer {
     inner: ThreadedProducer<DefaultProducerContext>,
     transactional_id: String,
     timeout: Duration,
+    /// `transaction.timeout.ms`: the coordinator aborts a transaction open
+    /// longer.
+    transaction_timeout: Duration,
 }
 
 impl std::fmt::Debug for TransactionalProducer {
@@ -105,7 +108,14 @@ impl TransactionalProducer {
             }
         }
         tracing::info!(transactional_id, "transactional producer ready");
-        Ok(Self { inner, transactional_id: transactional_id.to_string(), timeout })
+        Ok(Self { inner, transactional_id: transactional_id.to_string(), timeout, transaction_timeout })
+    }
+
+    /// How long a commit (produce, offsets, commit, with their retries) may
+    /// take before the loop gives up on it: by then the coordinator has
+    /// aborted the transaction for its timeout, so it can no longer commit.
+    pub fn commit_bound(&self) -> Duration {
+        self.transaction_timeout.saturating_mul(2)
     }
 
     /// The transactional id.

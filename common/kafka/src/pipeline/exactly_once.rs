@@ -63,6 +63,8 @@ impl OpenTxn {
 /// A transaction being committed on a blocking thread.
 struct Committing {
     task: JoinHandle<Result<(), TxError>>,
+    /// When the commit started, for its bound.
+    started: Instant,
     offsets: TopicPartitionList,
     outputs: u64,
     records: usize,
@@ -186,6 +188,7 @@ impl ExactlyOnce<'_> {
                 continue;
             }
             let next_commit = if self.committing.is_none() { self.open.due(self.tx) } else { None };
+            let commit_overrun = self.committing.as_ref().map(|c| c.started + self.producer.commit_bound());
             let drain_deadline = self.state.drain_deadline();
             tokio::select! {
                 biased;
@@ -205,6 +208,12 @@ impl ExactlyOnce<'_> {
                     }
                 }
                 () = until(next_commit), if next_commit.is_some() => {}
+                () = until(commit_overrun), if commit_overrun.is_some() => {
+                    match self.commit_overran(ctx, processor, shutdown).await {
+                        Next::Continue => {}
+                        end => return end,
+                    }
+                }
                 () = until(drain_deadline), if draining => {}
                 _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
                 _ = ctx.housekeeping.tick(), if ctx.housekeeping_on => processor.tick(),
@@ -285,6 +294,44 @@ impl ExactlyOnce<'_> {
             AfterCommit::Rewind => false,
             AfterCommit::RecreateProducer => true,
         };
+        self.restart_from_committed(ctx, processor, shutdown, recreate).await
+    }
+
+    /// A commit still running past its bound: librdkafka's call is stuck
+    /// (seen once after partitions were lost while a broker was down: the
+    /// loop stayed alive with its records done and never committed). The
+    /// blocking call cannot be cancelled; it is left to end on its own, and
+    /// a new producer with the same transactional id fences it, as after a
+    /// fatal error. Counted as a stall.
+    async fn commit_overran<P: Processor>(
+        &mut self,
+        ctx: &LoopContext<'_>,
+        processor: &mut P,
+        shutdown: &CancellationToken,
+    ) -> Next {
+        let Some(stuck) = self.committing.take() else { return Next::Continue };
+        ctx.stats.stalls.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            stage = ctx.settings.name,
+            records = stuck.records,
+            running_for_ms = stuck.started.elapsed().as_millis() as u64,
+            "transaction commit overran its bound; recreating the producer and rewinding to the committed offsets"
+        );
+        self.last_committed = false;
+        self.restart_from_committed(ctx, processor, shutdown, true).await
+    }
+
+    /// Drops what is not committed and reads again from the committed
+    /// offsets, with a new producer when `recreate` (or when the rewind
+    /// failed).
+    async fn restart_from_committed<P: Processor>(
+        &mut self,
+        ctx: &LoopContext<'_>,
+        processor: &mut P,
+        shutdown: &CancellationToken,
+        recreate: bool,
+    ) -> Next {
         self.state.in_flight.reset();
         self.open = OpenTxn::default();
         processor.reset();
@@ -368,7 +415,7 @@ fn start_commit(
         }
         result
     });
-    Started::Committing(Committing { task, offsets, outputs: count, records })
+    Started::Committing(Committing { task, started: Instant::now(), offsets, outputs: count, records })
 }
 
 /// Most span links on one "commit transaction" span: enough to find sample
