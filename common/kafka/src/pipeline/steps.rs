@@ -171,17 +171,28 @@ pub(super) fn rewind_partitions(consumer: &GroupConsumer, partitions: &[Partitio
 /// Seeks every assigned partition back to its committed offset. Returns
 /// whether it could; a partition revoked meanwhile is re-read by its new
 /// owner anyway.
+///
+/// Reading the committed offsets is tried [`REWIND_ATTEMPTS`] times (a
+/// coordinator moving after a broker restart answers with a timeout for a
+/// while). A caller that cannot rewind must not read on: the consumer's
+/// position is past the records it dropped, which would then be skipped.
 pub(super) fn rewind_to_committed(consumer: &GroupConsumer, stage: &str) -> bool {
-    let committed = tokio::task::block_in_place(|| consumer.committed(Duration::from_secs(10)));
-    let committed = match committed {
-        Ok(list) => list,
-        Err(error) => {
-            tracing::warn!(stage, %error, "cannot read committed offsets to rewind");
-            return false;
+    for attempt in 1..=REWIND_ATTEMPTS {
+        match tokio::task::block_in_place(|| consumer.committed(Duration::from_secs(10))) {
+            Ok(committed) => return seek_all(consumer, &committed, stage),
+            Err(error) => {
+                tracing::warn!(stage, %error, attempt, "cannot read committed offsets to rewind");
+                if attempt < REWIND_ATTEMPTS {
+                    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs(1)));
+                }
+            }
         }
-    };
-    seek_all(consumer, &committed, stage)
+    }
+    false
 }
+
+/// Attempts at reading the committed offsets for a rewind.
+const REWIND_ATTEMPTS: u32 = 6;
 
 fn seek_all(consumer: &GroupConsumer, committed: &TopicPartitionList, stage: &str) -> bool {
     let mut all = true;
