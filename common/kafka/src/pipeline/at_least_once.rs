@@ -82,7 +82,7 @@ impl AtLeastOnce {
                 biased;
                 () = shutdown.cancelled(), if !self.state.draining() => self.state.begin_drain(ctx),
                 Some(done) = self.state.in_flight.running.next(), if !self.state.in_flight.running.is_empty() => {
-                    self.collect(ctx, processor, done).await;
+                    self.collect(ctx, processor, done, shutdown).await;
                 }
                 _ = self.commit_tick.tick() => self.commit(ctx, processor).await,
                 _ = ctx.status_tick.tick() => ctx.status(processor, &self.state.in_flight),
@@ -104,7 +104,13 @@ impl AtLeastOnce {
     /// The collect step: produces a finished record's outputs, tracked
     /// against its offset. After a pause long enough to have lost the
     /// partitions, drops everything in hand instead.
-    async fn collect<P: Processor>(&mut self, ctx: &LoopContext<'_>, processor: &mut P, done: Finished) {
+    async fn collect<P: Processor>(
+        &mut self,
+        ctx: &LoopContext<'_>,
+        processor: &mut P,
+        done: Finished,
+        shutdown: &CancellationToken,
+    ) {
         let stage = ctx.settings.name;
         let Some((origin, mut outputs)) = self.state.in_flight.finish(done, ctx.stats) else { return };
         if self.freeze.as_mut().is_some_and(FreezeGuard::tripped) {
@@ -120,7 +126,17 @@ impl AtLeastOnce {
             }
             self.state.in_flight.reset();
             processor.reset();
-            rewind_to_committed(ctx.consumer, stage);
+            if !rewind_to_committed(ctx.consumer, stage) {
+                // Reading on from here would skip what was just dropped,
+                // and a later commit would pass it: stop with nothing
+                // tracked, so nothing is committed, and let the next owner
+                // (or the restarted worker) read it again.
+                tracing::error!(
+                    stage,
+                    "cannot rewind to the committed offsets; stopping so that the dropped records are read again"
+                );
+                shutdown.cancel();
+            }
             return;
         }
         for output in outputs.take() {
