@@ -300,8 +300,8 @@ impl ExactlyOnce<'_> {
     }
 
     /// A commit still running past its bound: librdkafka's call is stuck
-    /// (seen once after partitions were lost while a broker was down: the
-    /// loop stayed alive with its records done and never committed). The
+    /// (seen after a broker kill or restart: the loop stayed alive with its
+    /// records done and never committed). The
     /// blocking call cannot be cancelled; it is left to end on its own, and
     /// a new producer with the same transactional id fences it, as after a
     /// fatal error. Counted as a stall.
@@ -325,8 +325,8 @@ impl ExactlyOnce<'_> {
     }
 
     /// Drops what is not committed and reads again from the committed
-    /// offsets, with a new producer when `recreate` (or when the rewind
-    /// failed).
+    /// offsets, with a new producer when `recreate`; stops the stage when
+    /// it cannot rewind.
     async fn restart_from_committed<P: Processor>(
         &mut self,
         ctx: &LoopContext<'_>,
