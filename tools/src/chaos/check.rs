@@ -155,9 +155,19 @@ pub(super) fn stalls(dir: &Path) -> u64 {
     worker_status_sum(dir, "pipeline status", "stalls")
 }
 
+/// Per command id, how many copies past the first the commands topic and
+/// the results topic hold (a repeated command, second results).
+pub(super) fn repeats(commands: &[Command], results: &[CommandResult]) -> HashMap<String, u64> {
+    let mut copies: HashMap<uuid::Uuid, (u64, u64)> = HashMap::new();
+    commands.iter().for_each(|c| copies.entry(c.id).or_default().0 += 1);
+    results.iter().for_each(|r| copies.entry(r.command_id).or_default().1 += 1);
+    copies.into_iter().map(|(id, (c, r))| (id.to_string(), c.saturating_sub(1) + r.saturating_sub(1))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::messages::ResultStatus;
 
     fn command(key: &str, seq: u64) -> Command {
         crate::alert_command(key, seq)
@@ -170,5 +180,20 @@ mod tests {
         let bad = [command("a", 1), command("a", 3), command("a", 3), command("a", 2), command("b", 2)];
         let (n, examples) = seq_anomalies(&bad);
         assert_eq!(n, 4, "{examples:?}");
+    }
+
+    #[test]
+    fn repeats_count_copies_past_the_first_of_commands_and_results() {
+        let (a, b) = (command("a", 1), command("b", 1));
+        let now = chrono::Utc::now();
+        let result = |c: &Command| {
+            CommandResult::answering(c, "w", ResultStatus::Succeeded, serde_json::Value::Null, (now, now))
+        };
+        let commands = [a.clone(), b.clone(), b.clone()];
+        let results = [result(&a), result(&a), result(&a), result(&b)];
+        let found = repeats(&commands, &results);
+        assert_eq!(found.get(&a.id.to_string()), Some(&2));
+        assert_eq!(found.get(&b.id.to_string()), Some(&1));
+        assert_eq!(repeats(&[a.clone()], &[result(&a)]).get(&a.id.to_string()), Some(&0));
     }
 }

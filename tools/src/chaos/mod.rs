@@ -38,7 +38,7 @@ use shoal_kafka::pipeline::output_digest;
 use shoal_protocol::messages::WireMessage;
 
 use self::check::{
-    Anomalies, aborted_outputs, check_results, ingest_unaccounted, rebalances, seq_anomalies, skipped, stalls,
+    Anomalies, aborted_outputs, check_results, ingest_unaccounted, rebalances, repeats, seq_anomalies, skipped, stalls,
 };
 use self::faults::{inject_faults, schedule};
 use self::run::Run;
@@ -235,12 +235,15 @@ pub async fn run(cli: Cli) -> i32 {
     }
 
     let results = drain_results(&run, &expected_ids).await;
+    let decoded = decode_results(&results.messages);
+    let mut repeats_unaccounted = None;
     if run.cli.orchestrator {
-        decisions.state_mismatches += pipeline::check_recorded(&mut run).await;
+        let recorded = pipeline::check_recorded(&mut run, &repeats(&commands, &decoded)).await;
+        decisions.state_mismatches += recorded.mismatches;
+        repeats_unaccounted = Some(recorded.repeats_unaccounted);
     }
     stop_all(&mut run);
 
-    let decoded = decode_results(&results.messages);
     let Anomalies { lost, duplicated, unexpected, out_of_order, out_of_order_examples } =
         check_results(&decoded, &expected_ids);
     if out_of_order > 0 {
@@ -254,7 +257,7 @@ pub async fn run(cli: Cli) -> i32 {
     run.note(&format!("outputs of aborted transactions (from worker histories): {}", aborted.len()));
     let Decisions { missing_commands, extra_commands, state_mismatches } = decisions;
     let line = format!(
-        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions={} rebalances={rebalances} skipped={skipped} stalls={stalls} ingest_unaccounted={unaccounted} stage_exits={}",
+        "chaos: mode={} seed={} issued={} results={} lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected} aborted_read={aborted_read} missing_commands={missing_commands} extra_commands={extra_commands} seq_anomalies={seq_anomalies} state_mismatches={state_mismatches} kills={} orchestrator_kills={} partitions={} rebalances={rebalances} skipped={skipped} stalls={stalls} ingest_unaccounted={unaccounted} stage_exits={}{}",
         run.cli.mode,
         run.cli.seed,
         commands.len(),
@@ -263,6 +266,7 @@ pub async fn run(cli: Cli) -> i32 {
         run.orchestrator_kills,
         run.partitions,
         run.stage_exits,
+        repeats_unaccounted.map(|n| format!(" repeats_unaccounted={n}")).unwrap_or_default(),
     );
     println!("{line}");
     std::fs::write(run.dir.join("summary.txt"), format!("{line}\n")).unwrap();
@@ -279,6 +283,7 @@ pub async fn run(cli: Cli) -> i32 {
         || seq_anomalies > 0
         || state_mismatches > 0
         || unaccounted > 0
+        || repeats_unaccounted.is_some_and(|n| n > 0)
         || (exactly_once && duplicated > 0);
     i32::from(failed)
 }

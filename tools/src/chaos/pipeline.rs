@@ -1,6 +1,7 @@
 //! `--orchestrator`: ending the stream and checking what the orchestrator's
 //! stages decided and recorded against a replay of the log.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use shoal_orchestrator::settings::OrchestratorSettings;
@@ -85,10 +86,22 @@ pub(super) async fn end_and_check(run: &mut Run) -> (Vec<Command>, Decisions) {
     (commands, found)
 }
 
+/// What the results stage's served commands say.
+#[derive(Debug, Default)]
+pub(super) struct Recorded {
+    /// Commands served differently from the replay of their inputs.
+    pub mismatches: usize,
+    /// Repeats (second results, second copies of a command) on the topics
+    /// that the served command does not count as skipped in `duplicates`.
+    pub repeats_unaccounted: u64,
+}
+
 /// Every command entity the results stage serves must equal the replay of
 /// its input partitions (commands, results, dead letters): issued, then
-/// answered with its one result. Returns the number that differ.
-pub(super) async fn check_recorded(run: &mut Run) -> usize {
+/// answered with its one result. `repeats` is, per command, how many times
+/// it was seen on the commands and results topics past the first copy of
+/// each: the served command must count each of them as a skipped duplicate.
+pub(super) async fn check_recorded(run: &mut Run, repeats: &HashMap<String, u64>) -> Recorded {
     let settings = settings(run, "results");
     let t = &settings.topics;
     let inputs = [t.commands.name.as_str(), t.results.name.as_str(), t.dlq.name.as_str()];
@@ -107,12 +120,24 @@ pub(super) async fn check_recorded(run: &mut Run) -> usize {
         .collect();
     ids.sort();
     ids.dedup();
-    let (mut mismatches, mut unanswered) = (0, 0);
+    let (mut mismatches, mut unanswered, mut repeats_unaccounted) = (0, 0, 0);
+    for (id, n) in repeats {
+        if *n > 0 && ids.binary_search(id).is_err() {
+            repeats_unaccounted += n;
+            run.note(&format!("command {id}: seen {n} times again, but not in the results stage's state"));
+        }
+    }
     for id in &ids {
         let entity = EntityRef { kind: EntityKind::Command, key: id.clone() };
         let expected = replayed.expected(&entity);
         let served = api_get(api, &format!("/v1/commands/{id}"), Some(crate::READ_TOKEN)).await;
         let served = served.ok().filter(|(status, _)| *status == 200).map(|(_, body)| body["state"].clone());
+        let seen_again = repeats.get(id).copied().unwrap_or(0);
+        let counted = served.as_ref().and_then(|s| s["duplicates"].as_u64()).unwrap_or(0);
+        if counted != seen_again {
+            repeats_unaccounted += seen_again.abs_diff(counted);
+            run.note(&format!("command {id}: seen {seen_again} times again, served as {counted} duplicates"));
+        }
         if expected.as_ref().is_some_and(|e| e["result"].is_null()) {
             unanswered += 1;
         }
@@ -124,8 +149,9 @@ pub(super) async fn check_recorded(run: &mut Run) -> usize {
         }
     }
     run.note(&format!(
-        "results stage: {} commands served as the replay has them, {mismatches} differ, {unanswered} without a result",
-        ids.len() - mismatches
+        "results stage: {} commands served as the replay has them, {mismatches} differ, {unanswered} without a result; {} repeats seen, {repeats_unaccounted} not counted as duplicates",
+        ids.len() - mismatches,
+        repeats.values().sum::<u64>()
     ));
-    mismatches
+    Recorded { mismatches, repeats_unaccounted }
 }
