@@ -194,6 +194,6 @@ mod tests {
         let found = repeats(&commands, &results);
         assert_eq!(found.get(&a.id.to_string()), Some(&2));
         assert_eq!(found.get(&b.id.to_string()), Some(&1));
-        assert_eq!(repeats(&[a.clone()], &[result(&a)]).get(&a.id.to_string()), Some(&0));
+        assert_eq!(repeats(std::slice::from_ref(&a), &[result(&a)]).get(&a.id.to_string()), Some(&0));
     }
 }
