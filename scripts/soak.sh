@@ -35,6 +35,13 @@ Faults, none in the final 3 minutes (so that the lag check sees recovery):
   every --orchestrator-every seconds, SIGTERM the orchestrator, wait for it
   to stop, and start it again.
 
+The orchestrator's state is bounded (alerts, bars, command retention), but
+at the defaults those bounds fill over hours at this rate, and filling them
+would read as growth. The soak sets them so that they fill within the
+warm-up: state.max_alerts=100, state.max_closed_bars=1,
+state.command_retention_secs=120 (SHOAL__STATE__MAX_ALERTS, ...
+override them).
+
 Every --interval seconds scripts/soak/sample.py writes a row of OUT/soak.csv:
 each process's resident memory (VmRSS, /proc/<pid>/status), open file
 descriptors (/proc/<pid>/fd) and threads; the consumer lag of the workers'
@@ -262,8 +269,18 @@ start_worker() {
     "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$((ORCH_PORT + i))" -- "$BIN_DIR/shoal-worker"
 }
 
+# The state's bounded parts fill within the warm-up, so that what grows after
+# it is not the state reaching its bounds: at the defaults and this rate the
+# alerts (1,000 per shard) fill in about 25 minutes, the 1-minute bars (60
+# per symbol) in an hour, the 5-minute bars in five hours. Each can be set.
+readonly STATE_ENV=(
+  "SHOAL__STATE__MAX_ALERTS=${SHOAL__STATE__MAX_ALERTS:-100}"
+  "SHOAL__STATE__MAX_CLOSED_BARS=${SHOAL__STATE__MAX_CLOSED_BARS:-1}"
+  "SHOAL__STATE__COMMAND_RETENTION_SECS=${SHOAL__STATE__COMMAND_RETENTION_SECS:-120}"
+)
+
 start_orchestrator() {
-  start_proc orchestrator "$ORCH_PORT" "SHOAL__FEED__URL=ws://127.0.0.1:$SIM_PORT" \
+  start_proc orchestrator "$ORCH_PORT" "${STATE_ENV[@]}" "SHOAL__FEED__URL=ws://127.0.0.1:$SIM_PORT" \
     "SHOAL__RESULTS__RECORD_PATH=$OUT/outcomes.jsonl" "SHOAL__API__LISTEN=" \
     "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$ORCH_PORT" -- "$BIN_DIR/shoal-orchestrator"
 }
@@ -461,6 +478,7 @@ printf 't_s,event,process,detail\n' >"$OUT/events.csv"
   printf 'minutes=%s warmup=%s workers=%s rate=%s interval=%s kill_every=%s orchestrator_every=%s\n' \
     "$MINUTES" "$WARMUP" "$WORKERS" "$RATE" "$INTERVAL" "$KILL_EVERY" "$ORCH_EVERY"
   printf 'bootstrap=%s topics=%s.*\n' "$BOOTSTRAP" "$PREFIX"
+  printf 'state=%s\n' "${STATE_ENV[*]}"
 } >"$OUT/run.txt"
 
 say "run $RUN: $MINUTES min, warm-up $WARMUP min, $WORKERS workers, $RATE trades/s x 8 symbols, sample every ${INTERVAL}s"
