@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod params;
 pub mod settings;
 pub mod stream;
+pub mod summary;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
