@@ -30,7 +30,8 @@ use shoal_state::EntityKind;
 
 use self::items::{Item, time};
 pub use self::tokens::{Encoding, TokenCounter};
-use crate::hub::StateView;
+use crate::http::answer::merge_docs;
+use crate::hub::{EntityDoc, StateView};
 
 /// The smallest budget accepted: the short header alone fits in it.
 pub const MIN_TOKENS: usize = 50;
@@ -135,22 +136,40 @@ pub fn summarize(
     }
     let mark = Mark::of(view);
     let as_of = mark.newest.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let mut items: Vec<Item> = view
-        .shards
-        .values()
-        .flat_map(|s| s.entities.values())
-        .filter(|d| scope.covers(d.kind, &d.key))
-        .map(|d| Item::of(d, as_of))
-        .collect();
-    // Deterministic: salience, then kind and key, then the source record
-    // (one entity can be served by several shards).
-    items.sort_by(|a, b| (b.salience, a.kind, &a.key, &a.source).cmp(&(a.salience, b.kind, &b.key, &b.source)));
+    let mut items: Vec<Item> = entities(view, scope).iter().map(|d| Item::of(d, as_of)).collect();
+    // Deterministic: salience, then kind and key (one item per entity).
+    items.sort_by(|a, b| (b.salience, a.kind, &a.key).cmp(&(a.salience, b.kind, &b.key)));
     let mut totals = BTreeMap::new();
     items.iter().for_each(|i| *totals.entry(i.kind).or_insert(0) += 1);
     let render = Render { scope, mark: &mark, as_of, format, max_tokens, items: &items, totals };
     let (text, included) = render.fit(counter);
     let tokens = counter.count(&text);
     Ok(Summary { text, tokens, max_tokens, included, omitted: render.omitted(included), as_of: mark.newest })
+}
+
+/// The entities in `scope`, one per (kind, key): an entity served by several
+/// shards (a command's issue and its result come from different
+/// partitions) is merged from its parts, oldest first, and stamped with
+/// its newest part.
+fn entities(view: &StateView, scope: &Scope) -> Vec<EntityDoc> {
+    let mut parts: BTreeMap<(EntityKind, &str), Vec<&EntityDoc>> = BTreeMap::new();
+    for doc in view.shards.values().flat_map(|s| s.entities.values()) {
+        if scope.covers(doc.kind, &doc.key) {
+            parts.entry((doc.kind, doc.key.as_str())).or_default().push(doc);
+        }
+    }
+    parts
+        .into_values()
+        .filter_map(|mut docs| {
+            docs.sort_by(|a, b| (a.updated_at, &a.provenance).cmp(&(b.updated_at, &b.provenance)));
+            let newest = (*docs.last()?).clone();
+            if docs.len() == 1 {
+                return Some(newest);
+            }
+            let states: Vec<Value> = docs.iter().map(|d| d.state.clone()).collect();
+            Some(EntityDoc { state: merge_docs(newest.kind, &states), ..newest })
+        })
+        .collect()
 }
 
 struct Render<'a> {

@@ -114,7 +114,9 @@ proptest! {
         let again = summarize(&self::view(&drawn), &scope, budget, format, &counter).unwrap();
         prop_assert_eq!(&again, &summary);
         // Included and omitted add up to what is in scope.
-        let in_scope = view.shards.values().flat_map(|s| s.entities.values()).filter(|d| scope.covers(d.kind, &d.key)).count();
+        let in_scope: std::collections::BTreeSet<_> = view.shards.values().flat_map(|s| s.entities.values())
+            .filter(|d| scope.covers(d.kind, &d.key)).map(|d| (d.kind, d.key.clone())).collect();
+        let in_scope = in_scope.len();
         prop_assert_eq!(summary.included + summary.omitted.values().sum::<usize>(), in_scope);
         if json {
             let parsed: Value = serde_json::from_str(&summary.text).unwrap();
@@ -148,4 +150,50 @@ fn ranks_failing_commands_and_alerts_first_and_says_what_was_left_out() {
     assert!(tight.included < 6 && tight.tokens <= 110, "{}", tight.text);
     assert!(tight.text.contains("# left out: "), "{}", tight.text);
     assert_eq!(summarize(&view, &Scope::All, 10, Format::Text, &counter), Err(SummaryError::BudgetTooSmall(10)));
+}
+
+/// A command issued from one partition and answered from another is one
+/// item, settled, not a pending one and a settled one.
+#[test]
+fn a_command_served_by_two_shards_is_one_merged_item() {
+    use shoal_protocol::messages::{Command, CommandResult, ResultStatus, SCHEMA_VERSION};
+    use shoal_state::{EntityRef, Input, Record, State, StateConfig};
+
+    let command = Command {
+        schema_version: SCHEMA_VERSION,
+        id: uuid::Uuid::from_u128(7),
+        kind: "raise_alert".into(),
+        key: "SIM-AAA".into(),
+        seq: 3,
+        issued_at: base(),
+        deadline: None,
+        payload: json!({}),
+    };
+    let at = base() + TimeDelta::milliseconds(400);
+    let result = CommandResult::answering(&command, "w1", ResultStatus::Succeeded, json!({}), (at, at));
+    let entity = EntityRef { kind: EntityKind::Command, key: command.id.to_string() };
+    let mut shards = Vec::new();
+    for (p, (topic, record)) in
+        [("commands", Record::Command(command.clone())), ("results", Record::Result(result))].into_iter().enumerate()
+    {
+        let mut state = State::new(StateConfig::default());
+        let input = Input { provenance: Provenance::new(topic, 0, 5), record };
+        state.apply(&input);
+        let doc = EntityDoc {
+            kind: EntityKind::Command,
+            key: entity.key.clone(),
+            shard: ShardId { topic: topic.into(), partition: 0 },
+            updated_at: base() + TimeDelta::milliseconds(p as i64 * 400),
+            provenance: input.provenance.clone(),
+            state: state.entity_value(&entity).unwrap(),
+        };
+        let watermark = Watermark { topic: topic.into(), partition: 0, offset: 5, event_time: Some(at) };
+        let mut view = ShardView { id: doc.shard.clone(), watermark, entities: Default::default() };
+        view.entities.insert((EntityKind::Command, entity.key.clone()), Arc::new(doc));
+        shards.push(view);
+    }
+    let view = StateView { shards: shards.into_iter().map(|s| (s.id.clone(), Arc::new(s))).collect(), version: 1 };
+    let summary = summarize(&view, &Scope::All, 500, Format::Text, &counter()).unwrap();
+    assert_eq!(summary.included, 1, "{}", summary.text);
+    assert!(summary.text.contains("status=succeeded") && summary.text.contains("src=results/0@5"), "{}", summary.text);
 }
