@@ -2,7 +2,8 @@
 //!
 //! Open routes: `GET /healthz`, `GET /readyz`, `GET /v1/openapi.json`.
 //! Read role: `GET /v1/entities`, `GET /v1/state/{kind}/{key}`,
-//! `GET /v1/commands`, `GET /v1/commands/{id}`, `GET /v1/alerts` and the
+//! `GET /v1/commands`, `GET /v1/commands/{id}`, `GET /v1/alerts`,
+//! `GET /v1/summary` and the
 //! stream's routes. Admin role: `GET /v1/admin/shards`,
 //! `GET /v1/admin/members`. Every answer is JSON, errors included (see
 //! [`crate::error`]); the OpenAPI document ([`crate::openapi`]) describes
@@ -13,6 +14,7 @@ pub mod answer;
 mod cors;
 mod entities;
 mod lists;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/commands", get(lists::commands))
         .route("/v1/commands/{id}", get(entities::command))
         .route("/v1/alerts", get(lists::alerts))
+        .route("/v1/summary", get(summary::summary))
         .merge(crate::stream::routes())
         .route_layer(from_fn_with_state(ctx.clone(), require_read));
     let admin = Router::new()

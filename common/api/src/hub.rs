@@ -202,3 +202,19 @@ impl Hub {
         }
     }
 }
+
+/// One entity's parts (oldest first) merged into its state with
+/// [`shoal_state::merge_entities`]; parts that cannot be merged (not the
+/// kind's shape) leave the newest part standing for the whole.
+pub fn merge_docs(kind: EntityKind, values: &[serde_json::Value]) -> serde_json::Value {
+    if let [one] = values {
+        return one.clone();
+    }
+    match shoal_state::merge_entities(kind, values) {
+        Ok(merged) => merged,
+        Err(error) => {
+            tracing::warn!(%error, kind = kind.as_str(), "cannot merge an entity's parts; serving the newest");
+            values.last().cloned().unwrap_or(serde_json::Value::Null)
+        }
+    }
+}

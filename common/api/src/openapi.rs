@@ -26,7 +26,7 @@ pub fn document(settings: &ApiSettings) -> Value {
             {"name": "admin", "description": "Admin role."},
         ],
         "security": [{"bearer": []}],
-        "paths": paths(settings.max_list),
+        "paths": paths(settings),
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "`read:` or `admin:` token"},
@@ -37,9 +37,11 @@ pub fn document(settings: &ApiSettings) -> Value {
     })
 }
 
-fn paths(max_list: usize) -> Value {
+fn paths(settings: &ApiSettings) -> Value {
+    let max_list = settings.max_list;
     let mut all = serde_json::Map::new();
-    for part in [open_paths(), entity_paths(max_list), list_paths(max_list)] {
+    let summary = summary_paths(settings.summary_max_tokens);
+    for part in [open_paths(), entity_paths(max_list), list_paths(max_list), summary] {
         if let Value::Object(map) = part {
             all.extend(map);
         }
@@ -131,6 +133,30 @@ fn list_paths(max_list: usize) -> Value {
                 limit(max_list),
             ],
             "AlertList",
+            &["400", "401"],
+        )},
+    })
+}
+
+fn summary_paths(max_tokens: usize) -> Value {
+    let budget = json!({
+        "type": "integer", "minimum": crate::summary::MIN_TOKENS, "maximum": max_tokens,
+        "default": crate::summary::DEFAULT_MAX_TOKENS.min(max_tokens),
+    });
+    json!({
+        "/v1/summary": {"get": op(
+            "A digest of the state held by this instance for a language model's context: one item per entity, \
+             most salient first (failing and pending commands, alerts, feed-quality events, large moves), each \
+             with its event time, age and source record, never more than max_tokens tokens as \
+             api.summary_encoding counts them; items are whole, and the header says what was left out.",
+            "state",
+            vec![
+                param("kind", "query", false, kind_schema(), "Only entities of this kind (not with keys)."),
+                param("keys", "query", false, json!({"type": "string"}), "Only these keys, comma-separated, of any kind (not with kind)."),
+                param("max_tokens", "query", false, budget, "The budget, in tokens."),
+                param("format", "query", false, json!({"type": "string", "enum": ["text", "json"], "default": "text"}), "The digest's form."),
+            ],
+            "SummaryAnswer",
             &["400", "401"],
         )},
     })
@@ -366,6 +392,22 @@ fn list_schemas() -> Value {
                 "message": nullable_string,
                 "at": date_time(false),
                 "provenance": schema_ref("Provenance"),
+            },
+        },
+        "SummaryAnswer": {
+            "type": "object",
+            "required": ["summary", "format", "tokens", "max_tokens", "encoding", "included", "omitted", "as_of", "freshness", "served_by"],
+            "properties": {
+                "summary": {"type": "string", "description": "The digest: text, or a JSON document as a string."},
+                "format": {"type": "string", "enum": ["text", "json"]},
+                "tokens": {"type": "integer", "minimum": 0},
+                "max_tokens": {"type": "integer"},
+                "encoding": {"type": "string", "enum": ["o200k_base", "cl100k_base"]},
+                "included": {"type": "integer", "minimum": 0},
+                "omitted": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "as_of": date_time(true),
+                "freshness": schema_ref("Freshness"),
+                "served_by": {"type": "string"},
             },
         },
         "AlertList": {

@@ -49,6 +49,11 @@ pub struct ApiSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Most items a list endpoint returns (and the largest `limit`).
     pub max_list: usize,
+    /// The tokenizer that counts a summary's tokens (`o200k_base` or
+    /// `cl100k_base`): the one of the model that reads the summaries.
+    pub summary_encoding: crate::summary::Encoding,
+    /// The largest `max_tokens` a summary may be asked for.
+    pub summary_max_tokens: usize,
 }
 
 impl Default for ApiSettings {
@@ -63,6 +68,8 @@ impl Default for ApiSettings {
             stream_buffer: 256,
             cors_allowed_origins: Vec::new(),
             max_list: 1_000,
+            summary_encoding: crate::summary::Encoding::O200kBase,
+            summary_max_tokens: 32_000,
         }
     }
 }
@@ -110,6 +117,12 @@ impl ApiSettings {
         at_least("api.max_subscriptions", self.max_subscriptions, 1, "an integer")?;
         at_least("api.stream_buffer", self.stream_buffer, 1, "an integer")?;
         shoal_config::in_range("api.max_list", self.max_list, 1..=1_000_000, "an integer")?;
+        shoal_config::in_range(
+            "api.summary_max_tokens",
+            self.summary_max_tokens,
+            crate::summary::MIN_TOKENS..=1_000_000,
+            "an integer",
+        )?;
         for origin in &self.cors_allowed_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(SettingsError::invalid(

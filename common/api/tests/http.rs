@@ -215,6 +215,13 @@ async fn bad_parameters_are_400_naming_them() {
         ("/v1/commands/not-a-uuid", "id"),
         ("/v1/commands?status=done", "status"),
         ("/v1/alerts?since=yesterday", "since"),
+        ("/v1/summary?max_tokens=10", "max_tokens"),
+        ("/v1/summary?max_tokens=many", "max_tokens"),
+        ("/v1/summary?max_tokens=32001", "max_tokens"),
+        ("/v1/summary?format=yaml", "format"),
+        ("/v1/summary?kind=symbol&keys=SIM-A", "keys"),
+        ("/v1/summary?keys=,", "keys"),
+        ("/v1/summary?kind=planet", "kind"),
     ];
     for (path, parameter) in cases {
         let (status, _, body) = get(&format!("{}{path}", s.base), Some(READ)).await;
@@ -284,6 +291,7 @@ async fn openapi_document_lists_every_route() {
         "/v1/commands",
         "/v1/commands/{id}",
         "/v1/alerts",
+        "/v1/summary",
         "/v1/admin/shards",
         "/v1/admin/members",
         "/v1/stream",
@@ -372,4 +380,32 @@ async fn cors_when_configured_and_graceful_shutdown() {
     s.shutdown.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(3), s.task).await.unwrap().unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(s.addr).await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn summarizes_within_the_budget_with_freshness_and_provenance() {
+    let s = single().await;
+    let (status, _, body) = get(&format!("{}/v1/summary?max_tokens=400", s.base), Some(READ)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body["summary"].as_str().unwrap();
+    assert!(body["tokens"].as_u64().unwrap() <= 400, "{body}");
+    assert_eq!(body["encoding"], "o200k_base");
+    // Three symbols, the command (issued and answered: one merged item), the
+    // alerts and the outcomes of SIM-A.
+    assert_eq!(body["included"], 6, "{text}");
+    assert!(text.contains(&format!("- command {CMD} status=succeeded")), "{text}");
+    assert!(text.contains("src=results/1@"), "{text}");
+    assert_eq!(body["freshness"]["watermarks"].as_array().unwrap().len(), 3, "{body}");
+    // A small budget leaves items out and says so.
+    let (_, _, small) = get(&format!("{}/v1/summary?max_tokens=60&format=json", s.base), Some(READ)).await;
+    assert!(small["tokens"].as_u64().unwrap() <= 60, "{small}");
+    let digest: Value = serde_json::from_str(small["summary"].as_str().unwrap()).unwrap();
+    let left_out: u64 = small["omitted"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(small["included"].as_u64().unwrap() + left_out, 6, "{small}");
+    assert_eq!(digest["included"], small["included"]);
+    // A scope of keys; a token is needed.
+    let (_, _, scoped) = get(&format!("{}/v1/summary?keys=SIM-B", s.base), Some(READ)).await;
+    assert_eq!(scoped["included"], 1, "{scoped}");
+    let (status, _, _) = get(&format!("{}/v1/summary", s.base), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shoal_state::{EntityKind, Provenance};
 
-use crate::hub::{EntityDoc, ShardId, StateView, Watermark};
+use crate::hub::{EntityDoc, ShardId, StateView, Watermark, merge_docs};
 
 /// How fresh an answer is: the watermarks of the shards it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,22 +136,6 @@ fn part(doc: &Arc<EntityDoc>, instance: &str) -> Part {
         provenance: doc.provenance.clone(),
         updated_at: doc.updated_at,
         served_by: instance.to_string(),
-    }
-}
-
-/// One entity's parts (oldest first) merged into its state with
-/// [`shoal_state::merge_entities`]; parts that cannot be merged (not the
-/// kind's shape) leave the newest part standing for the whole.
-pub fn merge_docs(kind: EntityKind, values: &[serde_json::Value]) -> serde_json::Value {
-    if let [one] = values {
-        return one.clone();
-    }
-    match shoal_state::merge_entities(kind, values) {
-        Ok(merged) => merged,
-        Err(error) => {
-            tracing::warn!(%error, kind = kind.as_str(), "cannot merge an entity's parts; serving the newest");
-            values.last().cloned().unwrap_or(serde_json::Value::Null)
-        }
     }
 }
 

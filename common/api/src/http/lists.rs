@@ -12,9 +12,10 @@ use shoal_state::alerts::Alert;
 use shoal_state::commands::Lifecycle;
 use uuid::Uuid;
 
-use super::answer::{Freshness, merge_docs};
+use super::answer::Freshness;
 use crate::ApiContext;
 use crate::error::ApiError;
+use crate::hub::merge_docs;
 use crate::hub::{EntityDoc, StateView};
 use crate::params::Params;
 

@@ -30,11 +30,14 @@ use shoal_state::EntityKind;
 
 use self::items::{Item, time};
 pub use self::tokens::{Encoding, TokenCounter};
-use crate::http::answer::merge_docs;
+use crate::hub::merge_docs;
 use crate::hub::{EntityDoc, StateView};
 
 /// The smallest budget accepted: the short header alone fits in it.
 pub const MIN_TOKENS: usize = 50;
+
+/// The budget of a summary when the caller does not say.
+pub const DEFAULT_MAX_TOKENS: usize = 1_000;
 
 /// What a summary covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,15 +70,16 @@ impl Scope {
     }
 }
 
-/// The digest's form.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Lines of text: a header, then one line per item.
-    #[default]
-    Text,
-    /// One JSON object: the header's fields and an `items` array.
-    Json,
+shoal_config::choice! {
+    /// The digest's form.
+    #[derive(Default)]
+    pub enum Format {
+        /// Lines of text: a header, then one line per item (the default).
+        #[default]
+        Text = "text",
+        /// One JSON object: the header's fields and an `items` array.
+        Json = "json",
+    }
 }
 
 /// Why no summary could be made.

@@ -1,54 +1,21 @@
 //! Counting tokens as a model would: OpenAI's BPE encodings (tiktoken).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
 
 use super::SummaryError;
 
-/// A tokenizer's encoding.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoding {
-    /// `o200k_base`: GPT-4o, GPT-4.1, o-series and later models.
-    #[default]
-    #[serde(rename = "o200k_base")]
-    O200kBase,
-    /// `cl100k_base`: GPT-4, GPT-3.5 and most embeddings models.
-    #[serde(rename = "cl100k_base")]
-    Cl100kBase,
-}
-
-impl Encoding {
-    /// Its name, as tiktoken spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::O200kBase => "o200k_base",
-            Self::Cl100kBase => "cl100k_base",
-        }
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Encoding {
-    type Err = SummaryError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "o200k_base" => Ok(Self::O200kBase),
-            "cl100k_base" => Ok(Self::Cl100kBase),
-            other => {
-                Err(SummaryError::Encoding(format!("unknown encoding {other:?}: expected o200k_base or cl100k_base")))
-            }
-        }
+shoal_config::choice! {
+    /// A tokenizer's encoding (`api.summary_encoding`).
+    #[derive(Default)]
+    pub enum Encoding {
+        /// GPT-4o, GPT-4.1, o-series and later models (the default).
+        #[default]
+        O200kBase = "o200k_base",
+        /// GPT-4, GPT-3.5 and most embeddings models.
+        Cl100kBase = "cl100k_base",
     }
 }
 
@@ -112,6 +79,6 @@ mod tests {
     fn encodings_parse_by_name() {
         assert_eq!("cl100k_base".parse::<Encoding>().unwrap(), Encoding::Cl100kBase);
         let err = "gpt2".parse::<Encoding>().unwrap_err().to_string();
-        assert!(err.contains("o200k_base or cl100k_base"), "{err}");
+        assert!(err.contains("o200k_base") && err.contains("cl100k_base"), "{err}");
     }
 }
