@@ -391,14 +391,14 @@ impl Shards {
     }
 
     /// Drops the shards of `partitions` (revoked: another instance owns
-    /// them now); readers stop seeing them.
+    /// them now); readers stop seeing them, including a view kept through
+    /// a rewind.
     pub fn drop_partitions(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
             let id = ShardId { topic: topic.clone(), partition: *partition };
             self.committed.remove(&id);
-            if self.shards.remove(&id).is_some() {
-                self.hub.remove(&id);
-            }
+            self.shards.remove(&id);
+            self.hub.remove(&id);
         }
     }
 
@@ -409,6 +409,15 @@ impl Shards {
     /// committed are kept, so a partition that brings no new record is
     /// still served. Without committed offsets (at-least-once), every shard
     /// is dropped.
+    ///
+    /// Readers keep the dropped shards' last published views until the
+    /// restored shards replace them: those views were derived from
+    /// committed input records only (the inputs are read committed; what
+    /// rolled back is this stage's own transaction), which are read and
+    /// applied again, so the views are a prefix of what readers will see
+    /// next. Removing them would serve each entity without the shard's
+    /// part (a command without its `issued` half) for as long as the
+    /// rewind and the restore take.
     pub fn rewound(&mut self) {
         let rolled_back: Vec<(String, i32)> = self
             .shards
@@ -423,7 +432,11 @@ impl Shards {
             })
             .map(|(id, _)| (id.topic.clone(), id.partition))
             .collect();
-        self.drop_partitions(&rolled_back);
+        for (topic, partition) in rolled_back {
+            let id = ShardId { topic, partition };
+            self.committed.remove(&id);
+            self.shards.remove(&id);
+        }
     }
 
     /// Publishes the shards' changes to readers when the publication
@@ -518,5 +531,77 @@ pub fn watermark(id: &ShardId, state: &State) -> Watermark {
         partition: id.partition,
         offset: mark.map_or(-1, |m| m.offset),
         event_time: mark.and_then(|m| m.event_time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+    use shoal_kafka::settings::KafkaSettings;
+    use shoal_protocol::messages::{MarketTick, SCHEMA_VERSION};
+    use shoal_state::{Provenance, Record};
+
+    use super::*;
+
+    const TICKS: &str = "t.ticks";
+
+    fn shards(hub: &Arc<Hub>) -> Shards {
+        let reader = LogReader::new(&KafkaSettings::default(), "shards-test").unwrap();
+        let topics = InputTopics {
+            ticks: TICKS.into(),
+            events: "t.events".into(),
+            commands: "t.commands".into(),
+            results: "t.results".into(),
+            dlq: "t.dlq".into(),
+        };
+        let stats = Arc::new(StateStats::default());
+        Shards::new(StateSettings::default(), RulesSettings::default(), topics, reader, hub.clone(), stats)
+    }
+
+    /// A shard of `partition` that applied a trade of `symbol` at `offset`.
+    fn applied_shard(shards: &mut Shards, partition: i32, offset: i64, symbol: &str) {
+        let mut state = State::new(shards.model.clone());
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let tick = MarketTick {
+            schema_version: SCHEMA_VERSION,
+            source: "test".into(),
+            symbol: symbol.into(),
+            price: Decimal::new(10_050, 2),
+            size: Decimal::ONE,
+            side: None,
+            trade_id: Some(offset.to_string()),
+            sequence: None,
+            exchange_ts: at,
+            received_at: at,
+            channel: None,
+        };
+        let input = Input { provenance: Provenance::new(TICKS, partition, offset), record: Record::Tick(tick) };
+        decide(&mut state, &shards.rules, &input);
+        let id = ShardId { topic: TICKS.into(), partition };
+        shards.shards.insert(id, Shard::new(state, RestoreReport::default(), false));
+    }
+
+    fn served(hub: &Hub, symbol: &str) -> usize {
+        hub.view().lookup(shoal_state::EntityKind::Symbol, symbol).len()
+    }
+
+    #[test]
+    fn a_rewind_keeps_serving_the_rolled_back_shards_until_they_are_restored() {
+        let hub = Arc::new(Hub::new());
+        let mut shards = shards(&hub);
+        applied_shard(&mut shards, 0, 7, "AAA");
+        applied_shard(&mut shards, 1, 3, "BBB");
+        shards.publish(true);
+        assert_eq!((served(&hub, "AAA"), served(&hub, "BBB")), (1, 1));
+
+        // Partition 0's inputs are committed, partition 1's are not.
+        shards.committed(&[(TICKS.into(), 0, 8), (TICKS.into(), 1, 3)]);
+        shards.rewound();
+        assert_eq!(shards.ids(), vec![ShardId { topic: TICKS.into(), partition: 0 }], "partition 1 rolled back");
+        assert_eq!(served(&hub, "BBB"), 1, "readers keep the rolled-back shard's last view");
+
+        // Revoked: the view kept through the rewind goes too.
+        shards.drop_partitions(&[(TICKS.into(), 1)]);
+        assert_eq!((served(&hub, "AAA"), served(&hub, "BBB")), (1, 0));
     }
 }
