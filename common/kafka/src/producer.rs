@@ -18,6 +18,24 @@ use super::outputs::Output;
 use super::stats::{ClientHealth, STATS_INTERVAL};
 use crate::settings::KafkaSettings;
 
+/// The configuration of an at-least-once stage's producer: the idempotent
+/// producer of [`super::producer_config`] whose records never time out
+/// (`message.timeout.ms=0`); librdkafka retries each until the broker
+/// acknowledges it, and a stage that cannot deliver stops reading at its
+/// in-flight bound.
+///
+/// A record that times out is what breaks per-key order without
+/// transactions: the idempotent producer bumps its epoch and delivers the
+/// records queued behind the failed one, the same key's later results
+/// among them, and the failed record's input is processed again only after
+/// the rewind that follows, so its result lands after theirs. librdkafka's
+/// `enable.gapless.guarantee` does not cover timeouts.
+pub fn in_order_config(kafka: &KafkaSettings, client_id: &str) -> rdkafka::ClientConfig {
+    let mut config = super::producer_config(kafka, client_id);
+    config.set("message.timeout.ms", "0");
+    config
+}
+
 /// Producer context that reports deliveries to the tracker.
 #[derive(Debug)]
 pub struct TrackingContext {
@@ -77,11 +95,27 @@ impl std::fmt::Debug for TrackedProducer {
 }
 
 impl TrackedProducer {
-    /// Creates the producer; `tracker` receives its delivery reports.
+    /// Creates the producer; `tracker` receives its delivery reports. A
+    /// record that is not acknowledged within `kafka.message_timeout_ms`
+    /// fails.
     pub fn new(kafka: &KafkaSettings, client_id: &str, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
+        Self::with_config(super::producer_config(kafka, client_id), tracker)
+    }
+
+    /// Creates the producer of an at-least-once stage, whose records never
+    /// time out ([`in_order_config`]); `tracker` receives its delivery
+    /// reports.
+    pub fn in_order(
+        kafka: &KafkaSettings,
+        client_id: &str,
+        tracker: Arc<OffsetTracker>,
+    ) -> Result<Self, KafkaSetupError> {
+        Self::with_config(in_order_config(kafka, client_id), tracker)
+    }
+
+    fn with_config(mut config: rdkafka::ClientConfig, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaSetupError> {
         let health = Arc::new(ClientHealth::default());
         let context = TrackingContext { tracker: tracker.clone(), health: health.clone() };
-        let mut config = super::producer_config(kafka, client_id);
         // Connectivity for /readyz (TrackingContext::stats_raw).
         config.set("statistics.interval.ms", STATS_INTERVAL.as_millis().to_string());
         let inner = config
@@ -146,5 +180,21 @@ impl TrackedProducer {
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = self.clone();
         tokio::task::spawn_blocking(move || producer.flush_blocking(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_at_least_once_stage_never_times_a_record_out() {
+        let mut kafka = KafkaSettings { message_timeout_ms: 10_000, ..KafkaSettings::default() };
+        kafka.options.insert("message.timeout.ms".into(), "5000".into());
+        let config = in_order_config(&kafka, "test");
+        assert_eq!(config.get("message.timeout.ms"), Some("0"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        // Other producers keep the configured bound.
+        assert_eq!(crate::producer_config(&kafka, "test").get("message.timeout.ms"), Some("5000"));
     }
 }

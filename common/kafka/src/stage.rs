@@ -93,7 +93,7 @@ impl StageEnv {
         let client_id = format!("{}-{}", self.instance, spec.name);
         let (delivery, tracked) = match self.delivery.mode {
             DeliveryMode::AtLeastOnce => {
-                let producer = TrackedProducer::new(&self.kafka, &client_id, Arc::new(OffsetTracker::new()))?;
+                let producer = TrackedProducer::in_order(&self.kafka, &client_id, Arc::new(OffsetTracker::new()))?;
                 (Delivery::AtLeastOnce(producer.clone()), Some(producer))
             }
             DeliveryMode::ExactlyOnce => {
