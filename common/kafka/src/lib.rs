@@ -73,7 +73,7 @@ pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", kafka.linger_ms.to_string())
         .set("message.timeout.ms", kafka.message_timeout_ms.to_string())
-        .set("compression.type", "zstd");
+        .set("compression.type", kafka.compression.as_str());
     apply_raw_options(&mut cfg, kafka);
     cfg
 }

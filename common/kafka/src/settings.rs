@@ -31,6 +31,24 @@ shoal_config::choice! {
     }
 }
 
+shoal_config::choice! {
+    /// `kafka.compression`: how producers compress record batches
+    /// (librdkafka's `compression.type`).
+    pub enum Compression {
+        /// No compression.
+        None = "none",
+        /// gzip.
+        Gzip = "gzip",
+        /// Snappy.
+        Snappy = "snappy",
+        /// LZ4: fast, small contexts.
+        Lz4 = "lz4",
+        /// Zstandard: smaller batches, more CPU, and a compression context
+        /// created for each message set the producer compresses.
+        Zstd = "zstd",
+    }
+}
+
 /// Connection to the Kafka cluster, shared by every client Shoal creates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +65,8 @@ pub struct KafkaSettings {
     pub linger_ms: u32,
     /// Producer delivery timeout, milliseconds (`message.timeout.ms`).
     pub message_timeout_ms: u32,
+    /// Producer batch compression (`compression.type`).
+    pub compression: Compression,
     /// Raw librdkafka properties applied last. Keys may use `_` for `.`
     /// (so environment variables can set them).
     pub options: BTreeMap<String, String>,
@@ -61,6 +81,7 @@ impl Default for KafkaSettings {
             session_timeout_ms: 10_000,
             linger_ms: 5,
             message_timeout_ms: 30_000,
+            compression: Compression::Lz4,
             options: BTreeMap::new(),
         }
     }
@@ -78,7 +99,7 @@ impl KafkaSettings {
                 "comma-separated host:port pairs, e.g. 127.0.0.1:9092",
             ));
         }
-        // `security_protocol` and `group_protocol` are checked as they are
+        // `security_protocol`, `group_protocol` and `compression` are checked as they are
         // read (an unknown string names the key and the accepted ones).
         if self.session_timeout_ms < 1_000 {
             return Err(SettingsError::invalid(
