@@ -151,8 +151,8 @@ fn summary_paths(max_tokens: usize) -> Value {
              api.summary_encoding counts them; items are whole, and the header says what was left out.",
             "state",
             vec![
-                param("kind", "query", false, kind_schema(), "Only entities of this kind (not with keys)."),
-                param("keys", "query", false, json!({"type": "string"}), "Only these keys, comma-separated, of any kind (not with kind)."),
+                param("kind", "query", false, kind_schema(), "Only entities of this kind (with keys: only those keys of this kind)."),
+                param("keys", "query", false, json!({"type": "string", "pattern": "[^,\\s]"}), "Only these keys, comma-separated (of any kind, or of `kind` when given)."),
                 param("max_tokens", "query", false, budget, "The budget, in tokens."),
                 param("format", "query", false, json!({"type": "string", "enum": ["text", "json"], "default": "text"}), "The digest's form."),
             ],

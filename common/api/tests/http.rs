@@ -219,7 +219,6 @@ async fn bad_parameters_are_400_naming_them() {
         ("/v1/summary?max_tokens=many", "max_tokens"),
         ("/v1/summary?max_tokens=32001", "max_tokens"),
         ("/v1/summary?format=yaml", "format"),
-        ("/v1/summary?kind=symbol&keys=SIM-A", "keys"),
         ("/v1/summary?keys=,", "keys"),
         ("/v1/summary?kind=planet", "kind"),
     ];
@@ -406,6 +405,12 @@ async fn summarizes_within_the_budget_with_freshness_and_provenance() {
     // A scope of keys; a token is needed.
     let (_, _, scoped) = get(&format!("{}/v1/summary?keys=SIM-B", s.base), Some(READ)).await;
     assert_eq!(scoped["included"], 1, "{scoped}");
+    // SIM-A names a symbol and its outcomes and alerts; with a kind, only the symbol.
+    let (_, _, any_kind) = get(&format!("{}/v1/summary?keys=SIM-A&max_tokens=4000", s.base), Some(READ)).await;
+    let (_, _, one_kind) =
+        get(&format!("{}/v1/summary?kind=symbol&keys=SIM-A&max_tokens=4000", s.base), Some(READ)).await;
+    assert!(any_kind["included"].as_u64().unwrap() > 1, "{any_kind}");
+    assert_eq!(one_kind["included"], 1, "{one_kind}");
     let (status, _, _) = get(&format!("{}/v1/summary", s.base), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

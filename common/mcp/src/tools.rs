@@ -139,9 +139,9 @@ pub enum Format {
 /// `summarize`' input.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Summarize {
-    /// Only entities of this kind; leave out (and leave out `keys`) for everything.
+    /// Only entities of this kind (with `keys`: only those keys of this kind); leave both out for everything.
     pub kind: Option<Kind>,
-    /// Only these entities, each "kind/key" (e.g. ["symbol/SIM-AAA", "account/A-1"]).
+    /// Only the entities with these keys (e.g. ["SIM-AAA", "A-1"]); a symbol's key also names its outcomes and alerts.
     pub keys: Option<Vec<String>>,
     /// The most tokens the summary may use (default 1000, at least 50).
     pub max_tokens: Option<u32>,

@@ -83,26 +83,28 @@ pub async fn summary(State(ctx): State<ApiContext>, params: Params) -> Result<Js
     }))
 }
 
-/// `kind` (one kind), `keys` (comma-separated keys of any kind), or neither
-/// (everything); not both.
+/// `kind` (one kind), `keys` (comma-separated keys of any kind), both
+/// (those keys of that kind), or neither (everything).
 fn scope(params: &Params) -> Result<Scope, ApiError> {
-    match (params.get("kind"), params.get("keys")) {
-        (Some(_), Some(_)) => Err(ApiError::bad_parameter(
-            "keys",
-            "`kind` and `keys` cannot be given together (expected one of them, or neither for everything)",
-        )),
-        (Some(kind), None) => Ok(Scope::Kind(parse_kind(kind)?)),
-        (None, Some(keys)) => {
+    let kind = params.get("kind").map(parse_kind).transpose()?;
+    let keys = match params.get("keys") {
+        None => None,
+        Some(text) => {
             let keys: Vec<String> =
-                keys.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
+                text.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
             if keys.is_empty() {
                 return Err(ApiError::bad_parameter(
                     "keys",
                     "`keys` is empty (expected comma-separated keys, e.g. SIM-AAA,SIM-BBB)",
                 ));
             }
-            Ok(Scope::Keys(keys))
+            Some(keys)
         }
-        (None, None) => Ok(Scope::All),
-    }
+    };
+    Ok(match (kind, keys) {
+        (Some(kind), Some(keys)) => Scope::KeysOfKind(kind, keys),
+        (Some(kind), None) => Scope::Kind(kind),
+        (None, Some(keys)) => Scope::Keys(keys),
+        (None, None) => Scope::All,
+    })
 }

@@ -50,6 +50,8 @@ pub enum Scope {
     /// The entities with one of these keys, of any kind (a symbol's key
     /// names its symbol, outcomes and alerts entities).
     Keys(Vec<String>),
+    /// The entities of one kind with one of these keys.
+    KeysOfKind(EntityKind, Vec<String>),
 }
 
 impl Scope {
@@ -58,6 +60,7 @@ impl Scope {
             Self::All => true,
             Self::Kind(k) => *k == kind,
             Self::Keys(keys) => keys.iter().any(|k| k == key),
+            Self::KeysOfKind(k, keys) => *k == kind && keys.iter().any(|k| k == key),
         }
     }
 
@@ -66,6 +69,7 @@ impl Scope {
             Self::All => "all".into(),
             Self::Kind(k) => format!("kind {k}"),
             Self::Keys(keys) => format!("keys {}", keys.join(",")),
+            Self::KeysOfKind(k, keys) => format!("kind {k}, keys {}", keys.join(",")),
         }
     }
 }

@@ -86,6 +86,8 @@ fn scope() -> impl Strategy<Value = Scope> {
         Just(Scope::All),
         (0..6usize).prop_map(|k| Scope::Kind(KINDS[k])),
         prop::collection::vec(0..17u32, 1..4).prop_map(|ks| Scope::Keys(ks.iter().map(|k| format!("K{k}")).collect())),
+        (0..6usize, prop::collection::vec(0..17u32, 1..4))
+            .prop_map(|(k, ks)| Scope::KeysOfKind(KINDS[k], ks.iter().map(|k| format!("K{k}")).collect())),
     ]
 }
 
