@@ -11,13 +11,13 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool, tool_handler, tool_router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::StateClient;
 
 /// A kind of entity in Shoal's state.
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A market symbol: last trade, bars, rolling statistics, feed status.
@@ -32,19 +32,6 @@ pub enum Kind {
     Outcomes,
     /// The recent alerts of one key.
     Alerts,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Symbol => "symbol",
-            Self::Account => "account",
-            Self::Device => "device",
-            Self::Command => "command",
-            Self::Outcomes => "outcomes",
-            Self::Alerts => "alerts",
-        }
-    }
 }
 
 /// `list_entities`' input.
@@ -85,7 +72,7 @@ pub struct GetCommand {
 }
 
 /// A command's lifecycle status.
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Issued, no result yet.
@@ -102,19 +89,6 @@ pub enum Status {
     DeadLettered,
 }
 
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Issued => "issued",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Expired => "expired",
-            Self::Unsupported => "unsupported",
-            Self::DeadLettered => "dead_lettered",
-        }
-    }
-}
-
 /// `find_commands`' input.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct FindCommands {
@@ -127,7 +101,7 @@ pub struct FindCommands {
 }
 
 /// A summary's form.
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// One compact line an item.
@@ -187,7 +161,7 @@ impl ShoalTools {
         output_schema = crate::schemas::listing()
     )]
     async fn list_entities(&self, Parameters(p): Parameters<ListEntities>) -> Result<CallToolResult, McpError> {
-        let query = [("kind", Some(p.kind.as_str().to_string())), ("limit", p.limit.map(|l| l.to_string()))];
+        let query = [("kind", Some(name(p.kind))), ("limit", p.limit.map(|l| l.to_string()))];
         self.ask("v1/entities", &query).await
     }
 
@@ -196,7 +170,7 @@ impl ShoalTools {
         output_schema = crate::schemas::entity()
     )]
     async fn get_state(&self, Parameters(p): Parameters<GetState>) -> Result<CallToolResult, McpError> {
-        let path = format!("v1/state/{}/{}", p.kind.as_str(), encode(&p.key));
+        let path = format!("v1/state/{}/{}", name(p.kind), encode(&p.key));
         self.ask(&path, &[]).await
     }
 
@@ -223,11 +197,7 @@ impl ShoalTools {
         output_schema = crate::schemas::listing()
     )]
     async fn find_commands(&self, Parameters(p): Parameters<FindCommands>) -> Result<CallToolResult, McpError> {
-        let query = [
-            ("key", p.key),
-            ("status", p.status.map(|s| s.as_str().to_string())),
-            ("limit", p.limit.map(|l| l.to_string())),
-        ];
+        let query = [("key", p.key), ("status", p.status.map(name)), ("limit", p.limit.map(|l| l.to_string()))];
         self.ask("v1/commands", &query).await
     }
 
@@ -237,10 +207,10 @@ impl ShoalTools {
     )]
     async fn summarize(&self, Parameters(p): Parameters<Summarize>) -> Result<CallToolResult, McpError> {
         let query = [
-            ("kind", p.kind.map(|k| k.as_str().to_string())),
+            ("kind", p.kind.map(name)),
             ("keys", p.keys.map(|k| k.join(","))),
             ("max_tokens", p.max_tokens.map(|t| t.to_string())),
-            ("format", p.format.map(|f| if matches!(f, Format::Json) { "json" } else { "text" }.to_string())),
+            ("format", p.format.map(name)),
         ];
         let mut result = self.ask("v1/summary", &query).await?;
         // The digest itself is what the model reads; the structured answer
@@ -260,6 +230,14 @@ impl ServerHandler for ShoalTools {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("shoal-mcp", env!("CARGO_PKG_VERSION")).with_title("Shoal state"))
             .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// The name a choice has on the wire (its serde name), as the API takes it.
+fn name(choice: impl Serialize) -> String {
+    match serde_json::to_value(choice) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
     }
 }
 
@@ -298,9 +276,9 @@ mod tests {
     #[test]
     fn inputs_use_the_names_the_api_accepts() {
         let p: FindCommands = serde_json::from_value(json!({"status": "dead_lettered"})).unwrap();
-        assert_eq!(p.status.map(Status::as_str), Some("dead_lettered"));
+        assert_eq!(p.status.map(name).as_deref(), Some("dead_lettered"));
         let k: ListEntities = serde_json::from_value(json!({"kind": "outcomes"})).unwrap();
-        assert_eq!(k.kind.as_str(), "outcomes");
+        assert_eq!(name(k.kind), "outcomes");
         assert!(serde_json::from_value::<ListEntities>(json!({"kind": "planet"})).is_err());
     }
 }
