@@ -171,3 +171,20 @@ async fn a_wrong_token_is_a_tool_error_not_a_crash() {
     client.cancel().await.unwrap();
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_can_come_from_a_file() {
+    let (base, shutdown) = api().await;
+    let dir = std::env::temp_dir().join(format!("shoal-mcp-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("# the read token\n\nread:{READ}\n")).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-mcp"));
+    command.args(["--api-url", &base, "--token-file"]).arg(&file).env_remove("SHOAL_MCP_TOKEN").env("RUST_LOG", "warn");
+    let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    let listed = call(&client, "list_entities", json!({"kind": "symbol"})).await;
+    assert_eq!(listed.is_error, Some(false), "{listed:?}");
+    client.cancel().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    shutdown.cancel();
+}
