@@ -419,7 +419,7 @@ impl Shards {
     /// part (a command without its `issued` half) for as long as the
     /// rewind and the restore take.
     pub fn rewound(&mut self) {
-        let rolled_back: Vec<(String, i32)> = self
+        let rolled_back: Vec<ShardId> = self
             .shards
             .iter()
             .filter(|(id, shard)| {
@@ -430,10 +430,9 @@ impl Shards {
                 let applied_up_to = shard.state.watermarks().mark(&id.topic, id.partition).map_or(-1, |m| m.offset);
                 self.committed.get(*id).is_none_or(|next| applied_up_to >= *next)
             })
-            .map(|(id, _)| (id.topic.clone(), id.partition))
+            .map(|(id, _)| id.clone())
             .collect();
-        for (topic, partition) in rolled_back {
-            let id = ShardId { topic, partition };
+        for id in rolled_back {
             self.committed.remove(&id);
             self.shards.remove(&id);
         }
