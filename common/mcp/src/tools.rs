@@ -224,6 +224,85 @@ impl ShoalTools {
     }
 }
 
+/// The read tools for callers other than MCP clients (the worker's LLM
+/// skill offers them to a model as function tools).
+impl ShoalTools {
+    /// The read tools as OpenAI-style function tools:
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`,
+    /// sorted by name, with the same descriptions and input schemas MCP
+    /// clients see. `issue_command` is never among them.
+    pub fn function_tools() -> Vec<Value> {
+        let mut tools = Self::tool_router().list_all();
+        tools.retain(|t| READ_TOOLS.contains(&t.name.as_ref()));
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": Value::Object((*t.input_schema).clone()),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Calls read tool `name` with JSON `arguments` and returns its answer:
+    /// the API's JSON, or `{"error": {...}}` naming what was wrong (an
+    /// unknown tool, arguments that do not match the tool's schema, the
+    /// API's refusal). Never fails: a model reads the error and can retry.
+    pub async fn call_json(&self, name: &str, arguments: Value) -> Value {
+        fn args<T: serde::de::DeserializeOwned>(arguments: Value) -> Result<Parameters<T>, Value> {
+            serde_json::from_value(arguments)
+                .map(Parameters)
+                .map_err(|e| serde_json::json!({"error": {"code": "bad_arguments", "message": e.to_string()}}))
+        }
+        let answer = match name {
+            "list_entities" => match args(arguments) {
+                Ok(p) => self.list_entities(p).await,
+                Err(e) => return e,
+            },
+            "get_state" => match args(arguments) {
+                Ok(p) => self.get_state(p).await,
+                Err(e) => return e,
+            },
+            "get_recent_alerts" => match args(arguments) {
+                Ok(p) => self.get_recent_alerts(p).await,
+                Err(e) => return e,
+            },
+            "get_command" => match args(arguments) {
+                Ok(p) => self.get_command(p).await,
+                Err(e) => return e,
+            },
+            "find_commands" => match args(arguments) {
+                Ok(p) => self.find_commands(p).await,
+                Err(e) => return e,
+            },
+            "summarize" => match args(arguments) {
+                Ok(p) => self.summarize(p).await,
+                Err(e) => return e,
+            },
+            other => {
+                return serde_json::json!({"error": {
+                    "code": "unknown_tool",
+                    "message": format!("no tool {other:?}; the tools are {READ_TOOLS:?}"),
+                }});
+            }
+        };
+        match answer {
+            Ok(result) => result.structured_content.unwrap_or(Value::Null),
+            Err(error) => serde_json::json!({"error": {"code": "tool_error", "message": error.message}}),
+        }
+    }
+}
+
+/// The tools that only read.
+pub const READ_TOOLS: [&str; 6] =
+    ["find_commands", "get_command", "get_recent_alerts", "get_state", "list_entities", "summarize"];
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ShoalTools {
     fn get_info(&self) -> ServerConfig {
@@ -280,5 +359,29 @@ mod tests {
         let k: ListEntities = serde_json::from_value(json!({"kind": "outcomes"})).unwrap();
         assert_eq!(name(k.kind), "outcomes");
         assert!(serde_json::from_value::<ListEntities>(json!({"kind": "planet"})).is_err());
+    }
+
+    #[test]
+    fn function_tools_are_the_read_tools_with_their_schemas() {
+        let tools = ShoalTools::function_tools();
+        let names: Vec<&str> = tools.iter().filter_map(|t| t["function"]["name"].as_str()).collect();
+        assert_eq!(names, READ_TOOLS);
+        for tool in &tools {
+            assert_eq!(tool["type"], "function");
+            assert_eq!(tool["function"]["parameters"]["type"], "object", "{tool}");
+            assert!(tool["function"]["description"].as_str().is_some_and(|d| d.len() > 40), "{tool}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_with_bad_arguments_or_an_unknown_tool_answers_an_error() {
+        let client = StateClient::new("http://127.0.0.1:9", None, std::time::Duration::from_millis(200)).unwrap();
+        let tools = ShoalTools::new(client);
+        let answer = tools.call_json("get_state", json!({"kind": "planet", "key": "x"})).await;
+        assert_eq!(answer["error"]["code"], "bad_arguments", "{answer}");
+        let answer = tools.call_json("drop_tables", json!({})).await;
+        assert_eq!(answer["error"]["code"], "unknown_tool", "{answer}");
+        let answer = tools.call_json("get_state", json!({"kind": "symbol", "key": "SIM-AAA"})).await;
+        assert_eq!(answer["error"]["code"], "unavailable", "nothing listens on port 9: {answer}");
     }
 }
