@@ -28,6 +28,9 @@ shoal_app::app_settings! {
         /// environment can configure both binaries.
         #[serde(skip_serializing)]
         pub worker: IgnoredAny,
+        /// The worker's LLM skill section; see `worker`.
+        #[serde(skip_serializing)]
+        pub llm: IgnoredAny,
     }
 }
 

@@ -46,6 +46,11 @@ pub async fn run(
     if w.probe_handler {
         registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
     }
+    if settings.llm.enabled {
+        let skill = handlers::llm::LlmHandler::new(&settings.llm).context("setting up the LLM skill ([llm])")?;
+        tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
+        registry.register(handlers::llm::LLM_DECIDE, skill);
+    }
     let stage = env
         .connect(&StageSpec {
             name: STAGE,

@@ -26,7 +26,8 @@ use shoal_telemetry::metrics::{Metrics, kind_label};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
-use crate::handlers::{HandlerError, Registry};
+use crate::handlers::{HandlerContext, HandlerError, Registry};
+use crate::journal::Journal;
 
 shoal_telemetry::counters! {
     /// What this worker has done; read by status lines, metrics and tests.
@@ -151,6 +152,15 @@ struct Execution {
     dead_letter: Option<&'static str>,
 }
 
+/// The dead-letter reason of a command that failed for good with `error`.
+fn dead_letter_reason(error: &HandlerError) -> &'static str {
+    match error {
+        HandlerError::NonDeterministic { .. } => "non_deterministic",
+        e if e.is_retryable() => "retries_exhausted",
+        _ => "handler_failed",
+    }
+}
+
 /// What running a command needs; shared by the work of every key.
 #[derive(Debug)]
 pub struct Executor {
@@ -172,12 +182,14 @@ pub struct Executor {
     pub metrics: Arc<Metrics>,
     /// Which decisions starting here are traced.
     pub sampler: Arc<Sampler>,
+    /// The side-effect journal handlers' effects go through.
+    pub journal: Arc<Journal>,
 }
 
 impl Executor {
     /// Runs the handler with retries, catching panics and enforcing the
     /// time limit on each attempt.
-    async fn execute(&self, command: &Command) -> Execution {
+    async fn execute(&self, command: &Command, partition: i32) -> Execution {
         if let Some(deadline) = command.deadline
             && Utc::now() > deadline
         {
@@ -199,6 +211,7 @@ impl Executor {
         loop {
             let owned = command.clone();
             let handler = handler.clone();
+            let journal = self.journal.clone();
             let span = trace::child(&tracing::Span::current(), || {
                 tracing::info_span!(
                     "run handler",
@@ -208,11 +221,22 @@ impl Executor {
                 )
             });
             // A separate task isolates a panicking handler from the worker.
-            let task = tokio::spawn(async move { handler.handle(&owned, attempt).await }.instrument(span.clone()));
-            let outcome = match tokio::time::timeout(self.handler_timeout, task).await {
+            let mut task = tokio::spawn(
+                async move {
+                    let ctx = HandlerContext::new(attempt, &owned, partition, handler.as_ref(), &journal);
+                    handler.handle_with(&owned, &ctx).await
+                }
+                .instrument(span.clone()),
+            );
+            let outcome = match tokio::time::timeout(self.handler_timeout, &mut task).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(join_error)) => Err(HandlerError::Rejected(format!("handler panicked: {join_error}"))),
-                Err(_) => Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout))),
+                Err(_) => {
+                    // Stopped, so that the next attempt does not run the
+                    // same effect step beside it.
+                    task.abort();
+                    Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout)))
+                }
             };
             if let Err(error) = &outcome {
                 span.record("otel.status_code", "ERROR");
@@ -232,7 +256,7 @@ impl Executor {
                     attempt += 1;
                 }
                 Err(error) => {
-                    let reason = if error.is_retryable() { "retries_exhausted" } else { "handler_failed" };
+                    let reason = dead_letter_reason(&error);
                     let output = serde_json::json!({"error": error.to_string(), "attempts": attempt});
                     return Execution {
                         status: ResultStatus::Failed,
@@ -273,7 +297,7 @@ impl Executor {
         HeaderView(message.headers()).set_parent_of(&span);
         let started_at = Utc::now();
         let started = std::time::Instant::now();
-        let execution = self.execute(&command).instrument(span.clone()).await;
+        let execution = self.execute(&command, message.partition()).instrument(span.clone()).await;
         let elapsed = started.elapsed();
         self.metrics.handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
         let status = execution.status;
@@ -423,6 +447,7 @@ impl Processor for CommandProcessor {
         let s = &self.exec.stats;
         s.dedupe_window.store(self.dedupe.as_ref().map_or(0, |d| d.window.len() as u64), Ordering::Relaxed);
         s.log_status("worker status", "worker");
+        self.exec.journal.stats.log_status("journal status", "worker");
     }
 }
 
@@ -461,6 +486,20 @@ mod tests {
         // After a rebalance the key may have moved; no false report.
         check.check(&command("a", 9), 1, &stats);
         assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn non_determinism_is_dead_lettered_under_its_own_reason() {
+        let error = HandlerError::NonDeterministic {
+            command_id: uuid::Uuid::now_v7(),
+            step: "post/0".into(),
+            recorded: "sha256:a".into(),
+            now: "sha256:b".into(),
+        };
+        assert!(!error.is_retryable(), "failing again would not help");
+        assert_eq!(dead_letter_reason(&error), "non_deterministic");
+        assert_eq!(dead_letter_reason(&HandlerError::Retryable("x".into())), "retries_exhausted");
+        assert_eq!(dead_letter_reason(&HandlerError::Rejected("x".into())), "handler_failed");
     }
 
     #[test]

@@ -11,6 +11,8 @@ shoal_app::app_settings! {
     pub struct WorkerSettings {
         /// Worker behaviour.
         pub worker: WorkerSection,
+        /// The LLM agent skill (`llm_decide`), off by default.
+        pub llm: crate::handlers::llm::LlmSettings,
         /// The orchestrator's sections are accepted and ignored, so one file or
         /// one environment can configure both binaries.
         #[serde(skip_serializing)]
@@ -109,6 +111,18 @@ impl WorkerSection {
 impl Validate for WorkerSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.validate_shared()?;
-        self.worker.validate()
+        self.worker.validate()?;
+        self.llm.validate()?;
+        if self.llm.enabled && self.worker.handler_timeout_ms < self.llm.call_timeout_ms {
+            return Err(SettingsError::invalid(
+                "worker.handler_timeout_ms",
+                format!(
+                    "{} is below llm.call_timeout_ms = {}",
+                    self.worker.handler_timeout_ms, self.llm.call_timeout_ms
+                ),
+                "at least llm.call_timeout_ms (better: llm.max_rounds times it) when [llm] is enabled",
+            ));
+        }
+        Ok(())
     }
 }

@@ -112,7 +112,10 @@ pub async fn ensure_topics(kafka: &KafkaSettings, topics: &TopicsSettings) -> Re
     let new_topics: Vec<NewTopic<'_>> = topics
         .all()
         .iter()
-        .map(|(_, t)| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)))
+        .map(|(key, t)| {
+            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication));
+            topics.create_configs(key).iter().fold(topic, |topic, (name, value)| topic.set(name, value))
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

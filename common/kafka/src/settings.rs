@@ -171,9 +171,18 @@ pub struct TopicsSettings {
     pub results: TopicSettings,
     /// Dead letters: anything undecodable or failed for good.
     pub dlq: TopicSettings,
+    /// The workers' side-effect journal (`docs/journal.md`): one record per
+    /// command and effect step, keyed `<command id>/<step>`, created
+    /// compacted. Give it as many partitions as `commands`: a command read
+    /// from commands partition `p` is journalled in partition `p` (modulo
+    /// the journal's partition count).
+    pub journal: TopicSettings,
     /// Create missing topics at start-up through the admin API.
     pub create: bool,
 }
+
+/// How long journal records are kept (7 days), milliseconds.
+pub const JOURNAL_RETENTION_MS: &str = "604800000";
 
 impl Default for TopicsSettings {
     fn default() -> Self {
@@ -183,6 +192,7 @@ impl Default for TopicsSettings {
             commands: TopicSettings::new("shoal.commands", 12),
             results: TopicSettings::new("shoal.results", 6),
             dlq: TopicSettings::new("shoal.dlq", 1),
+            journal: TopicSettings::new("shoal.journal", 12),
             create: true,
         }
     }
@@ -198,14 +208,26 @@ impl TopicsSettings {
     }
 
     /// All topics with their config key.
-    pub fn all(&self) -> [(&'static str, &TopicSettings); 5] {
+    pub fn all(&self) -> [(&'static str, &TopicSettings); 6] {
         [
             ("ticks", &self.ticks),
             ("events", &self.events),
             ("commands", &self.commands),
             ("results", &self.results),
             ("dlq", &self.dlq),
+            ("journal", &self.journal),
         ]
+    }
+
+    /// Topic-level configs a topic is created with (an existing topic is
+    /// not changed). The journal is compacted, so the newest record of each
+    /// step is kept, and also deleted after 7 days: a command replayed later
+    /// than that runs its effects again.
+    pub fn create_configs(&self, key: &str) -> &'static [(&'static str, &'static str)] {
+        match key {
+            "journal" => &[("cleanup.policy", "compact,delete"), ("retention.ms", JOURNAL_RETENTION_MS)],
+            _ => &[],
+        }
     }
 }
 

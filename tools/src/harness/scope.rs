@@ -113,6 +113,7 @@ pub fn topics_named(prefix: &str, replication: i32) -> TopicsSettings {
         commands: topic("commands", 12),
         results: topic("results", 6),
         dlq: topic("dlq", 1),
+        journal: topic("journal", 12),
         create: true,
     }
 }

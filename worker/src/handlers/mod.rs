@@ -2,6 +2,7 @@
 
 mod alert;
 mod fraud;
+pub mod llm;
 mod probe;
 mod strategy;
 

@@ -1,0 +1,242 @@
+//! The durable side-effect journal (see `docs/journal.md`).
+//!
+//! A handler step with an effect outside Kafka (an HTTP call, a model call,
+//! an order) is journalled: a `started` record is written and acknowledged
+//! before the effect runs, and a `done` record with the outcome as soon as
+//! it completes, both before the command's result is produced (so before its
+//! transaction commits). When the command runs again (after a crash, a
+//! rebalance, an aborted transaction or a retry), a `done` step's outcome is
+//! reused instead of repeating the effect.
+//!
+//! Records go to the journal topic with an idempotent producer outside any
+//! transaction, so an aborted result transaction does not take them with it.
+//! A command read from commands partition `p` is journalled in journal
+//! partition `p % n`; when a command of partition `p` first needs the
+//! journal after a rebalance, this worker reads that journal partition to
+//! its end into memory, then keeps the copy up to date with its own writes.
+//!
+//! This module keeps the records and the index; the step logic a handler
+//! calls is `handlers::HandlerContext::effect`.
+
+mod kafka;
+pub mod record;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use kafka::KafkaStore;
+pub use record::{JournalRecord, StepState, digest, idempotency_key, record_key, valid_step};
+
+shoal_telemetry::counters! {
+    /// What the journal has seen; read by status lines, metrics and tests.
+    pub struct JournalStats {
+        /// Effects run (their outcome then recorded).
+        effects_run => counter("shoal_journal_steps", "Journalled effect steps, by how they ended", outcome = "run"),
+        /// Steps whose recorded outcome was reused instead of running the effect.
+        replayed => counter("shoal_journal_steps", "Journalled effect steps, by how they ended", outcome = "replayed"),
+        /// Steps started but not recorded that the handler's `reconcile` found done.
+        reconciled => counter("shoal_journal_steps", "Journalled effect steps, by how they ended", outcome = "reconciled"),
+        /// Steps started but not recorded, run again because `reconcile` did
+        /// not find the effect.
+        rerun => counter("shoal_journal_steps", "Journalled effect steps, by how they ended", outcome = "rerun"),
+        /// Steps whose arguments differ from the journal's on replay.
+        nondeterministic => counter(
+            "shoal_journal_nondeterminism",
+            "Replayed effect steps whose arguments differ from the journal's (the command fails)"
+        ),
+        /// Journal reads or writes that failed (the step is retried).
+        errors => counter("shoal_journal_errors", "Journal reads or writes that failed"),
+        /// Journal partitions read into memory.
+        partitions_loaded,
+    }
+}
+
+/// Why the journal could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Kafka refused or timed out.
+    #[error("journal topic {topic}: {what}: {source}")]
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// What was being done.
+        what: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The journal partition was not read to its end in time.
+    #[error("journal topic {topic} partition {partition} not read to its end within {seconds} s")]
+    Incomplete {
+        /// Topic.
+        topic: String,
+        /// Journal partition.
+        partition: i32,
+        /// The bound.
+        seconds: u64,
+    },
+    /// Anything else (a blocking task failed, an encoding error).
+    #[error("journal: {0}")]
+    Other(String),
+}
+
+/// Where journal records are kept: the journal topic ([`KafkaStore`]), or
+/// memory in tests ([`MemoryStore`]).
+#[async_trait::async_trait]
+pub trait JournalStore: Send + Sync + std::fmt::Debug {
+    /// Every record of the journal partition of commands partition
+    /// `partition`, oldest first.
+    async fn load(&self, partition: i32) -> Result<Vec<JournalRecord>, JournalError>;
+    /// Appends `record` to the journal partition of commands partition
+    /// `partition`; returns once it is acknowledged by all in-sync replicas.
+    async fn append(&self, partition: i32, record: &JournalRecord) -> Result<(), JournalError>;
+}
+
+/// The records of one commands partition known to this worker.
+#[derive(Debug, Default)]
+struct PartitionIndex {
+    /// Rebalance count when it was read from the store; `None` before.
+    generation: Option<u64>,
+    /// Newest record per record key.
+    records: HashMap<String, JournalRecord>,
+}
+
+/// The journal of one worker: a store and an in-memory index of the
+/// partitions it has read. Cheap to share (`Arc`).
+pub struct Journal {
+    store: Arc<dyn JournalStore>,
+    worker_id: String,
+    /// The consumer group's rebalance count: a partition read under an older
+    /// count is read again, as another worker may have written to it since.
+    generation: Box<dyn Fn() -> u64 + Send + Sync>,
+    index: Mutex<HashMap<i32, PartitionIndex>>,
+    /// One load at a time, so concurrent steps of a partition read it once.
+    loading: tokio::sync::Mutex<()>,
+    /// Counters.
+    pub stats: Arc<JournalStats>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("store", &self.store)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// A journal over `store`, writing `worker_id` into its records;
+    /// `generation` reads the consumer group's rebalance count.
+    pub fn new(
+        store: Arc<dyn JournalStore>,
+        worker_id: &str,
+        generation: impl Fn() -> u64 + Send + Sync + 'static,
+        stats: Arc<JournalStats>,
+    ) -> Self {
+        Self {
+            store,
+            worker_id: worker_id.to_string(),
+            generation: Box::new(generation),
+            index: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            stats,
+        }
+    }
+
+    /// A journal in memory only (tests, and handlers run outside a worker):
+    /// steps are journalled within the process and lost with it.
+    pub fn in_memory(worker_id: &str) -> Self {
+        Self::new(Arc::new(MemoryStore::default()), worker_id, || 0, Arc::default())
+    }
+
+    /// The worker id written into records.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    fn with_index<R>(&self, f: impl FnOnce(&mut HashMap<i32, PartitionIndex>) -> R) -> R {
+        // Every update leaves the maps consistent, so a poisoned lock's data
+        // is still good.
+        f(&mut self.index.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The newest record of `key` in commands partition `partition`,
+    /// reading the partition's journal first if this worker has not since
+    /// the last rebalance.
+    pub async fn lookup(&self, partition: i32, key: &str) -> Result<Option<JournalRecord>, JournalError> {
+        let generation = (self.generation)();
+        let current = |index: &mut HashMap<i32, PartitionIndex>| {
+            index.get(&partition).filter(|p| p.generation == Some(generation)).map(|p| p.records.get(key).cloned())
+        };
+        if let Some(found) = self.with_index(current) {
+            return Ok(found);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(found) = self.with_index(current) {
+            return Ok(found);
+        }
+        let loaded = self.store.load(partition).await.inspect_err(|_| {
+            self.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })?;
+        let count = loaded.len();
+        let mut records = HashMap::with_capacity(count);
+        for record in loaded {
+            records.insert(record_key(record.command_id, &record.step), record);
+        }
+        self.stats.partitions_loaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(partition, records = count, generation, "journal partition read");
+        Ok(self.with_index(|index| {
+            // Records this worker wrote while the partition was being read
+            // are in `records` already (they were acknowledged before the
+            // read reached the end) or newer than it: keep the newer.
+            let previous = index.insert(partition, PartitionIndex { generation: Some(generation), records });
+            let entry = index.entry(partition).or_default();
+            if let Some(previous) = previous {
+                for (k, record) in previous.records {
+                    if record.worker_id == self.worker_id && record.state == StepState::Done {
+                        entry.records.entry(k).or_insert(record);
+                    }
+                }
+            }
+            entry.records.get(key).cloned()
+        }))
+    }
+
+    /// Writes `record` to the store (acknowledged) and then to the index.
+    pub async fn write(&self, partition: i32, record: JournalRecord) -> Result<(), JournalError> {
+        self.store.append(partition, &record).await.inspect_err(|_| {
+            self.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })?;
+        let key = record_key(record.command_id, &record.step);
+        self.with_index(|index| {
+            index.entry(partition).or_default().records.insert(key, record);
+        });
+        Ok(())
+    }
+}
+
+/// A [`JournalStore`] in memory, counting appends (tests).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    partitions: Mutex<HashMap<i32, Vec<JournalRecord>>>,
+}
+
+impl MemoryStore {
+    /// Every record appended to `partition`.
+    pub fn records(&self, partition: i32) -> Vec<JournalRecord> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned().unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl JournalStore for MemoryStore {
+    async fn load(&self, partition: i32) -> Result<Vec<JournalRecord>, JournalError> {
+        Ok(self.records(partition))
+    }
+
+    async fn append(&self, partition: i32, record: &JournalRecord) -> Result<(), JournalError> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).entry(partition).or_default().push(record.clone());
+        Ok(())
+    }
+}
