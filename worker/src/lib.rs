@@ -5,6 +5,7 @@
 
 pub mod dedupe;
 pub mod handlers;
+pub mod journal;
 pub mod processor;
 pub mod settings;
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dedupe::{TailReader, Window};
 use crate::handlers::Registry;
+use crate::journal::{Journal, JournalStats, KafkaStore};
 use crate::processor::{CommandProcessor, Dedupe, Executor, RetryPolicy, WorkerStats};
 use crate::settings::WorkerSettings;
 
@@ -51,6 +53,9 @@ pub async fn run(
         tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
         registry.register(handlers::llm::LLM_DECIDE, skill);
     }
+    if let Some(webhook) = handlers::webhook::WebhookHandler::from_settings(&w.webhook)? {
+        registry.register(handlers::webhook::KIND, webhook);
+    }
     let stage = env
         .connect(&StageSpec {
             name: STAGE,
@@ -63,6 +68,13 @@ pub async fn run(
         .context("joining the workers' consumer group")?;
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
     stats.register_metrics(&telemetry.metrics, &[]);
+    let journal_stats = Arc::new(JournalStats::default());
+    journal_stats.register_metrics(&telemetry.metrics, &[]);
+    let store = KafkaStore::new(&settings.kafka, &format!("{}-journal", w.id), &settings.topics.journal.name)
+        .context("creating the journal's producer")?;
+    let group = stage.group().clone();
+    let rebalances = move || group.rebalances.load(std::sync::atomic::Ordering::Relaxed);
+    let journal = Arc::new(Journal::new(Arc::new(store), &w.id, rebalances, journal_stats));
     let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
@@ -77,6 +89,7 @@ pub async fn run(
         stats,
         metrics: telemetry.metrics.clone(),
         sampler: telemetry.sampler.clone(),
+        journal,
     };
     let dedupe = match settings.delivery.mode {
         DeliveryMode::ExactlyOnce => None,

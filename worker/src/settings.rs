@@ -69,6 +69,8 @@ pub struct WorkerSection {
     pub dedupe_window: usize,
     /// Register the diagnostic `probe` handler (for rehearsing failures).
     pub probe_handler: bool,
+    /// The `notify_webhook` skill (`[worker.webhook]`); off unless its URL is set.
+    pub webhook: crate::handlers::webhook::WebhookSettings,
 }
 
 impl Default for WorkerSection {
@@ -89,6 +91,7 @@ impl Default for WorkerSection {
             max_in_flight: 256,
             dedupe_window: 100_000,
             probe_handler: false,
+            webhook: Default::default(),
         }
     }
 }
@@ -104,7 +107,8 @@ impl WorkerSection {
         initial_delay("worker.retry_initial_ms", self.retry_initial_ms, "worker.retry_max_ms", self.retry_max_ms)?;
         in_range("worker.max_concurrency", self.max_concurrency, 1..=10_000, "an integer")?;
         in_range("worker.max_in_flight", self.max_in_flight, 1..=shoal_kafka::pipeline::MAX_IN_FLIGHT, "an integer")?;
-        in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")
+        in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")?;
+        self.webhook.validate()
     }
 }
 

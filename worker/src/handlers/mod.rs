@@ -1,16 +1,19 @@
 //! Command handlers: a small trait and a registry keyed by command kind.
 
 mod alert;
+mod context;
 mod fraud;
 pub mod llm;
 mod probe;
 mod strategy;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use shoal_protocol::messages::{Command, kinds};
 
+pub use context::HandlerContext;
 pub use probe::{PROBE_KIND, ProbeHandler};
 
 /// Why a handler could not produce an output.
@@ -32,6 +35,24 @@ pub enum HandlerError {
     /// worker retries with backoff up to `worker.max_attempts`.
     #[error("transient failure: {0}")]
     Retryable(String),
+    /// A replayed effect step asked for other arguments than the journal
+    /// recorded for it: the handler is not deterministic, and reusing the
+    /// recorded outcome (or repeating the effect) would be wrong. Not
+    /// retried; the command fails and is dead-lettered
+    /// (`non_deterministic`).
+    #[error(
+        "non-determinism: step {step:?} of command {command_id} was journalled with arguments {recorded} and is now asked with {now}"
+    )]
+    NonDeterministic {
+        /// The command.
+        command_id: uuid::Uuid,
+        /// The step.
+        step: String,
+        /// Digest of the arguments in the journal.
+        recorded: String,
+        /// Digest of the arguments asked now.
+        now: String,
+    },
 }
 
 impl HandlerError {
@@ -42,11 +63,46 @@ impl HandlerError {
 }
 
 /// Executes commands of one kind.
+///
+/// A handler without effects outside Kafka implements [`Handler::handle`]
+/// only. A handler with effects (an HTTP call, a model call, an order)
+/// implements [`Handler::handle_with`] and runs each effect through
+/// [`HandlerContext::effect`], so that a command run again after a crash, a
+/// rebalance or an aborted transaction reuses the recorded outcome instead
+/// of repeating the effect; it may implement [`Handler::reconcile`] to look
+/// up an effect that was started but not recorded (`docs/journal.md`).
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
     /// Does the work and returns the result's `output`. `attempt` starts at 1
     /// and grows with each retry of a [`HandlerError::Retryable`] failure.
     async fn handle(&self, command: &Command, attempt: u32) -> Result<serde_json::Value, HandlerError>;
+
+    /// What the worker calls: [`Handler::handle`] with `ctx.attempt`, unless
+    /// the handler overrides it to journal its effects through `ctx`.
+    async fn handle_with(
+        &self,
+        command: &Command,
+        ctx: &HandlerContext<'_>,
+    ) -> Result<serde_json::Value, HandlerError> {
+        self.handle(command, ctx.attempt).await
+    }
+
+    /// Called for a step the journal shows started but not done (the
+    /// worker stopped, or the attempt failed, between the two): look the
+    /// effect up by `idempotency_key` (the key it was made with) and return
+    /// its outcome if it happened (`Some`, recorded and reused), or `None`
+    /// to run the effect again, with the same key. The default cannot look
+    /// anything up and returns `None`, so an effect without a lookup may
+    /// happen twice when a worker dies during it.
+    async fn reconcile(
+        &self,
+        command: &Command,
+        step: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<serde_json::Value>, HandlerError> {
+        let _ = (command, step, idempotency_key);
+        Ok(None)
+    }
 }
 
 /// Decodes a command's payload into the kind's typed payload.
