@@ -260,7 +260,12 @@ impl Agent {
         if text.is_empty() {
             return Err("the answer is empty".into());
         }
-        let answer: Value = serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        // Raw control characters inside strings (a newline, say) are not
+        // JSON, yet some servers' grammars let them through: escaped, the
+        // answer means what the model wrote.
+        let answer: Value = serde_json::from_str(text)
+            .or_else(|e| escape_controls_in_strings(text).map_or(Err(e), |t| serde_json::from_str(&t)))
+            .map_err(|e| format!("the answer is not JSON ({e})"))?;
         let errors: Vec<String> = self
             .validator
             .iter_errors(&answer)
@@ -322,6 +327,30 @@ pub fn last_output(reply: &ChatReply) -> String {
     clip(&text, MAX_LAST_OUTPUT_CHARS)
 }
 
+/// `text` with control characters inside JSON strings written as `\\u` escapes;
+/// `None` when there are none.
+fn escape_controls_in_strings(text: &str) -> Option<String> {
+    let (mut out, mut in_string, mut escaped, mut changed) = (String::with_capacity(text.len()), false, false, false);
+    for c in text.chars() {
+        if in_string && !escaped && c.is_control() && (c as u32) < 0x20 {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+            changed = true;
+            continue;
+        }
+        out.push(c);
+        match c {
+            '"' if !escaped => in_string = !in_string,
+            '\\' if in_string => {
+                escaped = !escaped;
+                continue;
+            }
+            _ => {}
+        }
+        escaped = false;
+    }
+    changed.then_some(out)
+}
+
 /// `text` without a surrounding Markdown code fence.
 fn strip_fence(text: &str) -> &str {
     let t = text.trim();
@@ -341,6 +370,13 @@ mod tests {
         assert_eq!(parse_arguments("{\"a\":1}").unwrap(), json!({"a": 1}));
         assert_eq!(parse_arguments("[1]").unwrap_err()["error"]["code"], "bad_arguments");
         assert_eq!(parse_arguments("{oops").unwrap_err()["error"]["code"], "bad_arguments");
+    }
+
+    #[test]
+    fn control_characters_in_strings_are_escaped_and_only_there() {
+        assert_eq!(escape_controls_in_strings("{\"a\": \"x\ny\"}\n").unwrap(), "{\"a\": \"x\\u000ay\"}\n");
+        assert_eq!(escape_controls_in_strings("{\"a\": \"q\\\"\u{1}\"}").unwrap(), "{\"a\": \"q\\\"\\u0001\"}");
+        assert_eq!(escape_controls_in_strings("{\n\"a\": 1}"), None);
     }
 
     #[test]
