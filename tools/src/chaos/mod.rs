@@ -22,6 +22,7 @@
 //! a replay of their input partitions.
 
 mod check;
+mod effects;
 mod faults;
 mod pipeline;
 mod run;
@@ -109,6 +110,12 @@ pub struct Cli {
     /// transaction timeout of 10 s: see docs/known-issues.md).
     #[arg(long, default_value_t = 8)]
     pub partition_secs: u64,
+    /// Without --orchestrator: make every Nth command a `notify_webhook`
+    /// command (two notifications, each an effect step journalled by the
+    /// workers) delivered to an endpoint in this process that counts them;
+    /// every step must be POSTed exactly once. `0`: none.
+    #[arg(long, default_value_t = 0)]
+    pub webhook_every: usize,
     /// Where logs and histories go (default target/chaos/<run id>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -129,6 +136,7 @@ fn spawn_issuer(run: &Run) -> tokio::task::JoinHandle<Vec<Issued>> {
     let issuer_bootstrap = run.bootstrap.clone();
     let commands_topic = run.topics.commands.name.clone();
     let (commands, keys, rate) = (run.cli.commands, run.cli.keys, run.cli.rate);
+    let webhook_every = if run.effects.is_some() { run.cli.webhook_every } else { 0 };
     tokio::spawn(async move {
         let producer = producer_for(&issuer_bootstrap);
         let mut seqs = vec![0u64; keys];
@@ -144,7 +152,12 @@ fn spawn_issuer(run: &Run) -> tokio::task::JoinHandle<Vec<Issued>> {
             for _ in 0..per_tick.min(commands - n) {
                 let k = n % keys;
                 seqs[k] += 1;
-                batch.push(alert_command(&format!("key-{k}"), seqs[k]));
+                let key = format!("key-{k}");
+                if webhook_every > 0 && n % webhook_every == 0 {
+                    batch.push(effects::webhook_command(&key, seqs[k]));
+                } else {
+                    batch.push(alert_command(&key, seqs[k]));
+                }
                 n += 1;
             }
             let bodies: Vec<Vec<u8>> = batch.iter().map(|c| c.encode()).collect();
@@ -249,6 +262,7 @@ pub async fn run(cli: Cli) -> i32 {
     if out_of_order > 0 {
         run.note(&format!("results out of order, for example: {out_of_order_examples:?}"));
     }
+    let effects = run.effects.as_ref().map(|e| e.count(&commands, &decoded));
     let aborted = aborted_outputs(&run.dir);
     let aborted_read =
         results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();
@@ -267,7 +281,7 @@ pub async fn run(cli: Cli) -> i32 {
         run.partitions,
         run.stage_exits,
         repeats_unaccounted.map(|n| format!(" repeats_unaccounted={n}")).unwrap_or_default(),
-    );
+    ) + &effects.map(|e| e.summary()).unwrap_or_default();
     println!("{line}");
     std::fs::write(run.dir.join("summary.txt"), format!("{line}\n")).unwrap();
     if three {
@@ -284,6 +298,7 @@ pub async fn run(cli: Cli) -> i32 {
         || state_mismatches > 0
         || unaccounted > 0
         || repeats_unaccounted.is_some_and(|n| n > 0)
+        || effects.is_some_and(|e| e.repeated() > 0 || e.missing > 0)
         || (exactly_once && duplicated > 0);
     i32::from(failed)
 }

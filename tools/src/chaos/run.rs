@@ -43,6 +43,8 @@ pub(super) struct Run {
     pub stage_exits: usize,
     /// The fault proxy in front of the brokers (--partitions).
     pub net: Option<NetFaults>,
+    /// The webhook endpoint counting effects (`--webhook-every`).
+    pub effects: Option<super::effects::Effects>,
     log: std::fs::File,
 }
 
@@ -79,6 +81,7 @@ impl Run {
             partitions: 0,
             stage_exits: 0,
             net: None,
+            effects: None,
             log,
         };
         run.note(&format!(
@@ -111,6 +114,11 @@ impl Run {
         let kafka =
             shoal_kafka::settings::KafkaSettings { bootstrap_servers: run.bootstrap.clone(), ..Default::default() };
         shoal_kafka::ensure_topics(&kafka, &run.topics).await.expect("create topics");
+        if run.cli.webhook_every > 0 && !run.cli.orchestrator {
+            let effects = super::effects::Effects::start().await;
+            run.note(&format!("webhook endpoint {} (every {}th command)", effects.url, run.cli.webhook_every));
+            run.effects = Some(effects);
+        }
         for _ in 0..run.cli.workers {
             run.add_worker();
         }
@@ -172,6 +180,7 @@ impl Run {
             // Status lines (with the skips) but no line per command.
             ("RUST_LOG".into(), "info,librdkafka=warn,shoal_worker::command=warn".into()),
         ]);
+        env.extend(self.effects.iter().flat_map(|e| e.worker_env()));
         env
     }
 
