@@ -13,6 +13,7 @@
 
 pub mod decisions;
 pub mod feed;
+pub mod requests;
 pub mod results;
 pub mod rules;
 pub mod sequences;
@@ -240,14 +241,44 @@ async fn start_api(
         instance: o.id.clone(),
         subscriptions: Arc::default(),
     };
-    tracing::info!(listen = %local, advertised = %url, "state query API listening");
+    let app = api_app(settings, &ctx, shutdown)?;
+    tracing::info!(listen = %local, advertised = %url, mcp = api.mcp, issue_commands = api.issue_commands, "state query API listening");
     let token = shutdown.child_token();
     tokio::spawn(async move {
-        if let Err(error) = shoal_api::http::serve(ctx, listener, token).await {
+        if let Err(error) = shoal_api::http::serve_app(&ctx, app, listener, token).await {
             tracing::error!(%error, "state query API stopped");
         }
     });
     Ok(hub)
+}
+
+/// The API's routes, with command requests (`api.issue_commands`) and MCP
+/// at `/mcp` (`api.mcp`, behind the same tokens) when enabled.
+fn api_app(
+    settings: &OrchestratorSettings,
+    ctx: &shoal_api::ApiContext,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<axum::Router> {
+    let api = &settings.api;
+    let mut app = shoal_api::http::router(ctx.clone());
+    if api.issue_commands {
+        let sink = requests::EventsSink::new(&settings.kafka, &settings.topics.events.name, &settings.orchestrator.id)
+            .context("creating the command requests' producer")?;
+        let per_minute = std::num::NonZeroU32::new(api.issue_rate_per_minute)
+            .context("api.issue_rate_per_minute must be at least 1")?;
+        let requests = shoal_api::http::requests::Requests::new(Arc::new(sink), per_minute);
+        app = app.layer(axum::Extension(Arc::new(requests)));
+        tracing::warn!(per_minute, "command requests accepted from admin tokens (api.issue_commands = true)");
+    }
+    if api.mcp {
+        let options = shoal_mcp::http::HttpOptions {
+            allowed_hosts: api.mcp_allowed_hosts.clone(),
+            poll: Duration::from_millis(api.mcp_poll_ms),
+        };
+        let mcp = shoal_mcp::http::routes(app.clone(), options, shutdown.child_token());
+        app = app.merge(shoal_api::http::behind_read_token(ctx, mcp));
+    }
+    Ok(app)
 }
 
 /// A stage's state shards, publishing to `hub`, counted with the stage's

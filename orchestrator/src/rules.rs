@@ -8,7 +8,9 @@ use chrono::Duration;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use shoal_protocol::messages::{Event, MarketTick, kinds};
-use shoal_protocol::payloads::{EvaluateStrategy, RaiseAlert, ScoreTransaction};
+use shoal_protocol::payloads::{
+    COMMAND_REQUESTED, CommandRequest, EvaluateStrategy, RaiseAlert, ScoreTransaction, check_payload,
+};
 use shoal_state::entities::DEFAULT_METRIC;
 use shoal_state::{Applied, EntityKind, Ignored, Input, Provenance, Record, State};
 
@@ -158,6 +160,9 @@ fn on_tick(
 ///   level the threshold, its prices the previous and current reading.
 /// - any other kind: `{event_id, event_type, attributes}`.
 fn on_event(rules: &RulesSettings, event: &Event, previous: Option<Decimal>) -> Result<Option<Draft>, String> {
+    if event.event_type == COMMAND_REQUESTED {
+        return requested(event).map(Some);
+    }
     let Some(kind) = rules.events.get(&event.event_type) else {
         return Ok(None);
     };
@@ -191,6 +196,16 @@ fn on_event(rules: &RulesSettings, event: &Event, previous: Option<Decimal>) -> 
         serde_json::json!({"event_id": event.id, "event_type": event.event_type, "attributes": event.attributes})
     };
     Ok(Some(Draft { kind: kind.clone(), key: event.key.clone(), payload }))
+}
+
+/// The command a `command_requested` event asks for (written by the API
+/// after checking it; checked again here, since anyone allowed to write the
+/// events topic can write one).
+fn requested(event: &Event) -> Result<Draft, String> {
+    let request: CommandRequest = serde_json::from_value(event.attributes.clone())
+        .map_err(|e| format!("{COMMAND_REQUESTED} event is not a command request: {e}"))?;
+    let payload = check_payload(&request.kind, &request.payload)?;
+    Ok(Draft { kind: request.kind, key: event.key.clone(), payload })
 }
 
 fn draft<T: serde::Serialize>(kind: &str, key: &str, payload: &T) -> Draft {
@@ -446,6 +461,29 @@ mod tests {
         assert_eq!(reading("81").unwrap(), None, "still above: no new alert");
         assert!(reading("79").unwrap().is_some(), "crossing back down alerts too");
         assert!(reading("hot").is_err(), "not a decimal");
+    }
+
+    #[test]
+    fn a_requested_command_is_issued_as_asked_and_a_bad_request_is_rejected() {
+        let mut b = Bench::new(RulesSettings::default());
+        let alert = serde_json::json!({"symbol": "SIM-A", "level": "100", "previous_price": "99", "price": "101"});
+        let request = |kind: &str, payload: serde_json::Value| {
+            serde_json::json!({
+                "kind": kind, "payload": payload, "reason": "test",
+                "requested_by": {"via": "mcp", "role": "admin", "token_id": "0123456789ab", "client": null},
+            })
+        };
+        let decision = b.feed(Record::Event(event(COMMAND_REQUESTED, "SIM-A", request("raise_alert", alert.clone()))));
+        assert_eq!(decision.rejected, None);
+        assert_eq!(
+            decision.drafts,
+            [Draft { kind: kinds::RAISE_ALERT.into(), key: "SIM-A".into(), payload: alert.clone() }]
+        );
+        let bad = b.feed(Record::Event(event(COMMAND_REQUESTED, "SIM-A", request("launch", alert))));
+        assert!(bad.drafts.is_empty());
+        assert!(bad.rejected.is_some_and(|(_, e)| e.contains("launch")));
+        let not_a_request = b.feed(Record::Event(event(COMMAND_REQUESTED, "SIM-A", serde_json::json!({"x": 1}))));
+        assert!(not_a_request.rejected.is_some());
     }
 
     #[test]

@@ -130,8 +130,13 @@ impl OrchestratorSettings {
 }
 
 impl Validate for OrchestratorSettings {
-    const LIST_KEYS: &'static [&'static str] =
-        &["orchestrator.stages", "feed.symbols", "feed.channels", shoal_api::settings::LIST_KEYS[0]];
+    const LIST_KEYS: &'static [&'static str] = &[
+        "orchestrator.stages",
+        "feed.symbols",
+        "feed.channels",
+        shoal_api::settings::LIST_KEYS[0],
+        shoal_api::settings::LIST_KEYS[1],
+    ];
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.validate_shared()?;
@@ -153,6 +158,13 @@ mod tests {
 
     fn load(pairs: &[(&str, &str)]) -> Result<OrchestratorSettings, SettingsError> {
         load_from(None, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn every_list_key_of_the_api_section_reads_as_a_list() {
+        for key in shoal_api::settings::LIST_KEYS {
+            assert!(<OrchestratorSettings as Validate>::LIST_KEYS.contains(key), "{key}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// 405: the route does not answer this method.
-    #[error("method not allowed: the routes of this API answer GET")]
+    #[error("method not allowed: the routes of this API answer GET (POST for /v1/command-requests)")]
     MethodNotAllowed,
     /// 429: too many requests or subscriptions.
     #[error("{0}")]

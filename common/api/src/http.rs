@@ -5,7 +5,8 @@
 //! `GET /v1/commands`, `GET /v1/commands/{id}`, `GET /v1/alerts`,
 //! `GET /v1/summary` and the
 //! stream's routes. Admin role: `GET /v1/admin/shards`,
-//! `GET /v1/admin/members`. Every answer is JSON, errors included (see
+//! `GET /v1/admin/members`, `POST /v1/command-requests` (off unless
+//! `api.issue_commands`). Every answer is JSON, errors included (see
 //! [`crate::error`]); the OpenAPI document ([`crate::openapi`]) describes
 //! them all.
 
@@ -14,6 +15,7 @@ pub mod answer;
 mod cors;
 mod entities;
 mod lists;
+pub mod requests;
 pub mod summary;
 
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let admin = Router::new()
         .route("/v1/admin/shards", get(admin::shards))
         .route("/v1/admin/members", get(admin::members))
+        .route("/v1/command-requests", post(requests::request))
         .route_layer(from_fn_with_state(ctx.clone(), require_admin));
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -67,10 +70,28 @@ pub fn router(ctx: ApiContext) -> Router {
     app.with_state(ctx)
 }
 
+/// `routes` (another protocol served beside the API, such as MCP) behind
+/// the read routes' token check.
+pub fn behind_read_token(ctx: &ApiContext, routes: Router) -> Router {
+    routes.layer(from_fn_with_state(ctx.clone(), require_read))
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets
 /// requests in flight finish (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     ctx: ApiContext,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(ctx.clone());
+    serve_app(&ctx, app, listener, shutdown).await
+}
+
+/// Serves `app` (the API's [`router`], with whatever was added to it) like
+/// [`serve`].
+pub async fn serve_app(
+    ctx: &ApiContext,
+    app: Router,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -81,7 +102,7 @@ pub async fn serve(
     tracing::info!(%address, advertised = %ctx.settings.advertised_url(), "serving the state API");
     // Upgraded WebSocket connections end with the shutdown too (axum's
     // graceful shutdown does not close them).
-    let app = router(ctx).layer(axum::Extension(crate::stream::Shutdown(shutdown.clone())));
+    let app = app.layer(axum::Extension(crate::stream::Shutdown(shutdown.clone())));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let late = async {
         shutdown.cancelled().await;

@@ -65,6 +65,45 @@ fn open_paths() -> Value {
         "/v1/admin/shards": {"get": admin("Shards held here: watermarks and entity counts.", "Shards")},
         "/v1/admin/members": {"get": admin("This instance and its known peers.", "Members")},
         "/v1/stream": {"get": stream_op()},
+        "/v1/command-requests": {"post": request_op()},
+    })
+}
+
+/// `POST /v1/command-requests`.
+fn request_op() -> Value {
+    let error = |description: &str| json!({"description": description, "content": json_content(schema_ref("Error"))});
+    let kinds = shoal_protocol::payloads::REQUESTABLE;
+    json!({
+        "summary": "Ask the orchestrator to issue a command (off unless api.issue_commands; rate-limited).",
+        "description": "The request is checked against the kind's payload type and written to the events topic as a \
+            `command_requested` event naming who asked (a fingerprint of the token); the decisions stage issues \
+            the command with the key's next seq.",
+        "tags": ["admin"],
+        "requestBody": {"required": true, "content": json_content(json!({
+            "type": "object", "required": ["kind", "key", "payload"], "additionalProperties": false,
+            "properties": {
+                "kind": {"type": "string", "enum": kinds},
+                "key": {"type": "string", "minLength": 1, "maxLength": shoal_protocol::payloads::MAX_KEY},
+                "payload": {"type": "object", "description": "The kind's payload (see the protocol's payload types)."},
+                "reason": {"type": "string", "maxLength": shoal_protocol::payloads::MAX_REASON},
+            },
+        }))},
+        "responses": {
+            "202": {"description": "Written to Kafka.", "content": json_content(json!({
+                "type": "object", "required": ["request_id", "status", "kind", "key", "requested_by"],
+                "properties": {
+                    "request_id": {"type": "string", "format": "uuid"},
+                    "status": {"type": "string", "enum": ["requested"]},
+                    "kind": {"type": "string"}, "key": {"type": "string"},
+                    "requested_by": {"type": "object"}, "next": {"type": "string"},
+                },
+            }))},
+            "400": {"$ref": "#/components/responses/BadParameter"},
+            "401": {"$ref": "#/components/responses/Unauthorized"},
+            "403": error("Not an admin token, or issuing commands is off on this instance."),
+            "429": error("Over api.issue_rate_per_minute."),
+            "503": error("The request could not be written to Kafka."),
+        },
     })
 }
 

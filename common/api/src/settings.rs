@@ -20,7 +20,7 @@ shoal_config::choice! {
 
 /// Keys of this section whose environment values are comma-separated
 /// lists: add them to the binary's [`shoal_config::Validate::LIST_KEYS`].
-pub const LIST_KEYS: &[&str] = &["api.cors_allowed_origins"];
+pub const LIST_KEYS: &[&str] = &["api.cors_allowed_origins", "api.mcp_allowed_hosts"];
 
 /// The `[api]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,21 @@ pub struct ApiSettings {
     pub summary_encoding: crate::summary::Encoding,
     /// The largest `max_tokens` a summary may be asked for.
     pub summary_max_tokens: usize,
+    /// Serve MCP (streamable HTTP) at `/mcp` beside the API, with the same
+    /// tokens.
+    pub mcp: bool,
+    /// `Host` header values `/mcp` accepts (`host` or `host:port`), against
+    /// DNS rebinding; loopback names by default. Add the names clients use
+    /// (a Service's DNS name, an ingress host).
+    pub mcp_allowed_hosts: Vec<String>,
+    /// How often `/mcp` checks subscribed resources for changes,
+    /// milliseconds: one notification per resource per interval at most.
+    pub mcp_poll_ms: u64,
+    /// Accept command requests (`POST /v1/command-requests`, MCP's
+    /// `issue_command`) from admin tokens.
+    pub issue_commands: bool,
+    /// Command requests accepted per minute by this instance, at most.
+    pub issue_rate_per_minute: u32,
 }
 
 impl Default for ApiSettings {
@@ -70,6 +85,11 @@ impl Default for ApiSettings {
             max_list: 1_000,
             summary_encoding: crate::summary::Encoding::O200kBase,
             summary_max_tokens: 32_000,
+            mcp: true,
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            mcp_poll_ms: 1_000,
+            issue_commands: false,
+            issue_rate_per_minute: 10,
         }
     }
 }
@@ -123,6 +143,15 @@ impl ApiSettings {
             crate::summary::MIN_TOKENS..=1_000_000,
             "an integer",
         )?;
+        shoal_config::in_range("api.mcp_poll_ms", self.mcp_poll_ms, 100..=60_000, "milliseconds")?;
+        shoal_config::in_range("api.issue_rate_per_minute", self.issue_rate_per_minute, 1..=100_000, "an integer")?;
+        if self.mcp && self.mcp_allowed_hosts.iter().any(|h| h.trim().is_empty() || h.contains('/')) {
+            return Err(SettingsError::invalid(
+                "api.mcp_allowed_hosts",
+                format!("{:?} holds an empty entry or a URL", self.mcp_allowed_hosts),
+                "host names or host:port authorities, e.g. localhost, shoal.example.com:8780",
+            ));
+        }
         for origin in &self.cors_allowed_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(SettingsError::invalid(
@@ -177,6 +206,10 @@ mod tests {
         assert!(bad(ApiSettings { max_subscriptions: 0, ..d() }).contains("`api.max_subscriptions`"));
         assert!(bad(ApiSettings { stream_buffer: 0, ..d() }).contains("`api.stream_buffer`"));
         assert!(bad(ApiSettings { max_list: 0, ..d() }).contains("`api.max_list`"));
+        assert!(bad(ApiSettings { mcp_poll_ms: 5, ..d() }).contains("`api.mcp_poll_ms`"));
+        assert!(bad(ApiSettings { issue_rate_per_minute: 0, ..d() }).contains("`api.issue_rate_per_minute`"));
+        let hosts = ApiSettings { mcp_allowed_hosts: vec!["http://x/".into()], ..d() };
+        assert!(bad(hosts).contains("`api.mcp_allowed_hosts`"));
         let origins =
             |o: &[&str]| ApiSettings { cors_allowed_origins: o.iter().map(|s| s.to_string()).collect(), ..d() };
         assert!(bad(origins(&["https://x.example/path"])).contains("`api.cors_allowed_origins`"));

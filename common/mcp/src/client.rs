@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use axum::http::{HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tower::ServiceExt as _;
 use url::Url;
 
 /// Why a question to the state API got no answer.
@@ -21,13 +23,12 @@ pub enum ClientError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     /// No answer (refused, timed out, cut).
-    #[error("the state API at {url} did not answer: {source}")]
+    #[error("the state API at {url} did not answer: {detail}")]
     Unreachable {
         /// The request's URL.
         url: String,
         /// What failed.
-        #[source]
-        source: reqwest::Error,
+        detail: String,
     },
     /// The API answered with an error (`{"error": {"code", "message", "parameter"?}}`).
     #[error("the state API refused the request ({status}): {message}")]
@@ -42,13 +43,12 @@ pub enum ClientError {
         parameter: Option<String>,
     },
     /// The answer is not JSON.
-    #[error("the state API's answer to {url} is not JSON: {source}")]
+    #[error("the state API's answer to {url} is not JSON: {detail}")]
     Decode {
         /// The request's URL.
         url: String,
         /// What failed.
-        #[source]
-        source: reqwest::Error,
+        detail: String,
     },
 }
 
@@ -64,12 +64,60 @@ impl ClientError {
     }
 }
 
+/// Who a question is asked for: the MCP client's HTTP `Authorization`
+/// (when it came over HTTP) and its name.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The `Authorization` header of the client's request (streamable HTTP).
+    pub authorization: Option<HeaderValue>,
+    /// The client's name and version, when it gave them.
+    pub client: Option<String>,
+}
+
+impl Caller {
+    /// The caller of an MCP request: its HTTP `Authorization` (streamable
+    /// HTTP; none over stdio) and the client's name and version.
+    pub fn of(ctx: &rmcp::service::RequestContext<rmcp::RoleServer>) -> Self {
+        let authorization = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get(axum::http::header::AUTHORIZATION).cloned());
+        let client = ctx.peer.peer_info().map(|info| {
+            let client = &info.client_info;
+            format!("{}/{}", client.name, client.version)
+        });
+        Self { authorization, client }
+    }
+}
+
+/// Where the API is.
+#[derive(Clone)]
+enum Backend {
+    /// Over HTTP, with this server's own token (stdio: one client, one token).
+    Remote { http: reqwest::Client, token: Option<SecretString> },
+    /// In the same process: the API's router, called with the caller's own
+    /// `Authorization` (streamable HTTP: each client brings its token).
+    Local { router: axum::Router },
+}
+
+/// Largest answer read from the in-process API, bytes.
+const MAX_ANSWER: usize = 32 << 20;
+
 /// Reads the state API of one orchestrator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateClient {
-    http: reqwest::Client,
+    backend: Backend,
     base: Url,
-    token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for StateClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Remote { .. } => "remote",
+            Backend::Local { .. } => "in-process",
+        };
+        f.debug_struct("StateClient").field("base", &self.base.as_str()).field("backend", &kind).finish()
+    }
 }
 
 impl StateClient {
@@ -85,12 +133,108 @@ impl StateClient {
             url.set_path(&format!("{}/", url.path()));
         }
         let http = reqwest::Client::builder().timeout(timeout).build().map_err(ClientError::Client)?;
-        Ok(Self { http, base: url, token })
+        Ok(Self { backend: Backend::Remote { http, token }, base: url })
     }
 
-    /// `GET <base>/<path>?<query>`; parameters whose value is `None` are
-    /// left out.
-    pub async fn get(&self, path: &str, query: &[(&str, Option<String>)]) -> Result<Value, ClientError> {
+    /// A client of the API served by `router` in this process; each
+    /// question carries its caller's `Authorization`, so the API's own
+    /// tokens and roles apply.
+    pub fn in_process(router: axum::Router) -> Self {
+        #[allow(clippy::expect_used)]
+        let base = Url::parse("http://in-process/").expect("a constant URL parses");
+        Self { backend: Backend::Local { router }, base }
+    }
+
+    /// `GET <base>/<path>?<query>` for `caller`; parameters whose value is
+    /// `None` are left out.
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        caller: &Caller,
+    ) -> Result<Value, ClientError> {
+        self.ask(Method::GET, path, query, None, caller).await
+    }
+
+    /// `POST <base>/<path>` with a JSON `body`, for `caller`.
+    pub async fn post(&self, path: &str, body: &Value, caller: &Caller) -> Result<Value, ClientError> {
+        self.ask(Method::POST, path, &[], Some(body), caller).await
+    }
+
+    async fn ask(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        body: Option<&Value>,
+        caller: &Caller,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path, query)?;
+        let shown = url.to_string();
+        let via = match &caller.client {
+            Some(client) => format!("mcp; {client}"),
+            None => "mcp".to_string(),
+        };
+        let (status, bytes) = match &self.backend {
+            Backend::Remote { http, token } => {
+                let mut request = http.request(method, url).header(VIA_HEADER, via);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token.expose_secret());
+                }
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let unreachable = |source| ClientError::Unreachable { url: shown.clone(), detail: format!("{source}") };
+                let answer = request.send().await.map_err(unreachable)?;
+                let status = answer.status().as_u16();
+                (status, answer.bytes().await.map_err(unreachable)?.to_vec())
+            }
+            Backend::Local { router } => {
+                let target = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_string(),
+                };
+                let mut request = axum::http::Request::builder().method(method).uri(target).header(VIA_HEADER, via);
+                if let Some(authorization) = &caller.authorization {
+                    request = request.header(axum::http::header::AUTHORIZATION, authorization.clone());
+                }
+                let body = match body {
+                    Some(body) => {
+                        request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                        axum::body::Body::from(body.to_string())
+                    }
+                    None => axum::body::Body::empty(),
+                };
+                let request = request
+                    .body(body)
+                    .map_err(|e| ClientError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
+                let answer = match router.clone().oneshot(request).await {
+                    Ok(answer) => answer,
+                    Err(never) => match never {},
+                };
+                let status = answer.status().as_u16();
+                let bytes = axum::body::to_bytes(answer.into_body(), MAX_ANSWER)
+                    .await
+                    .map_err(|e| ClientError::Unreachable { url: shown.clone(), detail: e.to_string() })?;
+                (status, bytes.to_vec())
+            }
+        };
+        let body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url: shown, detail: e.to_string() })?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let error = &body["error"];
+        Err(ClientError::Api {
+            status,
+            code: error["code"].as_str().unwrap_or("error").to_string(),
+            message: error["message"].as_str().map_or_else(|| body.to_string(), str::to_string),
+            parameter: error["parameter"].as_str().map(str::to_string),
+        })
+    }
+
+    /// `<base>/<path>?<query>`.
+    fn url(&self, path: &str, query: &[(&str, Option<String>)]) -> Result<Url, ClientError> {
         let mut url = self
             .base
             .join(path.trim_start_matches('/'))
@@ -106,23 +250,10 @@ impl StateClient {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        let mut request = self.http.get(url.clone());
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose_secret());
-        }
-        let shown = url.to_string();
-        let answer = request.send().await.map_err(|source| ClientError::Unreachable { url: shown.clone(), source })?;
-        let status = answer.status();
-        let body: Value = answer.json().await.map_err(|source| ClientError::Decode { url: shown, source })?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let error = &body["error"];
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message: error["message"].as_str().map_or_else(|| body.to_string(), str::to_string),
-            parameter: error["parameter"].as_str().map(str::to_string),
-        })
+        Ok(url)
     }
 }
+
+/// Header telling the API a request comes through MCP (and from which
+/// client): the API's `x-shoal-via`.
+const VIA_HEADER: &str = "x-shoal-via";

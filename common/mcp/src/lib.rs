@@ -11,8 +11,10 @@
 //! The `shoal-mcp` binary serves them over stdio.
 
 pub mod client;
+pub mod http;
+pub mod resources;
 pub mod schemas;
 pub mod tools;
 
-pub use client::{ClientError, StateClient};
+pub use client::{Caller, ClientError, StateClient};
 pub use tools::ShoalTools;

@@ -100,3 +100,19 @@ pub fn summary() -> Arc<JsonObject> {
         "required": ["summary", "tokens", "max_tokens", "encoding", "included", "omitted", "freshness"]
     }))
 }
+
+/// A command request's acknowledgment (`issue_command`).
+pub fn request() -> Arc<JsonObject> {
+    object(json!({
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string", "format": "uuid", "description": "The request's id (the command_requested event's)."},
+            "status": {"type": "string", "enum": ["requested"]},
+            "kind": {"type": "string"},
+            "key": {"type": "string"},
+            "requested_by": {"type": "object", "description": "Who asked, as recorded: via, role, a fingerprint of the token, the client."},
+            "next": {"type": "string", "description": "How to find the command once issued."}
+        },
+        "required": ["request_id", "status", "kind", "key", "requested_by"]
+    }))
+}

@@ -7,14 +7,22 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscriptionFilter,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::StateClient;
+use crate::client::{Caller, StateClient};
+use crate::resources;
 
 /// A kind of entity in Shoal's state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
@@ -123,31 +131,134 @@ pub struct Summarize {
     pub format: Option<Format>,
 }
 
+/// A command kind that may be requested.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestableKind {
+    /// Re-evaluate a trading strategy: payload {symbol, window_secs, prices: [decimal strings], change_bps}.
+    EvaluateStrategy,
+    /// Raise an alert: payload {symbol, level, previous_price, price} (decimal strings).
+    RaiseAlert,
+    /// Score a transaction for fraud: payload {event_id (UUID), account, amount (decimal string), currency,
+    /// country, card_present?, merchant_category?}.
+    ScoreTransaction,
+}
+
+/// `issue_command`'s input.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct IssueCommand {
+    /// The command kind.
+    pub kind: RequestableKind,
+    /// The entity the command is about (a symbol, account or device): its commands keep their order.
+    pub key: String,
+    /// The kind's payload, as described under `kind`; checked before anything is issued.
+    pub payload: JsonObject,
+    /// Why: recorded with the request.
+    pub reason: Option<String>,
+}
+
+/// A tool's question to the state API: a path and its query.
+trait Question {
+    fn path(&self) -> String;
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        Vec::new()
+    }
+}
+
+impl Question for ListEntities {
+    fn path(&self) -> String {
+        "v1/entities".into()
+    }
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![("kind", Some(name(self.kind))), ("limit", self.limit.map(|l| l.to_string()))]
+    }
+}
+
+impl Question for GetState {
+    fn path(&self) -> String {
+        format!("v1/state/{}/{}", name(self.kind), encode(&self.key))
+    }
+}
+
+impl Question for RecentAlerts {
+    fn path(&self) -> String {
+        "v1/alerts".into()
+    }
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("since", self.since.clone()),
+            ("severity", self.severity.clone()),
+            ("limit", self.limit.map(|l| l.to_string())),
+        ]
+    }
+}
+
+impl Question for GetCommand {
+    fn path(&self) -> String {
+        format!("v1/commands/{}", encode(&self.id))
+    }
+}
+
+impl Question for FindCommands {
+    fn path(&self) -> String {
+        "v1/commands".into()
+    }
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![("key", self.key.clone()), ("status", self.status.map(name)), ("limit", self.limit.map(|l| l.to_string()))]
+    }
+}
+
+impl Question for Summarize {
+    fn path(&self) -> String {
+        "v1/summary".into()
+    }
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("kind", self.kind.map(name)),
+            ("keys", self.keys.as_ref().map(|k| k.join(","))),
+            ("max_tokens", self.max_tokens.map(|t| t.to_string())),
+            ("format", self.format.map(name)),
+        ]
+    }
+}
+
 /// What the model is told about the server when it connects.
 pub const INSTRUCTIONS: &str = "Shoal's live state: market symbols, accounts and devices derived from Kafka topics, \
 the commands Shoal's agents issued and their results, and recent alerts. Start with `summarize` for an overview \
 within a token budget, then ask for exactly what you need. Every answer says where each value came from \
 (`provenance`: topic, partition, offset) and how fresh it is (`updated_at`; `freshness` holds the watermark of \
-each shard read): prefer recent values and say when one is stale. Read-only.";
+each shard read): prefer recent values and say when one is stale. Entities are also resources \
+(shoal://state/{kind}/{key}) you can subscribe to. `issue_command` acts: it needs an admin token and is off \
+unless the operator enabled it.";
 
 /// The server: the state API's read questions as MCP tools.
 #[derive(Debug, Clone)]
 pub struct ShoalTools {
     client: Arc<StateClient>,
     tool_router: ToolRouter<Self>,
+    /// How often subscribed resources are checked for changes.
+    poll: Duration,
 }
 
 #[tool_router]
 impl ShoalTools {
     /// Tools answering from the API `client` reads.
     pub fn new(client: StateClient) -> Self {
-        Self { client: Arc::new(client), tool_router: Self::tool_router() }
+        Self { client: Arc::new(client), tool_router: Self::tool_router(), poll: resources::DEFAULT_POLL }
     }
 
-    /// The API's answer to `path?query`, or its error as a tool error the
-    /// model can read (the parameter at fault and the expected form).
-    async fn ask(&self, path: &str, query: &[(&str, Option<String>)]) -> Result<CallToolResult, McpError> {
-        match self.client.get(path, query).await {
+    /// The same, checking subscribed resources every `poll`.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The API's answer to `question` for `caller`, or its error as a tool
+    /// error the model can read (the parameter at fault and the expected
+    /// form).
+    async fn ask(&self, question: &impl Question, caller: &Caller) -> Result<CallToolResult, McpError> {
+        let path = question.path();
+        match self.client.get(&path, &question.query(), caller).await {
             Ok(answer) => Ok(CallToolResult::structured(answer)),
             Err(error) => {
                 tracing::warn!(%error, path, "state API question failed");
@@ -160,59 +271,72 @@ impl ShoalTools {
         description = "List the keys of one kind of entity held in Shoal's live state, with when each was last updated. Use it to discover what exists before asking for one entity.",
         output_schema = crate::schemas::listing()
     )]
-    async fn list_entities(&self, Parameters(p): Parameters<ListEntities>) -> Result<CallToolResult, McpError> {
-        let query = [("kind", Some(name(p.kind))), ("limit", p.limit.map(|l| l.to_string()))];
-        self.ask("v1/entities", &query).await
+    async fn list_entities(
+        &self,
+        Parameters(p): Parameters<ListEntities>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.ask(&p, &Caller::of(&ctx)).await
     }
 
     #[tool(
         description = "Get the current state of one entity: for a symbol its last trade, bars, rolling VWAP and volatility and feed status; for a command its payload, result and lifecycle. The answer carries `updated_at`, the `provenance` of the last record applied, and `freshness` (watermarks).",
         output_schema = crate::schemas::entity()
     )]
-    async fn get_state(&self, Parameters(p): Parameters<GetState>) -> Result<CallToolResult, McpError> {
-        let path = format!("v1/state/{}/{}", name(p.kind), encode(&p.key));
-        self.ask(&path, &[]).await
+    async fn get_state(
+        &self,
+        Parameters(p): Parameters<GetState>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.ask(&p, &Caller::of(&ctx)).await
     }
 
     #[tool(
         description = "Get recent alerts raised by Shoal's agents (price levels crossed, anomalies), newest first, optionally since a time and of one severity.",
         output_schema = crate::schemas::listing()
     )]
-    async fn get_recent_alerts(&self, Parameters(p): Parameters<RecentAlerts>) -> Result<CallToolResult, McpError> {
-        let query = [("since", p.since), ("severity", p.severity), ("limit", p.limit.map(|l| l.to_string()))];
-        self.ask("v1/alerts", &query).await
+    async fn get_recent_alerts(
+        &self,
+        Parameters(p): Parameters<RecentAlerts>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.ask(&p, &Caller::of(&ctx)).await
     }
 
     #[tool(
         description = "Get one command by id: what was decided and why (payload), when, its sequence number for its key, its result or dead letter, and its lifecycle status.",
         output_schema = crate::schemas::entity()
     )]
-    async fn get_command(&self, Parameters(p): Parameters<GetCommand>) -> Result<CallToolResult, McpError> {
-        let path = format!("v1/commands/{}", encode(&p.id));
-        self.ask(&path, &[]).await
+    async fn get_command(
+        &self,
+        Parameters(p): Parameters<GetCommand>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.ask(&p, &Caller::of(&ctx)).await
     }
 
     #[tool(
         description = "Find commands by key and/or lifecycle status (issued, succeeded, failed, expired, unsupported, dead_lettered), for example the failing or still pending commands of one symbol.",
         output_schema = crate::schemas::listing()
     )]
-    async fn find_commands(&self, Parameters(p): Parameters<FindCommands>) -> Result<CallToolResult, McpError> {
-        let query = [("key", p.key), ("status", p.status.map(name)), ("limit", p.limit.map(|l| l.to_string()))];
-        self.ask("v1/commands", &query).await
+    async fn find_commands(
+        &self,
+        Parameters(p): Parameters<FindCommands>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.ask(&p, &Caller::of(&ctx)).await
     }
 
     #[tool(
         description = "Summarize Shoal's live state within a token budget: the most salient items first (failing or pending commands, active alerts, stale entities, largest moves), cut whole, with a header saying what was left out and the time the state is as of. Scope it to one kind or to some entities.",
         output_schema = crate::schemas::summary()
     )]
-    async fn summarize(&self, Parameters(p): Parameters<Summarize>) -> Result<CallToolResult, McpError> {
-        let query = [
-            ("kind", p.kind.map(name)),
-            ("keys", p.keys.map(|k| k.join(","))),
-            ("max_tokens", p.max_tokens.map(|t| t.to_string())),
-            ("format", p.format.map(name)),
-        ];
-        let mut result = self.ask("v1/summary", &query).await?;
+    async fn summarize(
+        &self,
+        Parameters(p): Parameters<Summarize>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let mut result = self.ask(&p, &Caller::of(&ctx)).await?;
         // The digest itself is what the model reads; the structured answer
         // keeps the counts, the budget and the freshness.
         if result.is_error != Some(true)
@@ -221,6 +345,25 @@ impl ShoalTools {
             result.content = vec![ContentBlock::text(summary.clone())];
         }
         Ok(result)
+    }
+
+    #[tool(
+        description = "Ask Shoal to issue a command (act, not just read): an alert, a strategy evaluation, a fraud score. Needs an admin token and is off unless the operator enabled it (api.issue_commands); rate-limited. The payload is checked against the kind before anything is issued; the request is recorded on Kafka with who asked, and the command is issued with the key's next sequence number. Answers the request's id; find the command with find_commands(key).",
+        output_schema = crate::schemas::request()
+    )]
+    async fn issue_command(
+        &self,
+        Parameters(p): Parameters<IssueCommand>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let body = serde_json::json!({"kind": name(p.kind), "key": p.key, "payload": p.payload, "reason": p.reason});
+        match self.client.post("v1/command-requests", &body, &Caller::of(&ctx)).await {
+            Ok(answer) => Ok(CallToolResult::structured(answer)),
+            Err(error) => {
+                tracing::warn!(%error, key = %p.key, "issue_command refused");
+                Ok(CallToolResult::structured_error(error.to_json()))
+            }
+        }
     }
 }
 
@@ -255,34 +398,34 @@ impl ShoalTools {
     /// unknown tool, arguments that do not match the tool's schema, the
     /// API's refusal). Never fails: a model reads the error and can retry.
     pub async fn call_json(&self, name: &str, arguments: Value) -> Value {
-        fn args<T: serde::de::DeserializeOwned>(arguments: Value) -> Result<Parameters<T>, Value> {
+        fn args<T: serde::de::DeserializeOwned>(arguments: Value) -> Result<T, Value> {
             serde_json::from_value(arguments)
-                .map(Parameters)
                 .map_err(|e| serde_json::json!({"error": {"code": "bad_arguments", "message": e.to_string()}}))
         }
+        let me = Caller::default();
         let answer = match name {
-            "list_entities" => match args(arguments) {
-                Ok(p) => self.list_entities(p).await,
+            "list_entities" => match args::<ListEntities>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
-            "get_state" => match args(arguments) {
-                Ok(p) => self.get_state(p).await,
+            "get_state" => match args::<GetState>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
-            "get_recent_alerts" => match args(arguments) {
-                Ok(p) => self.get_recent_alerts(p).await,
+            "get_recent_alerts" => match args::<RecentAlerts>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
-            "get_command" => match args(arguments) {
-                Ok(p) => self.get_command(p).await,
+            "get_command" => match args::<GetCommand>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
-            "find_commands" => match args(arguments) {
-                Ok(p) => self.find_commands(p).await,
+            "find_commands" => match args::<FindCommands>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
-            "summarize" => match args(arguments) {
-                Ok(p) => self.summarize(p).await,
+            "summarize" => match args::<Summarize>(arguments) {
+                Ok(p) => self.ask(&p, &me).await,
                 Err(e) => return e,
             },
             other => {
@@ -305,10 +448,44 @@ pub const READ_TOOLS: [&str; 6] =
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ShoalTools {
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        resources::list(&self.client, &Caller::of(&ctx)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        resources::read(&self.client, &request.uri, &Caller::of(&ctx)).await.map(Into::into)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(resources::accepted(requested))
+    }
+
+    async fn listen(&self, ctx: SubscriptionContext) -> Result<(), McpError> {
+        resources::watch(self.client.clone(), ctx, self.poll).await
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("shoal-mcp", env!("CARGO_PKG_VERSION")).with_title("Shoal state"))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build(),
+        )
+        .with_server_info(Implementation::new("shoal-mcp", env!("CARGO_PKG_VERSION")).with_title("Shoal state"))
+        .with_instructions(INSTRUCTIONS)
     }
 }
 

@@ -106,12 +106,24 @@ async fn a_model_reads_the_live_state_through_the_tools() {
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["find_commands", "get_command", "get_recent_alerts", "get_state", "list_entities", "summarize"]);
+    assert_eq!(
+        names,
+        [
+            "find_commands",
+            "get_command",
+            "get_recent_alerts",
+            "get_state",
+            "issue_command",
+            "list_entities",
+            "summarize"
+        ]
+    );
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} is described", tool.name);
         assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{}", tool.name);
         let output = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{} has an output schema", tool.name));
-        assert!(output["required"].as_array().unwrap().contains(&json!("freshness")), "{}", tool.name);
+        let needs = if tool.name == "issue_command" { "request_id" } else { "freshness" };
+        assert!(output["required"].as_array().unwrap().contains(&json!(needs)), "{}", tool.name);
     }
     let get_state = tools.iter().find(|t| t.name == "get_state").unwrap();
     assert_eq!(get_state.input_schema["required"], json!(["kind", "key"]));
@@ -155,6 +167,26 @@ async fn a_model_reads_the_live_state_through_the_tools() {
         .await;
     assert!(format!("{unknown_kind:?}").contains("planet"), "{unknown_kind:?}");
 
+    // Entities are resources too.
+    let resources = client.list_all_resources().await.unwrap();
+    let uris: Vec<&str> = resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, ["shoal://state/symbol/SIM-A", "shoal://state/symbol/SIM-B"]);
+    let read =
+        client.read_resource(rmcp::model::ReadResourceRequestParams::new("shoal://state/symbol/SIM-B")).await.unwrap();
+    let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else { panic!() };
+    let doc: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(doc["state"]["last_trade"]["price"], "42.0");
+    assert_eq!(doc["provenance"]["offset"], 12);
+
+    // Acting needs an admin token: a read token is refused, naming why.
+    let alert = json!({"symbol": "SIM-A", "level": "100", "previous_price": "99", "price": "101"});
+    let refused =
+        call(&client, "issue_command", json!({"kind": "raise_alert", "key": "SIM-A", "payload": alert})).await;
+    assert_eq!(refused.is_error, Some(true));
+    let error = refused.structured_content.unwrap();
+    assert_eq!(error["error"]["status"], 403, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("admin"), "{error}");
+
     client.cancel().await.unwrap();
     shutdown.cancel();
 }
@@ -167,7 +199,7 @@ async fn a_wrong_token_is_a_tool_error_not_a_crash() {
     assert_eq!(refused.is_error, Some(true));
     assert_eq!(refused.structured_content.unwrap()["error"]["status"], 401);
     // The server is still there.
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
     client.cancel().await.unwrap();
     shutdown.cancel();
 }

@@ -87,3 +87,120 @@ mod tests {
         assert_eq!(serde_json::from_value::<EvaluateStrategy>(json).unwrap(), p);
     }
 }
+
+/// Event type of a request, made through the API or MCP's `issue_command`,
+/// that the orchestrator issue a command. The event goes to the events
+/// topic keyed by the command's key; the decisions stage turns it into the
+/// command (with the key's next `seq`), so requested commands keep the
+/// per-key order of every other command. The event is also the audit
+/// record: it says who asked.
+pub const COMMAND_REQUESTED: &str = "command_requested";
+
+/// The attributes of a [`COMMAND_REQUESTED`] event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    /// The command kind (one of [`REQUESTABLE`]).
+    pub kind: String,
+    /// The command's payload, already checked by [`check_payload`].
+    pub payload: serde_json::Value,
+    /// Who asked.
+    pub requested_by: Requester,
+    /// Why, in the requester's words (at most [`MAX_REASON`] characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest `reason` of a [`CommandRequest`], in characters.
+pub const MAX_REASON: usize = 1_000;
+
+/// Longest key of a requested command, in bytes.
+pub const MAX_KEY: usize = 256;
+
+/// Who asked for a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    /// Through what: `api` (`POST /v1/commands`) or `mcp` (`issue_command`).
+    pub via: String,
+    /// The role of the token used (`admin`).
+    pub role: String,
+    /// A fingerprint of the token (the first 12 hex digits of its SHA-256),
+    /// never the token; `None` when the API runs without authentication.
+    pub token_id: Option<String>,
+    /// The client's name and version when it gave them (an MCP client's
+    /// `clientInfo`, an HTTP `User-Agent`).
+    pub client: Option<String>,
+}
+
+/// The command kinds that may be requested: those whose payload this crate
+/// types, so a request can be checked before anything is issued.
+pub const REQUESTABLE: [&str; 3] = [
+    crate::messages::kinds::EVALUATE_STRATEGY,
+    crate::messages::kinds::RAISE_ALERT,
+    crate::messages::kinds::SCORE_TRANSACTION,
+];
+
+/// Checks `payload` against `kind`'s payload type and returns it in its
+/// canonical form. Errors say what is wrong: an unknown kind (and the kinds
+/// there are), a missing or ill-typed field (serde's message), a field the
+/// kind does not have.
+pub fn check_payload(kind: &str, payload: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use crate::messages::kinds;
+    fn typed<T: serde::de::DeserializeOwned + Serialize>(
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let value: T = T::deserialize(payload).map_err(|e| format!("payload does not fit {kind}: {e}"))?;
+        let canonical = serde_json::to_value(value).map_err(|e| e.to_string())?;
+        if let (Some(given), Some(known)) = (payload.as_object(), canonical.as_object())
+            && let Some(extra) = given.keys().find(|k| !known.contains_key(*k))
+        {
+            return Err(format!("payload of {kind} has no field {extra:?}; its fields are {:?}", known.keys()));
+        }
+        Ok(canonical)
+    }
+    match kind {
+        kinds::EVALUATE_STRATEGY => typed::<EvaluateStrategy>(kind, payload),
+        kinds::RAISE_ALERT => typed::<RaiseAlert>(kind, payload),
+        kinds::SCORE_TRANSACTION => typed::<ScoreTransaction>(kind, payload),
+        other => Err(format!("kind {other:?} cannot be requested; the kinds that can are {REQUESTABLE:?}")),
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_payload_is_checked_against_its_kind() {
+        let alert = json!({"symbol": "SIM-A", "level": "100", "previous_price": "99.5", "price": "100.2"});
+        assert_eq!(check_payload("raise_alert", &alert).unwrap(), alert);
+        let missing = check_payload("raise_alert", &json!({"symbol": "SIM-A"})).unwrap_err();
+        assert!(missing.contains("missing field"), "{missing}");
+        let mut extra = alert.clone();
+        extra["colour"] = json!("red");
+        assert!(check_payload("raise_alert", &extra).unwrap_err().contains("\"colour\""));
+        let unknown = check_payload("launch_rocket", &alert).unwrap_err();
+        assert!(unknown.contains("launch_rocket") && unknown.contains("raise_alert"), "{unknown}");
+        assert!(check_payload("raise_alert", &json!("not an object")).is_err());
+    }
+
+    #[test]
+    fn a_request_reads_back_and_refuses_unknown_fields() {
+        let request = CommandRequest {
+            kind: "raise_alert".into(),
+            payload: json!({}),
+            requested_by: Requester { via: "mcp".into(), role: "admin".into(), token_id: None, client: None },
+            reason: Some("test".into()),
+        };
+        let text = serde_json::to_value(&request).unwrap();
+        assert_eq!(serde_json::from_value::<CommandRequest>(text.clone()).unwrap(), request);
+        let mut bad = text;
+        bad["priority"] = json!(1);
+        assert!(serde_json::from_value::<CommandRequest>(bad).is_err());
+    }
+}

@@ -12,9 +12,14 @@ use shoal_mcp::{ShoalTools, StateClient};
 
 /// Shoal's MCP server: lets an LLM client (Claude Desktop, an IDE, an
 /// agent framework) ask Shoal's live state through tools: list_entities,
-/// get_state, get_recent_alerts, get_command, find_commands and summarize
-/// (a digest within a token budget). Every answer carries the freshness
-/// and provenance of its values.
+/// get_state, get_recent_alerts, get_command, find_commands, summarize
+/// (a digest within a token budget) and issue_command (admin token, off
+/// unless api.issue_commands). Entities are also resources
+/// (shoal://state/{kind}/{key}) a client can subscribe to. Every answer
+/// carries the freshness and provenance of its values.
+///
+/// The orchestrator also serves the same tools over streamable HTTP at
+/// /mcp on its API port (api.mcp), with the API's tokens.
 ///
 /// It speaks MCP over stdin/stdout (start it from the client's
 /// configuration) and asks the orchestrator's state API over HTTP, with a
@@ -40,6 +45,10 @@ struct Cli {
     /// Bound on each question to the API, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     timeout_ms: u64,
+    /// How often subscribed resources are checked for changes, in
+    /// milliseconds (one notification per resource per interval at most).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    poll_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -79,7 +88,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let client = StateClient::new(&cli.api_url, token, Duration::from_millis(cli.timeout_ms)).context("--api-url")?;
     tracing::info!(api = %cli.api_url, "serving MCP over stdio");
-    let service = ShoalTools::new(client).serve(rmcp::transport::stdio()).await.context("starting the MCP session")?;
+    let service = ShoalTools::new(client)
+        .with_poll(Duration::from_millis(cli.poll_ms))
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("starting the MCP session")?;
     tokio::select! {
         ended = service.waiting() => { ended.context("MCP session")?; }
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),

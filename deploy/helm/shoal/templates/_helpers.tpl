@@ -133,6 +133,16 @@ api.listen, which turns the API off.
   value: {{ printf "http://$(POD_IP):%d" (int $a.port) | quote }}
 - name: SHOAL__API__AUTH
   value: {{ $a.auth | quote }}
+- name: SHOAL__API__MCP
+  value: {{ $a.mcp.enabled | quote }}
+{{- $svc := printf "%s-orchestrator" (include "shoal.fullname" .) }}
+{{- $hosts := list "localhost" "127.0.0.1" "::1" $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) }}
+- name: SHOAL__API__MCP_ALLOWED_HOSTS
+  value: {{ concat $hosts $a.mcp.extraAllowedHosts | join "," | quote }}
+- name: SHOAL__API__ISSUE_COMMANDS
+  value: {{ $a.issueCommands | quote }}
+- name: SHOAL__API__ISSUE_RATE_PER_MINUTE
+  value: {{ $a.issueRatePerMinute | quote }}
 {{- with $a.tokens.existingSecret }}
 - name: SHOAL_API_TOKENS
   valueFrom:
