@@ -435,3 +435,42 @@ async fn settings_problems_name_the_key() {
     let error = LlmHandler::new(&bad).unwrap_err().to_string();
     assert!(error.contains("llm.answer_schema_file"), "{error}");
 }
+
+#[tokio::test]
+async fn a_command_run_again_replays_journalled_rounds_instead_of_paying_for_them_again() {
+    use shoal_worker::handlers::HandlerContext;
+    use shoal_worker::journal::{Journal, JournalStats, MemoryStore};
+
+    // First run: a tool call, then the endpoint fails until the call's
+    // retries run out (the worker would retry the command).
+    let (base, script) = serve(vec![
+        tool_calls(&[("call-1", "get_state", r#"{"kind": "symbol", "key": "SIM-A"}"#)], 100, 20),
+        Step::Status(503, "overloaded".into()),
+        Step::Status(503, "overloaded".into()),
+        Step::Status(503, "overloaded".into()),
+        answer(GOOD, 150, 30),
+    ])
+    .await;
+    let handler = LlmHandler::new(&settings(&base)).unwrap();
+    let journal = Journal::new(Arc::new(MemoryStore::default()), "worker-1", || 0, Arc::new(JournalStats::default()));
+    let command = command();
+    let first = HandlerContext::new(1, &command, 0, &handler, &journal);
+    let error = handler.handle_with(&command, &first).await.unwrap_err();
+    assert!(matches!(error, HandlerError::Retryable(_)), "{error}");
+    assert_eq!(script.chats.lock().unwrap().len(), 4, "round 1, then round 2 tried 3 times");
+    assert_eq!(script.state_calls.lock().unwrap().len(), 2, "the summary and the tool call");
+
+    // The next attempt replays the summary, round 1 and the tool answer from
+    // the journal and calls the model only for round 2.
+    let second = HandlerContext::new(2, &command, 0, &handler, &journal);
+    let output = handler.handle_with(&command, &second).await.unwrap();
+    assert_eq!(output["answer"]["action"], "hold");
+    assert_eq!(output["usage"]["total_tokens"], 300, "the replayed round's usage counts");
+    assert_eq!(script.chats.lock().unwrap().len(), 5, "one new model call");
+    assert_eq!(script.state_calls.lock().unwrap().len(), 2, "no new state API call");
+
+    // Once more (a result lost, say): everything is replayed.
+    let third = HandlerContext::new(3, &command, 0, &handler, &journal);
+    assert_eq!(handler.handle_with(&command, &third).await.unwrap(), output);
+    assert_eq!(script.chats.lock().unwrap().len(), 5);
+}

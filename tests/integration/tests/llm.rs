@@ -4,6 +4,7 @@
 //! One command gets a tool call and then a valid answer (a succeeded
 //! result carrying the record); the other only ever gets invalid answers
 //! (a failed result and a dead letter carrying the model's last output).
+//! Every model call, the summary and the tool call are journal steps.
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,6 +148,23 @@ async fn a_worker_process_decides_with_a_model_and_dead_letters_answers_that_nev
     );
     let original = Command::decode(rdkafka::Message::payload(letter).unwrap()).unwrap();
     assert_eq!(original.id, bad.id);
+
+    // Each round's model call, the summary and each tool call went through
+    // the side-effect journal as a step (recorded started, then done).
+    let mut journal = TopicReader::new(&scope.topics.journal.name);
+    journal.read_until(Duration::from_secs(30), "the LLM steps in the journal", |m| m.len() >= 16).await;
+    let steps: std::collections::HashSet<String> = journal
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(rdkafka::Message::key(m).unwrap()).into_owned())
+        .collect();
+    let expected = ["summary", "chat-1", "tool-1-0", "chat-2"].map(|s| format!("{}/{s}", good.id));
+    let expected =
+        expected.into_iter().chain(["summary", "chat-1", "chat-2", "chat-3"].map(|s| format!("{}/{s}", bad.id)));
+    for step in expected {
+        assert!(steps.contains(&step), "no journal step {step}: {steps:?}");
+    }
+    assert_eq!(steps.len(), 8, "{steps:?}");
 
     worker.stop_cleanly(Duration::from_secs(20));
     let log = worker.log_text();

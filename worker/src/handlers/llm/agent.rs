@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use super::client::{CallError, ChatClient, ChatReply, ChatRequest, ToolCall, Usage, clip};
 use super::record::{Recorder, Round, ToolRecord, chat_span, finish_chat_span, tool_span};
 use super::settings::LlmSettings;
-use crate::handlers::HandlerError;
+use crate::handlers::{HandlerContext, HandlerError};
 
 /// Tool calls answered per round; more are answered with an error.
 pub const MAX_TOOL_CALLS_PER_ROUND: usize = 8;
@@ -103,8 +103,18 @@ impl Agent {
     }
 
     /// Runs the rounds for `command`; the result's output on success.
-    pub async fn run(&self, command: &Command, payload: &Payload, attempt: u32) -> Result<Value, HandlerError> {
-        let summary = self.summary(payload).await?;
+    /// With a `journal`, the summary, each round's model call (`chat-<n>`)
+    /// and each tool call (`tool-<n>-<i>`) are effect steps: a command run
+    /// again after a crash replays the recorded answers instead of asking
+    /// (and paying for) the model again, and its conversation stays the same.
+    pub async fn run(
+        &self,
+        command: &Command,
+        payload: &Payload,
+        attempt: u32,
+        journal: Option<&HandlerContext<'_>>,
+    ) -> Result<Value, HandlerError> {
+        let summary = self.summary(payload, journal).await?;
         let system = format!("{SYSTEM_PROMPT}{}", self.schema);
         let user = self.user_prompt(command, payload, &summary);
         let mut record = Recorder::new(&system, &user);
@@ -115,13 +125,15 @@ impl Agent {
             let request = self.request(&messages);
             let span = chat_span(&self.provider, &self.model, &request, &messages[sent..], round);
             sent = messages.len();
-            let reply = match self.client.complete(&request).instrument(span.clone()).await {
-                Ok(reply) => reply,
-                Err(error) => {
+            let args = serde_json::to_value(&request).map_err(|e| HandlerError::Rejected(e.to_string()))?;
+            let call = async {
+                self.client.complete(&request).await.map_err(|error| {
                     finish_chat_span(&span, None, Some(&error));
-                    return Err(call_failure(&error, round, attempt));
-                }
+                    call_failure(&error, round, attempt)
+                })
             };
+            let reply: ChatReply =
+                step(journal, &format!("chat-{round}"), &args, call).instrument(span.clone()).await?;
             finish_chat_span(&span, Some(&reply), None);
             usage.input_tokens += reply.usage.input_tokens;
             usage.output_tokens += reply.usage.output_tokens;
@@ -137,7 +149,8 @@ impl Agent {
             }
             if !reply.tool_calls.is_empty() {
                 messages.push(assistant_tool_calls(&reply));
-                self.answer_tool_calls(&reply.tool_calls, &mut messages, &mut entry, &mut record).await;
+                let calls = ToolCalls { round, calls: &reply.tool_calls, journal };
+                self.answer_tool_calls(calls, &mut messages, &mut entry, &mut record).await?;
                 record.push(entry);
                 continue;
             }
@@ -174,7 +187,7 @@ impl Agent {
     }
 
     /// The state summary for the first prompt (a tool call of ours).
-    async fn summary(&self, payload: &Payload) -> Result<String, HandlerError> {
+    async fn summary(&self, payload: &Payload, journal: Option<&HandlerContext<'_>>) -> Result<String, HandlerError> {
         let mut args = json!({"max_tokens": self.summary_max_tokens});
         if let Some(keys) = &payload.keys {
             if keys.len() > MAX_KEYS {
@@ -186,13 +199,20 @@ impl Agent {
             args["keys"] = json!(keys);
         }
         let span = tool_span("summarize", "summary", &args.to_string());
-        let answer = self.tools.call_json("summarize", args).instrument(span.clone()).await;
+        let ask = async {
+            let answer = self.tools.call_json("summarize", args.clone()).await;
+            match answer.get("error") {
+                // The state API is down or refuses us: another attempt may
+                // find it (and nothing is journalled).
+                Some(error) => {
+                    span.record("error.type", "tool_error");
+                    Err(HandlerError::Retryable(format!("state summary unavailable: {error}")))
+                }
+                None => Ok(answer),
+            }
+        };
+        let answer: Value = step(journal, "summary", &args, ask).instrument(span.clone()).await?;
         span.record("gen_ai.tool.call.result", clip(&answer.to_string(), 2_000).as_str());
-        if let Some(error) = answer.get("error") {
-            span.record("error.type", "tool_error");
-            // The state API is down or refuses us: another attempt may find it.
-            return Err(HandlerError::Retryable(format!("state summary unavailable: {error}")));
-        }
         Ok(match answer.get("summary") {
             Some(Value::String(text)) => text.clone(),
             _ => answer.to_string(),
@@ -225,12 +245,12 @@ impl Agent {
     /// the model can read) and appends the answers.
     async fn answer_tool_calls(
         &self,
-        calls: &[ToolCall],
+        calls: ToolCalls<'_, '_>,
         messages: &mut Vec<Value>,
         entry: &mut Round,
         record: &mut Recorder,
-    ) {
-        for (i, call) in calls.iter().enumerate() {
+    ) -> Result<(), HandlerError> {
+        for (i, call) in calls.calls.iter().enumerate() {
             let span = tool_span(&call.name, &call.id, &call.arguments);
             let answer = if i >= MAX_TOOL_CALLS_PER_ROUND {
                 tool_error("too_many_calls", &format!("at most {MAX_TOOL_CALLS_PER_ROUND} tool calls a round"))
@@ -238,7 +258,12 @@ impl Agent {
                 tool_error("no_tools", "no tools are offered; answer with the final JSON object")
             } else {
                 match parse_arguments(&call.arguments) {
-                    Ok(args) => self.tools.call_json(&call.name, args).instrument(span.clone()).await,
+                    Ok(args) => {
+                        let key = json!({"name": call.name, "arguments": args});
+                        let ask = async { Ok(self.tools.call_json(&call.name, args.clone()).await) };
+                        let name = format!("tool-{}-{i}", calls.round);
+                        step(calls.journal, &name, &key, ask).instrument(span.clone()).await?
+                    }
                     Err(answer) => answer,
                 }
             };
@@ -251,6 +276,7 @@ impl Agent {
             entry.tool_calls.push(ToolRecord::of(call, &text, record));
             messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": text}));
         }
+        Ok(())
     }
 
     /// The final answer, decoded and checked against the schema; or what is
@@ -283,6 +309,31 @@ impl From<Stop> for HandlerError {
             Stop::Transient(text) => HandlerError::Retryable(text),
         }
     }
+}
+
+/// One round's tool calls, and the journal they go through.
+struct ToolCalls<'c, 'j> {
+    round: u32,
+    calls: &'c [ToolCall],
+    journal: Option<&'c HandlerContext<'j>>,
+}
+
+/// Runs `run` as effect step `name` of `journal` (recorded once, replayed
+/// on a later run; `args` decide what it does), or directly without one.
+async fn step<T, F>(journal: Option<&HandlerContext<'_>>, name: &str, args: &Value, run: F) -> Result<T, HandlerError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: Future<Output = Result<T, HandlerError>> + Send,
+{
+    let Some(ctx) = journal else { return run.await };
+    let outcome = ctx
+        .effect(name, args, |_key| async move {
+            let value = run.await?;
+            serde_json::to_value(value).map_err(|e| HandlerError::Rejected(format!("step {name}: {e}")))
+        })
+        .await?;
+    serde_json::from_value(outcome)
+        .map_err(|e| HandlerError::Rejected(format!("step {name}: the journalled outcome does not decode: {e}")))
 }
 
 fn call_failure(error: &CallError, round: u32, attempt: u32) -> HandlerError {

@@ -26,7 +26,7 @@ use shoal_protocol::messages::Command;
 pub use settings::LlmSettings;
 
 use self::client::{ChatClient, RetryBounds};
-use super::{Handler, HandlerError};
+use super::{Handler, HandlerContext, HandlerError};
 
 /// The skill's command kind.
 pub const LLM_DECIDE: &str = "llm_decide";
@@ -113,7 +113,14 @@ impl LlmHandler {
 impl Handler for LlmHandler {
     async fn handle(&self, command: &Command, attempt: u32) -> Result<Value, HandlerError> {
         let payload: agent::Payload = super::payload(command)?;
-        self.agent.run(command, &payload, attempt).await
+        self.agent.run(command, &payload, attempt, None).await
+    }
+
+    /// What the worker calls: the summary, each model call and each tool
+    /// call are journal steps (`summary`, `chat-<n>`, `tool-<n>-<i>`).
+    async fn handle_with(&self, command: &Command, ctx: &HandlerContext<'_>) -> Result<Value, HandlerError> {
+        let payload: agent::Payload = super::payload(command)?;
+        self.agent.run(command, &payload, ctx.attempt, Some(ctx)).await
     }
 }
 
