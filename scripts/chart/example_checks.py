@@ -99,7 +99,7 @@ def cmd_expect(name: str, manifests: str) -> int:
         strategy = w["spec"].get("strategy", {})
         f.check(strategy.get("rollingUpdate", {}).get("maxUnavailable") == 0, "rolling update with maxUnavailable 0")
     elif name == "strimzi-topics":
-        has("KafkaTopic", 5)
+        has("KafkaTopic", 6)
         has("Job", 0)
         f.check(config["topics"]["create"] is False, "topics.create = false")
         topics = [d for d in docs if d["kind"] == "KafkaTopic"]
@@ -131,7 +131,7 @@ def cmd_expect(name: str, manifests: str) -> int:
         has("NetworkPolicy", 2)
         has("PodDisruptionBudget", 0)
         has("ServiceMonitor", 2)
-        has("KafkaTopic", 5)
+        has("KafkaTopic", 6)
         f.check(all(d["apiVersion"] == "kafka.strimzi.io/v1" for d in docs if d["kind"] == "KafkaTopic"), "KafkaTopic kafka.strimzi.io/v1")
         f.check(env.get("OTEL_EXPORTER_OTLP_PROTOCOL", {}).get("value") == "http/protobuf", "OTLP over http/protobuf")
         f.check(config["orchestrator"]["stages"] == ["decisions", "results"], "orchestrator stages from the values")

@@ -355,3 +355,13 @@ imagePullSecrets:
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/* A topic's configs (dict "root" . "key" <topic key>): the journal's own (compacted, 7 days) under the values' topics.<key>.config. */}}
+{{- define "shoal.topicConfig" -}}
+{{- $t := index .root.Values.topics .key -}}
+{{- $cfg := deepCopy $t.config -}}
+{{- if eq .key "journal" -}}
+{{- $cfg = merge $cfg (dict "cleanup.policy" "compact,delete" "retention.ms" "604800000") -}}
+{{- end -}}
+{{- toJson $cfg -}}
+{{- end }}
