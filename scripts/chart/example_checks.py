@@ -110,6 +110,16 @@ def cmd_expect(name: str, manifests: str) -> int:
         f.check(len(sims) == 1, "the simulator Deployment")
         f.check(config["feed"].get("url", "").startswith("ws://") and config["feed"]["url"].endswith(":9001"), f"the orchestrator reads the simulator ({config['feed'].get('url')})")
         api_served(8780, "none", None)
+    elif name == "llm":
+        values = yaml.safe_load(Path("deploy/helm/examples/llm.yaml").read_text())["workers"]["llm"]
+        llm = config["llm"]
+        f.check(llm["enabled"] is True and llm["model"] == values["model"] and llm["endpoint"] == values["endpoint"], f"[llm] enabled with the example's model and endpoint ({llm})")
+        f.check(llm["state_api_url"] == "http://shoal-orchestrator:8780", f"the tools ask this release's orchestrator ({llm['state_api_url']})")
+        f.check(config["worker"]["handler_timeout_ms"] >= llm["call_timeout_ms"], "worker.handler_timeout_ms covers a model call")
+        secret_ref("SHOAL_LLM_API_KEY", values["apiKey"]["existingSecret"], "api-key")
+        secret_ref("SHOAL_LLM_STATE_API_TOKEN", values["stateApi"]["existingSecret"], "token")
+        secret_keys = {"api_key_file", "api_key_env", "state_api_token_file", "state_api_token_env"}
+        f.check(not secret_keys & set(llm), "the secrets' places are left to their defaults (the Secrets' variables)")
     elif name == "variant-a":
         has("Deployment", 1)  # the workers only: orchestrator.enabled=false
         f.check(not svc_ports and not oports, "no orchestrator, so no state API port")

@@ -129,6 +129,9 @@ check_refused() {
   refused "API tokens given but api.auth=none" 'api.tokens.existingSecret.*api.auth is none' \
     --set api.auth=none --set api.tokens.existingSecret=shoal-api-tokens
   refused "the state API on the metrics port" 'api.port \(9464\) is observability.port' --set api.port=9464
+  refused "the LLM skill without a model" 'workers.llm.model' --set workers.llm.enabled=true
+  refused "the LLM skill with a handler time-out below a model call's" 'handlerTimeoutMs \(5000\) must be at least workers.llm.callTimeoutMs' \
+    --set workers.llm.enabled=true --set workers.llm.model=m
   # A values file with three mistakes: all three are named.
   cat >"$OUT_DIR/bad-values.yaml" <<'EOF_BAD'
 workers:

@@ -165,6 +165,13 @@ api.listen, which turns the API off.
 {{/* The SASL protocols need a Secret; a few sanity checks that the schema cannot express. */}}
 {{- define "shoal.validate" -}}
 {{- $k := .Values.kafka }}
+{{- $llm := .Values.workers.llm }}
+{{- if and $llm.enabled (not $llm.model) }}
+{{- fail "workers.llm.enabled is true: set workers.llm.model to the model the endpoint serves" }}
+{{- end }}
+{{- if and $llm.enabled (lt (int64 .Values.workers.handlerTimeoutMs) (int64 $llm.callTimeoutMs)) }}
+{{- fail (printf "workers.llm.enabled is true: workers.handlerTimeoutMs (%d) must be at least workers.llm.callTimeoutMs (%d), better workers.llm.maxRounds times it" (int64 .Values.workers.handlerTimeoutMs) (int64 $llm.callTimeoutMs)) }}
+{{- end }}
 {{- if and (hasPrefix "sasl_" $k.securityProtocol) (not $k.sasl.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to an existing Secret holding the SASL password (the chart never takes credentials as values)" $k.securityProtocol) }}
 {{- end }}
