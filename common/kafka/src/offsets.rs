@@ -119,6 +119,11 @@ impl DoneAbove {
         (span > 0 && previous < end).then_some(Self { committed, end, not_done })
     }
 
+    /// How many records above the committed position were done.
+    pub fn count(&self) -> usize {
+        usize::try_from(self.end - self.committed - 1).unwrap_or(0).saturating_sub(self.not_done.len())
+    }
+
     /// Whether `offset` was already done when this was committed.
     pub fn is_done(&self, offset: i64) -> bool {
         offset > self.committed && offset < self.end && !self.not_done.contains(&offset)
@@ -226,7 +231,10 @@ impl OffsetTracker {
                 let offset = state.committable();
                 let metadata = state.metadata(offset);
                 let unchanged = state.committed.as_ref().is_some_and(|(o, m)| *o == offset && *m == metadata);
-                if offset > 0 && !unchanged {
+                // Position 0 is committed too when records above it are
+                // done: their outputs go out with this commit, and without
+                // the metadata the next owner would do them again.
+                if (offset > 0 || !metadata.is_empty()) && !unchanged {
                     // Adding to a fresh list cannot fail for a valid offset.
                     let mut elem = tpl.add_partition(topic, *partition);
                     let _ = elem.set_offset(Offset::Offset(offset));
@@ -327,8 +335,12 @@ mod tests {
         t.begin(&o(0));
         t.begin(&o(1));
         t.fail(&o(0));
+        assert_eq!(committable(&t), None, "offset 0 failed, nothing done: nothing to commit");
         t.complete(&o(1));
-        assert_eq!(committable(&t), None, "offset 0 stays uncommitted: nothing to commit");
+        assert_eq!(committable(&t), Some(0), "the position stays at the failed record");
+        let tpl = t.commit_list(None);
+        let done = DoneAbove::decode(0, tpl.elements()[0].metadata()).expect("shoal metadata");
+        assert!(!done.is_done(0) && done.is_done(1), "0 is redone after a restart, 1 is not");
     }
 
     #[test]
@@ -362,6 +374,30 @@ mod tests {
         let done = DoneAbove::decode(10, elem.metadata()).expect("shoal metadata");
         let skipped: Vec<i64> = (0..20).filter(|i| done.is_done(*i)).collect();
         assert_eq!(skipped, vec![11, 12, 14, 15]);
+    }
+
+    #[test]
+    fn done_records_above_a_running_first_record_are_committed_at_position_0() {
+        let t = OffsetTracker::new();
+        for i in 0..4 {
+            t.begin(&o(i));
+        }
+        // The partition's first record is still running (a slow model
+        // call); 1..=3 are done and their outputs are in this commit.
+        for i in 1..4 {
+            t.complete(&o(i));
+        }
+        let tpl = t.commit_list(None);
+        assert_eq!(tpl.count(), 1, "position 0 with metadata must be committed");
+        let elem = &tpl.elements()[0];
+        assert_eq!(elem.offset(), Offset::Offset(0));
+        let done = DoneAbove::decode(0, elem.metadata()).expect("shoal metadata");
+        assert_eq!((0..6).filter(|i| done.is_done(*i)).collect::<Vec<_>>(), vec![1, 2, 3]);
+        t.mark_committed(&tpl);
+        assert_eq!(t.commit_list(None).count(), 0, "unchanged: not committed again");
+        let fresh = OffsetTracker::new();
+        fresh.begin(&o(0));
+        assert_eq!(fresh.commit_list(None).count(), 0, "nothing done: nothing to commit");
     }
 
     #[test]

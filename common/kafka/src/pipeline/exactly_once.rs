@@ -429,7 +429,7 @@ fn start_commit(
                 // A fatal or fenced error leaves the outcome unknown.
                 Err(_) => "unknown",
             };
-            record_history(&path, committing.transactional_id(), event, records, &digests);
+            record_history(&path, committing.transactional_id(), event, records, &digests, &sent);
         }
         result
     });
@@ -527,14 +527,29 @@ fn record_history(
     event: &str,
     records: usize,
     digests: &[(String, String)],
+    offsets: &TopicPartitionList,
 ) {
     use std::io::Write as _;
+    // The consumed offsets the transaction carried, with their metadata
+    // (what is done above each): what a later owner resumes from.
+    let offsets: Vec<serde_json::Value> = offsets
+        .elements()
+        .iter()
+        .map(|e| {
+            let at = match e.offset() {
+                rdkafka::Offset::Offset(at) => Some(at),
+                _ => None,
+            };
+            serde_json::json!([e.topic(), e.partition(), at, e.metadata()])
+        })
+        .collect();
     let line = serde_json::json!({
         "ts": chrono::Utc::now(),
         "transactional_id": transactional_id,
         "event": event,
         "records": records,
         "outputs": digests,
+        "offsets": offsets,
     });
     let written = std::fs::OpenOptions::new()
         .create(true)

@@ -159,6 +159,15 @@ impl InFlight {
                         Offset::Offset(offset) => Committed { offset, above: DoneAbove::decode(offset, e.metadata()) },
                         _ => Committed { offset: 0, above: None },
                     };
+                    tracing::info!(
+                        stage,
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        offset = committed.offset,
+                        done_above = committed.above.as_ref().map_or(0, DoneAbove::count),
+                        metadata_bytes = e.metadata().len(),
+                        "committed progress loaded"
+                    );
                     self.progress.insert((e.topic().to_string(), e.partition()), committed);
                 }
                 self.progress.contains_key(partition)
