@@ -74,7 +74,8 @@ pub async fn run(
         .context("creating the journal's producer")?;
     let group = stage.group().clone();
     let rebalances = move || group.rebalances.load(std::sync::atomic::Ordering::Relaxed);
-    let journal = Arc::new(Journal::new(Arc::new(store), &w.id, rebalances, journal_stats));
+    let journal = Journal::new(Arc::new(store), &w.id, rebalances, journal_stats);
+    let journal = Arc::new(fence_effects(journal, &settings, stage.group().clone(), &shutdown));
     let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
@@ -107,4 +108,29 @@ pub async fn run(
     };
     let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe);
     Ok(stage.run(&mut processor, shutdown).await)
+}
+
+/// Fences the journal's effects: a ticker notices pauses of this process,
+/// and an effect runs only while the command's partition is still assigned
+/// here (`docs/journal.md`, "Zombies").
+fn fence_effects(
+    journal: Journal,
+    settings: &WorkerSettings,
+    group: Arc<kafka::consumer::GroupStats>,
+    shutdown: &CancellationToken,
+) -> Journal {
+    let fence = Arc::new(journal::Fence::new(Duration::from_millis(u64::from(settings.kafka.session_timeout_ms))));
+    let (ticking, ticker_group, stop) = (fence.clone(), group.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(journal::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => ticking.tick(ticker_group.rebalances.load(std::sync::atomic::Ordering::Relaxed)),
+            }
+        }
+    });
+    let topic = settings.topics.commands.name.clone();
+    journal.with_membership(fence, move |partition| group.owns(&topic, partition))
 }

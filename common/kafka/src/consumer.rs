@@ -36,10 +36,27 @@ shoal_telemetry::counters! {
         revoked: std::sync::Mutex<Vec<(String, i32)>>,
         /// Partitions assigned since the pipeline last looked.
         added: std::sync::Mutex<Vec<(String, i32)>>,
+        /// Partitions assigned to this member now, as far as librdkafka
+        /// has told it.
+        owned: std::sync::Mutex<std::collections::BTreeSet<(String, i32)>>,
     }
 }
 
 impl GroupStats {
+    /// Whether `partition` of `topic` is assigned to this member now. A
+    /// member paused past its session timeout still says yes until
+    /// librdkafka reports the loss.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner()).contains(&(topic.to_string(), partition))
+    }
+
+    fn disown(&self, partitions: &[(String, i32)]) {
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            owned.remove(p);
+        }
+    }
+
     /// Takes the partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
@@ -88,6 +105,7 @@ impl GroupContext {
     /// the rebalance, keeping this member out of the group. Their
     /// uncommitted records are processed again by their next owner.
     fn lose(&self, lost: Vec<(String, i32)>) {
+        self.stats.disown(&lost);
         self.stats.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(lost.iter().cloned());
         self.stats.added.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !lost.contains(p));
         self.tracker.forget(&lost);
@@ -104,6 +122,7 @@ impl ConsumerContext for GroupContext {
                 self.lose(revoked);
                 return;
             }
+            self.stats.disown(&revoked);
             // Blocks the thread polling this consumer, bounded by the flush
             // timeout: the handover must not start before outputs are acked.
             if let Some(producer) = &self.producer
@@ -135,6 +154,7 @@ impl ConsumerContext for GroupContext {
         self.stats.assigned.store(i64::try_from(assigned).unwrap_or(i64::MAX), Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.stats.owned.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions(tpl));
                 self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
                 self.stats.added.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions(tpl));
                 tracing::info!(consumer = %self.name, added = ?partitions(tpl), total = assigned, "partitions assigned");

@@ -125,6 +125,10 @@ impl<'a> HandlerContext<'a> {
             }
             None => self.record(step, &digest, &key, StepState::Started, None).await?,
         }
+        if let Err(reason) = self.journal.admit(self.partition).await {
+            tracing::warn!(command_id = %id, step, %reason, "effect not run: fenced");
+            return Err(HandlerError::Retryable(reason));
+        }
         let outcome = run(key.clone()).await?;
         self.record(step, &digest, &key, StepState::Done, Some(outcome.clone())).await?;
         stats.effects_run.fetch_add(1, Ordering::Relaxed);

@@ -18,12 +18,14 @@
 //! This module keeps the records and the index; the step logic a handler
 //! calls is `handlers::HandlerContext::effect`.
 
+mod fence;
 mod kafka;
 pub mod record;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use fence::{Fence, TICK, Verdict};
 pub use kafka::KafkaStore;
 pub use record::{JournalRecord, StepState, digest, idempotency_key, record_key, valid_step};
 
@@ -46,6 +48,10 @@ shoal_telemetry::counters! {
         ),
         /// Journal reads or writes that failed (the step is retried).
         errors => counter("shoal_journal_errors", "Journal reads or writes that failed"),
+        /// Effects not run because the worker no longer owns the command's
+        /// partition (it was paused past its session timeout, or the
+        /// partition was revoked while the command ran).
+        fenced => counter("shoal_journal_fenced", "Effect steps not run because the command's partition moved to another worker"),
         /// Journal partitions read into memory.
         partitions_loaded,
     }
@@ -101,6 +107,13 @@ struct PartitionIndex {
     records: HashMap<String, JournalRecord>,
 }
 
+/// What the journal asks before an effect runs: is the worker still the
+/// owner of the command's partition?
+struct Membership {
+    fence: Arc<Fence>,
+    owns: Box<dyn Fn(i32) -> bool + Send + Sync>,
+}
+
 /// The journal of one worker: a store and an in-memory index of the
 /// partitions it has read. Cheap to share (`Arc`).
 pub struct Journal {
@@ -110,6 +123,8 @@ pub struct Journal {
     /// count is read again, as another worker may have written to it since.
     generation: Box<dyn Fn() -> u64 + Send + Sync>,
     index: Mutex<HashMap<i32, PartitionIndex>>,
+    /// Whether this worker may run an effect for a partition (none: always).
+    membership: Option<Membership>,
     /// One load at a time, so concurrent steps of a partition read it once.
     loading: tokio::sync::Mutex<()>,
     /// Counters.
@@ -139,6 +154,7 @@ impl Journal {
             worker_id: worker_id.to_string(),
             generation: Box::new(generation),
             index: Mutex::new(HashMap::new()),
+            membership: None,
             loading: tokio::sync::Mutex::new(()),
             stats,
         }
@@ -148,6 +164,40 @@ impl Journal {
     /// steps are journalled within the process and lost with it.
     pub fn in_memory(worker_id: &str) -> Self {
         Self::new(Arc::new(MemoryStore::default()), worker_id, || 0, Arc::default())
+    }
+
+    /// Fences effects with `fence` (fed by a ticker) and `owns`, which says
+    /// whether a commands partition is assigned to this worker now.
+    pub fn with_membership(mut self, fence: Arc<Fence>, owns: impl Fn(i32) -> bool + Send + Sync + 'static) -> Self {
+        self.membership = Some(Membership { fence, owns: Box::new(owns) });
+        self
+    }
+
+    /// Waits, after a pause of this process, until its group membership is
+    /// known again (at most a session timeout), then says whether it still
+    /// owns commands partition `partition`: `Err` with the reason when it
+    /// does not, and the effect must be left to the new owner.
+    pub async fn admit(&self, partition: i32) -> Result<(), String> {
+        let Some(membership) = &self.membership else { return Ok(()) };
+        let started = std::time::Instant::now();
+        while membership.fence.verdict((self.generation)()) == Verdict::Uncertain {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let waited = started.elapsed();
+        if (membership.owns)(partition) {
+            if waited >= std::time::Duration::from_millis(20) {
+                tracing::info!(
+                    partition,
+                    waited_ms = waited.as_millis() as u64,
+                    "membership known again after a pause; still the owner"
+                );
+            }
+            return Ok(());
+        }
+        self.stats.fenced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(format!(
+            "commands partition {partition} is no longer assigned to this worker (it was paused or the partition was revoked); the effect is left to its new owner"
+        ))
     }
 
     /// The worker id written into records.
