@@ -38,12 +38,44 @@ fn chaos(args: &[&str]) -> (String, std::process::Output) {
     (line.to_string(), output)
 }
 
+/// The number after ` name=` in a summary line.
+fn field(line: &str, name: &str) -> u64 {
+    line.split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|s| s.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in: {line}"))
+}
+
+/// Worker kills and a zombie with the webhook and the LLM skill in the mix:
+/// besides results, every effect step (webhook POST, model call) must be
+/// made exactly once at the counting endpoint.
 #[test]
 fn reduced_chaos_run_finds_no_anomaly_in_exactly_once_mode() {
-    let args = ["--commands", "3000", "--keys", "40", "--rate", "500", "--kills", "3", "--zombies", "1", "--seed", "7"];
+    let args = [
+        "--commands",
+        "3000",
+        "--keys",
+        "40",
+        "--rate",
+        "500",
+        "--kills",
+        "3",
+        "--zombies",
+        "1",
+        "--seed",
+        "7",
+        "--webhook-every",
+        "5",
+        "--llm-every",
+        "7",
+    ];
     let (line, output) = chaos(&args);
     assert!(line.contains(" issued=3000 ") && line.contains(" results=3000 "), "{line}");
     assert!(line.contains(" kills=3 "), "the schedule's kills happened: {line}");
+    assert_eq!((field(&line, "webhook_commands"), field(&line, "llm_commands")), (600, 343), "{line}");
+    assert_eq!(field(&line, "model_calls"), 343, "one model call per llm_decide command: {line}");
+    assert_eq!(field(&line, "effects"), field(&line, "effect_steps"), "each step made once: {line}");
+    assert_eq!((field(&line, "effects_repeated"), field(&line, "effects_missing")), (0, 0), "{line}");
     assert!(output.status.success(), "checker exit {}: {line}", output.status);
 }
 

@@ -4,6 +4,13 @@
 //! idempotency key and answers the workers' lookups (`reconcile`). At the
 //! end, each step of a command with a result must have been POSTed exactly
 //! once: the effects counted equal the distinct steps (docs/journal.md).
+//!
+//! `--llm-every N`: every Nth command is an `llm_decide` command, decided by
+//! the workers' LLM skill against a scripted OpenAI-compatible endpoint on
+//! the same server (it answers a valid decision at once) and a scripted
+//! state summary. The endpoint counts its chat-completions calls per
+//! command and round (`<command id>/chat-<n>`, the skill's journal step):
+//! each must be called exactly once, however often the command is re-run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,7 +23,11 @@ use shoal_protocol::messages::{Command, CommandResult, ResultStatus};
 /// Notifications per webhook command (so steps per command).
 pub(super) const STEPS: usize = 2;
 
-type Posts = Arc<Mutex<HashMap<String, u32>>>;
+/// Per step (idempotency key), when each of its calls arrived.
+type Posts = Arc<Mutex<HashMap<String, Vec<chrono::DateTime<chrono::Utc>>>>>;
+
+/// The scripted model's answer, valid against the skill's default schema.
+const DECISION: &str = r#"{"action":"hold","reason":"chaos run","confidence":0.5}"#;
 
 /// The counting endpoint.
 #[derive(Debug)]
@@ -32,7 +43,7 @@ async fn deliver(State(posts): State<Posts>, headers: HeaderMap) -> (StatusCode,
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, String::new());
     };
-    *posts.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_string()).or_default() += 1;
+    posts.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_string()).or_default().push(chrono::Utc::now());
     (StatusCode::OK, serde_json::json!({ "delivered": key }).to_string())
 }
 
@@ -45,40 +56,114 @@ async fn lookup(State(posts): State<Posts>, uri: Uri) -> (StatusCode, String) {
     }
 }
 
+/// The step a chat-completions request is: `<command id>/chat-<round>`, the
+/// command read from the skill's user prompt (`Command: {json}`), the round
+/// from the assistant turns already in the conversation.
+fn chat_step(request: &serde_json::Value) -> Option<String> {
+    let messages = request["messages"].as_array()?;
+    let user = messages.iter().find(|m| m["role"] == "user")?["content"].as_str()?;
+    let line = user.lines().find_map(|l| l.strip_prefix("Command: "))?;
+    let command: serde_json::Value = serde_json::from_str(line).ok()?;
+    let round = 1 + messages.iter().filter(|m| m["role"] == "assistant").count();
+    Some(format!("{}/chat-{round}", command["id"].as_str()?))
+}
+
+async fn chat(State(posts): State<Posts>, body: String) -> (StatusCode, String) {
+    let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(step) = chat_step(&request) else {
+        return (StatusCode::BAD_REQUEST, r#"{"error":{"message":"no command in the prompt"}}"#.into());
+    };
+    posts.lock().unwrap_or_else(|p| p.into_inner()).entry(step).or_default().push(chrono::Utc::now());
+    let answer = serde_json::json!({
+        "id": "chaos", "object": "chat.completion", "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": DECISION}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+    });
+    (StatusCode::OK, answer.to_string())
+}
+
+async fn summary() -> (StatusCode, String) {
+    let answer = serde_json::json!({
+        "summary": "# Shoal state (chaos run): nothing to report", "format": "text", "tokens": 12,
+        "max_tokens": 1000, "encoding": "o200k_base", "included": 0, "omitted": {}, "as_of": null,
+        "freshness": {"event_time": null, "watermarks": []}, "served_by": "shoal-chaos",
+    });
+    (StatusCode::OK, answer.to_string())
+}
+
 impl Effects {
     /// Serves the endpoint on a free local port.
     pub(super) async fn start() -> Self {
         let posts = Posts::default();
-        let app =
-            axum::Router::new().route("/hook", post(deliver)).route("/lookup", get(lookup)).with_state(posts.clone());
+        let app = axum::Router::new()
+            .route("/hook", post(deliver))
+            .route("/lookup", get(lookup))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/summary", get(summary))
+            .with_state(posts.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the webhook endpoint");
         let address = listener.local_addr().expect("its address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { posts, url: format!("http://{address}/hook"), lookup_url: format!("http://{address}/lookup") }
     }
 
-    /// The workers' settings for the endpoint.
-    pub(super) fn worker_env(&self) -> [(String, String); 2] {
-        [
+    /// Up to `most` steps called more than once, each with the times of its
+    /// calls: to match against the workers' logs.
+    pub(super) fn repeats(&self, most: usize) -> Vec<String> {
+        let posts = self.posts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut repeated: Vec<String> = posts
+            .iter()
+            .filter(|(_, calls)| calls.len() > 1)
+            .map(|(key, calls)| {
+                let times: Vec<String> = calls.iter().map(|t| t.format("%H:%M:%S%.3f").to_string()).collect();
+                format!("{key} called {} times at {}", calls.len(), times.join(", "))
+            })
+            .collect();
+        repeated.sort();
+        repeated.truncate(most);
+        repeated
+    }
+
+    /// The workers' settings for the endpoint: the webhook, and the LLM
+    /// skill's model endpoint and state API (both scripted here).
+    pub(super) fn worker_env(&self) -> Vec<(String, String)> {
+        let base = self.url.trim_end_matches("/hook").to_string();
+        vec![
             ("SHOAL__WORKER__WEBHOOK__URL".into(), self.url.clone()),
             ("SHOAL__WORKER__WEBHOOK__LOOKUP_URL".into(), self.lookup_url.clone()),
+            ("SHOAL__LLM__ENABLED".into(), "true".into()),
+            ("SHOAL__LLM__ENDPOINT".into(), format!("{base}/v1")),
+            ("SHOAL__LLM__MODEL".into(), "chaos-scripted".into()),
+            ("SHOAL__LLM__STATE_API_URL".into(), base),
+            ("SHOAL__LLM__CALL_TIMEOUT_MS".into(), "2000".into()),
+            ("SHOAL__LLM__TOOL_TIMEOUT_MS".into(), "2000".into()),
         ]
     }
 
     /// What the endpoint counted against the commands and their results.
     pub(super) fn count(&self, commands: &[Command], results: &[CommandResult]) -> EffectCount {
-        let posts = self.posts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let posts: HashMap<String, u32> = self
+            .posts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, calls)| (k.clone(), u32::try_from(calls.len()).unwrap_or(u32::MAX)))
+            .collect();
         let succeeded: HashSet<uuid::Uuid> =
             results.iter().filter(|r| r.status == ResultStatus::Succeeded).map(|r| r.command_id).collect();
         let webhook: HashSet<uuid::Uuid> =
             commands.iter().filter(|c| c.kind == "notify_webhook").map(|c| c.id).collect();
+        let llm: HashSet<uuid::Uuid> = commands.iter().filter(|c| c.kind == "llm_decide").map(|c| c.id).collect();
         let expected: Vec<String> = webhook
             .iter()
             .filter(|id| succeeded.contains(id))
             .flat_map(|id| (0..STEPS).map(move |i| format!("{id}/post/{i}")))
+            .chain(llm.iter().filter(|id| succeeded.contains(id)).map(|id| format!("{id}/chat-1")))
             .collect();
         EffectCount {
             commands: webhook.len(),
+            llm_commands: llm.len(),
+            model_calls: posts.iter().filter(|(k, _)| k.contains("/chat-")).map(|(_, &n)| u64::from(n)).sum(),
             steps: posts.len(),
             effects: posts.values().map(|&n| u64::from(n)).sum(),
             missing: expected.iter().filter(|k| !posts.contains_key(*k)).count(),
@@ -91,6 +176,10 @@ impl Effects {
 pub(super) struct EffectCount {
     /// Webhook commands issued.
     pub(super) commands: usize,
+    /// `llm_decide` commands issued.
+    pub(super) llm_commands: usize,
+    /// Chat-completions calls the scripted model answered (among `effects`).
+    pub(super) model_calls: u64,
     /// Distinct steps the endpoint saw (idempotency keys).
     pub(super) steps: usize,
     /// POSTs the endpoint saw.
@@ -103,8 +192,10 @@ impl EffectCount {
     /// The summary line's fields.
     pub(super) fn summary(&self) -> String {
         format!(
-            " webhook_commands={} effects={} effect_steps={} effects_repeated={} effects_missing={}",
+            " webhook_commands={} llm_commands={} model_calls={} effects={} effect_steps={} effects_repeated={} effects_missing={}",
             self.commands,
+            self.llm_commands,
+            self.model_calls,
             self.effects,
             self.steps,
             self.repeated(),
@@ -129,9 +220,31 @@ pub(super) fn webhook_command(key: &str, seq: u64) -> Command {
     }
 }
 
+/// An `llm_decide` command for `key` with sequence number `seq`.
+pub(super) fn llm_command(key: &str, seq: u64) -> Command {
+    Command {
+        kind: "llm_decide".into(),
+        payload: serde_json::json!({ "task": "Decide whether to act on this key (chaos run)." }),
+        ..crate::alert_command(key, seq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_request_names_its_command_and_round() {
+        let command = llm_command("k", 1);
+        let prompt = format!("Task: x\n\nCommand: {}\n\nState summary:\n...", serde_json::json!({"id": command.id}));
+        let first =
+            serde_json::json!({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": prompt}]});
+        assert_eq!(chat_step(&first), Some(format!("{}/chat-1", command.id)));
+        let mut second = first.clone();
+        second["messages"].as_array_mut().unwrap().push(serde_json::json!({"role": "assistant", "content": "{}"}));
+        assert_eq!(chat_step(&second), Some(format!("{}/chat-2", command.id)));
+        assert_eq!(chat_step(&serde_json::json!({"messages": []})), None);
+    }
 
     #[test]
     fn effects_are_counted_against_the_steps_of_succeeded_commands() {
@@ -144,13 +257,18 @@ mod tests {
         let effects = Effects { posts: posts.clone(), url: String::new(), lookup_url: String::new() };
         {
             let mut p = posts.lock().unwrap();
-            p.insert(format!("{}/post/0", a.id), 1);
-            p.insert(format!("{}/post/1", a.id), 2);
-            p.insert(format!("{}/post/0", b.id), 1);
+            p.insert(format!("{}/post/0", a.id), vec![chrono::Utc::now()]);
+            p.insert(format!("{}/post/1", a.id), vec![now, now]);
+            p.insert(format!("{}/post/0", b.id), vec![now]);
         }
         let count = effects.count(&[a.clone(), b.clone(), alert.clone()], &[ok(&a), ok(&b), ok(&alert)]);
-        assert_eq!(count, EffectCount { commands: 2, steps: 3, effects: 4, missing: 1 });
+        assert_eq!(
+            count,
+            EffectCount { commands: 2, llm_commands: 0, model_calls: 0, steps: 3, effects: 4, missing: 1 }
+        );
         assert_eq!(count.repeated(), 1, "a's second step POSTed twice");
+        assert_eq!(effects.repeats(5).len(), 1);
+        assert!(effects.repeats(5)[0].starts_with(&format!("{}/post/1 called 2 times", a.id)));
         assert!(count.summary().contains("effects_repeated=1 effects_missing=1"));
     }
 }

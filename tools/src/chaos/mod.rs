@@ -116,6 +116,12 @@ pub struct Cli {
     /// every step must be POSTed exactly once. `0`: none.
     #[arg(long, default_value_t = 0)]
     pub webhook_every: usize,
+    /// Without --orchestrator: make every Nth command an `llm_decide`
+    /// command, decided by the workers' LLM skill against a scripted model
+    /// endpoint in this process that counts its calls per command and
+    /// round; each must be called exactly once. `0`: none.
+    #[arg(long, default_value_t = 0)]
+    pub llm_every: usize,
     /// Where logs and histories go (default target/chaos/<run id>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -136,7 +142,8 @@ fn spawn_issuer(run: &Run) -> tokio::task::JoinHandle<Vec<Issued>> {
     let issuer_bootstrap = run.bootstrap.clone();
     let commands_topic = run.topics.commands.name.clone();
     let (commands, keys, rate) = (run.cli.commands, run.cli.keys, run.cli.rate);
-    let webhook_every = if run.effects.is_some() { run.cli.webhook_every } else { 0 };
+    let (webhook_every, llm_every) =
+        if run.effects.is_some() { (run.cli.webhook_every, run.cli.llm_every) } else { (0, 0) };
     tokio::spawn(async move {
         let producer = producer_for(&issuer_bootstrap);
         let mut seqs = vec![0u64; keys];
@@ -155,6 +162,8 @@ fn spawn_issuer(run: &Run) -> tokio::task::JoinHandle<Vec<Issued>> {
                 let key = format!("key-{k}");
                 if webhook_every > 0 && n % webhook_every == 0 {
                     batch.push(effects::webhook_command(&key, seqs[k]));
+                } else if llm_every > 0 && n % llm_every == 0 {
+                    batch.push(effects::llm_command(&key, seqs[k]));
                 } else {
                     batch.push(alert_command(&key, seqs[k]));
                 }
@@ -263,6 +272,9 @@ pub async fn run(cli: Cli) -> i32 {
         run.note(&format!("results out of order, for example: {out_of_order_examples:?}"));
     }
     let effects = run.effects.as_ref().map(|e| e.count(&commands, &decoded));
+    for repeat in run.effects.as_ref().map(|e| e.repeats(10)).unwrap_or_default() {
+        run.note(&format!("effect repeated: {repeat}"));
+    }
     let aborted = aborted_outputs(&run.dir);
     let aborted_read =
         results.messages.iter().filter(|m| aborted.contains(&output_digest(m.payload().unwrap_or_default()))).count();

@@ -114,9 +114,12 @@ impl Run {
         let kafka =
             shoal_kafka::settings::KafkaSettings { bootstrap_servers: run.bootstrap.clone(), ..Default::default() };
         shoal_kafka::ensure_topics(&kafka, &run.topics).await.expect("create topics");
-        if run.cli.webhook_every > 0 && !run.cli.orchestrator {
+        if (run.cli.webhook_every > 0 || run.cli.llm_every > 0) && !run.cli.orchestrator {
             let effects = super::effects::Effects::start().await;
-            run.note(&format!("webhook endpoint {} (every {}th command)", effects.url, run.cli.webhook_every));
+            run.note(&format!(
+                "effects endpoint {} (webhook every {}th command, llm_decide every {}th)",
+                effects.url, run.cli.webhook_every, run.cli.llm_every
+            ));
             run.effects = Some(effects);
         }
         for _ in 0..run.cli.workers {
