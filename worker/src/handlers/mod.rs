@@ -5,6 +5,7 @@ mod context;
 mod fraud;
 pub mod llm;
 mod probe;
+pub mod skill;
 mod strategy;
 pub mod webhook;
 
@@ -15,6 +16,7 @@ use shoal_protocol::messages::{Command, kinds};
 
 pub use context::HandlerContext;
 pub use probe::{PROBE_KIND, ProbeHandler};
+pub use skill::{Skill, SkillHandler};
 
 /// Why a handler could not produce an output.
 #[derive(Debug, thiserror::Error)]
