@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos bench chart docs-check arch-check kafka-up kafka-down clean-state soak
+.PHONY: help deps build test lint fmt demo chaos backtest bench chart docs-check arch-check kafka-up kafka-down clean-state soak
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -60,6 +60,14 @@ chaos: deps ## Fault-injection runs of the whole pipeline on a 3-broker cluster,
 	  target/debug/shoal-chaos $(CHAOS_ARGS) --mode $${MODE:-exactly_once} --seed $$seed | tee -a "$$summary" || exit 1; \
 	done; \
 	echo; grep '^chaos: mode=' "$$summary"; rm -f "$$summary"
+
+# The bundled recording: the simulator's walk, seed 42, 20,000 ticks of 3 symbols.
+BACKTEST_RECORDING ?= target/backtest/recording-seed42.jsonl
+
+backtest: deps ## Replay the bundled recording through the trading topology (rules, skills, paper account with risk limits): summary, digest, target/backtest/equity.svg
+	cargo build -p shoal-tools --bin shoal-backtest
+	@test -f $(BACKTEST_RECORDING) || target/debug/shoal-backtest synth --seed 42 --ticks 20000 --out $(BACKTEST_RECORDING)
+	target/debug/shoal-backtest run --recording $(BACKTEST_RECORDING) --out target/backtest $(BACKTEST_ARGS)
 
 bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal at-least-once vs exactly-once, same run
 	scripts/kafka.sh up

@@ -12,6 +12,7 @@
 // Test helpers: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod backtest;
 pub mod bench;
 pub mod chaos;
 pub mod dlq;
