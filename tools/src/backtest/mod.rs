@@ -19,6 +19,7 @@
 //! the same recording and settings give byte-identical commands, results
 //! and ledger, summarised by one digest.
 
+pub mod diff;
 pub mod plot;
 pub mod recording;
 

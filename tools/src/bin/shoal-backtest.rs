@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use shoal_orchestrator::settings::OrchestratorSettings;
 use shoal_paper::{FillModel, RiskLimits};
 use shoal_tools::backtest::recording::{self, Synth};
-use shoal_tools::backtest::{AccountSettings, Setup, plot, run};
+use shoal_tools::backtest::{AccountSettings, Setup, diff, plot, run};
 
 /// Replays a recording of market ticks through Shoal's trading topology —
 /// the orchestrator's state and rules, the workers' skills, a paper account
@@ -25,6 +25,7 @@ use shoal_tools::backtest::{AccountSettings, Setup, plot, run};
 /// Examples:
 ///   shoal-backtest run --recording examples/recordings/sim-seed42.jsonl
 ///   shoal-backtest run --recording r.jsonl --config shoal.toml --max-drawdown 0.05
+///   shoal-backtest diff --recording r.jsonl --b-config eager-rules.toml
 ///   shoal-backtest synth --seed 42 --ticks 20000 --out r.jsonl
 #[derive(Debug, Parser)]
 #[command(name = "shoal-backtest", version, verbatim_doc_comment)]
@@ -38,6 +39,10 @@ enum Command {
     /// Replays a recording and prints the summary line; writes the equity
     /// curve (equity.svg) and the decisions (decisions.jsonl) to --out.
     Run(RunArgs),
+    /// Replays one recording through two versions (A and B configurations)
+    /// and prints where their decisions part: commands only in A, only in
+    /// B, those that differ, and the first divergence per key.
+    Diff(DiffArgs),
     /// Writes a recording from the simulator's price walk (the walk
     /// shoal-sim serves), on a virtual clock.
     Synth(SynthArgs),
@@ -56,6 +61,31 @@ struct RunArgs {
     /// Where equity.svg and decisions.jsonl go.
     #[arg(long, default_value = "target/backtest")]
     out: PathBuf,
+    #[command(flatten)]
+    account: AccountArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The recording both versions replay.
+    #[arg(long)]
+    recording: PathBuf,
+    /// Version A's orchestrator configuration (defaults when absent).
+    #[arg(long)]
+    a_config: Option<PathBuf>,
+    /// Version B's orchestrator configuration (defaults when absent).
+    #[arg(long)]
+    b_config: Option<PathBuf>,
+    /// Most keys whose first divergence is printed.
+    #[arg(long, default_value_t = 20)]
+    max_keys: usize,
+    #[command(flatten)]
+    account: AccountArgs,
+}
+
+/// The paper account and its limits (the same for both versions of a diff).
+#[derive(Debug, clap::Args)]
+struct AccountArgs {
     /// Starting cash of the paper account.
     #[arg(long, default_value = "100000")]
     cash: Decimal,
@@ -85,6 +115,24 @@ struct RunArgs {
     max_drawdown: Decimal,
 }
 
+impl AccountArgs {
+    fn settings(&self) -> AccountSettings {
+        AccountSettings {
+            account: "paper".into(),
+            cash: self.cash,
+            quantity: self.quantity,
+            fill: FillModel::new(self.fee_bps, self.slippage_bps),
+            limits: RiskLimits {
+                max_position_per_symbol: self.max_position,
+                max_notional_per_symbol: self.max_notional,
+                max_total_notional: self.max_total_notional,
+                max_orders_per_minute: self.max_orders_per_minute,
+                max_drawdown: self.max_drawdown,
+            },
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct SynthArgs {
     /// The walk's seed.
@@ -111,6 +159,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => backtest(&args),
+        Command::Diff(args) => shadow(&args),
         Command::Synth(args) => synth(&args),
     };
     match outcome {
@@ -125,20 +174,7 @@ fn main() -> ExitCode {
 fn backtest(args: &RunArgs) -> anyhow::Result<()> {
     let settings: OrchestratorSettings = shoal_config::load(args.config.as_deref())?;
     let ticks = recording::read(&args.recording)?;
-    let limits = RiskLimits {
-        max_position_per_symbol: args.max_position,
-        max_notional_per_symbol: args.max_notional,
-        max_total_notional: args.max_total_notional,
-        max_orders_per_minute: args.max_orders_per_minute,
-        max_drawdown: args.max_drawdown,
-    };
-    let account = AccountSettings {
-        account: "paper".into(),
-        cash: args.cash,
-        quantity: args.quantity,
-        fill: FillModel::new(args.fee_bps, args.slippage_bps),
-        limits,
-    };
+    let account = args.account.settings();
     let setup = Setup { state: settings.state, rules: settings.rules, account };
     eprintln!("shoal-backtest: replaying {} ticks from {}", ticks.len(), args.recording.display());
     let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the runtime")?;
@@ -166,6 +202,29 @@ fn backtest(args: &RunArgs) -> anyhow::Result<()> {
         decisions.display()
     );
     println!("{}", outcome.summary(&setup.account));
+    Ok(())
+}
+
+fn shadow(args: &DiffArgs) -> anyhow::Result<()> {
+    let load = |file: &Option<PathBuf>| -> anyhow::Result<Setup> {
+        let settings: OrchestratorSettings = shoal_config::load(file.as_deref())?;
+        Ok(Setup { state: settings.state, rules: settings.rules, account: args.account.settings() })
+    };
+    let (a, b) = (load(&args.a_config)?, load(&args.b_config)?);
+    let ticks = recording::read(&args.recording)?;
+    eprintln!("shoal-backtest: replaying {} ticks from {} through A and B", ticks.len(), args.recording.display());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the runtime")?;
+    let (run_a, run_b) = (runtime.block_on(run(&ticks, &a))?, runtime.block_on(run(&ticks, &b))?);
+    let d = diff::diff(&run_a, &run_b);
+    println!("A {}", run_a.summary(&a.account));
+    println!("B {}", run_b.summary(&b.account));
+    println!("{}", d.summary());
+    for divergence in d.first_divergence.values().take(args.max_keys) {
+        println!("  first divergence: {}", divergence.describe());
+    }
+    if d.first_divergence.len() > args.max_keys {
+        println!("  ... and {} more keys (--max-keys)", d.first_divergence.len() - args.max_keys);
+    }
     Ok(())
 }
 
