@@ -21,6 +21,7 @@
 
 pub mod diff;
 pub mod plot;
+pub mod record;
 pub mod recording;
 
 use std::collections::BTreeMap;

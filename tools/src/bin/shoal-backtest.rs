@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 use shoal_orchestrator::settings::OrchestratorSettings;
 use shoal_paper::{FillModel, RiskLimits};
+use shoal_tools::backtest::record;
 use shoal_tools::backtest::recording::{self, Synth};
 use shoal_tools::backtest::{AccountSettings, Setup, diff, plot, run};
 
@@ -27,6 +28,7 @@ use shoal_tools::backtest::{AccountSettings, Setup, diff, plot, run};
 ///   shoal-backtest run --recording r.jsonl --config shoal.toml --max-drawdown 0.05
 ///   shoal-backtest diff --recording r.jsonl --b-config eager-rules.toml
 ///   shoal-backtest synth --seed 42 --ticks 20000 --out r.jsonl
+///   shoal-backtest record --out r.jsonl   (the ticks topic of the configured cluster)
 #[derive(Debug, Parser)]
 #[command(name = "shoal-backtest", version, verbatim_doc_comment)]
 struct Cli {
@@ -46,6 +48,9 @@ enum Command {
     /// Writes a recording from the simulator's price walk (the walk
     /// shoal-sim serves), on a virtual clock.
     Synth(SynthArgs),
+    /// Records the ticks topic (committed ticks, from the beginning to its
+    /// end as of now, in event-time order) to a file.
+    Record(RecordArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +139,23 @@ impl AccountArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct RecordArgs {
+    /// Configuration naming the cluster ([kafka]) and the ticks topic
+    /// ([topics] ticks), as shoal-orchestrator reads it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The topic to record (default: the configured ticks topic).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Longest the read may take, seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct SynthArgs {
     /// The walk's seed.
     #[arg(long, default_value_t = 42)]
@@ -161,6 +183,7 @@ fn main() -> ExitCode {
         Command::Run(args) => backtest(&args),
         Command::Diff(args) => shadow(&args),
         Command::Synth(args) => synth(&args),
+        Command::Record(args) => record_topic(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,6 +248,27 @@ fn shadow(args: &DiffArgs) -> anyhow::Result<()> {
     if d.first_divergence.len() > args.max_keys {
         println!("  ... and {} more keys (--max-keys)", d.first_divergence.len() - args.max_keys);
     }
+    Ok(())
+}
+
+fn record_topic(args: &RecordArgs) -> anyhow::Result<()> {
+    let settings: OrchestratorSettings = shoal_config::load(args.config.as_deref())?;
+    let topic = args.topic.clone().unwrap_or_else(|| settings.topics.ticks.name.clone());
+    eprintln!("shoal-backtest: recording {topic} from {}", settings.kafka.bootstrap_servers);
+    let recorded = record::record(&settings.kafka, &topic, std::time::Duration::from_secs(args.timeout_secs))?;
+    recording::write(&args.out, &recorded.ticks)?;
+    if recorded.undecodable > 0 {
+        eprintln!(
+            "shoal-backtest: skipped {} records that are not ticks (partition, offset: {:?})",
+            recorded.undecodable, recorded.undecodable_examples
+        );
+    }
+    println!(
+        "recorded: topic={topic} ticks={} undecodable={} out={}",
+        recorded.ticks.len(),
+        recorded.undecodable,
+        args.out.display()
+    );
     Ok(())
 }
 
