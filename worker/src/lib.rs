@@ -53,6 +53,9 @@ pub async fn run(
         tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
         registry.register(handlers::llm::LLM_DECIDE, skill);
     }
+    if w.paper.enabled {
+        registry.register_skill(handlers::paper::PaperSkill::new(w.paper.clone()));
+    }
     if let Some(webhook) = handlers::webhook::WebhookHandler::from_settings(&w.webhook)? {
         registry.register(handlers::webhook::KIND, webhook);
     }

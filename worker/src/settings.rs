@@ -71,6 +71,8 @@ pub struct WorkerSection {
     pub probe_handler: bool,
     /// The `notify_webhook` skill (`[worker.webhook]`); off unless its URL is set.
     pub webhook: crate::handlers::webhook::WebhookSettings,
+    /// The `paper_order` skill (`[worker.paper]`); off by default.
+    pub paper: crate::handlers::paper::PaperSettings,
 }
 
 impl Default for WorkerSection {
@@ -92,6 +94,7 @@ impl Default for WorkerSection {
             dedupe_window: 100_000,
             probe_handler: false,
             webhook: Default::default(),
+            paper: Default::default(),
         }
     }
 }
@@ -108,7 +111,8 @@ impl WorkerSection {
         in_range("worker.max_concurrency", self.max_concurrency, 1..=10_000, "an integer")?;
         in_range("worker.max_in_flight", self.max_in_flight, 1..=shoal_kafka::pipeline::MAX_IN_FLIGHT, "an integer")?;
         in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")?;
-        self.webhook.validate()
+        self.webhook.validate()?;
+        self.paper.validate()
     }
 }
 

@@ -135,6 +135,14 @@ impl<'a> HandlerContext<'a> {
         Ok(outcome)
     }
 
+    /// The journal's records of this command's partition (the newest per
+    /// step of every command), for a skill whose state is derived from its
+    /// own recorded effects (`paper_order`'s ledgers). A journal that
+    /// cannot be read gives [`HandlerError::Retryable`].
+    pub async fn journal_records(&self) -> Result<Vec<JournalRecord>, HandlerError> {
+        self.journal.partition_records(self.partition).await.map_err(unavailable)
+    }
+
     async fn record(
         &self,
         step: &str,

@@ -4,6 +4,7 @@ mod alert;
 mod context;
 mod fraud;
 pub mod llm;
+pub mod paper;
 mod probe;
 pub mod skill;
 mod strategy;

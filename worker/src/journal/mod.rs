@@ -253,6 +253,17 @@ impl Journal {
         }))
     }
 
+    /// Every record (the newest per step) of commands partition
+    /// `partition`, reading the partition's journal first if this worker
+    /// has not since the last rebalance. In no particular order.
+    pub async fn partition_records(&self, partition: i32) -> Result<Vec<JournalRecord>, JournalError> {
+        // A lookup loads the partition for the current generation.
+        let _ = self.lookup(partition, "").await?;
+        Ok(self.with_index(|index| {
+            index.get(&partition).map(|p| p.records.values().cloned().collect()).unwrap_or_default()
+        }))
+    }
+
     /// Writes `record` to the store (acknowledged) and then to the index.
     pub async fn write(&self, partition: i32, record: JournalRecord) -> Result<(), JournalError> {
         self.store.append(partition, &record).await.inspect_err(|_| {
