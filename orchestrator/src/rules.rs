@@ -6,10 +6,10 @@
 
 use chrono::Duration;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use shoal_protocol::messages::{Event, MarketTick, kinds};
 use shoal_protocol::payloads::{
-    COMMAND_REQUESTED, CommandRequest, EvaluateStrategy, RaiseAlert, ScoreTransaction, check_payload,
+    AccountHistory, COMMAND_REQUESTED, CommandRequest, EvaluateStrategy, RaiseAlert, ScoreTransaction, check_payload,
 };
 use shoal_state::entities::DEFAULT_METRIC;
 use shoal_state::{Applied, EntityKind, Ignored, Input, Provenance, Record, State};
@@ -74,7 +74,7 @@ pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decisi
     }
     match &input.record {
         Record::Tick(tick) => decision.drafts = on_tick(state, rules, tick, before, &input.provenance),
-        Record::Event(event) => match on_event(rules, event, before) {
+        Record::Event(event) => match on_event(state, rules, event, before) {
             Ok(draft) => decision.drafts.extend(draft),
             Err(error) => decision.rejected = Some(("invalid_event_attributes", error)),
         },
@@ -89,6 +89,33 @@ pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decisi
         }
     }
     decision
+}
+
+/// The account's history around a transaction the state has just applied
+/// (`event_id`, in `country`): the features `score_transaction` scores on.
+fn account_history(state: &State, key: &str, event_id: uuid::Uuid, country: &str) -> Option<AccountHistory> {
+    let account = state.account(key)?;
+    let before: Vec<f64> =
+        account.recent.iter().filter(|t| t.event_id != event_id).filter_map(|t| t.amount.to_f64()).collect();
+    let n = before.len();
+    let (mean_amount, std_amount) = if n == 0 {
+        (None, None)
+    } else {
+        let mean = before.iter().sum::<f64>() / n as f64;
+        let variance = before.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        let exact = |v: f64| Decimal::from_f64(v).map(|d| d.round_dp(4));
+        (exact(mean), exact(variance.sqrt()))
+    };
+    let seen_here = account.countries.get(country).map_or(0, |c| c.transactions);
+    Some(AccountHistory {
+        transactions_before: account.transactions.saturating_sub(1),
+        transactions_1h: account.velocity.hour.count,
+        spend_1h: account.velocity.hour.sum,
+        new_country: account.transactions > 1 && seen_here == 1,
+        mean_amount,
+        std_amount,
+        recent: n as u64,
+    })
 }
 
 /// What the rules need from the state as it was before the input: the
@@ -159,7 +186,12 @@ fn on_tick(
 ///   above it. The alert's symbol is `<key>/<metric>` (or the key), its
 ///   level the threshold, its prices the previous and current reading.
 /// - any other kind: `{event_id, event_type, attributes}`.
-fn on_event(rules: &RulesSettings, event: &Event, previous: Option<Decimal>) -> Result<Option<Draft>, String> {
+fn on_event(
+    state: &State,
+    rules: &RulesSettings,
+    event: &Event,
+    previous: Option<Decimal>,
+) -> Result<Option<Draft>, String> {
     if event.event_type == COMMAND_REQUESTED {
         return requested(event).map(Some);
     }
@@ -172,8 +204,9 @@ fn on_event(rules: &RulesSettings, event: &Event, previous: Option<Decimal>) -> 
             map.insert("event_id".into(), serde_json::json!(event.id));
             map.entry("account").or_insert_with(|| serde_json::json!(event.key));
         }
-        let typed: ScoreTransaction = serde_json::from_value(attributes)
+        let mut typed: ScoreTransaction = serde_json::from_value(attributes)
             .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;
+        typed.history = account_history(state, &event.key, event.id, &typed.country);
         serde_json::to_value(typed).map_err(|e| e.to_string())?
     } else if kind == kinds::RAISE_ALERT {
         let reading: SensorReading = serde_json::from_value(event.attributes.clone())
@@ -501,5 +534,29 @@ mod tests {
         assert!(bad.rejected.is_some() && bad.drafts.is_empty());
         let unmapped = b.feed(Record::Event(event("unmapped", "acct-7", serde_json::json!({}))));
         assert!(unmapped.drafts.is_empty() && unmapped.rejected.is_none());
+    }
+
+    #[test]
+    fn a_scoring_command_carries_the_account_history_from_the_state() {
+        let mut b = market();
+        let mut pay = |amount: &str, country: &str| {
+            let attributes = serde_json::json!({"amount": amount, "currency": "EUR", "country": country});
+            let decision = b.feed(Record::Event(event("card_transaction", "acct-9", attributes)));
+            decision.drafts[0].payload["history"].clone()
+        };
+        let first = pay("40", "FR");
+        assert_eq!(first["transactions_before"], 0);
+        assert_eq!(first["new_country"], false, "an account's first country is not new");
+        assert!(first["mean_amount"].is_null(), "no earlier amounts: {first}");
+        for amount in ["38", "42", "40", "39", "41"] {
+            pay(amount, "FR");
+        }
+        let odd = pay("900", "BR");
+        assert_eq!(odd["transactions_before"], 6, "{odd}");
+        assert_eq!(odd["transactions_1h"], 7);
+        assert_eq!(odd["new_country"], true);
+        assert_eq!(odd["recent"], 6);
+        assert_eq!(odd["mean_amount"], "40");
+        assert_eq!(odd["spend_1h"], "1140");
     }
 }

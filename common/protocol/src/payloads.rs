@@ -54,6 +54,35 @@ pub struct ScoreTransaction {
     /// Merchant category code.
     #[serde(default)]
     pub merchant_category: Option<String>,
+    /// What the account's derived state says around this transaction, added
+    /// by the decision rules (absent in commands from elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<AccountHistory>,
+}
+
+/// An account's history as the decisions stage's state holds it when a
+/// transaction is scored: the features of `score_transaction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountHistory {
+    /// Transactions of the account before this one.
+    pub transactions_before: u64,
+    /// Transactions in the last hour, this one included.
+    pub transactions_1h: u64,
+    /// Amount spent in the last hour, this one included.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub spend_1h: Decimal,
+    /// Whether this is the account's first transaction from this country
+    /// (false for the account's first transaction).
+    pub new_country: bool,
+    /// Mean of the amounts of the account's recent transactions before this
+    /// one (absent without any).
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub mean_amount: Option<Decimal>,
+    /// Their population standard deviation.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub std_amount: Option<Decimal>,
+    /// How many recent transactions the mean and deviation are over.
+    pub recent: u64,
 }
 
 mod decimal_vec {
