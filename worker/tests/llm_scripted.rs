@@ -92,8 +92,13 @@ async fn serve(steps: Vec<Step>) -> (String, Arc<Script>) {
     (base, script)
 }
 
+/// A secret file of its own per call: the tests run in parallel, and one
+/// rewriting a shared file (truncated, then written) while another reads it
+/// made the reader see an empty file.
 fn secret_file(name: &str, text: &str) -> String {
-    let path = std::env::temp_dir().join(format!("shoal-llm-test-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("shoal-llm-test-{}-{n}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
