@@ -244,9 +244,9 @@ impl Skill for PaperSkill {
                 async move { serde_json::to_value(decided).map_err(|e| HandlerError::Rejected(e.to_string())) }
             })
             .await?;
-        // The account after this order (rebuilt with it when it came from
-        // the journal).
-        let after = self.rebuild(&account, &ctx.journal_records().await?);
+        // `broker` now holds this order either way: submitted just now, or,
+        // when the journal answered, replayed by the rebuild above.
+        let after = broker;
         let ledger = after.ledger(&account).map(|l| {
             let mark = l.mark(l.marks());
             serde_json::json!({
