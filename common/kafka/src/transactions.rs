@@ -118,6 +118,13 @@ impl TransactionalProducer {
         self.transaction_timeout.saturating_mul(2)
     }
 
+    /// `transaction.timeout.ms`: a transaction open longer is aborted by
+    /// the coordinator, which bumps the producer's epoch (the producer then
+    /// reads as fenced).
+    pub fn transaction_timeout(&self) -> Duration {
+        self.transaction_timeout
+    }
+
     /// The transactional id.
     pub fn transactional_id(&self) -> &str {
         &self.transactional_id

@@ -295,13 +295,11 @@ async fn partitioned_past_the_session_timeout(test: &str, port: u16, how: Partit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Shoal bug: cut off past its transaction timeout with a transaction open, the worker is fenced by the coordinator's abort and exits (status 1, 'another instance owns this transactional id') instead of rejoining; see docs/reliability.md#network-faults"]
 async fn a_worker_blackholed_past_its_session_timeout_rejoins_and_no_result_is_lost_or_repeated() {
     partitioned_past_the_session_timeout("netblackhole", 29410, Partition::Blackhole).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Shoal bug: cut off past its transaction timeout with a transaction open, the worker is fenced by the coordinator's abort and exits (status 1, 'another instance owns this transactional id') instead of rejoining; see docs/reliability.md#network-faults"]
 async fn a_worker_whose_connections_are_reset_past_its_session_timeout_rejoins_and_no_result_is_lost_or_repeated() {
     partitioned_past_the_session_timeout("netreset", 29420, Partition::Reset).await;
 }

@@ -106,8 +106,9 @@ pub struct Cli {
     /// reset, seeded), each healed after 2 s to --partition-secs.
     #[arg(long, default_value_t = 0)]
     pub partitions: usize,
-    /// Longest network partition, seconds (shorter than the workers'
-    /// transaction timeout of 10 s: see docs/known-issues.md).
+    /// Longest network partition, seconds (the workers' transaction
+    /// timeout is 10 s; longer partitions abort open transactions, which
+    /// the worker recovers from: see docs/reliability.md).
     #[arg(long, default_value_t = 8)]
     pub partition_secs: u64,
     /// Without --orchestrator: make every Nth command a `notify_webhook`

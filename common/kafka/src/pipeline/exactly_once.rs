@@ -490,10 +490,7 @@ async fn finish_commit(
                 .unwrap_or(Err(TxError::Fatal(rdkafka::error::KafkaError::Canceled)));
             match aborted {
                 Ok(()) => AfterCommit::Rewind,
-                Err(TxError::Fenced(error)) => {
-                    tracing::error!(stage, %error, "fenced: another instance owns this transactional id; stopping");
-                    AfterCommit::Fenced
-                }
+                Err(TxError::Fenced(error)) => fenced(ctx, producer, &done, &error),
                 Err(error) => {
                     tracing::error!(stage, %error, "abort failed; recreating the producer");
                     AfterCommit::RecreateProducer
@@ -501,8 +498,9 @@ async fn finish_commit(
             }
         }
         Err(TxError::Fenced(error)) => {
-            tracing::error!(stage, %error, "fenced: another instance owns this transactional id; stopping");
-            AfterCommit::Fenced
+            // Not committed: aborted by the coordinator or by the fencer.
+            ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
+            fenced(ctx, producer, &done, &error)
         }
         Err(TxError::Fatal(error)) => {
             ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
@@ -510,6 +508,33 @@ async fn finish_commit(
             AfterCommit::RecreateProducer
         }
     }
+}
+
+/// What a fenced commit means. A transaction that stayed open past
+/// `transaction.timeout.ms` (the broker unreachable meanwhile) was aborted by
+/// the coordinator, which bumped the producer's epoch: the producer reads as
+/// fenced although no other instance exists, so a new producer (same id) and
+/// a rewind recover. Fenced sooner, another instance owns the id: stop.
+fn fenced(
+    ctx: &LoopContext<'_>,
+    producer: &TransactionalProducer,
+    done: &Committing,
+    error: &rdkafka::error::KafkaError,
+) -> AfterCommit {
+    let stage = ctx.settings.name;
+    let open_for = done.started.elapsed();
+    if open_for >= producer.transaction_timeout() {
+        tracing::warn!(
+            stage,
+            %error,
+            open_for_ms = open_for.as_millis() as u64,
+            transaction_timeout_ms = producer.transaction_timeout().as_millis() as u64,
+            "fenced after the transaction outlived its timeout (the coordinator aborted it); recreating the producer and rewinding"
+        );
+        return AfterCommit::RecreateProducer;
+    }
+    tracing::error!(stage, %error, "fenced: another instance owns this transactional id; stopping");
+    AfterCommit::Fenced
 }
 
 /// Digest identifying one output record's body across processes (FNV-1a,
