@@ -4,6 +4,7 @@
 //! its result is acknowledged (at-least-once).
 
 pub mod dedupe;
+pub mod flow;
 pub mod handlers;
 pub mod journal;
 pub mod processor;
@@ -40,6 +41,7 @@ pub async fn run(
 ) -> anyhow::Result<DrainReport> {
     use anyhow::Context as _;
     let w = &settings.worker;
+    let flow_stats = Arc::new(flow::FlowStats::default());
     let env = settings.stage_env(&w.id, &telemetry);
     env.announce(STAGE);
     if settings.topics.create {
@@ -49,7 +51,13 @@ pub async fn run(
         registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
     }
     if settings.llm.enabled {
-        let skill = handlers::llm::LlmHandler::new(&settings.llm).context("setting up the LLM skill ([llm])")?;
+        let budget = match w.flow.llm.tokens_per_key_per_minute {
+            0 => None,
+            per_minute => Some(Arc::new(flow::TokenBudget::new(per_minute))),
+        };
+        let skill = handlers::llm::LlmHandler::new(&settings.llm)
+            .context("setting up the LLM skill ([llm])")?
+            .with_key_budget(budget, flow_stats.clone());
         tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
         registry.register(handlers::llm::LLM_DECIDE, skill);
     }
@@ -71,6 +79,8 @@ pub async fn run(
         .context("joining the workers' consumer group")?;
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
     stats.register_metrics(&telemetry.metrics, &[]);
+    flow_stats.register_metrics(&telemetry.metrics, &[]);
+    let flow = Arc::new(flow_control(w, flow_stats));
     let journal_stats = Arc::new(JournalStats::default());
     journal_stats.register_metrics(&telemetry.metrics, &[]);
     let store = KafkaStore::new(&settings.kafka, &format!("{}-journal", w.id), &settings.topics.journal.name)
@@ -94,6 +104,7 @@ pub async fn run(
         metrics: telemetry.metrics.clone(),
         sampler: telemetry.sampler.clone(),
         journal,
+        flow,
     };
     let dedupe = match settings.delivery.mode {
         DeliveryMode::ExactlyOnce => None,
@@ -111,6 +122,26 @@ pub async fn run(
     };
     let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe);
     Ok(stage.run(&mut processor, shutdown).await)
+}
+
+/// The worker's flow control, with a warning when its priorities cannot
+/// act on every command read (docs/flow-control.md, "Head of line").
+fn flow_control(w: &settings::WorkerSection, stats: Arc<flow::FlowStats>) -> flow::FlowControl {
+    let settings = &w.flow;
+    let slots = if settings.slots == 0 { w.max_concurrency } else { settings.slots };
+    if settings.limits_kinds() {
+        tracing::info!(slots, kinds = ?settings.kinds.keys().collect::<Vec<_>>(), "flow control by kind");
+        if w.max_concurrency < w.max_in_flight {
+            tracing::warn!(
+                max_concurrency = w.max_concurrency,
+                max_in_flight = w.max_in_flight,
+                "commands waiting for admission hold one of worker.max_concurrency pipeline slots each: \
+                 set worker.max_concurrency to worker.max_in_flight (and worker.flow.slots to the handlers \
+                 you want at once) so that priorities act on every command read"
+            );
+        }
+    }
+    flow::FlowControl::new(settings, w.max_concurrency, stats)
 }
 
 /// Fences the journal's effects: a ticker notices pauses of this process,

@@ -26,6 +26,7 @@ use shoal_telemetry::metrics::{Metrics, kind_label};
 use tracing::Instrument;
 
 use crate::dedupe::{TailReader, Window};
+use crate::flow::FlowControl;
 use crate::handlers::{HandlerContext, HandlerError, Registry};
 use crate::journal::Journal;
 
@@ -145,6 +146,10 @@ impl RetryPolicy {
 
 /// How one command ended.
 struct Execution {
+    /// When its handler started (after admission), or when it was decided
+    /// without one.
+    started_at: chrono::DateTime<Utc>,
+    started: std::time::Instant,
     status: ResultStatus,
     output: serde_json::Value,
     attempts: u32,
@@ -184,29 +189,42 @@ pub struct Executor {
     pub sampler: Arc<Sampler>,
     /// The side-effect journal handlers' effects go through.
     pub journal: Arc<Journal>,
+    /// Admission of commands to their handlers (priorities, limits).
+    pub flow: Arc<FlowControl>,
 }
 
 impl Executor {
     /// Runs the handler with retries, catching panics and enforcing the
     /// time limit on each attempt.
     async fn execute(&self, command: &Command, partition: i32) -> Execution {
+        let (started_at, started) = (Utc::now(), std::time::Instant::now());
+        let decided =
+            |status, output, dead_letter| Execution { started_at, started, status, output, attempts: 0, dead_letter };
         if let Some(deadline) = command.deadline
             && Utc::now() > deadline
         {
             let output = serde_json::json!({"reason": "deadline passed before execution", "deadline": deadline});
-            return Execution { status: ResultStatus::Expired, output, attempts: 0, dead_letter: None };
+            return decided(ResultStatus::Expired, output, None);
         }
         let Some(handler) = self.registry.get(&command.kind) else {
             let error =
                 format!("no handler for kind {:?}; this worker handles {:?}", command.kind, self.registry.kinds());
             let output = serde_json::json!({ "error": error });
-            return Execution {
-                status: ResultStatus::Unsupported,
-                output,
-                attempts: 0,
-                dead_letter: Some("unsupported_kind"),
-            };
+            return decided(ResultStatus::Unsupported, output, Some("unsupported_kind"));
         };
+        // Held until the handler is done (all attempts, retries' waits).
+        let _admission = match self.flow.admit(&command.kind, &command.key, command.deadline).await {
+            Ok(admission) => admission,
+            Err(expired) => {
+                let output = serde_json::json!({
+                    "reason": "deadline passed while waiting for admission (worker.flow)",
+                    "deadline": command.deadline,
+                    "waited_ms": u64::try_from(expired.waited.as_millis()).unwrap_or(u64::MAX),
+                });
+                return decided(ResultStatus::Expired, output, None);
+            }
+        };
+        let (started_at, started) = (Utc::now(), std::time::Instant::now());
         let mut attempt = 1;
         loop {
             let owned = command.clone();
@@ -244,7 +262,8 @@ impl Executor {
             }
             match outcome {
                 Ok(output) => {
-                    return Execution { status: ResultStatus::Succeeded, output, attempts: attempt, dead_letter: None };
+                    let (status, attempts, dead_letter) = (ResultStatus::Succeeded, attempt, None);
+                    return Execution { started_at, started, status, output, attempts, dead_letter };
                 }
                 Err(error) if error.is_retryable() && attempt < self.retry.max_attempts => {
                     // Only this key waits: the pipeline runs other keys'
@@ -259,6 +278,8 @@ impl Executor {
                     let reason = dead_letter_reason(&error);
                     let output = serde_json::json!({"error": error.to_string(), "attempts": attempt});
                     return Execution {
+                        started_at,
+                        started,
                         status: ResultStatus::Failed,
                         output,
                         attempts: attempt,
@@ -295,10 +316,9 @@ impl Executor {
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
-        let started_at = Utc::now();
-        let started = std::time::Instant::now();
         let execution = self.execute(&command, message.partition()).instrument(span.clone()).await;
-        let elapsed = started.elapsed();
+        // The handler's time: a wait for admission is not in it.
+        let (started_at, elapsed) = (execution.started_at, execution.started.elapsed());
         self.metrics.handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
         let status = execution.status;
         span.record("shoal.result.status", status.as_str());
@@ -447,6 +467,7 @@ impl Processor for CommandProcessor {
         let s = &self.exec.stats;
         s.dedupe_window.store(self.dedupe.as_ref().map_or(0, |d| d.window.len() as u64), Ordering::Relaxed);
         s.log_status("worker status", "worker");
+        self.exec.flow.stats.log_status("flow status", "worker");
         self.exec.journal.stats.log_status("journal status", "worker");
     }
 }

@@ -73,6 +73,9 @@ pub struct WorkerSection {
     pub webhook: crate::handlers::webhook::WebhookSettings,
     /// The `paper_order` skill (`[worker.paper]`); off by default.
     pub paper: crate::handlers::paper::PaperSettings,
+    /// Flow control (`[worker.flow]`): priorities and limits per kind and
+    /// key, the LLM skill's token budget per key.
+    pub flow: crate::flow::FlowSettings,
 }
 
 impl Default for WorkerSection {
@@ -95,6 +98,7 @@ impl Default for WorkerSection {
             probe_handler: false,
             webhook: Default::default(),
             paper: Default::default(),
+            flow: Default::default(),
         }
     }
 }
@@ -112,7 +116,8 @@ impl WorkerSection {
         in_range("worker.max_in_flight", self.max_in_flight, 1..=shoal_kafka::pipeline::MAX_IN_FLIGHT, "an integer")?;
         in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")?;
         self.webhook.validate()?;
-        self.paper.validate()
+        self.paper.validate()?;
+        self.flow.validate(self.max_concurrency)
     }
 }
 

@@ -410,6 +410,23 @@ async fn a_blown_token_budget_stops_the_command_for_good() {
 }
 
 #[tokio::test]
+async fn a_key_over_its_token_budget_per_minute_is_refused_before_the_model_is_called() {
+    let (base, script) = serve(vec![answer(GOOD, 400, 100), answer(GOOD, 10, 10)]).await;
+    let budget = Arc::new(shoal_worker::flow::TokenBudget::new(450));
+    let stats = Arc::new(shoal_worker::flow::FlowStats::default());
+    let handler = LlmHandler::new(&settings(&base)).unwrap().with_key_budget(Some(budget), stats.clone());
+    handler.handle(&command(), 1).await.unwrap();
+    let error = handler.handle(&command(), 1).await.unwrap_err();
+    assert!(matches!(error, HandlerError::Rejected(_)), "not retried: {error}");
+    let text = error.to_string();
+    assert!(text.contains("worker.flow.llm.tokens_per_key_per_minute = 450") && text.contains("SIM-A"), "{text}");
+    assert_eq!(script.chats.lock().unwrap().len(), 1, "the second command did not reach the model");
+    assert_eq!(stats.llm_budget_refusals.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let other = Command { key: "SIM-B".into(), ..command() };
+    handler.handle(&other, 1).await.unwrap();
+}
+
+#[tokio::test]
 async fn the_api_key_never_shows_in_debug_errors_spans_or_logs() {
     let seen = Seen::default();
     let _guard = seen.install();

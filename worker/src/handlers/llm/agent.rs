@@ -57,6 +57,28 @@ pub struct Agent {
     max_tokens: u32,
     temperature: f64,
     summary_max_tokens: u32,
+    /// Tokens per key per minute (`worker.flow.llm`), if limited.
+    pub key_budget: Option<KeyBudget>,
+}
+
+/// The per-key token budget and where its refusals are counted.
+#[derive(Debug)]
+pub struct KeyBudget {
+    /// The budget.
+    pub budget: std::sync::Arc<crate::flow::TokenBudget>,
+    /// Counters.
+    pub stats: std::sync::Arc<crate::flow::FlowStats>,
+}
+
+impl KeyBudget {
+    /// Refuses a call of a key whose budget is spent; a failure for good (the
+    /// command is dead-lettered): retrying at once would be refused again.
+    fn check(&self, key: &str) -> Result<(), HandlerError> {
+        self.budget.check(key, tokio::time::Instant::now()).map(drop).map_err(|exceeded| {
+            self.stats.llm_budget_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            HandlerError::Rejected(exceeded.to_string())
+        })
+    }
 }
 
 /// How the loop ended without an answer.
@@ -99,6 +121,7 @@ impl Agent {
             max_tokens: settings.max_tokens_per_call,
             temperature: settings.temperature,
             summary_max_tokens: settings.summary_max_tokens,
+            key_budget: None,
         }
     }
 
@@ -126,11 +149,20 @@ impl Agent {
             let span = chat_span(&self.provider, &self.model, &request, &messages[sent..], round);
             sent = messages.len();
             let args = serde_json::to_value(&request).map_err(|e| HandlerError::Rejected(e.to_string()))?;
+            // Inside the journalled step: a call replayed from the journal is
+            // neither checked against the key's budget nor charged again.
             let call = async {
-                self.client.complete(&request).await.map_err(|error| {
+                if let Some(budget) = &self.key_budget {
+                    budget.check(&command.key)?;
+                }
+                let reply = self.client.complete(&request).await.map_err(|error| {
                     finish_chat_span(&span, None, Some(&error));
                     call_failure(&error, round, attempt)
-                })
+                })?;
+                if let Some(key_budget) = &self.key_budget {
+                    key_budget.budget.charge(&command.key, reply.usage.total(), tokio::time::Instant::now());
+                }
+                Ok(reply)
             };
             let reply: ChatReply =
                 step(journal, &format!("chat-{round}"), &args, call).instrument(span.clone()).await?;

@@ -16,6 +16,7 @@ mod record;
 pub mod settings;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -27,6 +28,7 @@ pub use settings::LlmSettings;
 
 use self::client::{ChatClient, RetryBounds};
 use super::{Handler, HandlerContext, HandlerError};
+use crate::flow::{FlowStats, TokenBudget};
 
 /// The skill's command kind.
 pub const LLM_DECIDE: &str = "llm_decide";
@@ -106,6 +108,15 @@ impl LlmHandler {
             .map_err(|e| LlmSetupError::Client { key: "llm.state_api_url", detail: e.to_string() })?;
         let agent = agent::Agent::new(settings, client, ShoalTools::new(state), schema, validator);
         Ok(Self { agent })
+    }
+
+    /// Holds each key to `budget` (`worker.flow.llm`), if any: a model call
+    /// of a key whose budget is spent fails the command for good, and each
+    /// call's tokens are charged to its key. Refusals are counted in
+    /// `stats`.
+    pub fn with_key_budget(mut self, budget: Option<Arc<TokenBudget>>, stats: Arc<FlowStats>) -> Self {
+        self.agent.key_budget = budget.map(|budget| agent::KeyBudget { budget, stats });
+        self
     }
 }
 
