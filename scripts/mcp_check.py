@@ -70,7 +70,7 @@ async def reads(client: Client) -> str:
     """Every read tool, resources, and a change notification; returns a symbol."""
     tools = await client.list_tools()
     names = sorted(t.name for t in tools.tools)
-    check(names == sorted(READ_TOOLS + ["issue_command"]), f"tools listed: {names}")
+    check(names == sorted(READ_TOOLS + ["issue_command", "list_approvals", "approve_command", "reject_command"]), f"tools listed: {names}")
     for tool in tools.tools:
         check(bool(tool.description) and tool.input_schema.get("type") == "object", f"{tool.name} is described")
         check(tool.output_schema is not None, f"{tool.name} has an output schema")

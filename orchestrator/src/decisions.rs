@@ -22,11 +22,13 @@ use shoal_telemetry::metrics::{Metrics, kind_label};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::approvals::{ApprovalRules, Expiry};
 use crate::rules::{Decision, Draft};
 use crate::sequences::{Recovery, Sequences};
 use crate::settings::RulesSettings;
 use crate::state::Shards;
 use crate::state::decode::{InputTopics, decode};
+use shoal_protocol::approvals::HeldCommand;
 
 shoal_telemetry::counters! {
     /// Decisions counters.
@@ -83,6 +85,11 @@ pub struct DecisionProcessor {
     pub metrics: Arc<Metrics>,
     /// Which decisions starting here are traced.
     pub sampler: Arc<Sampler>,
+    /// Kinds held for approval, and the approvals topic.
+    pub approvals: ApprovalRules,
+    /// Writes the expiries of overdue approvals (`None`: no kind needs
+    /// approval).
+    pub expiry: Option<Expiry>,
 }
 
 /// The stage's name (logs, metrics, readiness checks).
@@ -137,18 +144,52 @@ impl DecisionProcessor {
         }
     }
 
+    /// Issues `draft`, or holds it for approval when its kind needs one.
     fn issue(&mut self, draft: Draft, input: (&str, i32), out: &mut Outputs, parent: &tracing::Span) {
-        let seq = self.sequences.next(&draft.key, input);
-        let issued_at = Utc::now();
-        let command = Command {
-            schema_version: SCHEMA_VERSION,
+        let now = Utc::now();
+        let held = HeldCommand {
             id: Uuid::now_v7(),
             kind: draft.kind,
             key: draft.key,
-            seq,
-            issued_at,
-            deadline: self.deadline.map(|d| issued_at + d),
+            decided_at: now,
+            deadline: self.deadline.map(|d| now + d),
             payload: draft.payload,
+        };
+        if self.approvals.needs(&held.kind) {
+            return self.hold(held, draft.requested_by, out, parent);
+        }
+        self.publish(held, input, out, parent);
+    }
+
+    /// Writes the approval request holding `held` to the approvals topic.
+    fn hold(
+        &mut self,
+        held: HeldCommand,
+        requested_by: Option<shoal_protocol::payloads::Requester>,
+        out: &mut Outputs,
+        parent: &tracing::Span,
+    ) {
+        let (id, kind, key) = (held.id, held.kind.clone(), held.key.clone());
+        let event = self.approvals.request(held, requested_by);
+        let meta = MessageMeta { message_type: "approval", producer_id: &self.producer_id, command_id: Some(id) };
+        out.message(&self.approvals.topic, &id.to_string(), &meta, &event, parent);
+        parent.in_scope(|| {
+            tracing::info!(command_id = %id, %kind, %key, "command held for approval");
+        });
+    }
+
+    /// Issues `held` with the key's next `seq` and its own id and deadline.
+    fn publish(&mut self, held: HeldCommand, input: (&str, i32), out: &mut Outputs, parent: &tracing::Span) {
+        let seq = self.sequences.next(&held.key, input);
+        let command = Command {
+            schema_version: SCHEMA_VERSION,
+            id: held.id,
+            kind: held.kind,
+            key: held.key,
+            seq,
+            issued_at: Utc::now(),
+            deadline: held.deadline,
+            payload: held.payload,
         };
         let span = trace::child(parent, || {
             shoal_kafka::send_span!(
@@ -196,6 +237,10 @@ impl DecisionProcessor {
                 span.record("shoal.commands_issued", decision.drafts.len());
                 for draft in decision.drafts {
                     self.issue(draft, (message.topic(), message.partition()), out, &span);
+                }
+                for held in decision.released {
+                    span.in_scope(|| tracing::info!(command_id = %held.id, kind = %held.kind, key = %held.key, "command approved"));
+                    self.publish(held, (message.topic(), message.partition()), out, &span);
                 }
                 if let Some((reason, error)) = decision.rejected {
                     self.dead_letter(message, reason, error, out, &span);
@@ -291,6 +336,11 @@ impl Processor for DecisionProcessor {
 
     fn tick(&mut self) {
         self.shards.publish(false);
+        if let Some(expiry) = &mut self.expiry {
+            let now = Utc::now();
+            let overdue = self.shards.states_of(&self.approvals.topic).flat_map(|s| crate::approvals::overdue(s, now));
+            expiry.expire(overdue.collect());
+        }
     }
 
     fn status(&self) {

@@ -11,6 +11,7 @@
 //! Both consuming stages keep the state derived from what they read
 //! ([`state`]), served by the query API.
 
+pub mod approvals;
 pub mod decisions;
 pub mod feed;
 pub mod requests;
@@ -34,6 +35,7 @@ use shoal_telemetry::Telemetry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::approvals::{ApprovalRules, ApprovalsSink, Expiry};
 use crate::decisions::{DecisionProcessor, DecisionStats, SequenceRecovery};
 use crate::feed::{FeedStats, TickSink};
 use crate::results::{Recorder, ResultProcessor, ResultStats};
@@ -197,7 +199,7 @@ fn state_inputs(settings: &OrchestratorSettings) -> Vec<(String, i32)> {
     let (o, t) = (&settings.orchestrator, &settings.topics);
     let mut inputs = Vec::new();
     if o.runs(decisions::STAGE) {
-        inputs.extend([&t.ticks, &t.events]);
+        inputs.extend([&t.ticks, &t.events, &t.approvals]);
     }
     if o.runs(results::STAGE) {
         inputs.extend([&t.commands, &t.results, &t.dlq]);
@@ -270,6 +272,17 @@ fn api_app(
         app = app.layer(axum::Extension(Arc::new(requests)));
         tracing::warn!(per_minute, "command requests accepted from admin tokens (api.issue_commands = true)");
     }
+    if !settings.rules.approval_kinds.is_empty() {
+        let sink = ApprovalsSink::new(
+            &settings.kafka,
+            &settings.topics.approvals.name,
+            &settings.orchestrator.id,
+            "approvals",
+        )
+        .context("creating the approval decisions' producer")?;
+        let approvals = shoal_api::http::approvals::Approvals::new(Arc::new(sink));
+        app = app.layer(axum::Extension(Arc::new(approvals)));
+    }
     if api.mcp {
         let options = shoal_mcp::http::HttpOptions {
             allowed_hosts: api.mcp_allowed_hosts.clone(),
@@ -307,12 +320,14 @@ fn decisions_stage(
     stop: CancellationToken,
 ) -> anyhow::Result<(Stage, DecisionProcessor)> {
     let o = &settings.orchestrator;
-    let topics = [settings.topics.ticks.name.as_str(), settings.topics.events.name.as_str()];
+    let t = &settings.topics;
+    let topics = [t.ticks.name.as_str(), t.events.name.as_str(), t.approvals.name.as_str()];
     let tail = TailReader::new(&settings.kafka, &format!("{}-sequences", o.id), &settings.topics.commands.name)
         .context("creating the commands topic reader")?;
     let stage = connect(settings, env, decisions::STAGE, &o.decisions_group, &topics)?;
     stats.register_metrics(&env.telemetry.metrics, &[]);
     let deadline_ms = settings.rules.command_deadline_ms;
+    let (approvals, expiry) = approval_rules(settings)?;
     let processor = DecisionProcessor {
         producer_id: o.id.clone(),
         commands_topic: settings.topics.commands.name.clone(),
@@ -328,8 +343,28 @@ fn decisions_stage(
         consumer_group: o.decisions_group.clone(),
         metrics: env.telemetry.metrics.clone(),
         sampler: env.telemetry.sampler.clone(),
+        approvals,
+        expiry,
     };
     Ok((stage, processor))
+}
+
+/// The decisions stage's approval rules, and its expiry timer when a kind
+/// needs approval.
+fn approval_rules(settings: &OrchestratorSettings) -> anyhow::Result<(ApprovalRules, Option<Expiry>)> {
+    let r = &settings.rules;
+    let rules = ApprovalRules {
+        kinds: r.approval_kinds.clone(),
+        timeout: chrono::Duration::milliseconds(i64::try_from(r.approval_timeout_ms).unwrap_or(i64::MAX)),
+        topic: settings.topics.approvals.name.clone(),
+    };
+    if r.approval_kinds.is_empty() {
+        return Ok((rules, None));
+    }
+    let sink = ApprovalsSink::new(&settings.kafka, &rules.topic, &settings.orchestrator.id, "expiry")
+        .context("creating the approval expiries' producer")?;
+    tracing::info!(kinds = ?r.approval_kinds, timeout_ms = r.approval_timeout_ms, "commands of these kinds wait for approval");
+    Ok((rules, Some(Expiry::new(Arc::new(sink)))))
 }
 
 /// Results: commands and results in, outcomes recorded.

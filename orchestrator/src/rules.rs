@@ -29,6 +29,8 @@ pub struct Draft {
     pub key: String,
     /// Payload.
     pub payload: serde_json::Value,
+    /// Who asked for it, when a person did (a `command_requested` event).
+    pub requested_by: Option<shoal_protocol::payloads::Requester>,
 }
 
 /// What applying one input to the state decided.
@@ -41,6 +43,9 @@ pub struct Decision {
     /// Set when a rule applies but the input does not fit its command:
     /// (reason, detail). The input is still applied to the state.
     pub rejected: Option<(&'static str, String)>,
+    /// Held commands whose approval the input settled as approved: issue
+    /// them ([`crate::approvals`]).
+    pub released: Vec<shoal_protocol::approvals::HeldCommand>,
 }
 
 /// Attributes of an event mapped to `raise_alert` (an IoT sensor reading):
@@ -67,6 +72,7 @@ pub const MOVE_MARK: &str = "move_rule";
 /// An input the state already applied (a replay) decides nothing.
 pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decision {
     let before = previous_value(state, &input.record);
+    let was_pending = crate::approvals::pending_before(state, &input.record);
     let applied = state.apply(input);
     let mut decision = Decision { applied, ..Decision::default() };
     if matches!(decision.applied.ignored, Some(Ignored::Replay { .. })) {
@@ -78,6 +84,9 @@ pub fn decide(state: &mut State, rules: &RulesSettings, input: &Input) -> Decisi
             Ok(draft) => decision.drafts.extend(draft),
             Err(error) => decision.rejected = Some(("invalid_event_attributes", error)),
         },
+        Record::Approval(event) if was_pending => {
+            decision.released.extend(crate::approvals::released(state, event));
+        }
         _ => {}
     }
     // An input the state cannot apply decides nothing and is dead-lettered
@@ -228,7 +237,7 @@ fn on_event(
     } else {
         serde_json::json!({"event_id": event.id, "event_type": event.event_type, "attributes": event.attributes})
     };
-    Ok(Some(Draft { kind: kind.clone(), key: event.key.clone(), payload }))
+    Ok(Some(Draft { kind: kind.clone(), key: event.key.clone(), payload, requested_by: None }))
 }
 
 /// The command a `command_requested` event asks for (written by the API
@@ -238,12 +247,13 @@ fn requested(event: &Event) -> Result<Draft, String> {
     let request: CommandRequest = serde_json::from_value(event.attributes.clone())
         .map_err(|e| format!("{COMMAND_REQUESTED} event is not a command request: {e}"))?;
     let payload = check_payload(&request.kind, &request.payload)?;
-    Ok(Draft { kind: request.kind, key: event.key.clone(), payload })
+    Ok(Draft { kind: request.kind, key: event.key.clone(), payload, requested_by: Some(request.requested_by) })
 }
 
 fn draft<T: serde::Serialize>(kind: &str, key: &str, payload: &T) -> Draft {
     // The payload types serialise infallibly (strings, numbers, vectors).
-    Draft { kind: kind.into(), key: key.into(), payload: serde_json::to_value(payload).unwrap_or_default() }
+    let payload = serde_json::to_value(payload).unwrap_or_default();
+    Draft { kind: kind.into(), key: key.into(), payload, requested_by: None }
 }
 
 /// The multiple of `step` crossed going from `from` to `to`, nearest to `to`.
@@ -280,6 +290,12 @@ pub struct RulesSettings {
     pub command_deadline_ms: u64,
     /// Event type → command kind for events on the events topic.
     pub events: BTreeMap<String, String>,
+    /// Command kinds held for a person's approval before they are issued
+    /// (`docs/approval.md`); empty: none.
+    pub approval_kinds: Vec<String>,
+    /// How long a held command waits for approval when it has no deadline
+    /// of its own (`command_deadline_ms` is 0), milliseconds.
+    pub approval_timeout_ms: u64,
 }
 
 impl RulesSettings {
@@ -297,6 +313,13 @@ impl RulesSettings {
         for (event_type, kind) in &self.events {
             non_empty(&format!("rules.events.{event_type}"), kind, "a command kind")?;
         }
+        for (i, kind) in self.approval_kinds.iter().enumerate() {
+            non_empty("rules.approval_kinds", kind, "a list of command kinds")?;
+            if self.approval_kinds[..i].contains(kind) {
+                return Err(SettingsError::invalid("rules.approval_kinds", kind, "a list of distinct command kinds"));
+            }
+        }
+        at_least("rules.approval_timeout_ms", self.approval_timeout_ms, 100, "milliseconds")?;
         Ok(())
     }
 }
@@ -313,6 +336,8 @@ impl Default for RulesSettings {
                 ("card_transaction".to_string(), kinds::SCORE_TRANSACTION.to_string()),
                 ("sensor_reading".to_string(), kinds::RAISE_ALERT.to_string()),
             ]),
+            approval_kinds: Vec::new(),
+            approval_timeout_ms: 300_000,
         }
     }
 }
@@ -510,7 +535,17 @@ mod tests {
         assert_eq!(decision.rejected, None);
         assert_eq!(
             decision.drafts,
-            [Draft { kind: kinds::RAISE_ALERT.into(), key: "SIM-A".into(), payload: alert.clone() }]
+            [Draft {
+                kind: kinds::RAISE_ALERT.into(),
+                key: "SIM-A".into(),
+                payload: alert.clone(),
+                requested_by: Some(shoal_protocol::payloads::Requester {
+                    via: "mcp".into(),
+                    role: "admin".into(),
+                    token_id: Some("0123456789ab".into()),
+                    client: None,
+                }),
+            }]
         );
         let bad = b.feed(Record::Event(event(COMMAND_REQUESTED, "SIM-A", request("launch", alert))));
         assert!(bad.drafts.is_empty());

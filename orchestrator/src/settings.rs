@@ -116,6 +116,7 @@ impl OrchestratorSettings {
             commands: t.commands.name.clone(),
             results: t.results.name.clone(),
             dlq: t.dlq.name.clone(),
+            approvals: t.approvals.name.clone(),
         }
     }
 
@@ -134,6 +135,7 @@ impl Validate for OrchestratorSettings {
         "orchestrator.stages",
         "feed.symbols",
         "feed.channels",
+        "rules.approval_kinds",
         shoal_api::settings::LIST_KEYS[0],
         shoal_api::settings::LIST_KEYS[1],
     ];

@@ -41,8 +41,14 @@ pub enum ApiError {
     /// 404: no such entity (or route).
     #[error("{0}")]
     NotFound(String),
+    /// 409: the entity is not in a state that allows the request (an
+    /// approval decided already or expired).
+    #[error("{0}")]
+    Conflict(String),
     /// 405: the route does not answer this method.
-    #[error("method not allowed: the routes of this API answer GET (POST for /v1/command-requests)")]
+    #[error(
+        "method not allowed: the routes of this API answer GET (POST for /v1/command-requests and /v1/approvals/{{id}}/approve|reject)"
+    )]
     MethodNotAllowed,
     /// 429: too many requests or subscriptions.
     #[error("{0}")]
@@ -104,6 +110,7 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,6 +125,7 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Unavailable(_) => "unavailable",

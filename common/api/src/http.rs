@@ -3,15 +3,17 @@
 //! Open routes: `GET /healthz`, `GET /readyz`, `GET /v1/openapi.json`.
 //! Read role: `GET /v1/entities`, `GET /v1/state/{kind}/{key}`,
 //! `GET /v1/commands`, `GET /v1/commands/{id}`, `GET /v1/alerts`,
-//! `GET /v1/summary` and the
+//! `GET /v1/summary`, `GET /v1/approvals` and the
 //! stream's routes. Admin role: `GET /v1/admin/shards`,
 //! `GET /v1/admin/members`, `POST /v1/command-requests` (off unless
-//! `api.issue_commands`). Every answer is JSON, errors included (see
+//! `api.issue_commands`), `POST /v1/approvals/{id}/approve|reject` (off
+//! unless a command kind needs approval). Every answer is JSON, errors included (see
 //! [`crate::error`]); the OpenAPI document ([`crate::openapi`]) describes
 //! them all.
 
 mod admin;
 pub mod answer;
+pub mod approvals;
 mod cors;
 mod entities;
 mod lists;
@@ -47,12 +49,15 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/commands/{id}", get(entities::command))
         .route("/v1/alerts", get(lists::alerts))
         .route("/v1/summary", get(summary::summary))
+        .route("/v1/approvals", get(approvals::list))
         .merge(crate::stream::routes())
         .route_layer(from_fn_with_state(ctx.clone(), require_read));
     let admin = Router::new()
         .route("/v1/admin/shards", get(admin::shards))
         .route("/v1/admin/members", get(admin::members))
         .route("/v1/command-requests", post(requests::request))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/reject", post(approvals::reject))
         .route_layer(from_fn_with_state(ctx.clone(), require_admin));
     let app = Router::new()
         .route("/healthz", get(healthz))

@@ -2,6 +2,8 @@
 //! hand: every route, its parameters, and the schema of every answer it
 //! can give (errors included).
 
+mod approvals;
+
 use serde_json::{Value, json};
 
 use crate::params::{kind_names, status_names};
@@ -41,7 +43,7 @@ fn paths(settings: &ApiSettings) -> Value {
     let max_list = settings.max_list;
     let mut all = serde_json::Map::new();
     let summary = summary_paths(settings.summary_max_tokens);
-    for part in [open_paths(), entity_paths(max_list), list_paths(max_list), summary] {
+    for part in [open_paths(), entity_paths(max_list), list_paths(max_list), summary, approvals::paths(max_list)] {
         if let Value::Object(map) = part {
             all.extend(map);
         }
@@ -273,7 +275,7 @@ fn responses() -> Value {
 
 fn schemas() -> Value {
     let mut all = serde_json::Map::new();
-    for part in [common_schemas(), answer_schemas(), list_schemas(), admin_schemas()] {
+    for part in [common_schemas(), answer_schemas(), list_schemas(), admin_schemas(), approvals::schemas()] {
         if let Value::Object(map) = part {
             all.extend(map);
         }
@@ -408,6 +410,10 @@ fn list_schemas() -> Value {
                 "dead_letter": nullable_object,
                 "timings": {"type": "object"},
                 "duplicates": {"type": "integer", "minimum": 0},
+                "approval": {
+                    "type": "object", "nullable": true,
+                    "description": "Present when the kind needs a human's approval (docs/approval.md).",
+                },
                 "updated": schema_ref("Stamp"),
             },
         },

@@ -13,13 +13,16 @@ use uuid::Uuid;
 use crate::error::{ApiError, quote};
 
 /// Every lifecycle status, as named in JSON.
-pub const STATUSES: [Lifecycle; 6] = [
+pub const STATUSES: [Lifecycle; 9] = [
     Lifecycle::Issued,
     Lifecycle::Succeeded,
     Lifecycle::Failed,
     Lifecycle::Expired,
     Lifecycle::Unsupported,
     Lifecycle::DeadLettered,
+    Lifecycle::PendingApproval,
+    Lifecycle::Approved,
+    Lifecycle::Rejected,
 ];
 
 /// The names of every entity kind.

@@ -177,6 +177,9 @@ pub struct TopicsSettings {
     /// from commands partition `p` is journalled in partition `p` (modulo
     /// the journal's partition count).
     pub journal: TopicSettings,
+    /// Approvals of commands whose kind needs one (`docs/approval.md`):
+    /// requests, decisions and expiries, keyed by command id.
+    pub approvals: TopicSettings,
     /// Create missing topics at start-up through the admin API.
     pub create: bool,
 }
@@ -193,6 +196,7 @@ impl Default for TopicsSettings {
             results: TopicSettings::new("shoal.results", 6),
             dlq: TopicSettings::new("shoal.dlq", 1),
             journal: TopicSettings::new("shoal.journal", 12),
+            approvals: TopicSettings::new("shoal.approvals", 3),
             create: true,
         }
     }
@@ -208,7 +212,7 @@ impl TopicsSettings {
     }
 
     /// All topics with their config key.
-    pub fn all(&self) -> [(&'static str, &TopicSettings); 6] {
+    pub fn all(&self) -> [(&'static str, &TopicSettings); 7] {
         [
             ("ticks", &self.ticks),
             ("events", &self.events),
@@ -216,6 +220,7 @@ impl TopicsSettings {
             ("results", &self.results),
             ("dlq", &self.dlq),
             ("journal", &self.journal),
+            ("approvals", &self.approvals),
         ]
     }
 

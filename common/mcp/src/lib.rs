@@ -10,6 +10,7 @@
 //!
 //! The `shoal-mcp` binary serves them over stdio.
 
+pub mod approvals;
 pub mod client;
 pub mod http;
 pub mod resources;

@@ -101,6 +101,23 @@ pub fn summary() -> Arc<JsonObject> {
     }))
 }
 
+/// An approval decision's acknowledgment (`approve_command`, `reject_command`).
+pub fn decision() -> Arc<JsonObject> {
+    object(json!({
+        "type": "object",
+        "properties": {
+            "command_id": {"type": "string", "format": "uuid"},
+            "decision": {"type": "string", "enum": ["approve", "reject"]},
+            "status": {"type": "string", "enum": ["decided"]},
+            "key": {"type": "string"},
+            "decided_by": {"type": "object", "description": "Who decided, as recorded: via, role, a fingerprint of the token, the client."},
+            "reason": {"type": ["string", "null"]},
+            "next": {"type": "string", "description": "How to follow the command."}
+        },
+        "required": ["command_id", "decision", "status", "key", "decided_by"]
+    }))
+}
+
 /// A command request's acknowledgment (`issue_command`).
 pub fn request() -> Arc<JsonObject> {
     object(json!({

@@ -95,6 +95,12 @@ pub enum Status {
     Unsupported,
     /// Dead-lettered without a result.
     DeadLettered,
+    /// Held until a person approves it (see list_approvals).
+    PendingApproval,
+    /// Approved, not issued yet.
+    Approved,
+    /// Rejected by a person: never issued.
+    Rejected,
 }
 
 /// `find_commands`' input.
@@ -244,7 +250,13 @@ pub struct ShoalTools {
 impl ShoalTools {
     /// Tools answering from the API `client` reads.
     pub fn new(client: StateClient) -> Self {
-        Self { client: Arc::new(client), tool_router: Self::tool_router(), poll: resources::DEFAULT_POLL }
+        let tool_router = Self::tool_router() + Self::approval_router();
+        Self { client: Arc::new(client), tool_router, poll: resources::DEFAULT_POLL }
+    }
+
+    /// The API client.
+    pub(crate) fn client(&self) -> &StateClient {
+        &self.client
     }
 
     /// The same, checking subscribed resources every `poll`.
@@ -316,7 +328,7 @@ impl ShoalTools {
     }
 
     #[tool(
-        description = "Find commands by key and/or lifecycle status (issued, succeeded, failed, expired, unsupported, dead_lettered), for example the failing or still pending commands of one symbol.",
+        description = "Find commands by key and/or lifecycle status (issued, succeeded, failed, expired, unsupported, dead_lettered, pending_approval, approved, rejected), for example the failing or still pending commands of one symbol.",
         output_schema = crate::schemas::listing()
     )]
     async fn find_commands(
@@ -498,7 +510,7 @@ fn name(choice: impl Serialize) -> String {
 }
 
 /// A path segment with `/`, `?`, `#` and `%` escaped.
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for c in segment.chars() {
         match c {

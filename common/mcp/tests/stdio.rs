@@ -109,12 +109,15 @@ async fn a_model_reads_the_live_state_through_the_tools() {
     assert_eq!(
         names,
         [
+            "approve_command",
             "find_commands",
             "get_command",
             "get_recent_alerts",
             "get_state",
             "issue_command",
+            "list_approvals",
             "list_entities",
+            "reject_command",
             "summarize"
         ]
     );
@@ -122,7 +125,11 @@ async fn a_model_reads_the_live_state_through_the_tools() {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} is described", tool.name);
         assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{}", tool.name);
         let output = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{} has an output schema", tool.name));
-        let needs = if tool.name == "issue_command" { "request_id" } else { "freshness" };
+        let needs = match tool.name.as_ref() {
+            "issue_command" => "request_id",
+            "approve_command" | "reject_command" => "command_id",
+            _ => "freshness",
+        };
         assert!(output["required"].as_array().unwrap().contains(&json!(needs)), "{}", tool.name);
     }
     let get_state = tools.iter().find(|t| t.name == "get_state").unwrap();
@@ -199,7 +206,7 @@ async fn a_wrong_token_is_a_tool_error_not_a_crash() {
     assert_eq!(refused.is_error, Some(true));
     assert_eq!(refused.structured_content.unwrap()["error"]["status"], 401);
     // The server is still there.
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 10);
     client.cancel().await.unwrap();
     shutdown.cancel();
 }

@@ -4,6 +4,7 @@
 //! OpenTelemetry, so any tool can depend on it to read or write Shoal's
 //! topics.
 
+pub mod approvals;
 pub mod headers;
 pub mod messages;
 pub mod payloads;

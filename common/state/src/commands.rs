@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::messages::{Command, CommandResult, ResultStatus};
 use uuid::Uuid;
 
+use crate::approvals::{Approval, ApprovalStatus};
 use crate::freshness::{Stamp, Stamped};
 use crate::recent::insert_bounded;
 use crate::table::{Entity, Table};
@@ -35,6 +36,12 @@ pub enum Lifecycle {
     Unsupported,
     /// Dead-lettered without a result.
     DeadLettered,
+    /// Held until a person approves it (`docs/approval.md`).
+    PendingApproval,
+    /// Approved, not yet read from the commands topic.
+    Approved,
+    /// Rejected by a person: never issued.
+    Rejected,
 }
 
 impl Lifecycle {
@@ -47,6 +54,9 @@ impl Lifecycle {
             Self::Expired => "expired",
             Self::Unsupported => "unsupported",
             Self::DeadLettered => "dead_lettered",
+            Self::PendingApproval => "pending_approval",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
         }
     }
 }
@@ -105,6 +115,9 @@ pub struct CommandState {
     pub dead_letter: Option<Stamped<DeadLetter>>,
     /// Durations.
     pub timings: Timings,
+    /// Its approval, when its kind needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     /// Parts seen again (a second result, a replayed command) and ignored.
     pub duplicates: u64,
     /// Newest input that changed it.
@@ -128,6 +141,7 @@ impl CommandState {
             issued: None,
             result: None,
             dead_letter: None,
+            approval: None,
             timings: Timings::default(),
             duplicates: 0,
             updated: stamp.clone(),
@@ -139,7 +153,14 @@ impl CommandState {
         self.status = match (&self.result, &self.dead_letter) {
             (Some(result), _) => result.value.status.into(),
             (None, Some(_)) => Lifecycle::DeadLettered,
-            (None, None) => Lifecycle::Issued,
+            (None, None) if self.issued.is_some() => Lifecycle::Issued,
+            (None, None) => match self.approval.as_ref().map(|a| a.status) {
+                Some(ApprovalStatus::Pending) => Lifecycle::PendingApproval,
+                Some(ApprovalStatus::Approved) => Lifecycle::Approved,
+                Some(ApprovalStatus::Rejected) => Lifecycle::Rejected,
+                Some(ApprovalStatus::Expired) => Lifecycle::Expired,
+                None => Lifecycle::Issued,
+            },
         };
         let ms = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_milliseconds();
         let issued = self.issued.as_ref().map(|i| i.value.issued_at);
@@ -250,6 +271,8 @@ pub enum Part<'a> {
     Result(&'a CommandResult),
     /// A dead letter of the command: id, key, reason, stage.
     DeadLetter(Uuid, &'a str, &'a str, &'a str),
+    /// A change to its approval.
+    Approval(&'a shoal_protocol::approvals::ApprovalEvent),
 }
 
 impl Part<'_> {
@@ -258,6 +281,12 @@ impl Part<'_> {
             Part::Command(c) => (c.id, c.key.as_str()),
             Part::Result(r) => (r.command_id, r.key.as_str()),
             Part::DeadLetter(id, key, _, _) => (*id, key),
+            Part::Approval(event) => match &event.change {
+                shoal_protocol::approvals::ApprovalChange::Requested { command, .. } => {
+                    (event.command_id, command.key.as_str())
+                }
+                _ => (event.command_id, ""),
+            },
         }
     }
 }
@@ -319,9 +348,34 @@ pub(crate) fn record(c: &mut CommandState, part: Part<'_>, stamp: &Stamp) -> boo
         Part::DeadLetter(_, _, reason, stage) if c.dead_letter.is_none() => {
             c.dead_letter = Some(Stamped::new(DeadLetter { reason: reason.into(), stage: stage.into() }, stamp));
         }
+        Part::Approval(event) => return record_approval(c, event, stamp),
         _ => return false,
     }
     true
+}
+
+/// Records an approval change into `c`: a request when it has none, a
+/// decision or expiry while it is pending. Whether it changed anything.
+fn record_approval(c: &mut CommandState, event: &shoal_protocol::approvals::ApprovalEvent, stamp: &Stamp) -> bool {
+    match &mut c.approval {
+        Some(approval) => approval.apply(event, stamp).is_some(),
+        None => match Approval::requested(event, stamp) {
+            Some(approval) => {
+                set_held(c, &approval);
+                c.approval = Some(approval);
+                true
+            }
+            None => false,
+        },
+    }
+}
+
+/// Kind and key from a held command, unless the command was read.
+pub(crate) fn set_held(c: &mut CommandState, approval: &Approval) {
+    if c.issued.is_none() && c.result.is_none() {
+        c.kind = Some(approval.command.kind.clone());
+        c.key.clone_from(&approval.command.key);
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod alerts;
+pub mod approvals;
 pub mod bars;
 pub mod canonical;
 pub mod changelog;
@@ -167,6 +168,8 @@ pub enum Record {
     Command(Command),
     /// A command's result (results topic).
     Result(CommandResult),
+    /// A change to a command's approval (approvals topic).
+    Approval(Box<shoal_protocol::approvals::ApprovalEvent>),
     /// A dead-lettered command (dead-letter topic). The caller reads the
     /// fields from the record's key and headers.
     DeadLetter {
@@ -197,6 +200,7 @@ impl Record {
             Record::Event(e) => e.occurred_at,
             Record::Command(c) => c.issued_at,
             Record::Result(r) => r.finished_at,
+            Record::Approval(a) => a.at,
             Record::DeadLetter { at, .. } => *at,
         }
     }
@@ -412,6 +416,7 @@ impl State {
                     }
                 }
             }
+            Record::Approval(event) => self.on_approval(event, &stamp, &mut applied),
             Record::DeadLetter { command_id: Some(id), key, reason, stage, .. } => {
                 self.on_command_part(Part::DeadLetter(*id, key, reason, stage), &stamp, &mut applied);
             }
@@ -465,6 +470,26 @@ impl State {
         };
         applied.change(kind, &event.key);
         applied.evict(kind, evicted);
+    }
+
+    /// Applies a change to a command's approval. A decision or expiry of a
+    /// command with no approval request here changes nothing. Approvals
+    /// are not expired by `command_retention_secs` (a pending one may wait
+    /// longer); `max_entities` bounds them.
+    fn on_approval(&mut self, event: &shoal_protocol::approvals::ApprovalEvent, stamp: &Stamp, applied: &mut Applied) {
+        use shoal_protocol::approvals::ApprovalChange;
+        let requested = matches!(event.change, ApprovalChange::Requested { .. });
+        if !requested && self.commands.by_id.get(&event.command_id.to_string()).is_none_or(|c| c.approval.is_none()) {
+            return applied.ignore(Ignored::Untracked {
+                what: format!("approval change of unknown command {}", event.command_id),
+            });
+        }
+        let limits = CommandLimits {
+            max_entities: self.config.max_entities,
+            max_recent: self.config.max_recent,
+            expire_before: None,
+        };
+        self.commands.apply(Part::Approval(event), stamp, limits, applied);
     }
 
     /// Applies a part of a command's life; whether it was the first of its

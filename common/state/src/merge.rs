@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::alerts::Alert;
 use crate::changelog::to_sorted_value;
-use crate::commands::{CommandState, KeyOutcomes, Lifecycle, Outcome, Part, record};
+use crate::commands::{CommandState, KeyOutcomes, Lifecycle, Outcome, Part, record, set_held};
 use crate::freshness::Stamp;
 use crate::{EntityKind, StateError};
 
@@ -123,6 +123,12 @@ fn join_commands(values: Vec<CommandState>, error: impl Fn(String) -> StateError
     }
     if let Some((dead, _)) = dead {
         record(&mut joined, Part::DeadLetter(id, &key, &dead.value.reason, &dead.value.stage), &dead.stamp);
+    }
+    // An approval is one partition's (the approvals topic is keyed by
+    // command id): the most recently updated, should several shards hold one.
+    if let Some(approval) = values.iter().filter_map(|c| c.approval.as_ref()).max_by(|a, b| a.updated.cmp(&b.updated)) {
+        set_held(&mut joined, approval);
+        joined.approval = Some(approval.clone());
     }
     joined.refresh();
     Ok(joined)

@@ -23,6 +23,8 @@ pub struct InputTopics {
     pub results: String,
     /// Dead letters.
     pub dlq: String,
+    /// Approvals.
+    pub approvals: String,
 }
 
 /// Why a record is not an input: a machine-readable reason (the dead
@@ -58,6 +60,8 @@ pub fn decode<M: Message>(topics: &InputTopics, message: &M) -> Result<Input, No
         Record::Command(Command::decode(payload)?)
     } else if topic == topics.results {
         Record::Result(CommandResult::decode(payload)?)
+    } else if topic == topics.approvals {
+        Record::Approval(Box::new(shoal_protocol::approvals::ApprovalEvent::decode(payload)?))
     } else if topic == topics.dlq {
         Record::DeadLetter {
             command_id: view.get(headers::COMMAND_ID).and_then(|id| id.parse().ok()),

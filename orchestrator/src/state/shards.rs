@@ -384,10 +384,17 @@ impl Shards {
         {
             tracing::warn!(topic = %p.topic, partition = p.partition, offset = p.offset, %why, "input not applied to the state");
         }
-        if shard.note(&decision.applied, &self.settings) {
+        // Approvals are few and a pending one must be found after a restart
+        // even if no record follows it: each is checkpointed at once.
+        if shard.note(&decision.applied, &self.settings) || p.topic == self.topics.approvals {
             checkpoint(shard, &self.settings.changelog_of(&p.topic), p.partition, out);
         }
         Ok(decision)
+    }
+
+    /// The states held of `topic`'s partitions (restored or not).
+    pub fn states_of<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a State> + 'a {
+        self.shards.iter().filter(move |(id, _)| id.topic == topic).map(|(_, s)| &s.state)
     }
 
     /// Drops the shards of `partitions` (revoked: another instance owns
@@ -552,6 +559,7 @@ mod tests {
             commands: "t.commands".into(),
             results: "t.results".into(),
             dlq: "t.dlq".into(),
+            approvals: "t.approvals".into(),
         };
         let stats = Arc::new(StateStats::default());
         Shards::new(StateSettings::default(), RulesSettings::default(), topics, reader, hub.clone(), stats)

@@ -114,6 +114,7 @@ pub fn topics_named(prefix: &str, replication: i32) -> TopicsSettings {
         results: topic("results", 6),
         dlq: topic("dlq", 1),
         journal: topic("journal", 12),
+        approvals: topic("approvals", 3),
         create: true,
     }
 }

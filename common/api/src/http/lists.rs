@@ -78,7 +78,7 @@ pub async fn commands(State(ctx): State<ApiContext>, params: Params) -> Result<J
 }
 
 /// The documents of `kind` grouped by key, oldest part first.
-fn by_key(view: &StateView, kind: EntityKind) -> BTreeMap<&str, Vec<&Arc<EntityDoc>>> {
+pub(super) fn by_key(view: &StateView, kind: EntityKind) -> BTreeMap<&str, Vec<&Arc<EntityDoc>>> {
     let mut groups: BTreeMap<&str, Vec<&Arc<EntityDoc>>> = BTreeMap::new();
     for doc in view.of_kind(kind) {
         groups.entry(doc.key.as_str()).or_default().push(doc);

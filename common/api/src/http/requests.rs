@@ -155,7 +155,7 @@ fn check(body: &Body, requested_by: Requester) -> Result<CommandRequest, ApiErro
 }
 
 /// Who is asking: the token's fingerprint, how, and the client.
-fn requester(headers: &HeaderMap) -> Requester {
+pub(crate) fn requester(headers: &HeaderMap) -> Requester {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -144,7 +144,8 @@ fn symbol(state: &Value, as_of: DateTime<Utc>) -> (u32, Vec<(&'static str, Strin
 fn command(state: &Value) -> (u32, Vec<(&'static str, String)>) {
     let status = text(state, "/status").unwrap_or_else(|| "unknown".into());
     let salience = match status.as_str() {
-        "failed" | "dead_lettered" | "expired" => 900,
+        "pending_approval" => 950,
+        "failed" | "dead_lettered" | "expired" | "rejected" => 900,
         "issued" => 700,
         "unsupported" => 600,
         _ => 100,
