@@ -4,6 +4,8 @@
 //! Pure logic: no I/O, no clocks. Time is the event time carried by each
 //! record, so replaying the input topics reproduces the same decisions.
 
+mod device;
+
 use chrono::Duration;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
@@ -217,6 +219,8 @@ fn on_event(
             .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;
         typed.history = account_history(state, &event.key, event.id, &typed.country);
         serde_json::to_value(typed).map_err(|e| e.to_string())?
+    } else if kind == kinds::CHECK_DEVICE {
+        device::check(state, event)?
     } else if kind == kinds::RAISE_ALERT {
         let reading: SensorReading = serde_json::from_value(event.attributes.clone())
             .map_err(|e| format!("{} event does not fit {kind} (value, threshold): {e}", event.event_type))?;
@@ -519,6 +523,29 @@ mod tests {
         assert_eq!(reading("81").unwrap(), None, "still above: no new alert");
         assert!(reading("79").unwrap().is_some(), "crossing back down alerts too");
         assert!(reading("hot").is_err(), "not a decimal");
+    }
+
+    #[test]
+    fn device_checks_carry_the_metrics_readings_from_the_state() {
+        let events = BTreeMap::from([("vibration".to_string(), kinds::CHECK_DEVICE.to_string())]);
+        let mut b = Bench::new(RulesSettings { events, ..RulesSettings::default() });
+        let mut reading = |value: &str, metric: &str| {
+            let attributes = serde_json::json!({"metric": metric, "value": value, "site": "plant-1"});
+            let decision = b.feed(Record::Event(event("vibration", "pump-3", attributes)));
+            (decision.drafts, decision.rejected)
+        };
+        reading("1.5", "rms");
+        reading("9", "peak");
+        let (drafts, rejected) = reading("1.75", "rms");
+        assert_eq!(rejected, None);
+        let check = drafts.into_iter().next().expect("a check per reading");
+        assert_eq!((check.kind.as_str(), check.key.as_str()), (kinds::CHECK_DEVICE, "pump-3"));
+        let values: Vec<&str> =
+            check.payload["readings"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+        assert_eq!(values, ["1.5", "1.75"], "this metric's readings, oldest first");
+        assert_eq!((check.payload["metric"].as_str(), check.payload["site"].as_str()), (Some("rms"), Some("plant-1")));
+        let (drafts, rejected) = reading("loud", "rms");
+        assert!(drafts.is_empty() && rejected.is_some(), "not a decimal: {rejected:?}");
     }
 
     #[test]

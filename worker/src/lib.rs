@@ -61,6 +61,7 @@ pub async fn run(
         tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
         registry.register(handlers::llm::LLM_DECIDE, skill);
     }
+    registry.register_skill(handlers::iot::DeviceCheckSkill::new(w.iot.clone()));
     if w.paper.enabled {
         registry.register_skill(handlers::paper::PaperSkill::new(w.paper.clone()));
     }

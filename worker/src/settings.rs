@@ -73,6 +73,8 @@ pub struct WorkerSection {
     pub webhook: crate::handlers::webhook::WebhookSettings,
     /// The `paper_order` skill (`[worker.paper]`); off by default.
     pub paper: crate::handlers::paper::PaperSettings,
+    /// The `check_device` skill's detectors (`[worker.iot]`).
+    pub iot: crate::handlers::iot::IotSkillSettings,
     /// Flow control (`[worker.flow]`): priorities and limits per kind and
     /// key, the LLM skill's token budget per key.
     pub flow: crate::flow::FlowSettings,
@@ -98,6 +100,7 @@ impl Default for WorkerSection {
             probe_handler: false,
             webhook: Default::default(),
             paper: Default::default(),
+            iot: Default::default(),
             flow: Default::default(),
         }
     }
@@ -117,6 +120,7 @@ impl WorkerSection {
         in_range("worker.dedupe_window", self.dedupe_window, 1..=10_000_000, "an integer")?;
         self.webhook.validate()?;
         self.paper.validate()?;
+        self.iot.validate()?;
         self.flow.validate(self.max_concurrency)
     }
 }

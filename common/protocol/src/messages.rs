@@ -22,6 +22,9 @@ pub mod kinds {
     pub const RAISE_ALERT: &str = "raise_alert";
     /// Score a business transaction for fraud risk.
     pub const SCORE_TRANSACTION: &str = "score_transaction";
+    /// Check a device's newest sensor reading against its baseline
+    /// (threshold, z-score, rate of change, flatline).
+    pub const CHECK_DEVICE: &str = "check_device";
 }
 
 /// A unit of work for a worker, published by the orchestrator keyed by `key`.

@@ -60,6 +60,36 @@ pub struct ScoreTransaction {
     pub history: Option<AccountHistory>,
 }
 
+/// Payload of `check_device`: a device's newest reading of one metric with
+/// the readings before it, as the decisions stage's state holds them. The
+/// device's baseline is learnt from these readings, so it is derived from
+/// the log like the rest of the state and survives any restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckDevice {
+    /// The device (the command's key).
+    pub device: String,
+    /// The site the device is installed at, when the event said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// What was measured (the event's `metric`, else `value`).
+    pub metric: String,
+    /// The readings of this metric, oldest first; the last one is checked.
+    pub readings: Vec<DeviceSample>,
+}
+
+/// One sensor reading in a [`CheckDevice`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSample {
+    /// The measured value.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub value: Decimal,
+    /// When it was measured (event time).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The high threshold sent with the reading, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    pub threshold: Option<Decimal>,
+}
+
 /// An account's history as the decisions stage's state holds it when a
 /// transaction is scored: the features of `score_transaction`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -66,12 +66,16 @@ impl StateConfig {
     /// The default configuration (bounds, rolling window) with the entity
     /// kinds taken from the rules' event mapping (`rules.events`: event
     /// type → command kind): types mapped to `score_transaction` are
-    /// accounts', types mapped to `raise_alert` devices'.
+    /// accounts', types mapped to `raise_alert` or `check_device` devices'.
     pub fn from_rule_events(events: &BTreeMap<String, String>) -> Self {
         let of_kind = |kind: &str| events.iter().filter(|(_, k)| *k == kind).map(|(t, _)| t.clone()).collect();
         Self {
             account_event_types: of_kind(kinds::SCORE_TRANSACTION),
-            device_event_types: of_kind(kinds::RAISE_ALERT),
+            device_event_types: events
+                .iter()
+                .filter(|(_, k)| *k == kinds::RAISE_ALERT || *k == kinds::CHECK_DEVICE)
+                .map(|(t, _)| t.clone())
+                .collect(),
             ..Self::default()
         }
     }
@@ -101,11 +105,12 @@ mod tests {
         let events = BTreeMap::from([
             ("card_auth".to_string(), kinds::SCORE_TRANSACTION.to_string()),
             ("meter".to_string(), kinds::RAISE_ALERT.to_string()),
+            ("probe".to_string(), kinds::CHECK_DEVICE.to_string()),
             ("other".to_string(), kinds::EVALUATE_STRATEGY.to_string()),
         ]);
         let config = StateConfig::from_rule_events(&events);
         assert_eq!(config.account_event_types.iter().collect::<Vec<_>>(), ["card_auth"]);
-        assert_eq!(config.device_event_types.iter().collect::<Vec<_>>(), ["meter"]);
+        assert_eq!(config.device_event_types.iter().collect::<Vec<_>>(), ["meter", "probe"]);
         assert_eq!(config.max_entities, StateConfig::default().max_entities);
         assert_eq!(config.rolling_window_secs, DEFAULT_ROLLING_WINDOW_SECS);
         assert_eq!(config.rolling_window(), TimeDelta::seconds(60));

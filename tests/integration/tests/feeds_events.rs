@@ -1,6 +1,7 @@
 //! Business event streams: IoT sensor readings on the events topic become
 //! `raise_alert` commands when they cross their threshold, next to card
-//! transactions becoming `score_transaction`; a worker handles them.
+//! transactions becoming `score_transaction`, or `check_device` commands
+//! checked against the device's baseline; a worker handles them.
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -65,6 +66,55 @@ async fn sensor_readings_that_cross_their_threshold_raise_alerts() {
     assert!(decoded.iter().all(|r| r.status == ResultStatus::Succeeded), "{decoded:?}");
     let up = decoded.iter().find(|r| r.command_id == alerts[0].id).expect("result of the first alert");
     assert_eq!(up.output["direction"], "up");
+
+    for p in [&mut orchestrator, &mut worker] {
+        p.stop_cleanly(Duration::from_secs(20));
+    }
+}
+
+fn vibration(device: &str, value: f64, secs: i64) -> Vec<u8> {
+    let at = chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+    serde_json::json!({
+        "schema_version": 1, "id": uuid::Uuid::new_v4(), "event_type": "vibration", "key": device,
+        "occurred_at": at, "attributes": {"metric": "rms", "value": format!("{value}"), "site": "plant-1"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_readings_are_checked_against_the_devices_baseline() {
+    let scope = Scope::with_topics("events-device").await;
+    let mut orchestrator = scope
+        .orchestrator("orchestrator")
+        .stages("decisions,results")
+        .with("SHOAL__RULES__EVENTS__VIBRATION", "check_device")
+        .spawn();
+    let mut worker = scope.worker("worker").with("SHOAL__WORKER__IOT__MAX_RATE_PER_S", "0.2").spawn();
+
+    let producer = producer();
+    let topic = &scope.topics.events.name;
+    // pump-1: 15 readings wobbling around 2.0, one every 10 s, then a spike.
+    for i in 0..15 {
+        let value = if i % 2 == 0 { 2.05 } else { 1.95 };
+        produce(&producer, topic, "pump-1", &vibration("pump-1", value, i * 10)).await;
+    }
+    produce(&producer, topic, "pump-1", &vibration("pump-1", 6.0, 150)).await;
+
+    let mut results = TopicReader::new(&scope.topics.results.name);
+    results.read_until(Duration::from_secs(60), "16 results", |m| m.len() >= 16).await;
+    results.read_to_end(Duration::from_secs(10)).await;
+    let decoded = decode_results(&results.messages);
+    assert_eq!(decoded.len(), 16, "one check per reading: {decoded:?}");
+    assert!(decoded.iter().all(|r| r.status == ResultStatus::Succeeded), "{decoded:?}");
+    let alerting: Vec<_> = decoded.iter().filter(|r| r.output["alert"] == true).collect();
+    assert_eq!(alerting.len(), 1, "only the spike alerts: {alerting:?}");
+    let spike = &alerting[0].output;
+    assert_eq!(spike["value"], 6.0);
+    let fired: Vec<&str> = spike["anomalies"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(fired, ["z_score", "rate_of_change"], "{spike}");
+    assert_eq!(spike["baseline"]["count"], 15, "the baseline learnt from the state's 15 earlier readings");
+    assert_eq!(spike["site"], "plant-1");
 
     for p in [&mut orchestrator, &mut worker] {
         p.stop_cleanly(Duration::from_secs(20));

@@ -3,6 +3,7 @@
 mod alert;
 mod context;
 mod fraud;
+pub mod iot;
 pub mod llm;
 pub mod paper;
 mod probe;
