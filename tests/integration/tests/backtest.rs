@@ -106,3 +106,47 @@ async fn a_recorded_ticks_topic_replays_like_its_ticks() {
     };
     assert_eq!(digest(&recorded), digest(&original));
 }
+
+/// The simulator's raw frames, recorded as ingest would receive them (with a
+/// malformed frame every 40), replay through the feed's parser: the trades
+/// come out, the malformed frames are counted, and two replays print the
+/// same digest.
+#[test]
+fn recorded_websocket_frames_replay_through_the_feeds_parser() {
+    let scope = Scope::logged("backtest_frames");
+    let (_sim, url) = start_sim(&["--rate", "100", "--malformed-every", "40", "--symbols", "SIM-A,SIM-B"], &scope.dir);
+    let frames = scope.dir.join("frames.jsonl");
+    let out = Command::new(bin("shoal-backtest"))
+        .args(["record-frames", "--url", &url, "--format", "shoal-sim", "--symbols", "SIM-A,SIM-B"])
+        .args(["--seconds", "30", "--max-frames", "400", "--out"])
+        .arg(&frames)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "record-frames: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("frames=400 "), "{stdout}");
+
+    let replayed = shoal_tools::backtest::frames::replay(&frames).unwrap();
+    assert_eq!(replayed.frames, 400);
+    assert!(replayed.undecodable >= 5, "every 40th frame is malformed: {replayed:?}");
+    assert!(replayed.ticks.len() >= 300, "trades: {}", replayed.ticks.len());
+    let symbols: std::collections::BTreeSet<&str> = replayed.ticks.iter().map(|t| t.symbol.as_str()).collect();
+    assert_eq!(symbols.into_iter().collect::<Vec<_>>(), ["SIM-A", "SIM-B"]);
+
+    let run = || {
+        let out = Command::new(bin("shoal-backtest"))
+            .args(["run", "--recording"])
+            .arg(&frames)
+            .arg("--out")
+            .arg(scope.dir.join("out"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(&format!("trades={} undecodable={}", replayed.ticks.len(), replayed.undecodable)));
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("backtest: ")).unwrap().to_string()
+    };
+    let (first, second) = (run(), run());
+    assert!(first.contains(&format!("ticks={} ", replayed.ticks.len())), "{first}");
+    assert_eq!(first, second, "the same frames replay to the same digest");
+}

@@ -20,6 +20,7 @@
 //! and ledger, summarised by one digest.
 
 pub mod diff;
+pub mod frames;
 pub mod plot;
 pub mod record;
 pub mod recording;

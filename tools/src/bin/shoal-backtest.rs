@@ -11,11 +11,13 @@ use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
+use shoal_orchestrator::feed::FeedFormat;
 use shoal_orchestrator::settings::OrchestratorSettings;
 use shoal_paper::{FillModel, RiskLimits};
-use shoal_tools::backtest::record;
+use shoal_protocol::messages::MarketTick;
 use shoal_tools::backtest::recording::{self, Synth};
 use shoal_tools::backtest::{AccountSettings, Setup, diff, plot, run};
+use shoal_tools::backtest::{frames, record};
 
 /// Replays a recording of market ticks through Shoal's trading topology —
 /// the orchestrator's state and rules, the workers' skills, a paper account
@@ -29,6 +31,8 @@ use shoal_tools::backtest::{AccountSettings, Setup, diff, plot, run};
 ///   shoal-backtest diff --recording r.jsonl --b-config eager-rules.toml
 ///   shoal-backtest synth --seed 42 --ticks 20000 --out r.jsonl
 ///   shoal-backtest record --out r.jsonl   (the ticks topic of the configured cluster)
+///   shoal-backtest record-frames --url ws://127.0.0.1:8765 --seconds 60 --out f.jsonl
+///   shoal-backtest run --recording f.jsonl   (a frame recording, through the feed's parser)
 #[derive(Debug, Parser)]
 #[command(name = "shoal-backtest", version, verbatim_doc_comment)]
 struct Cli {
@@ -51,6 +55,37 @@ enum Command {
     /// Records the ticks topic (committed ticks, from the beginning to its
     /// end as of now, in event-time order) to a file.
     Record(RecordArgs),
+    /// Records a feed's raw WebSocket frames with their receive times
+    /// (subscribed as ingest subscribes); `run` and `diff` replay such a
+    /// file through the format's frame parser.
+    RecordFrames(RecordFramesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordFramesArgs {
+    /// Configuration whose [feed] section names the feed (url, format,
+    /// symbols, channels, headers), as shoal-orchestrator reads it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The feed's URL (instead of feed.url).
+    #[arg(long)]
+    url: Option<String>,
+    /// The feed's format: shoal-sim, binance, coinbase or kraken (instead
+    /// of feed.format).
+    #[arg(long)]
+    format: Option<FeedFormat>,
+    /// Symbols, comma-separated (instead of feed.symbols).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// How long to record, seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Stop after this many frames.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_frames: usize,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,6 +219,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => shadow(&args),
         Command::Synth(args) => synth(&args),
         Command::Record(args) => record_topic(&args),
+        Command::RecordFrames(args) => record_frames(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,7 +232,7 @@ fn main() -> ExitCode {
 
 fn backtest(args: &RunArgs) -> anyhow::Result<()> {
     let settings: OrchestratorSettings = shoal_config::load(args.config.as_deref())?;
-    let ticks = recording::read(&args.recording)?;
+    let ticks = load_ticks(&args.recording)?;
     let account = args.account.settings();
     let setup = Setup { state: settings.state, rules: settings.rules, account };
     eprintln!("shoal-backtest: replaying {} ticks from {}", ticks.len(), args.recording.display());
@@ -234,7 +270,7 @@ fn shadow(args: &DiffArgs) -> anyhow::Result<()> {
         Ok(Setup { state: settings.state, rules: settings.rules, account: args.account.settings() })
     };
     let (a, b) = (load(&args.a_config)?, load(&args.b_config)?);
-    let ticks = recording::read(&args.recording)?;
+    let ticks = load_ticks(&args.recording)?;
     eprintln!("shoal-backtest: replaying {} ticks from {} through A and B", ticks.len(), args.recording.display());
     let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the runtime")?;
     let (run_a, run_b) = (runtime.block_on(run(&ticks, &a))?, runtime.block_on(run(&ticks, &b))?);
@@ -287,5 +323,53 @@ fn synth(args: &SynthArgs) -> anyhow::Result<()> {
     let ticks = recording::synthesize(&s);
     recording::write(&args.out, &ticks)?;
     eprintln!("shoal-backtest: wrote {} ticks of {} to {}", ticks.len(), args.symbols.join(","), args.out.display());
+    Ok(())
+}
+
+/// The ticks of a recording: a ticks recording as it is, a frame recording
+/// through its format's frame parser.
+fn load_ticks(path: &std::path::Path) -> anyhow::Result<Vec<MarketTick>> {
+    if !frames::is_frames(path) {
+        return Ok(recording::read(path)?);
+    }
+    let replayed = frames::replay(path)?;
+    eprintln!(
+        "shoal-backtest: {} frames of {} ({}) parsed: trades={} undecodable={} duplicates={}",
+        replayed.frames,
+        replayed.header.url,
+        replayed.header.format,
+        replayed.ticks.len(),
+        replayed.undecodable,
+        replayed.duplicates
+    );
+    anyhow::ensure!(!replayed.ticks.is_empty(), "{}: no trades in {} frames", path.display(), replayed.frames);
+    Ok(replayed.ticks)
+}
+
+fn record_frames(args: &RecordFramesArgs) -> anyhow::Result<()> {
+    let settings: OrchestratorSettings = shoal_config::load(args.config.as_deref())?;
+    let mut feed = settings.feed;
+    if let Some(url) = &args.url {
+        feed.url.clone_from(url);
+    }
+    if let Some(format) = args.format {
+        feed.format = format;
+    }
+    if let Some(symbols) = &args.symbols {
+        feed.symbols.clone_from(symbols);
+    }
+    anyhow::ensure!(args.seconds > 0, "--seconds must be at least 1");
+    eprintln!("shoal-backtest: recording {} frames from {} for up to {} s", feed.format, feed.url, args.seconds);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let duration = std::time::Duration::from_secs(args.seconds);
+    let recorded = runtime.block_on(frames::record(&feed, duration, args.max_frames, &args.out))?;
+    println!(
+        "recorded frames: url={} format={} frames={} binary_skipped={} out={}",
+        feed.url,
+        feed.format,
+        recorded.frames,
+        recorded.binary_skipped,
+        args.out.display()
+    );
     Ok(())
 }
