@@ -31,6 +31,7 @@ build: deps ## Build the workspace (debug profile: target/debug)
 	cargo build --workspace
 
 test: deps ## Start Kafka if needed, build the binaries, run every test (leaves Kafka running)
+	scripts/ensure-deps.sh --browser
 	scripts/kafka.sh up
 	cargo build --workspace --bins
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" cargo test --workspace

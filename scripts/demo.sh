@@ -664,6 +664,7 @@ say "metrics and health: http://127.0.0.1:$HTTP_PORT/{metrics,healthz,readyz} (o
 FIRST_SYMBOL="${SYMBOLS%%,*}"
 say "state API: http://127.0.0.1:$API_PORT (OpenAPI document at /v1/openapi.json; docs/state.md), for example:"
 say "  curl -s -H \"Authorization: Bearer \$(cat $API_READ_TOKEN_FILE)\" http://127.0.0.1:$API_PORT/v1/state/symbol/$FIRST_SYMBOL"
+say "console: http://127.0.0.1:$API_PORT/console (docs/console.md; paste a token from $API_TOKENS, admin: to approve)"
 if [[ $TRACES == 1 ]]; then
   say "traces: $ZIPKIN_UI/ (Run Query), or $ZIPKIN_UI/traces/<trace_id> with the trace_id that ends each 'result recorded' line"
 fi

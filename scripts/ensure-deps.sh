@@ -10,10 +10,13 @@ readonly BUILD_PACKAGES=(build-essential cmake pkg-config libssl-dev zlib1g-dev 
 # Debian's current Rust toolchain (the -web packages; rustup itself would need
 # a download from outside the package registries), used when there is no cargo.
 readonly DEBIAN_RUST_PACKAGES=(cargo-web rustc-web rustfmt-web rust-web-clippy)
+# With --browser: the real browser of the console's test
+# (tests/integration/tests/console.rs), driven over WebDriver.
+readonly BROWSER_PACKAGES=(chromium chromium-driver)
 
 usage() {
   cat <<'EOF'
-Usage: scripts/ensure-deps.sh [-h|--help]
+Usage: scripts/ensure-deps.sh [--browser] [-h|--help]
 
 Makes sure this (Debian) machine can build and test Shoal, installing only
 what is missing, and prints nothing when everything is already there:
@@ -26,6 +29,9 @@ what is missing, and prints nothing when everything is already there:
     rust-web-clippy;
   - cargo fmt and cargo clippy: 'rustup component add rustfmt|clippy' when
     cargo comes from rustup, else Debian's rustfmt-web / rust-web-clippy.
+  - with --browser (make test): Debian's chromium and chromium-driver, the
+    headless browser and its WebDriver server that the console's test
+    (tests/integration/tests/console.rs) drives.
 Java 17+ and Maven, which the local Kafka broker needs, are not checked here:
 scripts/kafka.sh installs them itself the first time 'up' needs them.
 
@@ -38,11 +44,13 @@ EOF
 say() { printf 'ensure-deps: %s\n' "$*"; }
 err() { printf 'ensure-deps: error: %s\n' "$*" >&2; }
 
+BROWSER=0
 case "${1:-}" in
   -h | --help | help)
     usage
     exit 0
     ;;
+  --browser) BROWSER=1 ;;
   "") ;;
   *)
     err "unknown argument '$1' (see --help)"
@@ -78,6 +86,14 @@ mapfile -t missing < <(missing_debs "${BUILD_PACKAGES[@]}")
 if [[ ${#missing[@]} -gt 0 ]]; then
   to_install+=("${missing[@]}")
   reasons+=("${missing[*]}: needed to compile librdkafka (rdkafka crate)")
+fi
+
+if ((BROWSER)); then
+  mapfile -t missing < <(missing_debs "${BROWSER_PACKAGES[@]}")
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    to_install+=("${missing[@]}")
+    reasons+=("${missing[*]}: a headless browser and its WebDriver server for the console test")
+  fi
 fi
 
 # The API contract check (scripts/api-check.sh, run by make test) installs

@@ -4,7 +4,11 @@
 //! Tokens come from `api.tokens_file` and the variable named by
 //! `api.tokens_env`, in one format: one token per line or comma-separated,
 //! each `read:<token>` or `admin:<token>`, blank lines and `#` comments
-//! ignored, at least [`MIN_TOKEN_LEN`] characters. A token is compared
+//! ignored, at least [`MIN_TOKEN_LEN`] characters. A request presents its
+//! token in `Authorization: Bearer <token>`; a WebSocket upgrade may
+//! instead offer it as the subprotocol `bearer.<token as hex>`
+//! ([`WEBSOCKET_BEARER_PREFIX`]), as browsers cannot set headers on a
+//! WebSocket (never a query parameter, which proxies log). A token is compared
 //! with every configured one in constant time, and is never logged nor
 //! quoted in an error.
 
@@ -122,19 +126,22 @@ impl Tokens {
         if self.open {
             return Ok(Role::Admin);
         }
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::unauthorized("missing `Authorization: Bearer <token>` header"));
+        let token = match headers.get(header::AUTHORIZATION) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim().to_string())
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("malformed `Authorization` header (expected `Bearer <token>`)")
+                })?,
+            None => websocket_bearer(headers)?
+                .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?,
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("malformed `Authorization` header (expected `Bearer <token>`)"))?;
         let role = self
-            .role_of(token)
+            .role_of(&token)
             .ok_or_else(|| ApiError::Unauthorized { message: "unknown token".into(), invalid_token: true })?;
         if role.allows(needed) {
             Ok(role)
@@ -142,6 +149,39 @@ impl Tokens {
             Err(ApiError::Forbidden(format!("this route needs an {} token", needed.as_str())))
         }
     }
+}
+
+/// The subprotocol a WebSocket client offers to carry its token, for
+/// browsers (which cannot set `Authorization` on a WebSocket):
+/// `Sec-WebSocket-Protocol: shoal.stream, bearer.<token as lowercase hex>`.
+/// The server selects [`crate::stream::PROTOCOL`], never this one.
+pub const WEBSOCKET_BEARER_PREFIX: &str = "bearer.";
+
+/// The token of a WebSocket upgrade request offered as the subprotocol
+/// `bearer.<hex>` ([`WEBSOCKET_BEARER_PREFIX`]): `None` when the request is
+/// not an upgrade or offers none, an error when it is not hex of printable
+/// ASCII.
+fn websocket_bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    if !upgrade.is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Ok(None);
+    }
+    let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+    let Some(hex) = offered.flat_map(|v| v.split(',')).find_map(|p| p.trim().strip_prefix(WEBSOCKET_BEARER_PREFIX))
+    else {
+        return Ok(None);
+    };
+    let malformed =
+        || ApiError::unauthorized("malformed `bearer.` WebSocket subprotocol (expected `bearer.<token as hex>`)");
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return Err(malformed());
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    let token = bytes.and_then(|b| String::from_utf8(b).ok()).filter(|t| t.chars().all(|c| c.is_ascii_graphic()));
+    token.map(Some).ok_or_else(malformed)
 }
 
 /// Loads the tokens `settings` names (the file, then the environment
@@ -275,6 +315,43 @@ mod tests {
         assert!(unauthorized(&bearer("Bearer ")));
         assert!(unauthorized(&bearer("Bearer wrong-token-0123456789")));
         assert_eq!(Tokens::open().check(&HeaderMap::new(), Role::Admin), Ok(Role::Admin));
+    }
+
+    fn upgrade(protocols: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(protocols).unwrap());
+        headers
+    }
+
+    fn hex(text: &str) -> String {
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn websocket_upgrades_may_carry_the_token_as_a_subprotocol() {
+        let t = tokens();
+        let offered = format!("shoal.stream, bearer.{}", hex(ADMIN));
+        assert_eq!(t.check(&upgrade(&offered), Role::Admin), Ok(Role::Admin));
+        assert_eq!(t.check(&upgrade(&format!("bearer.{}", hex(READ))), Role::Read), Ok(Role::Read));
+        assert!(matches!(
+            t.check(&upgrade(&format!("bearer.{}", hex(READ))), Role::Admin),
+            Err(ApiError::Forbidden(_))
+        ));
+        let unauthorized = |h: &HeaderMap| matches!(t.check(h, Role::Read), Err(ApiError::Unauthorized { .. }));
+        assert!(unauthorized(&upgrade("shoal.stream")));
+        assert!(unauthorized(&upgrade("bearer.")));
+        assert!(unauthorized(&upgrade("bearer.abc")));
+        assert!(unauthorized(&upgrade("bearer.zz")));
+        assert!(unauthorized(&upgrade(&format!("bearer.{}", hex("wrong-token-0123456789")))));
+        // Only on an upgrade: a plain request's header is ignored.
+        let mut plain = upgrade(&format!("bearer.{}", hex(READ)));
+        plain.remove(header::UPGRADE);
+        assert!(unauthorized(&plain));
+        // `Authorization` wins when both are there.
+        let mut both = upgrade(&format!("bearer.{}", hex(ADMIN)));
+        both.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {READ}")).unwrap());
+        assert_eq!(t.check(&both, Role::Read), Ok(Role::Read));
     }
 
     #[test]

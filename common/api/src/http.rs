@@ -63,6 +63,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::console::routes())
         .merge(read)
         .merge(admin)
         .fallback(no_route)

@@ -8,12 +8,15 @@
 //!   document at `/v1/openapi.json`.
 //! - [`stream`]: `GET /v1/stream`, a WebSocket of entity changes, coalesced
 //!   per entity for slow subscribers.
+//! - [`console`]: `GET /console`, the operator console (a page, its script
+//!   and style, compiled in).
 //! - [`members`]: which instance owns which shard, so a query for a key
 //!   another instance owns is answered by forwarding it there.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -243,7 +243,8 @@ fn stream_op() -> Value {
     json!({
         "summary": "WebSocket of entity changes (coalesced per entity for slow subscribers).",
         "description": "Upgrade to a WebSocket (`Connection: Upgrade`, `Upgrade: websocket`). Without the upgrade \
-            headers the request is refused.",
+            headers the request is refused. A browser, which cannot set `Authorization` on a WebSocket, offers its \
+            token as the subprotocol `bearer.<token as lowercase hex>` beside `shoal.stream`, which the server selects.",
         "tags": ["state"],
         "responses": {
             "101": {"description": "Switching protocols: the WebSocket is open."},

@@ -1,6 +1,8 @@
 //! `GET /v1/stream`: a WebSocket of entity changes, coalesced per entity
 //! for slow subscribers. Authentication is applied in front of the route
-//! (see [`crate::http`]).
+//! (see [`crate::http`]): an `Authorization: Bearer` header, or, from a
+//! browser, the subprotocols `shoal.stream` and `bearer.<token as hex>`
+//! (the server selects `shoal.stream`).
 //!
 //! # Protocol
 //!
@@ -120,6 +122,12 @@ use crate::params::Params;
 use connection::Connection;
 pub use subscriber::MAX_ENTITIES;
 
+/// The subprotocol the server selects when a client offers it: browsers
+/// offer it with their token as `bearer.<hex>` (see
+/// [`crate::auth::WEBSOCKET_BEARER_PREFIX`]), since they cannot set
+/// `Authorization` on a WebSocket.
+pub const PROTOCOL: &str = "shoal.stream";
+
 /// Largest client message (and frame), in bytes.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -157,6 +165,7 @@ async fn stream(
     let shutdown = shutdown.map(|Extension(Shutdown(token))| token).unwrap_or_default();
     let connection = Connection::new(&ctx.hub, ctx.settings.stream_buffer, shutdown, guard);
     upgrade
+        .protocols([PROTOCOL])
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "stream upgrade failed"))

@@ -11,6 +11,8 @@
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod webdriver;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
