@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod flow;
 pub mod handlers;
 pub mod journal;
+pub mod levels;
 pub mod processor;
 pub mod settings;
 
@@ -47,27 +48,7 @@ pub async fn run(
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }
-    if w.probe_handler {
-        registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
-    }
-    if settings.llm.enabled {
-        let budget = match w.flow.llm.tokens_per_key_per_minute {
-            0 => None,
-            per_minute => Some(Arc::new(flow::TokenBudget::new(per_minute))),
-        };
-        let skill = handlers::llm::LlmHandler::new(&settings.llm)
-            .context("setting up the LLM skill ([llm])")?
-            .with_key_budget(budget, flow_stats.clone());
-        tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
-        registry.register(handlers::llm::LLM_DECIDE, skill);
-    }
-    registry.register_skill(handlers::iot::DeviceCheckSkill::new(w.iot.clone()));
-    if w.paper.enabled {
-        registry.register_skill(handlers::paper::PaperSkill::new(w.paper.clone()));
-    }
-    if let Some(webhook) = handlers::webhook::WebhookHandler::from_settings(&w.webhook)? {
-        registry.register(handlers::webhook::KIND, webhook);
-    }
+    register_configured(&settings, &mut registry, &flow_stats)?;
     let stage = env
         .connect(&StageSpec {
             name: STAGE,
@@ -81,6 +62,12 @@ pub async fn run(
     tracing::info!(worker_id = %w.id, group = %w.group_id, delivery = ?settings.delivery.mode, topic = %settings.topics.commands.name, kinds = ?registry.kinds(), "worker started");
     stats.register_metrics(&telemetry.metrics, &[]);
     flow_stats.register_metrics(&telemetry.metrics, &[]);
+    let level_stats = Arc::new(levels::LevelStats::default());
+    level_stats.register_metrics(&telemetry.metrics, &[]);
+    let next_topic = Some(w.next_topic.clone()).filter(|t| !t.is_empty());
+    if let Some(topic) = &next_topic {
+        tracing::info!(topic, "commands emitted by skills go to the next level");
+    }
     let flow = Arc::new(flow_control(w, flow_stats));
     let journal_stats = Arc::new(JournalStats::default());
     journal_stats.register_metrics(&telemetry.metrics, &[]);
@@ -106,6 +93,7 @@ pub async fn run(
         sampler: telemetry.sampler.clone(),
         journal,
         flow,
+        next: levels::NextLevel { topic: next_topic, stats: level_stats },
     };
     let dedupe = match settings.delivery.mode {
         DeliveryMode::ExactlyOnce => None,
@@ -123,6 +111,41 @@ pub async fn run(
     };
     let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe);
     Ok(stage.run(&mut processor, shutdown).await)
+}
+
+/// Adds the skills the configuration turns on to `registry`.
+fn register_configured(
+    settings: &WorkerSettings,
+    registry: &mut Registry,
+    flow_stats: &Arc<flow::FlowStats>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let w = &settings.worker;
+    if w.probe_handler {
+        registry.register(handlers::PROBE_KIND, handlers::ProbeHandler);
+    }
+    if settings.llm.enabled {
+        let budget = match w.flow.llm.tokens_per_key_per_minute {
+            0 => None,
+            per_minute => Some(Arc::new(flow::TokenBudget::new(per_minute))),
+        };
+        let skill = handlers::llm::LlmHandler::new(&settings.llm)
+            .context("setting up the LLM skill ([llm])")?
+            .with_key_budget(budget, flow_stats.clone());
+        tracing::info!(endpoint = %settings.llm.endpoint, model = %settings.llm.model, "LLM skill enabled");
+        registry.register(handlers::llm::LLM_DECIDE, skill);
+    }
+    registry.register_skill(handlers::iot::DeviceCheckSkill::new(w.iot.clone()));
+    if !w.strategy.order_account.is_empty() {
+        registry.register_skill(handlers::strategy::OrderingStrategy::new(w.strategy.clone()));
+    }
+    if w.paper.enabled {
+        registry.register_skill(handlers::paper::PaperSkill::new(w.paper.clone()));
+    }
+    if let Some(webhook) = handlers::webhook::WebhookHandler::from_settings(&w.webhook)? {
+        registry.register(handlers::webhook::KIND, webhook);
+    }
+    Ok(())
 }
 
 /// The worker's flow control, with a warning when its priorities cannot
@@ -167,5 +190,10 @@ fn fence_effects(
         }
     });
     let topic = settings.topics.commands.name.clone();
-    journal.with_membership(fence, move |partition| group.owns(&topic, partition))
+    let (owner, revoked) = (group.clone(), topic.clone());
+    journal.with_membership(
+        fence,
+        move |partition| owner.owns(&topic, partition),
+        move |partition| group.revocations(&revoked, partition),
+    )
 }

@@ -95,6 +95,10 @@ impl SequenceCheck {
             self.last.clear();
             self.rebalances_seen = rebalances;
         }
+        // seq 0: not sequenced (a command emitted by a level below).
+        if command.seq == 0 {
+            return None;
+        }
         let previous = self.last.insert(command.key.clone(), command.seq)?;
         if command.seq > previous + 1 {
             stats.sequence_gaps.fetch_add(1, Ordering::Relaxed);
@@ -191,12 +195,16 @@ pub struct Executor {
     pub journal: Arc<Journal>,
     /// Admission of commands to their handlers (priorities, limits).
     pub flow: Arc<FlowControl>,
+    /// Where commands the skills emit for the next level go.
+    pub next: crate::levels::NextLevel,
 }
 
 impl Executor {
     /// Runs the handler with retries, catching panics and enforcing the
     /// time limit on each attempt.
-    async fn execute(&self, command: &Command, partition: i32) -> Execution {
+    /// `assignment` is the partition's revocation count when the record was
+    /// read: effects run only while it is unchanged (journal fence).
+    async fn execute(&self, command: &Command, partition: i32, assignment: u64) -> Execution {
         let (started_at, started) = (Utc::now(), std::time::Instant::now());
         let decided =
             |status, output, dead_letter| Execution { started_at, started, status, output, attempts: 0, dead_letter };
@@ -241,7 +249,8 @@ impl Executor {
             // A separate task isolates a panicking handler from the worker.
             let mut task = tokio::spawn(
                 async move {
-                    let ctx = HandlerContext::new(attempt, &owned, partition, handler.as_ref(), &journal);
+                    let ctx = HandlerContext::new(attempt, &owned, partition, handler.as_ref(), &journal)
+                        .started_under(assignment);
                     handler.handle_with(&owned, &ctx).await
                 }
                 .instrument(span.clone()),
@@ -297,6 +306,7 @@ impl Executor {
         command: Command,
         sequence: Option<SequenceNote>,
         group: &str,
+        assignment: u64,
     ) -> Outputs {
         let trace = Trace::of(message, &self.sampler);
         let mut out = trace.outputs();
@@ -316,7 +326,7 @@ impl Executor {
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
-        let execution = self.execute(&command, message.partition()).instrument(span.clone()).await;
+        let execution = self.execute(&command, message.partition(), assignment).instrument(span.clone()).await;
         // The handler's time: a wait for admission is not in it.
         let (started_at, elapsed) = (execution.started_at, execution.started.elapsed());
         self.metrics.handler_duration.get_or_create(&kind_label(&command.kind)).observe(elapsed.as_secs_f64());
@@ -345,6 +355,9 @@ impl Executor {
         let meta = MessageMeta { message_type: "result", producer_id: &self.worker_id, command_id: Some(command.id) };
         out.message(&self.results_topic, &command.key, &meta, &result, &publish);
         drop(publish);
+        if status == ResultStatus::Succeeded {
+            self.next.publish(&command, &result.output, &self.worker_id, &span, &mut out);
+        }
         if let Some(reason) = execution.dead_letter {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let error = result.output.get("error").and_then(|e| e.as_str()).unwrap_or(reason).to_string();
@@ -432,6 +445,8 @@ impl Processor for CommandProcessor {
         };
         let rebalances = self.group.rebalances.load(Ordering::Relaxed);
         let sequence = self.sequences.check(&command, rebalances, &self.exec.stats);
+        // The assignment the record was read under (journal fence).
+        let assignment = self.exec.journal.assignment(record.partition());
         self.refresh_dedupe();
         let window = self.dedupe.as_ref().map(|d| d.window.clone());
         let exec = self.exec.clone();
@@ -449,7 +464,7 @@ impl Processor for CommandProcessor {
                 return Outputs::new();
             }
             let id = command.id;
-            let out = exec.handle(&record, command, sequence, &group_id).await;
+            let out = exec.handle(&record, command, sequence, &group_id, assignment).await;
             if let (Some(window), Some(generation)) = (&window, generation) {
                 window.insert(id, generation);
             }

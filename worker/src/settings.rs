@@ -75,6 +75,11 @@ pub struct WorkerSection {
     pub paper: crate::handlers::paper::PaperSettings,
     /// The `check_device` skill's detectors (`[worker.iot]`).
     pub iot: crate::handlers::iot::IotSkillSettings,
+    /// `evaluate_strategy`'s orders for the next level (`[worker.strategy]`).
+    pub strategy: crate::handlers::strategy::StrategySettings,
+    /// Where commands emitted by skills go (the next level's commands
+    /// topic); empty: they stay in the result.
+    pub next_topic: String,
     /// Flow control (`[worker.flow]`): priorities and limits per kind and
     /// key, the LLM skill's token budget per key.
     pub flow: crate::flow::FlowSettings,
@@ -101,6 +106,8 @@ impl Default for WorkerSection {
             webhook: Default::default(),
             paper: Default::default(),
             iot: Default::default(),
+            strategy: Default::default(),
+            next_topic: String::new(),
             flow: Default::default(),
         }
     }
@@ -121,6 +128,7 @@ impl WorkerSection {
         self.webhook.validate()?;
         self.paper.validate()?;
         self.iot.validate()?;
+        self.strategy.validate()?;
         self.flow.validate(self.max_concurrency)
     }
 }

@@ -39,6 +39,10 @@ shoal_telemetry::counters! {
         /// Partitions assigned to this member now, as far as librdkafka
         /// has told it.
         owned: std::sync::Mutex<std::collections::BTreeSet<(String, i32)>>,
+        /// How many times each partition was revoked from or lost by this
+        /// member: work started under an older count belongs to a previous
+        /// assignment.
+        revocations: std::sync::Mutex<std::collections::BTreeMap<(String, i32), u64>>,
     }
 }
 
@@ -50,10 +54,21 @@ impl GroupStats {
         self.owned.lock().unwrap_or_else(|p| p.into_inner()).contains(&(topic.to_string(), partition))
     }
 
+    /// How many times `partition` of `topic` was revoked from or lost by
+    /// this member. Work started under a smaller count was started under an
+    /// earlier assignment, whose uncommitted work is the new owner's (even
+    /// when the new owner is this member again).
+    pub fn revocations(&self, topic: &str, partition: i32) -> u64 {
+        let revocations = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        revocations.get(&(topic.to_string(), partition)).copied().unwrap_or(0)
+    }
+
     fn disown(&self, partitions: &[(String, i32)]) {
         let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revocations = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
         for p in partitions {
             owned.remove(p);
+            *revocations.entry(p.clone()).or_insert(0) += 1;
         }
     }
 

@@ -19,6 +19,8 @@ pub struct HandlerContext<'a> {
     partition: i32,
     handler: &'a dyn Handler,
     journal: &'a Journal,
+    /// The partition's revocation count the execution started under.
+    assignment: u64,
 }
 
 impl std::fmt::Debug for HandlerContext<'_> {
@@ -42,7 +44,17 @@ impl<'a> HandlerContext<'a> {
         handler: &'a dyn Handler,
         journal: &'a Journal,
     ) -> Self {
-        Self { attempt, command, partition, handler, journal }
+        let assignment = journal.assignment(partition);
+        Self { attempt, command, partition, handler, journal, assignment }
+    }
+
+    /// The same context for an execution that started under `assignment`
+    /// ([`Journal::assignment`] when the command started): its effects run
+    /// only while the partition has not been revoked since, even if it is
+    /// assigned to this worker again by then.
+    pub fn started_under(mut self, assignment: u64) -> Self {
+        self.assignment = assignment;
+        self
     }
 
     /// Runs one effect step of the command at most once per command, as far
@@ -125,7 +137,7 @@ impl<'a> HandlerContext<'a> {
             }
             None => self.record(step, &digest, &key, StepState::Started, None).await?,
         }
-        if let Err(reason) = self.journal.admit(self.partition).await {
+        if let Err(reason) = self.journal.admit(self.partition, self.assignment).await {
             tracing::warn!(command_id = %id, step, %reason, "effect not run: fenced");
             return Err(HandlerError::Retryable(reason));
         }
@@ -310,6 +322,34 @@ mod tests {
         assert_eq!(out["key"], format!("{}/post/0", c.id));
         assert_eq!((missing.calls.load(Ordering::SeqCst), missing.reconciles.load(Ordering::SeqCst)), (1, 1));
         assert_eq!(journal.stats.rerun.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_execution_from_before_a_revocation_runs_no_effect_even_once_reassigned() {
+        use std::sync::atomic::AtomicU64;
+        let revocations = Arc::new(AtomicU64::new(0));
+        let counted = revocations.clone();
+        let fence = Arc::new(crate::journal::Fence::new(std::time::Duration::from_secs(6)));
+        let journal = worker(&Arc::new(MemoryStore::default())).with_membership(
+            fence,
+            |_| true,
+            move |_| counted.load(Ordering::SeqCst),
+        );
+        let handler = Counting::default();
+        let c = command(serde_json::json!({}));
+        // Read under the first assignment; the partition is revoked and
+        // assigned to this worker again before the effect.
+        let old = HandlerContext::new(1, &c, 3, &handler, &journal);
+        revocations.store(1, Ordering::SeqCst);
+        let refused = handler.handle_with(&c, &old).await.unwrap_err();
+        assert!(matches!(&refused, HandlerError::Retryable(r) if r.contains("revoked")), "{refused}");
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 0, "no call from the old execution");
+        assert_eq!(journal.stats.fenced.load(Ordering::SeqCst), 1);
+        // A retry of the old execution is still fenced; the new one runs.
+        let retry = HandlerContext::new(2, &c, 3, &handler, &journal).started_under(0);
+        assert!(handler.handle_with(&c, &retry).await.is_err());
+        let new = HandlerContext::new(1, &c, 3, &handler, &journal);
+        assert_eq!(handler.handle_with(&c, &new).await.unwrap()["call"], 1);
     }
 
     #[tokio::test]

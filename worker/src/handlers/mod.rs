@@ -8,7 +8,7 @@ pub mod llm;
 pub mod paper;
 mod probe;
 pub mod skill;
-mod strategy;
+pub mod strategy;
 pub mod webhook;
 
 use std::collections::HashMap;

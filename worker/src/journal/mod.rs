@@ -112,6 +112,7 @@ struct PartitionIndex {
 struct Membership {
     fence: Arc<Fence>,
     owns: Box<dyn Fn(i32) -> bool + Send + Sync>,
+    revocations: Box<dyn Fn(i32) -> u64 + Send + Sync>,
 }
 
 /// The journal of one worker: a store and an in-memory index of the
@@ -166,25 +167,39 @@ impl Journal {
         Self::new(Arc::new(MemoryStore::default()), worker_id, || 0, Arc::default())
     }
 
-    /// Fences effects with `fence` (fed by a ticker) and `owns`, which says
-    /// whether a commands partition is assigned to this worker now.
-    pub fn with_membership(mut self, fence: Arc<Fence>, owns: impl Fn(i32) -> bool + Send + Sync + 'static) -> Self {
-        self.membership = Some(Membership { fence, owns: Box::new(owns) });
+    /// Fences effects with `fence` (fed by a ticker), `owns`, which says
+    /// whether a commands partition is assigned to this worker now, and
+    /// `revocations`, how many times it was revoked from or lost by it.
+    pub fn with_membership(
+        mut self,
+        fence: Arc<Fence>,
+        owns: impl Fn(i32) -> bool + Send + Sync + 'static,
+        revocations: impl Fn(i32) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.membership = Some(Membership { fence, owns: Box::new(owns), revocations: Box::new(revocations) });
         self
+    }
+
+    /// How many times commands partition `partition` was revoked from this
+    /// worker (0 without membership): an execution records it when it
+    /// starts, and its effects run only while it is unchanged.
+    pub fn assignment(&self, partition: i32) -> u64 {
+        self.membership.as_ref().map_or(0, |m| (m.revocations)(partition))
     }
 
     /// Waits, after a pause of this process, until its group membership is
     /// known again (at most a session timeout), then says whether it still
     /// owns commands partition `partition`: `Err` with the reason when it
     /// does not, and the effect must be left to the new owner.
-    pub async fn admit(&self, partition: i32) -> Result<(), String> {
+    pub async fn admit(&self, partition: i32, assignment: u64) -> Result<(), String> {
         let Some(membership) = &self.membership else { return Ok(()) };
         let started = std::time::Instant::now();
         while membership.fence.verdict((self.generation)()) == Verdict::Uncertain {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let waited = started.elapsed();
-        if (membership.owns)(partition) {
+        let revoked_since = (membership.revocations)(partition) != assignment;
+        if !revoked_since && (membership.owns)(partition) {
             if waited >= std::time::Duration::from_millis(20) {
                 tracing::info!(
                     partition,
@@ -195,6 +210,11 @@ impl Journal {
             return Ok(());
         }
         self.stats.fenced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if revoked_since {
+            return Err(format!(
+                "commands partition {partition} was revoked from this worker since this execution started (its work now belongs to the partition's current assignment); the effect is left to it"
+            ));
+        }
         Err(format!(
             "commands partition {partition} is no longer assigned to this worker (it was paused or the partition was revoked); the effect is left to its new owner"
         ))
