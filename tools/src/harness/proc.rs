@@ -218,15 +218,44 @@ pub async fn http_get_with(
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path, token, None).await
+}
+
+/// `POST` of JSON `body` to the state query API with `token` as the bearer
+/// token: status and body parsed as JSON (`Null` when it is not JSON).
+pub async fn api_post(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let (status, body) = http_request(address, "POST", path, Some(token), Some(&body.to_string())).await?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with an optional bearer token
+/// and JSON body: the status and the body.
+async fn http_request(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
+    let content =
+        body.map_or(String::new(), |b| format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or_default()
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut response))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
     let text = String::from_utf8_lossy(&response).into_owned();
