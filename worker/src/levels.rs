@@ -45,7 +45,7 @@ struct NextCommand {
 /// deadline. `Ok(empty)` when the output has no `next`.
 pub fn next_commands(parent: &Command, output: &serde_json::Value) -> Result<Vec<Command>, String> {
     let Some(next) = output.get(NEXT_FIELD) else { return Ok(Vec::new()) };
-    let wanted: Vec<NextCommand> = serde_json::from_value(next.clone())
+    let wanted = Vec::<NextCommand>::deserialize(next)
         .map_err(|e| format!("`{NEXT_FIELD}` is not a list of {{kind, key, payload}}: {e}"))?;
     wanted
         .into_iter()

@@ -42,7 +42,9 @@ shoal_telemetry::counters! {
         /// How many times each partition was revoked from or lost by this
         /// member: work started under an older count belongs to a previous
         /// assignment.
-        revocations: std::sync::Mutex<std::collections::BTreeMap<(String, i32), u64>>,
+        /// By topic, then partition: looked up per record read, without
+        /// building a key.
+        revocations: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, u64>>>,
     }
 }
 
@@ -60,7 +62,7 @@ impl GroupStats {
     /// when the new owner is this member again).
     pub fn revocations(&self, topic: &str, partition: i32) -> u64 {
         let revocations = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
-        revocations.get(&(topic.to_string(), partition)).copied().unwrap_or(0)
+        revocations.get(topic).and_then(|by_partition| by_partition.get(&partition)).copied().unwrap_or(0)
     }
 
     fn disown(&self, partitions: &[(String, i32)]) {
@@ -68,7 +70,7 @@ impl GroupStats {
         let mut revocations = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
         for p in partitions {
             owned.remove(p);
-            *revocations.entry(p.clone()).or_insert(0) += 1;
+            *revocations.entry(p.0.clone()).or_default().entry(p.1).or_insert(0) += 1;
         }
     }
 

@@ -81,7 +81,7 @@ async fn page_shows(browser: &Browser, what: &str, script: &str, accept: impl Fn
             let status = browser.text("#status").await.unwrap_or_default();
             panic!("the console did not show {what} within {WAIT:?}: last {value}; status {status:?}; page:\n{page}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // poll interval within the deadline above
     }
 }
 
