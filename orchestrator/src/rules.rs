@@ -214,6 +214,7 @@ fn on_event(
         if let Some(map) = attributes.as_object_mut() {
             map.insert("event_id".into(), serde_json::json!(event.id));
             map.entry("account").or_insert_with(|| serde_json::json!(event.key));
+            map.entry("at").or_insert_with(|| serde_json::json!(event.occurred_at));
         }
         let mut typed: ScoreTransaction = serde_json::from_value(attributes)
             .map_err(|e| format!("{} event does not fit {kind}: {e}", event.event_type))?;

@@ -232,4 +232,19 @@ mod tests {
             assert!(err.contains(key), "{var}={value}: {err}");
         }
     }
+
+    /// The orchestrators of `examples/topologies` load and validate as
+    /// shipped.
+    #[test]
+    fn the_example_topologies_orchestrator_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topologies");
+        for topology in ["trading", "fraud", "iot"] {
+            let path = dir.join(topology).join("orchestrator.toml");
+            let s: OrchestratorSettings =
+                load_from(Some(&path), std::iter::empty()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if topology == "iot" {
+                assert_eq!(s.rules.events.get("vibration").map(String::as_str), Some("check_device"));
+            }
+        }
+    }
 }

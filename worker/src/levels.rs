@@ -5,7 +5,7 @@
 //! context in their headers. A worker group reading that topic is the next
 //! level, and one trace spans every level (docs/levels.md).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use shoal_kafka::outputs::{MessageMeta, Outputs};
 use shoal_kafka::trace;
@@ -29,13 +29,25 @@ shoal_telemetry::counters! {
     }
 }
 
-/// One command for the next level, as a skill writes it.
-#[derive(Debug, Deserialize)]
+/// One command for the next level, as a skill writes it in its output's
+/// `next` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NextCommand {
-    kind: String,
-    key: String,
-    payload: serde_json::Value,
+pub struct NextCommand {
+    /// The command's kind.
+    pub kind: String,
+    /// Its key (the next level's per-key order).
+    pub key: String,
+    /// Its payload.
+    pub payload: serde_json::Value,
+}
+
+impl NextCommand {
+    /// A command of `kind` for `key` with `payload` (serialised; a payload
+    /// that is not JSON becomes `null` and fails the next level's decode).
+    pub fn new<P: Serialize>(kind: &str, key: &str, payload: &P) -> Self {
+        Self { kind: kind.into(), key: key.into(), payload: serde_json::to_value(payload).unwrap_or_default() }
+    }
 }
 
 /// The commands `output` asks for, made from `parent`: ids derived from

@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod flow;
 pub mod handlers;
 pub mod journal;
+pub mod keyed;
 pub mod levels;
 pub mod processor;
 pub mod settings;
@@ -18,6 +19,7 @@ use shoal_kafka as kafka;
 use shoal_kafka::pipeline::DrainReport;
 use shoal_kafka::settings::DeliveryMode;
 use shoal_kafka::stage::StageSpec;
+use shoal_protocol::messages::kinds;
 use shoal_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +79,14 @@ pub async fn run(
     let rebalances = move || group.rebalances.load(std::sync::atomic::Ordering::Relaxed);
     let journal = Journal::new(Arc::new(store), &w.id, rebalances, journal_stats);
     let journal = Arc::new(fence_effects(journal, &settings, stage.group().clone(), &shutdown));
+    let restorer = keyed::Restorer::new(
+        &settings.kafka,
+        &format!("{}-state", w.id),
+        &settings.topics.results.name,
+        registry.keyed_states(),
+        w.state_restore_results,
+    )
+    .context("creating the reader that restores the skills' state")?;
     let exec = Executor {
         worker_id: w.id.clone(),
         results_topic: settings.topics.results.name.clone(),
@@ -109,7 +119,7 @@ pub async fn run(
             Some(Dedupe { window, reader, loaded_at: None })
         }
     };
-    let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe);
+    let mut processor = CommandProcessor::new(exec, stage.group().clone(), dedupe).with_restorer(restorer);
     Ok(stage.run(&mut processor, shutdown).await)
 }
 
@@ -136,6 +146,17 @@ fn register_configured(
         registry.register(handlers::llm::LLM_DECIDE, skill);
     }
     registry.register_skill(handlers::iot::DeviceCheckSkill::new(w.iot.clone()));
+    if !w.fraud.case_key.is_empty() {
+        registry.register(kinds::SCORE_TRANSACTION, handlers::fraud::CaseFeedingScore::new(&w.fraud.case_key));
+    }
+    if w.cases.enabled {
+        registry.register_skill(handlers::cases::CaseSkill::default());
+        registry.register(handlers::cases::DECIDE_CASE, handlers::pure(handlers::cases::decide));
+    }
+    if w.incidents.enabled {
+        registry.register_skill(handlers::incidents::IncidentSkill::new(&w.incidents));
+        registry.register(handlers::incidents::NOTIFY_INCIDENT, handlers::pure(handlers::incidents::notify));
+    }
     if !w.strategy.order_account.is_empty() {
         registry.register_skill(handlers::strategy::OrderingStrategy::new(w.strategy.clone()));
     }

@@ -400,13 +400,22 @@ pub struct CommandProcessor {
     group: Arc<shoal_kafka::consumer::GroupStats>,
     sequences: SequenceCheck,
     dedupe: Option<Dedupe>,
+    restorer: Option<crate::keyed::Restorer>,
 }
 
 impl CommandProcessor {
     /// A processor running commands with `exec`; `dedupe` with at-least-once
     /// delivery.
     pub fn new(exec: Executor, group: Arc<shoal_kafka::consumer::GroupStats>, dedupe: Option<Dedupe>) -> Self {
-        Self { exec: Arc::new(exec), group, sequences: SequenceCheck::default(), dedupe }
+        Self { exec: Arc::new(exec), group, sequences: SequenceCheck::default(), dedupe, restorer: None }
+    }
+
+    /// Restores the stateful skills' state with `restorer` before the first
+    /// command, and again when the partitions change or after a rewind.
+    #[must_use]
+    pub fn with_restorer(mut self, restorer: Option<crate::keyed::Restorer>) -> Self {
+        self.restorer = restorer;
+        self
     }
 
     /// Reloads the dedupe window when the partitions changed since the last
@@ -448,6 +457,9 @@ impl Processor for CommandProcessor {
         // The assignment the record was read under (journal fence).
         let assignment = self.exec.journal.assignment(record.partition());
         self.refresh_dedupe();
+        if let Some(restorer) = self.restorer.as_mut() {
+            restorer.refresh(rebalances);
+        }
         let window = self.dedupe.as_ref().map(|d| d.window.clone());
         let exec = self.exec.clone();
         let group_id = self.group.group_id.clone();
@@ -475,6 +487,9 @@ impl Processor for CommandProcessor {
     fn reset(&mut self) {
         if let Some(dedupe) = self.dedupe.as_mut() {
             dedupe.loaded_at = None;
+        }
+        if let Some(restorer) = self.restorer.as_mut() {
+            restorer.reset();
         }
     }
 

@@ -77,6 +77,17 @@ pub struct WorkerSection {
     pub iot: crate::handlers::iot::IotSkillSettings,
     /// `evaluate_strategy`'s orders for the next level (`[worker.strategy]`).
     pub strategy: crate::handlers::strategy::StrategySettings,
+    /// `score_transaction`'s cases for the next level (`[worker.fraud]`).
+    pub fraud: crate::handlers::fraud::FraudSkillSettings,
+    /// The fraud topology's `build_case` and `decide_case` (`[worker.cases]`).
+    pub cases: crate::handlers::cases::CasesSettings,
+    /// The IoT topology's `correlate_incident` and `notify_incident`
+    /// (`[worker.incidents]`).
+    pub incidents: crate::handlers::incidents::IncidentsSettings,
+    /// Results read from the results topic's tail to restore the state of
+    /// stateful skills (`build_case`, `correlate_incident`) when the worker
+    /// starts, its partitions change or it rewinds.
+    pub state_restore_results: usize,
     /// Where commands emitted by skills go (the next level's commands
     /// topic); empty: they stay in the result.
     pub next_topic: String,
@@ -107,6 +118,10 @@ impl Default for WorkerSection {
             paper: Default::default(),
             iot: Default::default(),
             strategy: Default::default(),
+            fraud: Default::default(),
+            cases: Default::default(),
+            incidents: Default::default(),
+            state_restore_results: 10_000,
             next_topic: String::new(),
             flow: Default::default(),
         }
@@ -129,6 +144,8 @@ impl WorkerSection {
         self.paper.validate()?;
         self.iot.validate()?;
         self.strategy.validate()?;
+        self.incidents.validate()?;
+        in_range("worker.state_restore_results", self.state_restore_results, 1..=10_000_000, "an integer")?;
         self.flow.validate(self.max_concurrency)
     }
 }
@@ -149,5 +166,40 @@ impl Validate for WorkerSettings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The worker levels of `examples/topologies` load and validate as they
+    /// are shipped, and turn on what their level needs.
+    #[test]
+    fn the_example_topologies_worker_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topologies");
+        let mut loaded = Vec::new();
+        for topology in ["trading", "fraud", "iot"] {
+            for entry in std::fs::read_dir(dir.join(topology)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                if !name.ends_with(".toml") || name == "orchestrator.toml" {
+                    continue;
+                }
+                let settings: WorkerSettings = shoal_config::load_from(Some(&path), std::iter::empty())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                loaded.push((format!("{topology}/{name}"), settings));
+            }
+        }
+        loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 8, "{names:?}");
+        let get = |n: &str| &loaded.iter().find(|(name, _)| name == n).unwrap().1.worker;
+        assert_eq!(get("fraud/scoring.toml").fraud.case_key, "cases-eu");
+        assert!(get("fraud/cases.toml").cases.enabled && get("iot/sites.toml").incidents.enabled);
+        assert!(get("iot/devices.toml").iot.correlate);
+        assert_eq!(get("trading/strategy.toml").next_topic, "shoal.orders");
+        assert!(get("trading/paper.toml").paper.enabled);
     }
 }

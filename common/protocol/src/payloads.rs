@@ -54,6 +54,14 @@ pub struct ScoreTransaction {
     /// Merchant category code.
     #[serde(default)]
     pub merchant_category: Option<String>,
+    /// The device (fingerprint) the transaction came from, when known: the
+    /// fraud topology links accounts through shared devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// When the transaction happened (event time); the decision rules set
+    /// it from the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// What the account's derived state says around this transaction, added
     /// by the decision rules (absent in commands from elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,61 @@ use super::HandlerError;
 /// digital goods).
 const RISKY_MCC: &[&str] = &["7995", "4829", "5816"];
 
+/// The `[worker.fraud]` section: whether scored transactions go on to the
+/// fraud topology's case-building level (docs/levels.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudSkillSettings {
+    /// The case scope each scored transaction is sent to as a `build_case`
+    /// (in the result's `next`, published to `worker.next_topic`): one
+    /// case builder sees every transaction of its scope. Empty: scores only.
+    pub case_key: String,
+}
+
+/// `score_transaction` as a level of the fraud topology: the score, and a
+/// `build_case` for `case_key` with the transaction and its score.
+#[derive(Debug, Clone)]
+pub struct CaseFeedingScore {
+    case_key: String,
+}
+
+impl CaseFeedingScore {
+    /// Scores and sends each transaction on to `case_key`.
+    pub fn new(case_key: &str) -> Self {
+        Self { case_key: case_key.to_string() }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Handler for CaseFeedingScore {
+    async fn handle(
+        &self,
+        command: &shoal_protocol::messages::Command,
+        _attempt: u32,
+    ) -> Result<serde_json::Value, HandlerError> {
+        let p: ScoreTransaction = super::payload(command)?;
+        let mut out = score(&p)?;
+        let scored: shoal_detect::fraud::Score = serde_json::from_value(out.clone())
+            .map_err(|e| HandlerError::Rejected(format!("score_transaction output does not read back: {e}")))?;
+        let transaction = shoal_detect::fraud::Transaction {
+            event_id: p.event_id.to_string(),
+            account: p.account.clone(),
+            device: p.device.clone(),
+            amount: p.amount,
+            country: p.country.clone(),
+            merchant_category: p.merchant_category.clone(),
+            at: p.at.unwrap_or(command.issued_at),
+        };
+        let next = crate::levels::NextCommand::new(
+            super::cases::BUILD_CASE,
+            &self.case_key,
+            &super::cases::BuildCase { transaction, score: scored },
+        );
+        out[crate::levels::NEXT_FIELD] = serde_json::json!([next]);
+        Ok(out)
+    }
+}
+
 /// The skill: a pure function of the payload (see [`super::pure`]).
 ///
 /// Points come from the transaction itself (amount, card not present,
@@ -118,6 +173,8 @@ mod tests {
             country: "DE".into(),
             card_present,
             merchant_category: mcc.map(str::to_string),
+            device: None,
+            at: None,
             history: None,
         }
     }

@@ -43,6 +43,10 @@ pub struct IotSkillSettings {
     pub warmup: u32,
     /// The baseline's EWMA weight of the newest reading, in (0, 1].
     pub alpha: f64,
+    /// Send the anomalies of a device with a site on to the IoT topology's
+    /// correlation level: a `correlate_incident` keyed by the site, in the
+    /// result's `next` (published to `worker.next_topic`).
+    pub correlate: bool,
 }
 
 impl Default for IotSkillSettings {
@@ -56,6 +60,7 @@ impl Default for IotSkillSettings {
             z_threshold: 4.0,
             warmup: 10,
             alpha: 0.3,
+            correlate: false,
         }
     }
 }
@@ -104,6 +109,10 @@ pub struct DeviceCheck {
     pub baseline: Option<BaselineView>,
     /// Readings the baseline was learnt from, the newest included.
     pub readings: usize,
+    /// The anomalies for the site's correlation level (`[worker.iot]
+    /// correlate`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<crate::levels::NextCommand>,
 }
 
 /// The baseline before the newest reading.
@@ -156,7 +165,16 @@ impl DeviceCheckSkill {
         }
         let last = reading(newest.value, newest.at)?;
         let anomalies = monitor.observe(&last);
+        let next = match &p.site {
+            Some(site) if self.settings.correlate && !anomalies.is_empty() => vec![crate::levels::NextCommand::new(
+                super::incidents::CORRELATE_INCIDENT,
+                site,
+                &super::incidents::CorrelateIncident { anomalies: anomalies.clone() },
+            )],
+            _ => Vec::new(),
+        };
         Ok(DeviceCheck {
+            next,
             device: p.device.clone(),
             site: p.site.clone(),
             metric: p.metric.clone(),

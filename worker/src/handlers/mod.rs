@@ -1,8 +1,10 @@
 //! Command handlers: a small trait and a registry keyed by command kind.
 
 mod alert;
+pub mod cases;
 mod context;
-mod fraud;
+pub mod fraud;
+pub mod incidents;
 pub mod iot;
 pub mod llm;
 pub mod paper;
@@ -107,6 +109,12 @@ pub trait Handler: Send + Sync {
         let _ = (command, step, idempotency_key);
         Ok(None)
     }
+
+    /// A stateful handler's per-key state, restored from the results topic
+    /// (`crate::keyed`); `None` (the default) for a stateless one.
+    fn keyed_state(&self) -> Option<Arc<dyn crate::keyed::Restorable>> {
+        None
+    }
 }
 
 /// Decodes a command's payload into the kind's typed payload.
@@ -171,6 +179,14 @@ impl Registry {
     /// The handler for `kind`, if any.
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(kind).cloned()
+    }
+
+    /// The stores of the stateful handlers, to restore from the results
+    /// topic.
+    pub fn keyed_states(&self) -> Vec<Arc<dyn crate::keyed::Restorable>> {
+        let mut stores: Vec<_> = self.handlers.values().filter_map(|h| h.keyed_state()).collect();
+        stores.sort_by(|a, b| a.kind().cmp(b.kind()));
+        stores
     }
 
     /// Registered kinds, sorted.

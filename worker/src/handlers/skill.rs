@@ -50,6 +50,15 @@ pub trait Skill: Send + Sync + 'static {
         let _ = (command, step, idempotency_key);
         Ok(None)
     }
+
+    /// A stateful skill's per-key state: each result carries the key's
+    /// state under `state` in its output (`crate::keyed::Versioned`), and
+    /// the worker restores this store from the results topic when it starts,
+    /// when its partitions change and after a rewind. `None` (the default)
+    /// for a stateless skill.
+    fn keyed_state(&self) -> Option<std::sync::Arc<dyn crate::keyed::Restorable>> {
+        None
+    }
 }
 
 /// A [`Skill`] served as a [`Handler`].
@@ -81,6 +90,10 @@ impl<S: Skill> Handler for SkillHandler<S> {
         idempotency_key: &str,
     ) -> Result<Option<serde_json::Value>, HandlerError> {
         self.0.reconcile(command, step, idempotency_key).await
+    }
+
+    fn keyed_state(&self) -> Option<std::sync::Arc<dyn crate::keyed::Restorable>> {
+        self.0.keyed_state()
     }
 }
 
