@@ -10,15 +10,21 @@ cd "$REPO_ROOT"
 
 usage() {
   cat <<'EOF'
-Usage: scripts/demo.sh [--workers N] [--seconds N] [--traces]   (or: make demo)
+Usage: scripts/demo.sh [--workers N] [--seconds N] [--traces] [--flat]   (or: make demo)
 
 Runs Shoal locally, end to end, on this machine:
   shoal-sim            simulated market trades over WebSocket
                        (127.0.0.1:9001, 8 symbols, 5 trades/s each, seed 7)
   shoal-orchestrator   feed -> Kafka -> decisions -> commands; records results
                        in .demo/outcomes.jsonl
-  shoal-worker x N     worker-1 .. worker-N in one consumer group: they share
-                       the commands and send back results
+  shoal-worker x N     worker-1 .. worker-N in one consumer group: the
+                       strategy level of the trading topology (docs/levels.md);
+                       their buy and sell signals become paper orders on the
+                       shoal.orders topic
+  shoal-worker paper-1 the risk and paper-execution level (group shoal-paper):
+                       fills or rejects each order against the risk limits;
+                       its results go to the shared results topic, so the
+                       console shows the paper ledger
 Their output is interleaved, each line prefixed with [sim], [orchestrator],
 [worker-1], ...; full logs are kept in .demo/logs/. Ctrl-C (or SIGTERM) stops
 the orchestrator and workers gracefully, then the simulator, and prints a
@@ -43,6 +49,8 @@ Options:
                     fetched once into ~/.cache/shoal/tools, about two
                     minutes). At the end the last recorded decision's trace
                     is saved to .demo/trace.json (or DEMO_TRACES=1)
+  -f, --flat        one worker level only (no orders, no paper level), or
+                    DEMO_FLAT=1
   -h, --help        show this help
 
 Environment:
@@ -78,6 +86,7 @@ die_usage() {
 WORKERS="${WORKERS:-3}"
 DEMO_SECONDS="${DEMO_SECONDS:-}"
 TRACES="${DEMO_TRACES:-0}"
+FLAT="${DEMO_FLAT:-0}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -n | --workers)
@@ -91,6 +100,7 @@ while [[ $# -gt 0 ]]; do
       shift
       ;;
     -t | --traces) TRACES=1 ;;
+    -f | --flat) FLAT=1 ;;
     -h | --help | help)
       usage
       exit 0
@@ -312,7 +322,7 @@ stop_all() {
   PHASE=stopping
   [[ -z $SLEEPER ]] || kill "$SLEEPER" 2>/dev/null || true
   for name in "${NAMES[@]}"; do
-    [[ $name == worker-* ]] && workers+=("$name")
+    [[ $name == worker-* || $name == paper-* ]] && workers+=("$name")
     started_any=1
   done
   if ((started_any)); then
@@ -371,7 +381,7 @@ summary() {
   fi
   local handled=() statuses=()
   for name in "${NAMES[@]}"; do
-    [[ $name == worker-* ]] || continue
+    [[ $name == worker-* || $name == paper-* ]] || continue
     handled+=("$name $(grep -c 'command handled' "$LOG_DIR/$name.log" || true)")
   done
   join ', ' 'commands handled (worker logs): ' "${handled[@]}"
@@ -645,8 +655,19 @@ until grep -q 'shoal-sim listening on' "$LOG_DIR/sim.log" 2>/dev/null; do
   sleep 0.1
 done
 
+# The trading topology's levels above the orchestrator: the strategy
+# workers order for paper-1 on shoal.orders; the paper level (started first,
+# so that it creates its commands topic) fills or rejects under the risk
+# limits of [worker.paper].
+LEVEL_ENV=()
+if [[ $FLAT != 1 ]]; then
+  start_proc paper-1 "SHOAL__WORKER__ID=paper-1" "SHOAL__WORKER__GROUP_ID=shoal-paper" \
+    "SHOAL__WORKER__PAPER__ENABLED=true" "SHOAL__TOPICS__COMMANDS__NAME=shoal.orders" \
+    "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$((HTTP_PORT + WORKERS + 1))" -- "$BIN_DIR/shoal-worker"
+  LEVEL_ENV=("SHOAL__WORKER__STRATEGY__ORDER_ACCOUNT=paper-1" "SHOAL__WORKER__NEXT_TOPIC=shoal.orders")
+fi
 for ((i = 1; i <= WORKERS; i++)); do
-  start_proc "worker-$i" "SHOAL__WORKER__ID=worker-$i" \
+  start_proc "worker-$i" "SHOAL__WORKER__ID=worker-$i" ${LEVEL_ENV[@]+"${LEVEL_ENV[@]}"} \
     "SHOAL__OBSERVABILITY__LISTEN=127.0.0.1:$((HTTP_PORT + i))" -- "$BIN_DIR/shoal-worker"
 done
 start_proc orchestrator \
@@ -664,6 +685,9 @@ say "metrics and health: http://127.0.0.1:$HTTP_PORT/{metrics,healthz,readyz} (o
 FIRST_SYMBOL="${SYMBOLS%%,*}"
 say "state API: http://127.0.0.1:$API_PORT (OpenAPI document at /v1/openapi.json; docs/state.md), for example:"
 say "  curl -s -H \"Authorization: Bearer \$(cat $API_READ_TOKEN_FILE)\" http://127.0.0.1:$API_PORT/v1/state/symbol/$FIRST_SYMBOL"
+if [[ $FLAT != 1 ]]; then
+  say "trading topology: orchestrator -> strategy workers (worker-1..$WORKERS) -> shoal.orders -> paper-1 (risk, fills); docs/levels.md"
+fi
 say "console: http://127.0.0.1:$API_PORT/console (docs/console.md; paste a token from $API_TOKENS, admin: to approve)"
 if [[ $TRACES == 1 ]]; then
   say "traces: $ZIPKIN_UI/ (Run Query), or $ZIPKIN_UI/traces/<trace_id> with the trace_id that ends each 'result recorded' line"
