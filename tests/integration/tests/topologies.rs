@@ -47,6 +47,36 @@ fn level_worker(level: &Scope, name: &str, next: Option<&Scope>, receiver: &Rece
     launch
 }
 
+/// A scripted OpenAI-compatible model (real HTTP) for the LLM skill at
+/// the IoT topology's top level: it answers every triage at once with a
+/// valid decision naming the first device in the task; `/v1/summary` and
+/// any state read answer with a fixed summary.
+async fn scripted_model() -> String {
+    use axum::response::IntoResponse as _;
+    async fn chat(body: String) -> axum::response::Response {
+        let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let prompt = request["messages"][1]["content"].as_str().unwrap_or_default().to_string();
+        let first = prompt.split("with anomalies: ").nth(1).and_then(|r| r.split([',', ')']).next()).unwrap_or("?");
+        let content =
+            serde_json::json!({"action": "alert", "reason": format!("inspect {first} first"), "confidence": 0.7});
+        let reply = serde_json::json!({
+            "id": "chatcmpl-topology", "object": "chat.completion", "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content.to_string()}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 12, "total_tokens": 102},
+        });
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
+    }
+    async fn state() -> axum::response::Response {
+        let summary = serde_json::json!({"summary": "plant-1: pumps 1-3 vibrating (fresh)", "tokens": 9});
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], summary.to_string()).into_response()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat)).fallback(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
 async fn results_of(scope: &Scope) -> Vec<CommandResult> {
     let mut reader = TopicReader::new(&scope.topics.results.name);
     reader.read_to_end(Duration::from_secs(30)).await;
@@ -176,10 +206,22 @@ async fn the_iot_topology_correlates_devices_of_a_site_across_a_restart_of_its_m
         level_worker(&sites, name, Some(&notices), &receiver)
             .with("SHOAL__WORKER__INCIDENTS__ENABLED", "true")
             .with("SHOAL__WORKER__INCIDENTS__MIN_DEVICES", "3")
+            .with("SHOAL__WORKER__INCIDENTS__LLM_TRIAGE", "true")
     };
     let mut level2 = site_level("sites-1").spawn();
-    let mut level3 =
-        level_worker(&notices, "notify-1", None, &receiver).with("SHOAL__WORKER__INCIDENTS__ENABLED", "true").spawn();
+    // The top level notifies, and triages with the LLM skill.
+    let model = scripted_model().await;
+    let key_file = notices.dir.join("llm-key");
+    std::fs::write(&key_file, "sk-topology-test\n").unwrap();
+    let mut level3 = level_worker(&notices, "notify-1", None, &receiver)
+        .with("SHOAL__WORKER__INCIDENTS__ENABLED", "true")
+        .with("SHOAL__LLM__ENABLED", "true")
+        .with("SHOAL__LLM__MODEL", "scripted")
+        .with("SHOAL__LLM__ENDPOINT", format!("{model}/v1"))
+        .with("SHOAL__LLM__STATE_API_URL", format!("{model}/api"))
+        .with("SHOAL__LLM__API_KEY_FILE", key_file.display().to_string())
+        .with("SHOAL__WORKER__HANDLER_TIMEOUT_MS", "30000")
+        .spawn();
 
     // The recording: 15 quiet readings per device, then one spike each
     // (pump-1, pump-2 of plant-1, fan-9 of plant-2, then pump-3 of plant-1).
@@ -200,7 +242,7 @@ async fn the_iot_topology_correlates_devices_of_a_site_across_a_restart_of_its_m
         produce(&producer, &devices.topics.events.name, key, event.to_string().as_bytes()).await;
     }
     let mut notified = TopicReader::new(&notices.topics.results.name);
-    notified.read_until(Duration::from_secs(90), "a notification", |m| !m.is_empty()).await;
+    notified.read_until(Duration::from_secs(90), "a notification and a triage", |m| m.len() >= 2).await;
     for p in [&mut orchestrator, &mut level1, &mut level2, &mut level3] {
         p.stop_cleanly(Duration::from_secs(20));
     }
@@ -220,21 +262,26 @@ async fn the_iot_topology_correlates_devices_of_a_site_across_a_restart_of_its_m
     assert_eq!(pump3.output["changes"][0]["incident"]["devices"], serde_json::json!(["pump-1", "pump-2", "pump-3"]));
     assert!(correlations.iter().filter(|r| r.key == "plant-2").all(|r| r.output["changes"] == serde_json::json!([])));
 
-    let notifications = results_of(&notices).await;
-    assert_eq!(notifications.len(), 1, "one incident, opened once: {notifications:?}");
+    let top = results_of(&notices).await;
+    assert_eq!(top.len(), 2, "one incident, opened once, notified and triaged: {top:?}");
+    let (notifications, triages): (Vec<CommandResult>, Vec<CommandResult>) =
+        top.into_iter().partition(|r| r.kind == "notify_incident");
     let message = notifications[0].output["message"].as_str().unwrap();
     assert!(message.contains("opened at site plant-1: 3 devices (pump-1, pump-2, pump-3)"), "{message}");
-    assert_one_trace_each(
-        &notifications,
-        &receiver,
-        &[
-            ("process command", "shoal-worker", Some("notify_incident")),
-            ("publish command", "shoal-worker", Some("notify_incident")),
+    let triage = &triages[0];
+    assert_eq!((triage.kind.as_str(), triage.status), ("llm_decide", ResultStatus::Succeeded), "{triage:?}");
+    assert_eq!(triage.output["answer"]["reason"], "inspect pump-1 first", "{}", triage.output);
+    let chain = |kind: &'static str| {
+        [
+            ("process command", "shoal-worker", Some(kind)),
+            ("publish command", "shoal-worker", Some(kind)),
             ("process command", "shoal-worker", Some("correlate_incident")),
             ("publish command", "shoal-worker", Some("correlate_incident")),
             ("process command", "shoal-worker", Some("check_device")),
             ("publish command", "shoal-orchestrator", Some("check_device")),
             ("evaluate rules", "shoal-orchestrator", None),
-        ],
-    );
+        ]
+    };
+    assert_one_trace_each(&notifications, &receiver, &chain("notify_incident"));
+    assert_one_trace_each(&triages, &receiver, &chain("llm_decide"));
 }

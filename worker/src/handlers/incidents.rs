@@ -40,12 +40,16 @@ pub struct IncidentsSettings {
     /// The correlation window, and the silence that closes an incident,
     /// seconds of event time.
     pub window_s: u64,
+    /// Also ask the LLM skill to triage each opened or escalated incident:
+    /// an `llm_decide` keyed by the site beside the `notify_incident` (the
+    /// level above must enable `[llm]`).
+    pub llm_triage: bool,
 }
 
 impl Default for IncidentsSettings {
     fn default() -> Self {
         let d = CorrelatorSettings::default();
-        Self { enabled: false, min_devices: d.min_devices, window_s: d.window_s }
+        Self { enabled: false, min_devices: d.min_devices, window_s: d.window_s, llm_triage: false }
     }
 }
 
@@ -111,13 +115,18 @@ pub struct Correlation {
 #[derive(Debug, Clone)]
 pub struct IncidentSkill {
     settings: CorrelatorSettings,
+    llm_triage: bool,
     store: Arc<KeyedState<SiteCorrelator>>,
 }
 
 impl IncidentSkill {
     /// The skill with `settings` (validated by the worker's settings).
     pub fn new(settings: &IncidentsSettings) -> Self {
-        Self { settings: settings.correlator(), store: Arc::new(KeyedState::new(CORRELATE_INCIDENT)) }
+        Self {
+            settings: settings.correlator(),
+            llm_triage: settings.llm_triage,
+            store: Arc::new(KeyedState::new(CORRELATE_INCIDENT)),
+        }
     }
 
     fn apply(
@@ -156,7 +165,10 @@ impl IncidentSkill {
                 changes.push(NotifyIncident { change: Change::Closed, incident });
             }
         }
-        let next = changes.iter().map(|c| NextCommand::new(NOTIFY_INCIDENT, site, c)).collect();
+        let mut next: Vec<NextCommand> = changes.iter().map(|c| NextCommand::new(NOTIFY_INCIDENT, site, c)).collect();
+        if self.llm_triage {
+            next.extend(changes.iter().filter(|c| c.change != Change::Closed).map(|c| triage(site, c)));
+        }
         Ok(Correlation {
             site: site.to_string(),
             anomalies: p.anomalies.len(),
@@ -189,6 +201,26 @@ impl Skill for IncidentSkill {
     fn keyed_state(&self) -> Option<Arc<dyn Restorable>> {
         Some(self.store.clone())
     }
+}
+
+/// An `llm_decide` asking the model to triage `change`'s incident, scoped
+/// to its devices (the LLM skill's payload: `task`, `keys`, and the
+/// incident for the prompt).
+fn triage(site: &str, change: &NotifyIncident) -> NextCommand {
+    let i = &change.incident;
+    let devices: Vec<&str> = i.devices.iter().map(String::as_str).take(50).collect();
+    let task = format!(
+        "Triage the incident {} at site {site} ({} devices with anomalies: {}). Which device should a technician \
+         inspect first, and should one be dispatched now?",
+        i.id,
+        devices.len(),
+        devices.join(", ")
+    );
+    NextCommand::new(
+        super::llm::LLM_DECIDE,
+        site,
+        &serde_json::json!({"task": task, "keys": devices, "incident": i, "change": change.change}),
+    )
 }
 
 /// The upper level: one line per incident change.
@@ -237,7 +269,8 @@ mod tests {
 
     #[test]
     fn three_devices_open_an_incident_a_fourth_escalates_it_and_silence_closes_it() {
-        let skill = IncidentSkill::new(&IncidentsSettings { enabled: true, min_devices: 3, window_s: 300 });
+        let settings = IncidentsSettings { enabled: true, min_devices: 3, window_s: 300, llm_triage: false };
+        let skill = IncidentSkill::new(&settings);
         let mut held: Option<Versioned<SiteCorrelator>> = None;
         let mut run = |anomalies: Vec<Anomaly>| {
             let (c, v) = held.clone().map_or((None, 0), |h| (Some(h.value), h.version));
@@ -259,6 +292,21 @@ mod tests {
         assert_eq!(held.unwrap().version, 5);
         let line = notify(&escalated.changes[0]).unwrap();
         assert!(line["message"].as_str().unwrap().contains("escalated at site plant-1: 4 devices"), "{line}");
+
+        let triaging = IncidentSkill::new(&IncidentsSettings { llm_triage: true, ..settings });
+        let state = escalated.state.clone();
+        let out = triaging
+            .apply(
+                Some(state.value),
+                state.version,
+                "plant-1",
+                &CorrelateIncident { anomalies: vec![anomaly("pump-5", 40)] },
+            )
+            .unwrap();
+        let kinds: Vec<&str> = out.next.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, [NOTIFY_INCIDENT, super::super::llm::LLM_DECIDE]);
+        assert_eq!(out.next[1].payload["keys"].as_array().unwrap().len(), 5);
+        assert!(out.next[1].payload["task"].as_str().unwrap().contains("Triage the incident plant-1@"));
     }
 
     #[test]
