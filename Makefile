@@ -70,7 +70,7 @@ backtest: deps ## Replay the bundled recording through the trading topology (rul
 	@test -f $(BACKTEST_RECORDING) || target/debug/shoal-backtest synth --seed 42 --ticks 20000 --out $(BACKTEST_RECORDING)
 	target/debug/shoal-backtest run --recording $(BACKTEST_RECORDING) --out target/backtest $(BACKTEST_ARGS)
 
-bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal at-least-once vs exactly-once, same run
+bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal (both modes, 500/s and 10k/s latency), full pipeline, keys and skew; JSON + SVG
 	scripts/kafka.sh up
 	cargo build --release --workspace --bins
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" target/release/shoal-bench $(BENCH_ARGS)

@@ -36,6 +36,10 @@ pub struct ReceivedSpan {
     pub attributes: HashMap<String, String>,
     /// Linked (trace id, span id), hex.
     pub links: Vec<(String, String)>,
+    /// Start, nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    /// End, nanoseconds since the Unix epoch.
+    pub end_unix_nano: u64,
 }
 
 impl ReceivedSpan {
@@ -128,6 +132,8 @@ impl Store {
                             .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
                             .collect(),
                         links: span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
+                        start_unix_nano: span.start_time_unix_nano,
+                        end_unix_nano: span.end_time_unix_nano,
                     });
                 }
             }

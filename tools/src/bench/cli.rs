@@ -18,6 +18,12 @@ pub(crate) struct Cli {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 10)]
     pub(crate) seconds: u64,
+    /// Commands per second of the second, loaded latency phase (0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) rate_high: usize,
+    /// Seconds of the loaded latency phase.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds_high: u64,
     /// Workers (Shoal runs).
     #[arg(long, default_value_t = 3)]
     pub(crate) workers: usize,
@@ -49,6 +55,27 @@ pub(crate) struct Cli {
     /// interval over rounds, and their latency percentiles.
     #[arg(long, default_value = "target/bench/bench.svg")]
     pub(crate) plot: PathBuf,
+    /// Where to write every figure measured, machine-readable (JSON).
+    #[arg(long, default_value = "target/bench/bench.json")]
+    pub(crate) json: PathBuf,
+    /// Skip the full-pipeline phase (simulator → ingest → decisions →
+    /// workers → results recorded, end-to-end latency from traces).
+    #[arg(long)]
+    pub(crate) no_e2e: bool,
+    /// Trades a second per symbol the simulator sends in the full-pipeline
+    /// phase (8 symbols).
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) e2e_rate: f64,
+    /// Seconds of the full-pipeline phase.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) e2e_seconds: u64,
+    /// Skip the keys-and-skew phase (10, 1,000 and 100,000 keys, uniform and
+    /// Zipf, handler work of 0, 1 and 50 ms).
+    #[arg(long)]
+    pub(crate) no_keys: bool,
+    /// Commands per configuration of the keys-and-skew phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) keys_backlog: usize,
     /// Skip the state phases (updates/s, changelog restore of 100k entities,
     /// memory per entity, query latency under ingest, ingest with a stalled
     /// WebSocket subscriber), run after the pipelines.

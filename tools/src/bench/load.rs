@@ -199,6 +199,11 @@ impl TimedReader {
         Self { consumer }
     }
 
+    /// Stops reading (before the topic is deleted).
+    pub(crate) fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+
     /// Reads until `n` results arrived; returns (received at, result).
     pub(crate) fn read(&self, n: usize) -> Vec<Received> {
         let mut got = Vec::with_capacity(n);

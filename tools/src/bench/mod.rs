@@ -24,9 +24,14 @@
 //! `plot`, `state` (the derived state's figures: updates/s against the
 //! raw loop, changelog restore of 100k entities, memory per entity, query
 //! latency under ingest) and `stall` (ingest with and without a stalled
-//! WebSocket subscriber); `--no-state` skips the last two.
+//! WebSocket subscriber); `--no-state` skips the last two. `e2e` runs the
+//! full pipeline from the simulator to the recorded outcome, and `keys`
+//! the keys-and-skew matrix. Everything measured is also written as JSON
+//! (`--json`), and the last line is the one-line summary.
 
 mod cli;
+mod e2e;
+mod keys;
 mod load;
 mod pipeline;
 mod plot;
@@ -66,6 +71,8 @@ pub async fn main() {
         (export(1.0, 0), export(1.0, shoal_kafka::trace::DEFAULT_MAX_TRACED_PER_SEC), export(cli.sampled_ratio, 0));
     let runs = cli::runs(&default, &sampled, &every);
     let all = if cli.state_only { Vec::new() } else { measure_all(&cli, &runs).await };
+    let e2e = if cli.no_e2e || cli.state_only { None } else { Some(e2e::measure(&cli).await) };
+    let keys = if cli.no_keys || cli.state_only { Vec::new() } else { keys::measure(&cli).await };
     let state = if cli.no_state { None } else { Some(measure_state(&cli).await) };
     let stalled = if cli.no_state { None } else { Some(measure_stall().await) };
     if cli.state_only {
@@ -84,6 +91,66 @@ pub async fn main() {
     }
     if !cli.state_only {
         write_plot(&cli, &all);
+    }
+    let summary =
+        (all.len() == runs.len()).then(|| report::Summary::of(&all, e2e.as_ref().map_or(f64::NAN, |e| e.p99_ms)));
+    write_json(&cli, &all, e2e.as_ref(), &keys, summary.as_ref());
+    if let Some(summary) = summary {
+        println!("{}", summary.line());
+    }
+}
+
+/// Writes every figure to `--json`; a failure is reported, not fatal.
+fn write_json(
+    cli: &Cli,
+    all: &[Measured],
+    e2e: Option<&e2e::E2e>,
+    keys: &[keys::KeysRow],
+    summary: Option<&report::Summary>,
+) {
+    use self::stats::percentile;
+    let pipelines: Vec<serde_json::Value> = all
+        .iter()
+        .map(|m| {
+            let (l, h) = (&m.latencies_ms, &m.latencies_high_ms);
+            serde_json::json!({
+                "name": m.name,
+                "results_per_s": m.throughput,
+                "rounds": m.rounds,
+                "cpu_us_per_command": m.median_cpu_us(),
+                "peak_rss_mib": stats::median(m.rss_mib.clone()),
+                "latency_ms": {
+                    "rate": cli.rate,
+                    "p50": percentile(l, 50.0), "p90": percentile(l, 90.0), "p99": percentile(l, 99.0),
+                    "max": l.last().copied(),
+                },
+                "latency_high_ms": {
+                    "rate": cli.rate_high,
+                    "p50": percentile(h, 50.0), "p90": percentile(h, 90.0), "p99": percentile(h, 99.0),
+                    "max": h.last().copied(),
+                },
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "settings": {
+            "backlog": cli.backlog, "rounds": cli.rounds, "workers": cli.workers,
+            "rate": cli.rate, "seconds": cli.seconds, "rate_high": cli.rate_high, "seconds_high": cli.seconds_high,
+        },
+        "pipelines": pipelines,
+        "e2e": e2e,
+        "keys": keys,
+        "summary": summary,
+    });
+    let written = cli
+        .json
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&cli.json, format!("{document:#}\n")));
+    match written {
+        Ok(()) => println!("bench: figures written to {}", cli.json.display()),
+        Err(error) => eprintln!("bench: could not write the figures to {}: {error}", cli.json.display()),
     }
 }
 
@@ -104,7 +171,7 @@ async fn measure_all(cli: &Cli, runs: &[Run<'_>]) -> Vec<Measured> {
     // A freshly started broker is slower while its JIT warms up: the first
     // measured rounds ran up to 2.5× slower than later ones.
     println!("bench: warming up the broker (one unreported run) ...");
-    let warm_up = Cli { backlog: cli.backlog.min(60_000), seconds: 1, ..cli.clone() };
+    let warm_up = Cli { backlog: cli.backlog.min(60_000), seconds: 1, rate_high: 0, ..cli.clone() };
     let mut warm_rate = cli.decided_per_sec;
     measure_group(&warm_up, &[&("warm-up", Some("at_least_once"), None)], 0, &mut warm_rate).await;
     // Per delivery mode: the last export-off throughput measured.
@@ -157,12 +224,14 @@ fn write_plot(cli: &Cli, all: &[Measured]) {
     if plotted.is_empty() {
         plotted = all.iter().collect();
     }
-    let series: Vec<plot::Series> = plotted.into_iter().map(plot::Series::of).collect();
+    let raw = all.iter().find(|m| m.name == "raw-librdkafka").map(|m| m.throughput);
+    let series: Vec<plot::Series> = plotted.into_iter().map(|m| plot::Series::of(m, raw)).collect();
     let title = format!(
-        "shoal-bench: {} round(s), backlog {}, {} worker(s), latency at {}/s for {}s",
-        cli.rounds, cli.backlog, cli.workers, cli.rate, cli.seconds
+        "shoal-bench: {} round(s), backlog {}, {} worker(s), latency at {}/s and {}/s",
+        cli.rounds, cli.backlog, cli.workers, cli.rate, cli.rate_high
     );
-    match plot::write(&cli.plot, &title, &series) {
+    let rates = [report::rate_label(cli.rate), report::rate_label(cli.rate_high)];
+    match plot::write(&cli.plot, &title, &series, [rates[0].as_str(), rates[1].as_str()]) {
         Ok(()) => println!("bench: plot written to {}", cli.plot.display()),
         Err(error) => eprintln!("bench: could not write the plot to {}: {error}", cli.plot.display()),
     }

@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 use shoal_kafka::settings::TopicsSettings;
 
 use super::cli::{Cli, Export, Run};
-use super::load::{Decider, TimedReader, backlog, is_sampled, issue_backlog, paced_latencies};
+use super::load::{Decider, Issue, Received, TimedReader, backlog, is_sampled, issue_backlog, paced_latencies};
 use super::stats::Measured;
 use crate::{Proc, bin, topic_env, topics_named};
 
@@ -42,6 +42,17 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Peak resident memory of a process (`VmHWM` in `/proc/<pid>/status`),
+/// MiB; 0 when it cannot be read.
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// Environment of Shoal worker `i` of `run` in delivery `mode`.
 fn worker_env(
     cli: &Cli,
@@ -60,6 +71,8 @@ fn worker_env(
         ("SHOAL__TOPICS__CREATE".into(), "false".into()),
         ("RUST_LOG".into(), std::env::var("SHOAL_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into())),
         ("SHOAL__OBSERVABILITY__LISTEN".into(), String::new()),
+        // The keys-and-skew phase's commands: `probe` with its handler work.
+        ("SHOAL__WORKER__PROBE_HANDLER".into(), "true".into()),
     ];
     if let Some(export) = otlp {
         env.extend([
@@ -86,6 +99,11 @@ impl Consumers {
     /// CPU seconds used so far by the processes.
     fn cpu(&self) -> f64 {
         self.workers.iter().map(|w| cpu_seconds(w.pid())).sum()
+    }
+
+    /// Their peak resident memory together, MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        self.workers.iter().map(|w| peak_rss_mib(w.pid())).sum()
     }
 
     fn start(
@@ -140,7 +158,7 @@ impl Consumers {
 
 /// One pipeline under test on its own topics and consumer group: started,
 /// its group settled, then measured phase by phase.
-struct Pipeline {
+pub(crate) struct Pipeline {
     name: &'static str,
     bootstrap: String,
     export: Option<Export>,
@@ -148,6 +166,7 @@ struct Pipeline {
     reader: Arc<TimedReader>,
     consumers: Consumers,
     latencies_ms: Vec<f64>,
+    latencies_high_ms: Vec<f64>,
     /// Commands drained, seconds spent draining them, and the workers' CPU
     /// seconds meanwhile, over all drains.
     drained: usize,
@@ -156,7 +175,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(cli: &Cli, name: &'static str, mode: Option<&str>, export: Option<&Export>) -> Self {
+    pub(crate) async fn start(cli: &Cli, name: &'static str, mode: Option<&str>, export: Option<&Export>) -> Self {
         let run = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let topics = topics_named(&format!("bench.{run}"), 1);
         let kafka =
@@ -184,10 +203,16 @@ impl Pipeline {
             reader,
             consumers,
             latencies_ms: Vec::new(),
+            latencies_high_ms: Vec::new(),
             drained: 0,
             drain_secs: 0.0,
             cpu_secs: 0.0,
         }
+    }
+
+    /// Partitions of the commands topic.
+    pub(crate) fn commands_partitions(&self) -> i32 {
+        self.topics.commands.partitions
     }
 
     /// Commands of traced decisions carry trace context when the workers
@@ -205,6 +230,12 @@ impl Pipeline {
         let paced = self.decider(cli.rate as f64);
         self.latencies_ms =
             paced_latencies(&self.reader, &cli.bootstrap, &topic, cli.rate, cli.seconds, paced.as_ref()).await;
+        if cli.rate_high > 0 {
+            let loaded = self.decider(cli.rate_high as f64);
+            self.latencies_high_ms =
+                paced_latencies(&self.reader, &cli.bootstrap, &topic, cli.rate_high, cli.seconds_high, loaded.as_ref())
+                    .await;
+        }
     }
 
     /// Throughput: `n` commands are issued while the consumers are paused
@@ -223,6 +254,22 @@ impl Pipeline {
                 traced as f64 * 100.0 / n as f64
             );
         }
+        let (throughput, received) = self.drain_issued(cli, commands).await;
+        let mut shares = std::collections::BTreeMap::<String, usize>::new();
+        for (_, _, result) in &received {
+            *shares.entry(result.worker_id.clone()).or_default() += 1;
+        }
+        let shares: Vec<String> =
+            shares.iter().map(|(w, n)| format!("{w} {:.0}%", *n as f64 * 100.0 / received.len() as f64)).collect();
+        println!("bench:     {}: {throughput:.0} results/s (results by worker: {})", self.name, shares.join(", "));
+        throughput
+    }
+
+    /// Issues `commands` while the consumers are paused, then times their
+    /// drain (see [`Pipeline::drain`]); returns the throughput and the
+    /// results as received.
+    pub(crate) async fn drain_issued(&mut self, cli: &Cli, commands: Vec<Issue>) -> (f64, Vec<Received>) {
+        let n = commands.len();
         self.consumers.pause();
         let (bootstrap, topic) = (cli.bootstrap.clone(), self.topics.commands.name.clone());
         tokio::task::spawn_blocking(move || issue_backlog(&bootstrap, &topic, &commands)).await.unwrap();
@@ -238,24 +285,20 @@ impl Pipeline {
         self.cpu_secs += self.consumers.cpu() - cpu_before;
         self.drained += n;
         self.drain_secs += elapsed;
-        let mut shares = std::collections::BTreeMap::<String, usize>::new();
-        for (_, _, result) in &received {
-            *shares.entry(result.worker_id.clone()).or_default() += 1;
-        }
-        let shares: Vec<String> =
-            shares.iter().map(|(w, n)| format!("{w} {:.0}%", *n as f64 * 100.0 / received.len() as f64)).collect();
-        let throughput = n as f64 / elapsed;
-        println!("bench:     {}: {throughput:.0} results/s (results by worker: {})", self.name, shares.join(", "));
-        throughput
+        (n as f64 / elapsed, received)
     }
 
-    async fn finish(self) -> Measured {
+    pub(crate) async fn finish(self) -> Measured {
+        let rss_mib = self.consumers.peak_rss_mib();
         self.consumers.stop();
+        self.reader.close();
         // Each run writes hundreds of thousands of records; left behind, they
         // slow the broker (and fill the disk) for the runs after.
         delete_topics(&self.bootstrap, &self.topics).await;
         let mut latencies = self.latencies_ms;
         latencies.sort_by(f64::total_cmp);
+        let mut high = self.latencies_high_ms;
+        high.sort_by(f64::total_cmp);
         let throughput = self.drained as f64 / self.drain_secs.max(1e-3);
         let cpu_us = self.cpu_secs * 1e6 / self.drained.max(1) as f64;
         println!("bench:   {}: {throughput:.0} results/s, workers' CPU {cpu_us:.1} µs/command", self.name);
@@ -263,8 +306,10 @@ impl Pipeline {
             name: self.name,
             throughput,
             latencies_ms: latencies,
+            latencies_high_ms: high,
             rounds: vec![throughput],
             cpu_us: vec![cpu_us],
+            rss_mib: vec![rss_mib],
         }
     }
 }

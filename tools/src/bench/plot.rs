@@ -1,7 +1,8 @@
 //! The plot the bench writes: a self-contained SVG, drawn by hand (no
 //! plotting dependency). Left, each pipeline's throughput: a bar at the
 //! median of its rounds, a whisker over the 95% interval of their geometric
-//! mean, a dot per round. Right, its latency percentiles.
+//! mean, a dot per round, and its ratio to the raw loop. Right, its
+//! latency percentiles at the paced rate and at the loaded rate.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,7 +16,9 @@ const BOTTOM: f64 = 380.0;
 /// Left and right edges of the two panels' plotting areas.
 const PANELS: [(f64, f64); 2] = [(80.0, 440.0), (560.0, 940.0)];
 const COLOURS: [&str; 6] = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
-const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)];
+/// The latency groups: percentile, and which paced phase (0: `--rate`,
+/// 1: `--rate-high`).
+const PERCENTILES: [(&str, f64, usize); 4] = [("p50", 50.0, 0), ("p99", 99.0, 0), ("p50", 50.0, 1), ("p99", 99.0, 1)];
 
 /// One pipeline as plotted.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,30 +32,36 @@ pub(crate) struct Series {
     pub(crate) interval: Option<(f64, f64)>,
     /// Latency percentiles in ms, as [`PERCENTILES`]; NaN when none measured.
     pub(crate) latency_ms: [f64; 4],
+    /// Throughput over the raw loop's, when it was measured.
+    pub(crate) ratio: Option<f64>,
 }
 
 impl Series {
-    pub(crate) fn of(m: &Measured) -> Self {
+    /// `m` as plotted; `raw` the raw loop's throughput, when measured.
+    pub(crate) fn of(m: &Measured, raw: Option<f64>) -> Self {
         Self {
             name: m.name.to_string(),
             throughput: m.throughput,
             rounds: m.rounds.clone(),
             interval: ratio_interval(&m.rounds).map(|(_, lo, hi)| (lo, hi)),
-            latency_ms: PERCENTILES.map(|(_, p)| percentile(&m.latencies_ms, p)),
+            latency_ms: PERCENTILES
+                .map(|(_, p, phase)| percentile(if phase == 0 { &m.latencies_ms } else { &m.latencies_high_ms }, p)),
+            ratio: raw.map(|raw| m.throughput / raw),
         }
     }
 }
 
-/// Writes the plot of `series` to `path`, creating its directory.
-pub(crate) fn write(path: &Path, title: &str, series: &[Series]) -> std::io::Result<()> {
+/// Writes the plot of `series` to `path`, creating its directory; `rates`
+/// label the two paced phases (`500/s`, `10k/s`).
+pub(crate) fn write(path: &Path, title: &str, series: &[Series], rates: [&str; 2]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, svg(title, series))
+    std::fs::write(path, svg(title, series, rates))
 }
 
 /// The plot as an SVG document.
-pub(crate) fn svg(title: &str, series: &[Series]) -> String {
+pub(crate) fn svg(title: &str, series: &[Series], rates: [&str; 2]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -61,7 +70,7 @@ pub(crate) fn svg(title: &str, series: &[Series]) -> String {
     let _ = writeln!(out, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
     text(&mut out, WIDTH / 2.0, 24.0, "middle", 16, title);
     throughput_panel(&mut out, series);
-    latency_panel(&mut out, series);
+    latency_panel(&mut out, series, rates);
     legend(&mut out, series);
     out.push_str("</svg>\n");
     out
@@ -92,19 +101,24 @@ fn throughput_panel(out: &mut String, series: &[Series]) {
         }
         out.push_str("</g>\n");
         if s.throughput.is_finite() {
-            text(out, centre, y(s.throughput, top) - 6.0, "middle", 11, &format!("{:.0}", s.throughput));
+            let label = match s.ratio {
+                Some(r) if s.name != "raw-librdkafka" => format!("{:.0} ({r:.2}×)", s.throughput),
+                _ => format!("{:.0}", s.throughput),
+            };
+            text(out, centre, y(s.throughput, top) - 6.0, "middle", 11, &label);
         }
         text(out, centre, BOTTOM + 16.0, "middle", 11, &s.name);
     }
 }
 
-fn latency_panel(out: &mut String, series: &[Series]) {
+fn latency_panel(out: &mut String, series: &[Series], rates: [&str; 2]) {
     let (left, right) = PANELS[1];
     let highest = series.iter().flat_map(|s| s.latency_ms);
-    let top = axes(out, PANELS[1], "latency (ms), issue to result visible", highest);
+    let top = axes(out, PANELS[1], "latency (ms), issue to result visible, against rate", highest);
     let group = (right - left) / PERCENTILES.len() as f64;
     let width = group * 0.8 / series.len().max(1) as f64;
-    for (g, (label, _)) in PERCENTILES.iter().enumerate() {
+    for (g, (percentile, _, phase)) in PERCENTILES.iter().enumerate() {
+        let label = format!("{percentile}@{}", rates[*phase]);
         let start = left + group * (g as f64 + 0.1);
         for (i, s) in series.iter().enumerate() {
             let x = start + width * i as f64;
@@ -122,7 +136,7 @@ fn latency_panel(out: &mut String, series: &[Series]) {
                 );
             }
         }
-        text(out, left + group * (g as f64 + 0.5), BOTTOM + 16.0, "middle", 11, label);
+        text(out, left + group * (g as f64 + 0.5), BOTTOM + 16.0, "middle", 11, &label);
     }
 }
 
@@ -212,9 +226,11 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    const RATES: [&str; 2] = ["500/s", "10k/s"];
+
     fn series(name: &str, throughput: f64, rounds: &[f64], latency_ms: [f64; 4]) -> Series {
         let interval = ratio_interval(rounds).map(|(_, lo, hi)| (lo, hi));
-        Series { name: name.into(), throughput, rounds: rounds.to_vec(), interval, latency_ms }
+        Series { name: name.into(), throughput, rounds: rounds.to_vec(), interval, latency_ms, ratio: None }
     }
 
     /// Checks that every element opened is closed, in order, and returns the
@@ -249,7 +265,7 @@ mod tests {
             series("shoal-at-least-once", 20_410.0, &[19_000.0, 20_410.0, 22_000.0], [170.0, 200.0, 238.0, 300.0]),
             series("shoal-exactly-once", 28_989.0, &[28_000.0, 28_989.0, 30_000.0], [169.8, 210.0, 237.7, 400.0]),
         ];
-        let svg = svg("shoal-bench <test> & more", &all);
+        let svg = svg("shoal-bench <test> & more", &all, RATES);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
         assert!(svg.ends_with("</svg>\n"));
         let names = elements(&svg);
@@ -259,7 +275,7 @@ mod tests {
             let throughput_bar = format!(r#"<g class="series" data-name="{}"><rect"#, s.name);
             assert!(svg.contains(&throughput_bar), "{} has a throughput bar", s.name);
             assert!(svg.contains(&format!(">{:.0}</text>", s.throughput)), "{}'s throughput labelled", s.name);
-            for p in ["p50", "p90", "p99", "max"] {
+            for p in ["p50@500/s", "p99@500/s", "p50@10k/s", "p99@10k/s"] {
                 let latency_bar = format!(r#"<g class="latency" data-name="{}" data-percentile="{p}"><rect"#, s.name);
                 assert!(svg.contains(&latency_bar), "{} has a {p} bar", s.name);
             }
@@ -273,11 +289,12 @@ mod tests {
     fn one_round_has_no_interval_and_missing_latencies_draw_no_bar() {
         let one = series("shoal-exactly-once", 500.0, &[500.0], [f64::NAN; 4]);
         assert_eq!(one.interval, None);
-        let svg = svg("one round", &[one]);
+        let svg = svg("one round", &[one], RATES);
         elements(&svg);
         assert_eq!(svg.matches(r#"<g class="latency""#).count(), 4);
         assert_eq!(
-            svg.matches(r#"<g class="latency" data-name="shoal-exactly-once" data-percentile="p50"></g>"#).count(),
+            svg.matches(r#"<g class="latency" data-name="shoal-exactly-once" data-percentile="p50@500/s"></g>"#)
+                .count(),
             1
         );
         assert!(!svg.contains("NaN"), "{svg}");
@@ -291,7 +308,7 @@ mod tests {
             series("shoal-exactly-once", 4_637.0, &[4_637.0, 4_473.0], [178.0, 222.0, 283.0, 325.0]),
         ];
         assert!(all[0].interval.unwrap().1 > 100_000.0, "{:?}", all[0].interval);
-        let svg = svg("two rounds", &all);
+        let svg = svg("two rounds", &all, RATES);
         elements(&svg);
         assert!(svg.contains(">100k</text>") && !svg.contains(">200k</text>"), "the axis ends at 100k: {svg}");
         let whisker = svg.lines().find(|l| l.contains(r#"data-name="raw-librdkafka""#)).unwrap();
@@ -311,7 +328,7 @@ mod tests {
     fn the_plot_is_written_where_asked() {
         let dir = std::env::temp_dir().join(format!("shoal-bench-plot-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested/bench.svg");
-        write(&path, "t", &[series("raw-librdkafka", 1.0, &[1.0, 1.0], [1.0; 4])]).unwrap();
+        write(&path, "t", &[series("raw-librdkafka", 1.0, &[1.0, 1.0], [1.0; 4])], RATES).unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().contains("raw-librdkafka"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -48,18 +48,29 @@ pub(crate) fn partial(all: &[Measured], spans: u64) {
 }
 
 /// The table of every pipeline, against the raw loop's throughput `raw`.
-fn table(all: &[Measured], raw: f64) {
+fn table(all: &[Measured], raw: f64, cli: &Cli) {
     println!(
-        "{:<28} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  rounds (results/s)",
-        "pipeline", "results/s", "vs raw", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs"
+        "{:<28} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}  rounds (results/s)",
+        "pipeline",
+        "results/s",
+        "vs raw",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "CPU µs",
+        format!("p50@{}", rate_label(cli.rate_high)),
+        format!("p99@{}", rate_label(cli.rate_high)),
+        "RSS MiB"
     );
     for m in all {
         let l = &m.latencies_ms;
         let cpu =
             if m.cpu_us.iter().all(|c| *c == 0.0) { "-".to_string() } else { format!("{:.1}", m.median_cpu_us()) };
         let rounds: Vec<String> = m.rounds.iter().map(|t| format!("{t:.0}")).collect();
+        let h = &m.latencies_high_ms;
         println!(
-            "{:<28} {:>10.0} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8}  {}",
+            "{:<28} {:>10.0} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9.1} {:>9.1} {:>8.0}  {}",
             m.name,
             m.throughput,
             m.throughput / raw,
@@ -68,8 +79,75 @@ fn table(all: &[Measured], raw: f64) {
             percentile(l, 99.0),
             l.last().copied().unwrap_or(f64::NAN),
             cpu,
+            percentile(h, 50.0),
+            percentile(h, 99.0),
+            median(m.rss_mib.clone()),
             rounds.join(" ")
         );
+    }
+}
+
+/// `10000` → `10k/s`, `500` → `500/s`.
+pub(crate) fn rate_label(rate: usize) -> String {
+    if rate >= 1000 && rate.is_multiple_of(1000) { format!("{}k/s", rate / 1000) } else { format!("{rate}/s") }
+}
+
+/// The figures of the bench's last line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Summary {
+    pub(crate) eos_cmds_per_s: f64,
+    pub(crate) alo_cmds_per_s: f64,
+    pub(crate) raw_msgs_per_s: f64,
+    pub(crate) eos_ratio: f64,
+    pub(crate) alo_ratio: f64,
+    pub(crate) cpu_ratio_eos: f64,
+    pub(crate) cpu_ratio_alo: f64,
+    pub(crate) p99_ms_raw_10k: f64,
+    pub(crate) p99_ms_alo_10k: f64,
+    pub(crate) p99_ms_eos_10k: f64,
+    pub(crate) e2e_p99_ms: f64,
+}
+
+impl Summary {
+    /// The summary of every pipeline measured (`all`, complete), and the
+    /// full pipeline's end-to-end p99 (NaN when not measured).
+    pub(crate) fn of(all: &[Measured], e2e_p99_ms: f64) -> Self {
+        let run = |n: &str| find(all, n).expect("every run measured");
+        let (raw, alo, eos) = (run("raw-librdkafka"), run("shoal-at-least-once"), run("shoal-exactly-once"));
+        let p99_high = |m: &Measured| percentile(&m.latencies_high_ms, 99.0);
+        Self {
+            eos_cmds_per_s: eos.throughput,
+            alo_cmds_per_s: alo.throughput,
+            raw_msgs_per_s: raw.throughput,
+            eos_ratio: eos.throughput / raw.throughput,
+            alo_ratio: alo.throughput / raw.throughput,
+            cpu_ratio_eos: eos.median_cpu_us() / raw.median_cpu_us(),
+            cpu_ratio_alo: alo.median_cpu_us() / raw.median_cpu_us(),
+            p99_ms_raw_10k: p99_high(raw),
+            p99_ms_alo_10k: p99_high(alo),
+            p99_ms_eos_10k: p99_high(eos),
+            e2e_p99_ms,
+        }
+    }
+
+    /// The bench's last line.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "bench: eos_cmds_per_s={:.0} alo_cmds_per_s={:.0} raw_msgs_per_s={:.0} eos_ratio={:.2} alo_ratio={:.2} \
+             cpu_ratio_eos={:.2} cpu_ratio_alo={:.2} p99_ms_raw_10k={:.1} p99_ms_alo_10k={:.1} p99_ms_eos_10k={:.1} \
+             e2e_p99_ms={:.1}",
+            self.eos_cmds_per_s,
+            self.alo_cmds_per_s,
+            self.raw_msgs_per_s,
+            self.eos_ratio,
+            self.alo_ratio,
+            self.cpu_ratio_eos,
+            self.cpu_ratio_alo,
+            self.p99_ms_raw_10k,
+            self.p99_ms_alo_10k,
+            self.p99_ms_eos_10k,
+            self.e2e_p99_ms
+        )
     }
 }
 
@@ -81,7 +159,7 @@ pub(crate) fn full(all: &[Measured], cli: &Cli, spans: u64) {
         (ratio("at-least-once"), ratio("exactly-once"))
     };
     let raw = run("raw-librdkafka").throughput;
-    table(all, raw);
+    table(all, raw, cli);
     let (alo, eos) = (run("shoal-at-least-once").throughput, run("shoal-exactly-once").throughput);
     println!("bench: exactly-once / at-least-once throughput = {:.2}", eos / alo);
     let (a, e) = paired("otlp");
@@ -108,14 +186,18 @@ pub(crate) fn full(all: &[Measured], cli: &Cli, spans: u64) {
     );
     ratio_lines(all);
     println!("bench: {spans} spans received by the OTLP receiver");
-    // The summary line: ratios are against the raw pipe; the percentiles are
-    // the default mode's (exactly-once), issue to result received.
-    let l = &run("shoal-exactly-once").latencies_ms;
-    println!(
-        "bench: eos_cmds_per_s={eos:.0} alo_cmds_per_s={alo:.0} raw_msgs_per_s={raw:.0} eos_ratio={:.2} alo_ratio={:.2} p50_ms={:.1} p99_ms={:.1}",
-        eos / raw,
-        alo / raw,
-        percentile(l, 50.0),
-        percentile(l, 99.0)
-    );
+    for m in [run("raw-librdkafka"), run("shoal-at-least-once"), run("shoal-exactly-once")] {
+        let (l, h) = (&m.latencies_ms, &m.latencies_high_ms);
+        println!(
+            "bench: {} latency p50/p99 ms: {:.1}/{:.1} at {}, {:.1}/{:.1} at {}; peak RSS {:.0} MiB",
+            m.name,
+            percentile(l, 50.0),
+            percentile(l, 99.0),
+            rate_label(cli.rate),
+            percentile(h, 50.0),
+            percentile(h, 99.0),
+            rate_label(cli.rate_high),
+            median(m.rss_mib.clone())
+        );
+    }
 }

@@ -7,10 +7,16 @@ pub(crate) struct Measured {
     pub(crate) name: &'static str,
     pub(crate) throughput: f64,
     pub(crate) latencies_ms: Vec<f64>,
+    /// Latencies of the high-rate paced phase (`--rate-high`), sorted once
+    /// rounds are combined.
+    pub(crate) latencies_high_ms: Vec<f64>,
     /// Throughput of each round (one entry until rounds are combined).
     pub(crate) rounds: Vec<f64>,
     /// Workers' CPU µs per command in the throughput phase, each round.
     pub(crate) cpu_us: Vec<f64>,
+    /// Peak resident memory of the processes under test (sum of their
+    /// `VmHWM`), MiB, each round.
+    pub(crate) rss_mib: Vec<f64>,
 }
 
 impl Measured {
@@ -27,9 +33,21 @@ pub(crate) fn median_round(rounds: Vec<Measured>) -> Measured {
     let median = median(throughputs.clone());
     let mut latencies: Vec<f64> = rounds.iter().flat_map(|m| m.latencies_ms.iter().copied()).collect();
     latencies.sort_by(f64::total_cmp);
+    let mut high: Vec<f64> = rounds.iter().flat_map(|m| m.latencies_high_ms.iter().copied()).collect();
+    high.sort_by(f64::total_cmp);
     let mut cpu_us: Vec<f64> = rounds.iter().flat_map(|m| m.cpu_us.iter().copied()).collect();
     cpu_us.sort_by(f64::total_cmp);
-    Measured { name: rounds[0].name, throughput: median, latencies_ms: latencies, rounds: throughputs, cpu_us }
+    let mut rss_mib: Vec<f64> = rounds.iter().flat_map(|m| m.rss_mib.iter().copied()).collect();
+    rss_mib.sort_by(f64::total_cmp);
+    Measured {
+        name: rounds[0].name,
+        throughput: median,
+        latencies_ms: latencies,
+        latencies_high_ms: high,
+        rounds: throughputs,
+        cpu_us,
+        rss_mib,
+    }
 }
 
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
