@@ -213,9 +213,9 @@ impl Restorer {
         }
         let how = if self.replace { Restore::Replace } else { Restore::Merge };
         match tokio::task::block_in_place(|| self.read()) {
-            Ok(newest) => {
+            Ok(mut newest) => {
                 for store in &self.stores {
-                    let of_kind = newest.get(store.kind()).cloned().unwrap_or_default();
+                    let of_kind = newest.remove(store.kind()).unwrap_or_default();
                     let seen = of_kind.len();
                     let taken = store.restore(of_kind, how);
                     tracing::info!(kind = store.kind(), seen, taken, held = store.keys_held(), how = ?how, "skill state restored from the results topic");

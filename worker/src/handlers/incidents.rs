@@ -223,19 +223,23 @@ fn triage(site: &str, change: &NotifyIncident) -> NextCommand {
     )
 }
 
+/// A unit enum's name as it is written on the wire (`snake_case`).
+fn wire_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
 /// The upper level: one line per incident change.
 pub fn notify(p: &NotifyIncident) -> Result<serde_json::Value, HandlerError> {
     let i = &p.incident;
     let devices: Vec<&str> = i.devices.iter().map(String::as_str).collect();
-    let kinds: Vec<String> = i
-        .kinds
-        .iter()
-        .map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
-        .collect();
+    let kinds: Vec<String> = i.kinds.iter().map(wire_name).collect();
     let message = format!(
         "{} incident {} at site {}: {} devices ({}), {} anomalies ({})",
-        serde_json::to_value(i.severity).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        serde_json::to_value(p.change).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        wire_name(&i.severity),
+        wire_name(&p.change),
         i.site,
         devices.len(),
         devices.join(", "),
