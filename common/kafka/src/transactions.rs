@@ -35,6 +35,23 @@ pub enum TxError {
     Fenced(KafkaError),
 }
 
+impl TxError {
+    /// Whether the transaction failed because the consumer group moved on
+    /// (a rebalance): the broker refuses offsets sent for an old generation
+    /// or for a member it no longer knows.
+    pub fn group_moved_on(&self) -> bool {
+        let Self::Abortable(error) = self else { return false };
+        matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::RebalanceInProgress
+            )
+        )
+    }
+}
+
 fn classify(error: KafkaError) -> TxError {
     let Some(code) = error.rdkafka_error_code() else { return TxError::Abortable(error) };
     // `_FENCED` is librdkafka's local code for "a newer instance with this
@@ -221,5 +238,21 @@ impl TransactionalProducer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebalance_is_the_group_moving_on_and_other_errors_are_not() {
+        let abortable = |code| TxError::Abortable(KafkaError::MessageProduction(code));
+        assert!(abortable(RDKafkaErrorCode::IllegalGeneration).group_moved_on());
+        assert!(abortable(RDKafkaErrorCode::UnknownMemberId).group_moved_on());
+        assert!(abortable(RDKafkaErrorCode::RebalanceInProgress).group_moved_on());
+        assert!(!abortable(RDKafkaErrorCode::RequestTimedOut).group_moved_on());
+        let fatal = TxError::Fatal(KafkaError::MessageProduction(RDKafkaErrorCode::IllegalGeneration));
+        assert!(!fatal.group_moved_on());
     }
 }

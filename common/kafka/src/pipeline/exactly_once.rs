@@ -97,13 +97,13 @@ async fn create_producer(tx: &TxSettings) -> Result<Arc<TransactionalProducer>, 
     .map(Arc::new)
 }
 
-/// Runs the loop; returns (flushed, committed) for the drain report.
+/// Runs the loop; returns (flushed, committed, handed over): the drain report.
 pub(super) async fn run<P: Processor>(
     ctx: &mut LoopContext<'_>,
     tx: &TxSettings,
     processor: &mut P,
     shutdown: &CancellationToken,
-) -> (bool, bool) {
+) -> (bool, bool, bool) {
     let stage = ctx.settings.name;
     let producer = match create_producer(tx).await {
         Ok(p) => {
@@ -113,7 +113,7 @@ pub(super) async fn run<P: Processor>(
         Err(error) => {
             tracing::error!(stage, %error, transactional_id = %tx.transactional_id, "cannot create the transactional producer");
             shutdown.cancel();
-            return (false, false);
+            return (false, false, false);
         }
     };
     // Offsets travel in transactions; the tracker only says which ones are
@@ -127,14 +127,20 @@ pub(super) async fn run<P: Processor>(
         open: OpenTxn::default(),
         committing: None,
         last_committed: true,
+        handed_over: false,
     };
     if let Next::Stop = delivery.run(ctx, processor, shutdown).await {
-        return (false, false);
+        return (false, false, false);
     }
-    delivery.state.report_unfinished(ctx);
     let committed = delivery.last_committed;
-    tracing::info!(stage, last_transaction_committed = committed, "drained");
-    (committed, committed)
+    let handed_over = !committed && delivery.handed_over;
+    if handed_over {
+        tracing::info!(stage, "drained: the group moved on; the last transaction's records go to the next owner");
+    } else {
+        delivery.state.report_unfinished(ctx);
+        tracing::info!(stage, last_transaction_committed = committed, "drained");
+    }
+    (committed, committed, handed_over)
 }
 
 /// What the loop does next.
@@ -158,6 +164,7 @@ struct ExactlyOnce<'t> {
     /// The transaction being committed, if any.
     committing: Option<Committing>,
     last_committed: bool,
+    handed_over: bool,
 }
 
 impl ExactlyOnce<'_> {
@@ -281,11 +288,13 @@ impl ExactlyOnce<'_> {
                 _ => None,
             })
             .collect();
+        let group_moved_on = result.as_ref().is_err_and(TxError::group_moved_on);
         let after = finish_commit(ctx, &self.producer, &self.tracker, done, result).await;
         if matches!(after, AfterCommit::Committed) {
             processor.committed(&offsets);
         }
         self.last_committed = matches!(after, AfterCommit::Committed);
+        self.handed_over = self.state.draining() && group_moved_on && matches!(after, AfterCommit::Rewind);
         let recreate = match after {
             AfterCommit::Committed => return Next::Continue,
             AfterCommit::Fenced => {

@@ -217,12 +217,19 @@ pub struct DrainReport {
     pub committed: bool,
     /// The consumer left the group within the bound.
     pub closed: bool,
+    /// Exactly-once: the last transaction was aborted because the group
+    /// moved on (a rebalance raced the drain, the broker refused its
+    /// offsets for an old generation). Its records are read again from
+    /// the committed offsets by whoever owns their partitions next;
+    /// nothing is lost, as when a rebalance revokes them outside a drain.
+    pub handed_over: bool,
 }
 
 impl DrainReport {
-    /// Whether every step finished.
+    /// Whether the drain left nothing behind that is not the design's: every
+    /// step finished, or the group took the uncommitted work back.
     pub fn clean(&self) -> bool {
-        self.flushed && self.committed && self.closed
+        (self.handed_over || (self.flushed && self.committed)) && self.closed
     }
 }
 
@@ -251,8 +258,11 @@ pub(crate) async fn run<P: Processor>(
         housekeeping,
         housekeeping_on,
     };
-    let (flushed, committed) = match delivery {
-        Delivery::AtLeastOnce(producer) => at_least_once::run(&mut ctx, producer, processor, &shutdown).await,
+    let (flushed, committed, handed_over) = match delivery {
+        Delivery::AtLeastOnce(producer) => {
+            let (flushed, committed) = at_least_once::run(&mut ctx, producer, processor, &shutdown).await;
+            (flushed, committed, false)
+        }
         Delivery::ExactlyOnce(tx) => exactly_once::run(&mut ctx, &tx, processor, &shutdown).await,
     };
     let closed = close_bounded(consumer, settings.shutdown_timeout).await;
@@ -260,7 +270,7 @@ pub(crate) async fn run<P: Processor>(
     processor.status();
     stats.log_status("pipeline status", settings.name);
     group.log_status("group status", settings.name);
-    let report = DrainReport { flushed, committed, closed };
+    let report = DrainReport { flushed, committed, closed, handed_over };
     tracing::info!(stage = settings.name, ?report, "stage stopped");
     report
 }
@@ -295,4 +305,20 @@ fn interval(period: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DrainReport;
+
+    #[test]
+    fn a_drain_is_clean_when_everything_finished_or_the_group_took_the_work_back() {
+        let all = DrainReport { flushed: true, committed: true, closed: true, handed_over: false };
+        assert!(all.clean());
+        let aborted = DrainReport { flushed: false, committed: false, ..all };
+        assert!(!aborted.clean());
+        assert!(DrainReport { handed_over: true, ..aborted }.clean());
+        assert!(!DrainReport { closed: false, handed_over: true, ..aborted }.clean());
+        assert!(!DrainReport { committed: false, ..all }.clean());
+    }
 }
