@@ -22,7 +22,7 @@ use uuid::Uuid;
 /// Ids in arrival order, oldest evicted first.
 #[derive(Debug, Default)]
 struct Ids {
-    set: HashSet<Uuid>,
+    set: HashSet<Uuid, foldhash::fast::RandomState>,
     order: VecDeque<Uuid>,
     /// Changes on every reload, so work started before it cannot add an id
     /// whose result was discarded.
@@ -51,6 +51,12 @@ impl Window {
     /// Current generation, to pass to [`Window::insert`].
     pub fn generation(&self) -> u64 {
         self.with(|ids| ids.generation)
+    }
+
+    /// `None` when a result for `id` is known, else the generation to pass
+    /// to [`Window::insert`] once it has one (one lock for both).
+    pub fn unseen(&self, id: &Uuid) -> Option<u64> {
+        self.with(|ids| (!ids.set.contains(id)).then_some(ids.generation))
     }
 
     /// Whether a result for `id` is known.

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt as _;
 use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -81,7 +82,7 @@ shoal_telemetry::counters! {
 /// misread.
 #[derive(Debug, Default)]
 pub struct SequenceCheck {
-    last: HashMap<String, u64>,
+    last: HashMap<String, u64, foldhash::fast::RandomState>,
     rebalances_seen: u64,
 }
 
@@ -161,6 +162,15 @@ struct Execution {
     dead_letter: Option<&'static str>,
 }
 
+/// What a caught panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// The dead-letter reason of a command that failed for good with `error`.
 fn dead_letter_reason(error: &HandlerError) -> &'static str {
     match error {
@@ -204,7 +214,7 @@ impl Executor {
     /// time limit on each attempt.
     /// `assignment` is the partition's revocation count when the record was
     /// read: effects run only while it is unchanged (journal fence).
-    async fn execute(&self, command: &Command, partition: i32, assignment: u64) -> Execution {
+    async fn execute(&self, command: &Arc<Command>, partition: i32, assignment: u64) -> Execution {
         let (started_at, started) = (Utc::now(), std::time::Instant::now());
         let decided =
             |status, output, dead_letter| Execution { started_at, started, status, output, attempts: 0, dead_letter };
@@ -235,7 +245,8 @@ impl Executor {
         let (started_at, started) = (Utc::now(), std::time::Instant::now());
         let mut attempt = 1;
         loop {
-            let owned = command.clone();
+            // Shared, not copied: the payload can be large.
+            let owned = Arc::clone(command);
             let handler = handler.clone();
             let journal = self.journal.clone();
             let span = trace::child(&tracing::Span::current(), || {
@@ -246,24 +257,25 @@ impl Executor {
                     otel.status_code = tracing::field::Empty,
                 )
             });
-            // A separate task isolates a panicking handler from the worker.
-            let mut task = tokio::spawn(
+            // Run in place, not as a task of its own: a spawn per command
+            // (and the wake-ups across threads it brings) cost more than
+            // most handlers. A panic is caught here; a handler with heavy
+            // computation moves it to `spawn_blocking` itself.
+            let attempt_run = std::panic::AssertUnwindSafe(
                 async move {
                     let ctx = HandlerContext::new(attempt, &owned, partition, handler.as_ref(), &journal)
                         .started_under(assignment);
                     handler.handle_with(&owned, &ctx).await
                 }
                 .instrument(span.clone()),
-            );
-            let outcome = match tokio::time::timeout(self.handler_timeout, &mut task).await {
+            )
+            .catch_unwind();
+            // On time-out the attempt is dropped, so that the next one does
+            // not run the same effect step beside it.
+            let outcome = match tokio::time::timeout(self.handler_timeout, attempt_run).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(join_error)) => Err(HandlerError::Rejected(format!("handler panicked: {join_error}"))),
-                Err(_) => {
-                    // Stopped, so that the next attempt does not run the
-                    // same effect step beside it.
-                    task.abort();
-                    Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout)))
-                }
+                Ok(Err(panic)) => Err(HandlerError::Rejected(format!("handler panicked: {}", panic_message(&*panic)))),
+                Err(_) => Err(HandlerError::Retryable(format!("handler timed out after {:?}", self.handler_timeout))),
             };
             if let Err(error) = &outcome {
                 span.record("otel.status_code", "ERROR");
@@ -326,6 +338,7 @@ impl Executor {
             )
         });
         HeaderView(message.headers()).set_parent_of(&span);
+        let command = Arc::new(command);
         let execution = self.execute(&command, message.partition(), assignment).instrument(span.clone()).await;
         // The handler's time: a wait for admission is not in it.
         let (started_at, elapsed) = (execution.started_at, execution.started.elapsed());
@@ -465,10 +478,8 @@ impl Processor for CommandProcessor {
         let group_id = self.group.group_id.clone();
         Box::pin(async move {
             // Checked when the work runs, after the key's earlier commands.
-            let generation = window.as_ref().map(Window::generation);
-            if let Some(window) = &window
-                && window.contains(&command.id)
-            {
+            let generation = window.as_ref().map(|w| w.unseen(&command.id));
+            if let Some(None) = generation {
                 let skipped = exec.stats.duplicates_skipped.fetch_add(1, Ordering::Relaxed) + 1;
                 if skipped <= 10 || skipped.is_power_of_two() {
                     tracing::info!(target: "shoal_worker::dedupe", command_id = %command.id, key = %command.key, seq = command.seq, skipped, "repeated command skipped: its result already exists");
@@ -477,7 +488,7 @@ impl Processor for CommandProcessor {
             }
             let id = command.id;
             let out = exec.handle(&record, command, sequence, &group_id, assignment).await;
-            if let (Some(window), Some(generation)) = (&window, generation) {
+            if let (Some(window), Some(Some(generation))) = (&window, generation) {
                 window.insert(id, generation);
             }
             out
@@ -537,6 +548,59 @@ mod tests {
         // After a rebalance the key may have moved; no false report.
         check.check(&command("a", 9), 1, &stats);
         assert_eq!(stats.sequence_gaps.load(Ordering::Relaxed), 1);
+    }
+
+    /// Panics on `"panic"` keys, sleeps past the time limit on `"slow"`
+    /// ones, answers the rest.
+    struct Unruly;
+
+    #[async_trait::async_trait]
+    impl crate::handlers::Handler for Unruly {
+        async fn handle(&self, command: &Command, _attempt: u32) -> Result<serde_json::Value, HandlerError> {
+            match command.key.as_str() {
+                "panic" => panic!("unruly handler"),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(serde_json::json!("late"))
+                }
+                _ => Ok(serde_json::json!("fine")),
+            }
+        }
+    }
+
+    fn executor() -> Executor {
+        let mut registry = Registry::new();
+        registry.register("k", Unruly);
+        let stats = Arc::new(WorkerStats::default());
+        Executor {
+            worker_id: "w".into(),
+            results_topic: "results".into(),
+            dlq_topic: "dlq".into(),
+            registry,
+            handler_timeout: Duration::from_millis(50),
+            retry: RetryPolicy { max_attempts: 2, initial: Duration::from_millis(1), max: Duration::from_millis(1) },
+            stats: stats.clone(),
+            metrics: Arc::new(Metrics::new()),
+            sampler: Arc::new(Sampler::off()),
+            journal: Arc::new(Journal::in_memory("w")),
+            flow: Arc::new(FlowControl::new(&crate::flow::FlowSettings::default(), 4, Arc::default())),
+            next: crate::levels::NextLevel { topic: None, stats: Arc::default() },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_or_overrunning_handler_fails_its_command_and_the_next_one_runs() {
+        let exec = executor();
+        let panicked = exec.execute(&Arc::new(command("panic", 1)), 0, 0).await;
+        assert_eq!(panicked.status, ResultStatus::Failed);
+        assert_eq!(panicked.dead_letter, Some("handler_failed"), "a panic is not retried");
+        assert!(panicked.output["error"].as_str().is_some_and(|e| e.contains("handler panicked: unruly handler")));
+        let slow = exec.execute(&Arc::new(command("slow", 1)), 0, 0).await;
+        assert_eq!((slow.status, slow.attempts), (ResultStatus::Failed, 2), "timed out, retried, timed out");
+        assert_eq!(slow.dead_letter, Some("retries_exhausted"));
+        assert!(slow.output["error"].as_str().is_some_and(|e| e.contains("timed out after 50ms")));
+        let fine = exec.execute(&Arc::new(command("ok", 1)), 0, 0).await;
+        assert_eq!((fine.status, fine.output), (ResultStatus::Succeeded, serde_json::json!("fine")));
     }
 
     #[test]

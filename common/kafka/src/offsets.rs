@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use foldhash::fast::RandomState;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Identifies one consumed record.
@@ -149,7 +150,7 @@ fn base36(mut n: i64) -> String {
 /// updates, never across an await.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: Mutex<HashMap<(String, i32), PartitionState>>,
+    partitions: Mutex<HashMap<(String, i32), PartitionState, RandomState>>,
     /// Signalled when a record completes or fails, so a loop waiting for
     /// room under its in-flight bound wakes up at once.
     progressed: tokio::sync::Notify,
@@ -161,7 +162,7 @@ impl OffsetTracker {
         Self::default()
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(String, i32), PartitionState>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(String, i32), PartitionState, RandomState>) -> R) -> R {
         // A poisoned lock means a panic elsewhere already; the map itself is
         // still consistent because every update is a single insert/remove.
         let mut guard = self.partitions.lock().unwrap_or_else(|p| p.into_inner());

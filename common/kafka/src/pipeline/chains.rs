@@ -6,11 +6,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
+use foldhash::fast::RandomState;
+
 /// Queues of waiting jobs per key.
 #[derive(Debug)]
 pub(crate) struct Chains<K, J> {
-    waiting: HashMap<K, VecDeque<J>>,
-    running: HashSet<K>,
+    waiting: HashMap<K, VecDeque<J>, RandomState>,
+    running: HashSet<K, RandomState>,
     /// Keys with waiting jobs and nothing running, in arrival order.
     ready: VecDeque<K>,
     max_running: usize,
@@ -21,8 +23,8 @@ impl<K: Clone + Eq + Hash, J> Chains<K, J> {
     /// Runs at most `max_running` keys at once (at least one).
     pub(crate) fn new(max_running: usize) -> Self {
         Self {
-            waiting: HashMap::new(),
-            running: HashSet::new(),
+            waiting: HashMap::default(),
+            running: HashSet::default(),
             ready: VecDeque::new(),
             max_running: max_running.max(1),
             queued: 0,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use foldhash::fast::RandomState;
 use futures::StreamExt as _;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer as _;
@@ -24,7 +25,7 @@ use crate::transactions::{TransactionalProducer, TxError};
 /// Finished records waiting for the next transaction.
 #[derive(Debug, Default)]
 struct OpenTxn {
-    outputs: HashMap<PartitionKey, Vec<Output>>,
+    outputs: HashMap<PartitionKey, Vec<Output>, RandomState>,
     records: usize,
     opened: Option<Instant>,
 }
@@ -487,7 +488,8 @@ async fn finish_commit(
             tracker.mark_committed(&done.offsets);
             ctx.stats.transactions.fetch_add(1, Ordering::Relaxed);
             ctx.stats.outputs.fetch_add(done.outputs, Ordering::Relaxed);
-            tracing::debug!(stage, records = done.records, outputs = done.outputs, "transaction committed");
+            let took_ms = done.started.elapsed().as_millis() as u64;
+            tracing::debug!(stage, records = done.records, outputs = done.outputs, took_ms, "transaction committed");
             AfterCommit::Committed
         }
         Err(TxError::Abortable(error)) => {

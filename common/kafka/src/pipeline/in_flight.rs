@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::Consumer;
@@ -54,10 +55,10 @@ pub(super) enum Dispatched {
 pub(super) struct InFlight {
     pub(super) chains: Chains<ChainKey, Job>,
     pub(super) running: FuturesUnordered<BoxFuture<'static, Finished>>,
-    epochs: HashMap<PartitionKey, u64>,
+    epochs: HashMap<PartitionKey, u64, RandomState>,
     /// Committed position and metadata of partitions read since they were
     /// assigned.
-    progress: HashMap<PartitionKey, Committed>,
+    progress: HashMap<PartitionKey, Committed, RandomState>,
     tracker: Arc<OffsetTracker>,
 }
 
@@ -66,8 +67,8 @@ impl InFlight {
         Self {
             chains: Chains::new(max_concurrency),
             running: FuturesUnordered::new(),
-            epochs: HashMap::new(),
-            progress: HashMap::new(),
+            epochs: HashMap::default(),
+            progress: HashMap::default(),
             tracker,
         }
     }
