@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos backtest bench chart docs-check arch-check kafka-up kafka-down clean-state soak
+.PHONY: help deps build test lint fmt demo chaos backtest bench bench-scaling chart docs-check arch-check kafka-up kafka-down clean-state soak
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -74,6 +74,11 @@ bench: deps ## Benchmark (release build): raw librdkafka loop vs Shoal (both mod
 	scripts/kafka.sh up
 	cargo build --release --workspace --bins
 	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" target/release/shoal-bench $(BENCH_ARGS)
+
+bench-scaling: deps ## Scaling run (release build): the raw loop, then both modes with 1, 2, 4 and 8 worker processes; table, JSON + SVG (docs/capacity.md)
+	scripts/kafka.sh up
+	cargo build --release --workspace --bins
+	KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" target/release/shoal-bench --scaling $${SCALING:-1,2,4,8} $(BENCH_ARGS)
 
 soak: deps ## Soak test: the demo's pipeline for SOAK_MINUTES (30) under faults; memory, fds, lag, latency (docs/soak.md)
 	scripts/soak.sh

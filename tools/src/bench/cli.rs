@@ -85,6 +85,12 @@ pub(crate) struct Cli {
     /// updates/s are then not set against it).
     #[arg(long, conflicts_with = "no_state")]
     pub(crate) state_only: bool,
+    /// Run only the scaling run: the raw loop once, then the drain of each
+    /// delivery mode with each of these counts of worker processes
+    /// (comma-separated, e.g. 1,2,4,8); prints a table and writes
+    /// scaling.json and scaling.svg beside --json.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["state_only", "only"])]
+    pub(crate) scaling: Vec<usize>,
     /// Internal: run the raw baseline loop from `<input>,<output>` (the
     /// bench starts itself with this to measure the baseline).
     #[arg(long, hide = true, value_name = "INPUT,OUTPUT")]

@@ -26,7 +26,8 @@
 //! latency under ingest) and `stall` (ingest with and without a stalled
 //! WebSocket subscriber); `--no-state` skips the last two. `e2e` runs the
 //! full pipeline from the simulator to the recorded outcome, and `keys`
-//! the keys-and-skew matrix. Everything measured is also written as JSON
+//! the keys-and-skew matrix; `scaling` (`--scaling`, alone) the curve over
+//! counts of worker processes. Everything measured is also written as JSON
 //! (`--json`), and the last line is the one-line summary.
 
 mod cli;
@@ -37,6 +38,7 @@ mod pipeline;
 mod plot;
 mod raw;
 mod report;
+mod scaling;
 mod stall;
 mod state;
 mod stats;
@@ -59,6 +61,10 @@ pub async fn main() {
     if let Some(topics) = &cli.raw_loop {
         let (input, output) = topics.split_once(',').expect("--raw-loop <input>,<output>");
         return raw::raw_loop(&cli.bootstrap, input, output);
+    }
+    if !cli.scaling.is_empty() {
+        let rows = scaling::measure(&cli, &cli.scaling).await;
+        return scaling::report(&cli, &rows);
     }
     println!(
         "bench: backlog={} latency phase {}/s for {}s, {} workers, broker {}",
