@@ -80,6 +80,15 @@ impl Window {
         });
     }
 
+    /// Forgets every id, and work started before cannot add its own: after
+    /// a rewind some of them belong to results that were dropped or never
+    /// acknowledged, and skipping those commands would lose them. Until a
+    /// reload succeeds the window is empty (repeats get second results,
+    /// which at-least-once allows; a loss it does not).
+    pub fn clear(&self) {
+        self.replace(Vec::new());
+    }
+
     fn replace(&self, loaded: Vec<Uuid>) {
         let capacity = self.capacity;
         self.with(|ids| {
@@ -188,6 +197,21 @@ mod tests {
         assert!(!window.contains(&discarded), "its result may have been dropped: it must run again");
         window.insert(discarded, window.generation());
         assert!(window.contains(&discarded));
+    }
+
+    #[test]
+    fn a_cleared_window_skips_nothing_and_takes_no_late_ids() {
+        let window = Window::new(10);
+        let before = window.generation();
+        let handled = Uuid::now_v7();
+        window.insert(handled, before);
+        assert_eq!(window.unseen(&handled), None, "a repeat is skipped while its result stands");
+        // A rewind: the result of `handled` may never have been written.
+        window.clear();
+        assert!(window.unseen(&handled).is_some(), "it must run again");
+        let late = Uuid::now_v7();
+        window.insert(late, before);
+        assert!(window.unseen(&late).is_some(), "work from before the rewind cannot add its id");
     }
 
     #[test]

@@ -497,6 +497,10 @@ impl Processor for CommandProcessor {
 
     fn reset(&mut self) {
         if let Some(dedupe) = self.dedupe.as_mut() {
+            // Emptied now, not only reloaded: if the reload fails (the
+            // brokers are still recovering), ids of results this rewind
+            // dropped must not make their commands look done.
+            dedupe.window.clear();
             dedupe.loaded_at = None;
         }
         if let Some(restorer) = self.restorer.as_mut() {
