@@ -95,6 +95,9 @@ pub(crate) struct Cli {
     /// bench starts itself with this to measure the baseline).
     #[arg(long, hide = true, value_name = "INPUT,OUTPUT")]
     pub(crate) raw_loop: Option<String>,
+    /// Internal: the raw loop with the latency settings.
+    #[arg(long, hide = true, requires = "raw_loop")]
+    pub(crate) raw_latency: bool,
 }
 
 /// OTLP export of a run's workers, and how the decisions they process were
@@ -113,7 +116,7 @@ pub(crate) type Run<'a> = (&'static str, Option<&'static str>, Option<&'a Export
 /// Every run, in the order they are reported, with the exports `default`
 /// (default sampling), `sampled` (`--sampled-ratio`) and `every` (every
 /// decision traced).
-pub(crate) fn runs<'a>(default: &'a Export, sampled: &'a Export, every: &'a Export) -> [Run<'a>; 11] {
+pub(crate) fn runs<'a>(default: &'a Export, sampled: &'a Export, every: &'a Export) -> [Run<'a>; 12] {
     [
         ("raw-librdkafka", None, None),
         ("shoal-at-least-once", Some("at_least_once"), None),
@@ -128,5 +131,8 @@ pub(crate) fn runs<'a>(default: &'a Export, sampled: &'a Export, every: &'a Expo
         // run shows how far two identical pipelines differ in this run.
         ("shoal-at-least-once-control", Some("at_least_once"), None),
         ("shoal-exactly-once-control", Some("exactly_once"), None),
+        // The raw loop again, with the latency settings (linger 0, fetch
+        // wait 1 ms): its latency against the defaults' in the same run.
+        (super::raw::LATENCY_RUN, None, None),
     ]
 }

@@ -108,6 +108,15 @@ pub(crate) fn batching_producer(bootstrap: &str, queue: Option<&str>) -> Threade
     config.create().unwrap()
 }
 
+/// A producer that sends each record at once (`linger.ms=0`, Nagle off):
+/// the raw loop's latency settings.
+pub(crate) fn latency_producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("enable.idempotence", "true").set("acks", "all");
+    config.set("linger.ms", "0").set("socket.nagle.disable", "true");
+    config.create().unwrap()
+}
+
 /// Enqueues `record`, waiting while the producer's queue is full.
 pub(crate) fn send_waiting<K, P>(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, K, P>)
 where

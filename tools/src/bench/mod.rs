@@ -60,7 +60,7 @@ pub async fn main() {
     let cli = Cli::parse();
     if let Some(topics) = &cli.raw_loop {
         let (input, output) = topics.split_once(',').expect("--raw-loop <input>,<output>");
-        return raw::raw_loop(&cli.bootstrap, input, output);
+        return raw::raw_loop(&cli.bootstrap, input, output, cli.raw_latency);
     }
     if !cli.scaling.is_empty() {
         let rows = scaling::measure(&cli, &cli.scaling).await;
@@ -165,9 +165,9 @@ fn write_json(
 async fn measure_all(cli: &Cli, runs: &[Run<'_>]) -> Vec<Measured> {
     let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
     // Runs compared with each other are measured together (see
-    // `measure_group`): the raw loop alone, then each delivery mode with
-    // export off first.
-    let groups: Vec<Vec<&Run<'_>>> = [vec![0], vec![1, 3, 5, 7, 9], vec![2, 4, 6, 8, 10]]
+    // `measure_group`): the raw loop with its two settings, then each
+    // delivery mode with export off first.
+    let groups: Vec<Vec<&Run<'_>>> = [vec![0, 11], vec![1, 3, 5, 7, 9], vec![2, 4, 6, 8, 10]]
         .iter()
         .map(|group| group.iter().map(|&i| &runs[i]).filter(|(name, ..)| selected(name)).collect::<Vec<_>>())
         .filter(|group| !group.is_empty())

@@ -119,7 +119,11 @@ impl Consumers {
                 let me = std::env::current_exe().unwrap();
                 let topics = format!("{},{}", topics.commands.name, topics.results.name);
                 let env = [("KAFKA_BOOTSTRAP_SERVERS".to_string(), cli.bootstrap.clone())];
-                vec![Proc::spawn("raw", &me, &["--raw-loop", &topics], &env, dir)]
+                let mut args = vec!["--raw-loop", &topics];
+                if run.starts_with(super::raw::LATENCY_RUN) {
+                    args.push("--raw-latency");
+                }
+                vec![Proc::spawn("raw", &me, &args, &env, dir)]
             }
             Some(mode) => (1..=cli.workers)
                 .map(|i| {
@@ -129,6 +133,19 @@ impl Consumers {
                 .collect(),
         };
         Self { workers }
+    }
+
+    /// Ends the bench with the log of a process under test that exited
+    /// before its group settled (a worker that refused its configuration,
+    /// say), instead of waiting out the join deadline.
+    fn fail_if_one_exited(&mut self) {
+        if let Some(i) = self.workers.iter_mut().position(|w| !w.running()) {
+            let gone = &self.workers[i];
+            let log = gone.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!("{} exited before its group settled; the end of its log:\n{}", gone.name, tail.join("\n"));
+        }
     }
 
     fn signal(&self, signal: Signal) {
@@ -184,14 +201,15 @@ impl Pipeline {
         let dir = std::env::temp_dir().join(format!("shoal-bench-{run}"));
         std::fs::create_dir_all(&dir).unwrap();
         let reader = Arc::new(TimedReader::new(&cli.bootstrap, &topics.results.name));
-        let consumers = Consumers::start(cli, &run, &topics, mode, export, &dir);
+        let mut consumers = Consumers::start(cli, &run, &topics, mode, export, &dir);
         if mode.is_some() {
             // Measured on a settled group, not during its joins: a member
             // joining mid-drain costs seconds of rebalancing.
             let group = format!("bench.{run}.workers");
             let deadline = Instant::now() + Duration::from_secs(60);
             while crate::group_members_with_assignment(&group) < cli.workers {
-                assert!(Instant::now() < deadline, "workers did not all join {group}");
+                consumers.fail_if_one_exited();
+                assert!(Instant::now() < deadline, "workers did not all join {group}; logs in {}", dir.display());
                 tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
             }
         }

@@ -106,6 +106,9 @@ pub(crate) struct Summary {
     pub(crate) p99_ms_alo_10k: f64,
     pub(crate) p99_ms_eos_10k: f64,
     pub(crate) e2e_p99_ms: f64,
+    /// The raw loop's p99 at the high rate with the latency settings over
+    /// its p99 with librdkafka's defaults (in the JSON, not the line).
+    pub(crate) raw_p99_10k_latency_over_defaults: f64,
 }
 
 impl Summary {
@@ -127,6 +130,7 @@ impl Summary {
             p99_ms_alo_10k: p99_high(alo),
             p99_ms_eos_10k: p99_high(eos),
             e2e_p99_ms,
+            raw_p99_10k_latency_over_defaults: p99_high(run(super::raw::LATENCY_RUN)) / p99_high(raw),
         }
     }
 
@@ -185,6 +189,16 @@ pub(crate) fn full(all: &[Measured], cli: &Cli, spans: u64) {
          at-least-once = {a:.2}, exactly-once = {e:.2}",
     );
     ratio_lines(all);
+    let p99 = |m: &Measured| percentile(&m.latencies_high_ms, 99.0);
+    let (defaults, latency) = (run("raw-librdkafka"), run(super::raw::LATENCY_RUN));
+    println!(
+        "bench: raw loop p99 at {}: {:.1} ms with librdkafka's defaults (linger 5 ms, fetch wait 500 ms), \
+         {:.1} ms with the latency settings (linger 0, fetch wait 1 ms): ratio {:.2}",
+        rate_label(cli.rate_high),
+        p99(defaults),
+        p99(latency),
+        p99(latency) / p99(defaults),
+    );
     println!("bench: {spans} spans received by the OTLP receiver");
     for m in [run("raw-librdkafka"), run("shoal-at-least-once"), run("shoal-exactly-once")] {
         let (l, h) = (&m.latencies_ms, &m.latencies_high_ms);
