@@ -11,6 +11,8 @@
 #   ready.sh      waiting until the nodes answer
 #   lifecycle.sh  up, down, status and logs (single node, cluster, external)
 #   cluster.sh    the three-node cluster's per-node commands
+#   secure.sh     the secured broker's (--secure) CA, certificate, SCRAM
+#                 credentials and client configs
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -22,6 +24,8 @@ readonly KAFKA_LIB="$KAFKA_SUPPORT_DIR/lib"
 readonly KAFKA_POM="$KAFKA_SUPPORT_DIR/pom.xml"
 readonly SINGLE_TEMPLATE="$KAFKA_SUPPORT_DIR/server.properties.template"
 readonly CLUSTER_TEMPLATE="$KAFKA_SUPPORT_DIR/server-cluster.properties.template"
+readonly SECURE_SINGLE_TEMPLATE="$KAFKA_SUPPORT_DIR/server-secure.properties.template"
+readonly SECURE_CLUSTER_TEMPLATE="$KAFKA_SUPPORT_DIR/server-secure-cluster.properties.template"
 readonly BROKER_LOG4J="$KAFKA_SUPPORT_DIR/log4j2.properties"
 readonly TOOLS_LOG4J="$KAFKA_SUPPORT_DIR/tools-log4j2.properties"
 
@@ -47,6 +51,15 @@ CLUSTER_BROKER_PORT="$(port_setting SHOAL_KAFKA_CLUSTER_PORT 19092 $((65535 - 2 
 readonly CLUSTER_BROKER_PORT
 readonly CLUSTER_CONTROLLER_PORT=$((CLUSTER_BROKER_PORT + 1))
 readonly CLUSTER_HEAP="-Xms256m -Xmx768m"
+# Secure mode (--secure): the same single node or cluster, secured (SASL_SSL
+# with SCRAM-SHA-512, ACLs), on ports of its own so that it runs beside the
+# plain one: single node 9192 (SASL_SSL) and 9193 (controller), cluster
+# 19292/19293, 19294/19295, 19296/19297. SHOAL_KAFKA_SECURE_PORT and
+# SHOAL_KAFKA_SECURE_CLUSTER_PORT move them.
+SECURE_SINGLE_BROKER_PORT="$(port_setting SHOAL_KAFKA_SECURE_PORT 9192 65534)"
+readonly SECURE_SINGLE_BROKER_PORT
+SECURE_CLUSTER_BROKER_PORT="$(port_setting SHOAL_KAFKA_SECURE_CLUSTER_PORT 19292 $((65535 - 2 * CLUSTER_SIZE + 1)))"
+readonly SECURE_CLUSTER_BROKER_PORT
 
 # The fault-proxy listener (opt-in, for network-fault tests): with
 # SHOAL_KAFKA_PROXY_PORT=<base>, node n also listens on a PLAINTEXT listener
@@ -64,6 +77,8 @@ readonly PROXY_PORT
 
 readonly STATE_DIR="${SHOAL_KAFKA_DIR:-$REPO_ROOT/.kafka}"
 readonly CLUSTER_DIR="$STATE_DIR/cluster$CLUSTER_SIZE"
+readonly SECURE_DIR="$STATE_DIR/secure"
+readonly SECURE_CLUSTER_DIR="$SECURE_DIR/cluster$CLUSTER_SIZE"
 readonly CACHE_ROOT="${SHOAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 
 READY_TIMEOUT="${SHOAL_KAFKA_READY_TIMEOUT:-90}"
@@ -73,6 +88,8 @@ STOP_TIMEOUT="${SHOAL_KAFKA_STOP_TIMEOUT:-30}"
 source "$KAFKA_LIB/jars.sh"
 # shellcheck source=kafka/lib/node.sh
 source "$KAFKA_LIB/node.sh"
+# shellcheck source=kafka/lib/secure.sh
+source "$KAFKA_LIB/secure.sh"
 # Node n's fault-proxy ports (with SHOAL_KAFKA_PROXY_PORT): where the proxy
 # listens (advertised on FAULTY), and the FAULTY listener it forwards to.
 node_proxy_port() { printf '%s\n' $((PROXY_PORT + $1 - 1)); }
@@ -81,11 +98,12 @@ node_faulty_port() { printf '%s\n' $((PROXY_PORT + BROKERS + $1 - 1)); }
 # node.sh's write_node_config fills the placeholders every config has; this
 # wrapper fills the FAULTY listener's (@FAULTY_LISTENER@, @FAULTY_ADVERTISED@,
 # @FAULTY_PROTOCOL@), empty unless SHOAL_KAFKA_PROXY_PORT is set, so that
-# without it the config is what it always was.
+# without it the config is what it always was. The secure nodes have no
+# FAULTY listener (their templates no placeholders for it).
 eval "node_sh_$(declare -f write_node_config)"
 write_node_config() {
   local n="$1" listener="" advertised="" protocol=""
-  if [[ -n $PROXY_PORT ]]; then
+  if [[ -n $PROXY_PORT && $SECURE -eq 0 ]]; then
     ! port_open "$(node_faulty_port "$n")" ||
       die "port $HOST:$(node_faulty_port "$n") (node $n's FAULTY listener, from SHOAL_KAFKA_PROXY_PORT=$PROXY_PORT) is already in use"
     listener=",FAULTY://$HOST:$(node_faulty_port "$n")"
@@ -103,7 +121,7 @@ write_node_config() {
 # started without that listener (or with other ports) would not get it:
 # fails, saying so.
 check_running_nodes_listen_for_proxy() {
-  [[ -n $PROXY_PORT ]] || return 0
+  [[ -n $PROXY_PORT && $SECURE -eq 0 ]] || return 0
   local n
   for n in $(node_ids); do
     node_pid "$n" >/dev/null || continue
@@ -121,14 +139,16 @@ source "$KAFKA_LIB/cluster.sh"
 
 usage() {
   cat <<EOF
-Usage: scripts/kafka.sh [--brokers 1|3] COMMAND [OPTIONS]
+Usage: scripts/kafka.sh [--brokers 1|3] [--secure] COMMAND [OPTIONS]
 
 Runs a single-node Apache Kafka broker in KRaft mode (combined broker and
 controller, node.id=1) for Shoal, without Docker:
   bootstrap   $HOST:$SINGLE_BROKER_PORT  (PLAINTEXT)
   controller  $HOST:$SINGLE_CONTROLLER_PORT  (CONTROLLER listener)
 With --brokers 3 (or SHOAL_KAFKA_BROKERS=3) it runs a three-node cluster
-instead; see "Three-node cluster mode" below.
+instead; see "Three-node cluster mode" below. With --secure, the same
+commands act on a secured broker (SASL_SSL, SCRAM-SHA-512, ACLs) that runs
+beside the plain one; see "Secure mode" below.
 
 Commands:
   up [--fresh] [--timeout SECS]
@@ -143,6 +163,14 @@ Commands:
         Say whether the broker is running; exit 0 if it is, 3 if not.
   logs [-f] [-n LINES]
         Print the end of the broker log; -f follows it.
+  secure-env
+        Print where the secure broker's files are, as NAME=value lines (no
+        passwords; see "Secure mode").
+  tool CLASS [ARGS...]
+        Run a Kafka command-line class from the cached jars, e.g.
+        org.apache.kafka.tools.TopicCommand or
+        org.apache.kafka.tools.AclCommand (with the secure broker:
+        --command-config "\$SHOAL_SECURE_ADMIN_CONFIG").
   -h, --help
         Show this help.
 
@@ -195,6 +223,55 @@ Three-node cluster mode (--brokers 3, or SHOAL_KAFKA_BROKERS=3):
   started again before that, it registers only once the old session ends.
   KAFKA_BOOTSTRAP_SERVERS is ignored in this mode.
 
+Secure mode (--secure, anywhere on the command line):
+  up, down, status and logs (and, with --brokers 3, the node commands) act
+  on a secured single node, or three-node cluster, instead of the plain one;
+  both run side by side. Listeners, bound to $HOST only:
+    single node   SASL_SSL $HOST:$SECURE_SINGLE_BROKER_PORT  controller $HOST:$((SECURE_SINGLE_BROKER_PORT + 1))
+    --brokers 3   SASL_SSL $(SECURE=1 BROKERS=$CLUSTER_SIZE BASE_BROKER_PORT=$SECURE_CLUSTER_BROKER_PORT bootstrap_servers)
+                  controllers on the port after each
+  SASL_SSL: clients and inter-broker traffic; TLS with a certificate for
+  localhost/$HOST signed by a local CA, SASL/SCRAM-SHA-512; the brokers
+  connect as admin. Controller listener: SASL_PLAINTEXT, SASL/PLAIN, one
+  static user 'controller'. Authorizer: StandardAuthorizer,
+  allow.everyone.if.no.acl.found=false, super.users=User:admin;User:controller.
+  SCRAM users: ${SECURE_USERS[*]}
+  (admin is the super user; the others get no ACLs from this script).
+  'up --secure' makes on first use, in \${SHOAL_KAFKA_DIR:-<repo>/.kafka}/secure
+  (here: $SECURE_DIR):
+    ca.pem                   the CA certificate (librdkafka ssl.ca.location;
+                             Java: ssl.truststore.type=PEM)
+    tls/                     CA key, broker key and certificate
+    credentials.env          mode 0600, lines SHOAL_SCRAM_<USER>=<password>
+                             (USER upper case, e.g. SHOAL_SCRAM_WORKER) and
+                             SHOAL_KAFKA_CONTROLLER_PASSWORD=<password>
+    clients/<user>.properties       librdkafka config (security.protocol,
+                                    sasl.*, ssl.ca.location; no bootstrap)
+    clients/<user>.java.properties  Java client config (--command-config)
+  Passwords are random hex and never printed. The users are put into the
+  cluster metadata when a log dir is formatted (StorageTool --add-scram); if
+  credentials.env changes (e.g. deleted), the data is wiped and formatted
+  again on the next 'up --secure'. 'up --secure' waits until the admin can
+  connect over SASL_SSL, and prints the bootstrap servers as its last line
+  of stdout:  bootstrap=\$(scripts/kafka.sh up --secure | tail -n1)
+  'up --secure --fresh' wipes the data (topics, ACLs) but keeps the CA,
+  certificate and credentials; 'down --secure --purge' deletes all of
+  secure/ (keeping the files a running secure cluster uses).
+  secure-env prints (with --brokers 3, the cluster's bootstrap servers):
+    SHOAL_SECURE_DIR, SHOAL_SECURE_BOOTSTRAP, SHOAL_SECURE_CA,
+    SHOAL_SECURE_CREDENTIALS, SHOAL_SECURE_CLIENTS_DIR,
+    SHOAL_SECURE_ADMIN_CONFIG (clients/admin.java.properties),
+    SHOAL_SECURE_PROTOCOL=SASL_SSL, SHOAL_SECURE_MECHANISM=SCRAM-SHA-512,
+    SHOAL_SECURE_USERS (comma separated)
+  For example, an ACL for the worker:
+    eval "\$(scripts/kafka.sh secure-env)"
+    scripts/kafka.sh tool org.apache.kafka.tools.AclCommand \\
+      --bootstrap-server "\$SHOAL_SECURE_BOOTSTRAP" \\
+      --command-config "\$SHOAL_SECURE_ADMIN_CONFIG" \\
+      --add --allow-principal User:worker --operation Read --topic jobs
+  Needs openssl (installed with apt-get when missing). KAFKA_BOOTSTRAP_SERVERS
+  and SHOAL_KAFKA_PROXY_PORT do not apply to the secure broker.
+
 Fault-proxy listener (SHOAL_KAFKA_PROXY_PORT=BASE, for network-fault tests):
   Node n (1 here, 1..3 with --brokers 3) also gets a PLAINTEXT listener
   named FAULTY on port BASE + <nodes> + (n-1), and advertises
@@ -223,6 +300,7 @@ password-less sudo, otherwise the script says what to install.
 
 Runtime state (server.properties, data, broker.log, broker.pid) lives in
   \${SHOAL_KAFKA_DIR:-<repo>/.kafka}   (here: $STATE_DIR)
+and the secure broker's in its secure/ (cluster: secure/cluster3/node-<id>).
 
 Environment:
   KAFKA_BOOTSTRAP_SERVERS   use this existing cluster instead: 'up' and
@@ -238,6 +316,11 @@ Environment:
                             node n's broker at +2(n-1), each controller on
                             the port after its broker). With its own
                             SHOAL_KAFKA_DIR, a second cluster beside the first.
+  SHOAL_KAFKA_SECURE_PORT   secure single node's SASL_SSL port (default
+                            9192; the controller takes the next one).
+  SHOAL_KAFKA_SECURE_CLUSTER_PORT
+                            secure cluster node 1's SASL_SSL port (default
+                            19292; laid out as SHOAL_KAFKA_CLUSTER_PORT's).
   SHOAL_KAFKA_PROXY_PORT    first port of the fault-proxy listener's range
                             (see "Fault-proxy listener" above; unset: none).
   SHOAL_CACHE_DIR           jar cache root (see above).
@@ -298,9 +381,10 @@ parse_options() {
 main() {
   # --brokers N (or --brokers=N) may come anywhere; it overrides
   # SHOAL_KAFKA_BROKERS.
-  local brokers="${SHOAL_KAFKA_BROKERS:-1}" args=()
+  local brokers="${SHOAL_KAFKA_BROKERS:-1}" secure=0 args=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
+      --secure) secure=1 ;;
       --brokers)
         [[ $# -ge 2 ]] || die "--brokers needs a number (1 or $CLUSTER_SIZE)"
         brokers="$2"
@@ -311,6 +395,8 @@ main() {
     esac
     shift
   done
+  [[ ${#args[@]} -eq 0 || ${args[0]} != secure-env ]] || secure=1
+  set_secure "$secure"
   set_brokers "$brokers"
   set -- "${args[@]}"
 
@@ -321,6 +407,8 @@ main() {
       parse_options "$cmd" "$@"
       [[ $FRESH -eq 1 ]] || external || check_running_nodes_listen_for_proxy
       kafka_up "$FRESH"
+      # Secure mode: the bootstrap servers as the last line, for scripts.
+      [[ $SECURE -eq 0 ]] || bootstrap_servers
       ;;
     down)
       parse_options "$cmd" "$@"
@@ -340,6 +428,16 @@ main() {
       parse_options "$cmd" "$@"
       [[ -n $NODE ]] || die "usage: scripts/kafka.sh --brokers $BROKERS $cmd N (N = 1..$BROKERS)"
       node_command "$cmd" "$NODE"
+      ;;
+    secure-env)
+      [[ $# -eq 0 ]] || die "secure-env takes no options"
+      secure_env
+      ;;
+    tool)
+      [[ $# -gt 0 && $1 != -* ]] || die "usage: scripts/kafka.sh tool CLASS [ARGS...]"
+      ensure_runtime
+      tool_cmd "$@"
+      exec "${TOOL_CMD[@]}"
       ;;
     -h | --help | help) usage ;;
     "")

@@ -33,6 +33,8 @@ restart_node() {
 # node_command COMMAND N: stop-node, kill-node, start-node or pid-node.
 node_command() {
   local cmd="$1" n="$2" pid
+  # Secure mode: the readiness probe connects as admin over SASL_SSL.
+  [[ $cmd != start-node || $SECURE -eq 0 ]] || secure_setup
   case "$cmd" in
     stop-node) stop_nodes "$n" ;;
     kill-node) kill_node "$n" ;;

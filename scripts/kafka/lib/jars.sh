@@ -92,9 +92,15 @@ probe_cluster() {
 # As probe_cluster, printing BrokerApiVersionsCommand's output: one entry
 # per broker in the cluster's metadata, "host:port (id: N rack: ...) -> ("
 # followed by its API versions, or "-> ERROR" when it did not answer.
+# PROBE_CONFIG (default: in the jar cache) is the probe's client config
+# file; the settings in the file PROBE_CLIENT_CONFIG, if set (secure mode:
+# the admin's SASL_SSL settings), are added to it.
+PROBE_CONFIG=""
+PROBE_CLIENT_CONFIG=""
 probe_output() {
-  local bootstrap="$1" timeout_s="${2:-20}" config="$KAFKA_HOME/probe.properties"
-  cat >"$config.$$" <<'PROPERTIES'
+  local bootstrap="$1" timeout_s="${2:-20}" config="${PROBE_CONFIG:-$KAFKA_HOME/probe.properties}"
+  {
+    cat <<'PROPERTIES'
 # Client settings for scripts/kafka.sh's readiness probe: give up quickly.
 request.timeout.ms=5000
 default.api.timeout.ms=8000
@@ -102,6 +108,8 @@ socket.connection.setup.timeout.ms=2000
 socket.connection.setup.timeout.max.ms=2000
 reconnect.backoff.max.ms=1000
 PROPERTIES
+    [[ -z $PROBE_CLIENT_CONFIG ]] || cat "$PROBE_CLIENT_CONFIG"
+  } >"$config.$$"
   mv -f "$config.$$" "$config"
   local TOOL_CMD
   tool_cmd org.apache.kafka.tools.BrokerApiVersionsCommand \

@@ -2,11 +2,11 @@
 # Sourced by scripts/kafka.sh: the commands up, down, status and logs, for
 # the single node and the three-node cluster alike (node.sh's functions take
 # the mode from set_brokers), and for an external cluster
-# (KAFKA_BOOTSTRAP_SERVERS, single-node mode only).
+# (KAFKA_BOOTSTRAP_SERVERS, plain single-node mode only).
 
 # Succeeds when the commands act on KAFKA_BOOTSTRAP_SERVERS instead of local
 # nodes.
-external() { [[ $BROKERS -eq 1 && -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; }
+external() { [[ $BROKERS -eq 1 && $SECURE -eq 0 && -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; }
 
 # Prints the cluster id that the formatted nodes share (nothing if none is
 # formatted); dies if they disagree.
@@ -29,6 +29,9 @@ existing_cluster_id() {
 # when $1 is 1) and waits until the cluster answers.
 kafka_up() {
   local fresh="$1" n pid running="" running_ids=() stopped=()
+  # Secure mode: the CA, certificates, credentials and client configs first
+  # (made on first use; the readiness probe needs the admin's).
+  [[ $SECURE -eq 0 ]] || secure_setup
   if external; then
     ensure_runtime
     log "KAFKA_BOOTSTRAP_SERVERS is set: using the cluster at $KAFKA_BOOTSTRAP_SERVERS, starting nothing"
@@ -79,6 +82,9 @@ kafka_up() {
   done
   ensure_runtime
   mkdir -p "$(nodes_dir)"
+  if [[ $SECURE -eq 1 ]]; then
+    for n in "${stopped[@]}"; do check_scram_users "$n"; done
+  fi
   local cluster_id existing_id
   existing_id="$(existing_cluster_id)"
   cluster_id="$existing_id"
@@ -114,13 +120,25 @@ kafka_down() {
   # shellcheck disable=SC2046 # node ids are plain numbers
   stop_nodes $(node_ids)
   [[ $purge -eq 1 ]] || return 0
-  if [[ $BROKERS -eq 1 && -d $STATE_DIR ]] && cluster_running; then
-    # The --brokers 3 cluster keeps its state in a subdirectory; do not
-    # pull it from under its running nodes.
-    find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name "${CLUSTER_DIR##*/}" -exec rm -rf {} +
-    log "purged $STATE_DIR except $CLUSTER_DIR (the --brokers $CLUSTER_SIZE cluster is running)"
+  local dir keep=() name find_args=()
+  dir="$(nodes_dir)"
+  if [[ $BROKERS -eq 1 && -d $dir ]]; then
+    # The single node's dir holds the --brokers 3 cluster's (cluster3/) and,
+    # plain, the secure broker's (secure/); do not pull them from under
+    # running nodes. A running secure cluster also keeps the secure dir's
+    # CA, certificates, credentials and client configs.
+    if cluster_running; then
+      keep+=("${CLUSTER_DIR##*/}")
+      [[ $SECURE -eq 0 ]] || keep+=("${SECURE_SHARED_FILES[@]}")
+    fi
+    [[ $SECURE -eq 1 ]] || ! secure_running || keep+=("${SECURE_DIR##*/}")
+  fi
+  if [[ ${#keep[@]} -gt 0 ]]; then
+    for name in "${keep[@]}"; do find_args+=(! -name "$name"); done
+    find "$dir" -mindepth 1 -maxdepth 1 "${find_args[@]}" -exec rm -rf {} +
+    log "purged $dir except ${keep[*]} (used by nodes still running)"
   else
-    purge_dir "$(nodes_dir)"
+    purge_dir "$dir"
   fi
 }
 
@@ -181,7 +199,7 @@ kafka_logs() {
   done
   if [[ ${#files[@]} -eq 0 ]]; then
     [[ $BROKERS -gt 1 ]] || die "no broker log at $(node_log 1) (has 'up' run?)"
-    die "no broker log in $CLUSTER_DIR (has '--brokers $BROKERS up' run?)"
+    die "no broker log in $(nodes_dir) (has '--brokers $BROKERS up' run?)"
   fi
   exec tail -n "$lines" "${follow[@]}" "${files[@]}"
 }

@@ -1,32 +1,55 @@
 # shellcheck shell=bash
 # Sourced by scripts/kafka.sh: the local nodes. In single-node mode node 1
-# keeps its files directly in the state dir; in cluster mode node n gets its
+# keeps its files directly in the mode's dir; in cluster mode node n gets its
 # own dir (cluster3/node-n) and ports. Per node: its config, formatting,
 # start, stop and kill.
 
 # How many nodes this invocation manages: 1 (a combined broker+controller,
 # the default) or CLUSTER_SIZE (--brokers 3 or SHOAL_KAFKA_BROKERS=3; each
-# node a combined broker+controller). The functions below take the node id;
-# set_brokers fills in the mode's ports, template and heap.
+# node a combined broker+controller). SECURE is 1 with --secure: the secured
+# broker(s) (SASL_SSL, SCRAM, ACLs; lib/secure.sh), with their own ports and
+# state under SECURE_DIR, beside the plain ones. The functions below take the
+# node id; set_brokers fills in the mode's ports, template, heap and dir.
 BROKERS=1
+SECURE=0
 BASE_BROKER_PORT=$SINGLE_BROKER_PORT
 SERVER_TEMPLATE=$SINGLE_TEMPLATE
 DEFAULT_HEAP=$SINGLE_HEAP
+MODE_DIR=$STATE_DIR
 
-# Switches this invocation to single-node (1) or cluster (3) mode.
+# Switches to the secure (1) or plain (0) nodes; set_brokers then picks
+# the mode's ports, template and dir.
+set_secure() { SECURE="$1"; }
+
+# Switches this invocation to single-node (1) or cluster (3) mode, plain or
+# secure (SECURE).
 set_brokers() {
   case "$1" in
     1)
       BROKERS=1
-      BASE_BROKER_PORT=$SINGLE_BROKER_PORT
-      SERVER_TEMPLATE=$SINGLE_TEMPLATE
       DEFAULT_HEAP=$SINGLE_HEAP
+      if [[ $SECURE -eq 1 ]]; then
+        BASE_BROKER_PORT=$SECURE_SINGLE_BROKER_PORT
+        SERVER_TEMPLATE=$SECURE_SINGLE_TEMPLATE
+        MODE_DIR=$SECURE_DIR
+      else
+        BASE_BROKER_PORT=$SINGLE_BROKER_PORT
+        SERVER_TEMPLATE=$SINGLE_TEMPLATE
+        MODE_DIR=$STATE_DIR
+      fi
       ;;
     "$CLUSTER_SIZE")
       BROKERS=$CLUSTER_SIZE
-      BASE_BROKER_PORT=$CLUSTER_BROKER_PORT
-      SERVER_TEMPLATE=$CLUSTER_TEMPLATE
       DEFAULT_HEAP=$CLUSTER_HEAP
+      if [[ $SECURE -eq 1 ]]; then
+        BASE_BROKER_PORT=$SECURE_CLUSTER_BROKER_PORT
+        SERVER_TEMPLATE=$SECURE_CLUSTER_TEMPLATE
+        MODE_DIR=$SECURE_CLUSTER_DIR
+      else
+        BASE_BROKER_PORT=$CLUSTER_BROKER_PORT
+        SERVER_TEMPLATE=$CLUSTER_TEMPLATE
+        MODE_DIR=$CLUSTER_DIR
+      fi
       ;;
     *) die "--brokers (or SHOAL_KAFKA_BROKERS) must be 1 or $CLUSTER_SIZE, not '$1'" ;;
   esac
@@ -34,20 +57,15 @@ set_brokers() {
 
 node_ids() { seq 1 "$BROKERS"; }
 
-# The dir that holds the mode's state: the state dir, or cluster3/.
-nodes_dir() {
-  if [[ $BROKERS -eq 1 ]]; then
-    printf '%s\n' "$STATE_DIR"
-  else
-    printf '%s\n' "$CLUSTER_DIR"
-  fi
-}
+# The dir that holds the mode's state: the state dir, cluster3/, secure/ or
+# secure/cluster3/.
+nodes_dir() { printf '%s\n' "$MODE_DIR"; }
 
 node_dir() {
   if [[ $BROKERS -eq 1 ]]; then
-    printf '%s\n' "$STATE_DIR"
+    printf '%s\n' "$MODE_DIR"
   else
-    printf '%s\n' "$CLUSTER_DIR/node-$1"
+    printf '%s\n' "$MODE_DIR/node-$1"
   fi
 }
 # Node n listens on the mode's base port + 2(n-1) (broker) and the port
@@ -114,7 +132,7 @@ check_node_ports_free() {
   for port in "$(node_broker_port "$1")" "$(node_controller_port "$1")"; do
     if port_open "$port"; then
       if [[ $BROKERS -gt 1 ]]; then
-        die "port $HOST:$port (node $1) is already in use by another process (not a node started from $CLUSTER_DIR).
+        die "port $HOST:$port (node $1) is already in use by another process (not a node started from $MODE_DIR).
   Stop it, or run the cluster with another SHOAL_KAFKA_DIR's nodes stopped first."
       fi
       die "port $HOST:$port is already in use by another process (not a broker started here).
@@ -136,6 +154,8 @@ write_node_config() {
     -e "s|@QUORUM_VOTERS@|$(node_addresses voter)|g" \
     -e "s|@LOG_DIRS@|$(node_data_dir "$n")|g" \
     "$SERVER_TEMPLATE" >"$tmp"
+  # The secure config holds passwords: readable by its owner only.
+  [[ $SECURE -eq 0 ]] || fill_secure_config "$tmp"
   mv "$tmp" "$config"
 }
 
@@ -152,13 +172,17 @@ format_node() {
     return 0
   fi
   log "node $n: formatting $data (cluster id $cluster_id)"
-  local out
-  if ! out="$(kafka_tool kafka.tools.StorageTool format "${quorum_opts[@]}" \
+  # Secure mode: the SCRAM users go into the bootstrap metadata
+  # (--add-scram, one per user), and the output is shown without passwords.
+  local out scram_opts=()
+  [[ $SECURE -eq 0 ]] || mapfile -t scram_opts < <(scram_format_args)
+  if ! out="$(kafka_tool kafka.tools.StorageTool format "${quorum_opts[@]}" "${scram_opts[@]}" \
     --cluster-id "$cluster_id" --config "$(node_config "$n")" </dev/null 2>&1)"; then
     err "StorageTool format failed:"
-    printf '%s\n' "$out" | sed 's/^/  | /' >&2
+    printf '%s\n' "$out" | sed -e 's/password=[^],]*/password=***/g' -e 's/^/  | /' >&2
     exit 1
   fi
+  [[ $SECURE -eq 0 ]] || record_scram_users "$n"
 }
 
 start_node() {
