@@ -84,6 +84,7 @@ pub async fn run(
             env.announce(stage);
         }
     }
+    kafka::access::check_credentials(&settings.kafka).await?;
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }

@@ -47,6 +47,7 @@ pub async fn run(
     let flow_stats = Arc::new(flow::FlowStats::default());
     let env = settings.stage_env(&w.id, &telemetry);
     env.announce(STAGE);
+    kafka::access::check_credentials(&settings.kafka).await?;
     if settings.topics.create {
         kafka::ensure_topics(&settings.kafka, &settings.topics).await.context("creating topics")?;
     }

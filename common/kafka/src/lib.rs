@@ -2,6 +2,7 @@
 //! configuration, topic creation, record headers, offset tracking, a producer
 //! that reports deliveries to that tracker, and dead-letter publishing.
 
+pub mod access;
 pub mod consumer;
 pub mod dlq;
 pub mod headers;
