@@ -33,6 +33,21 @@ pub enum TxError {
     /// zombie and must stop.
     #[error("fenced by a newer producer with the same transactional id: {0}")]
     Fenced(KafkaError),
+    /// The principal lacks an ACL the transaction needs: retrying cannot
+    /// help until an administrator grants it, so the stage stops (nothing
+    /// of the transaction is committed).
+    #[error(
+        "not authorized: {operation} on {resource} refused by the broker ({error}); \
+         grant it to this process's principal (`shoal-acl --role <role>` prints what each role needs)"
+    )]
+    NotAuthorized {
+        /// The Kafka ACL operation refused (`Write`, `Read`, ...).
+        operation: &'static str,
+        /// What it was refused on, named.
+        resource: String,
+        /// The broker's answer.
+        error: KafkaError,
+    },
 }
 
 impl TxError {
@@ -69,6 +84,22 @@ fn classify(error: KafkaError) -> TxError {
         }
         _ => TxError::Abortable(error),
     }
+}
+
+/// The ACL refused, and on what, when `error` is an authorization failure:
+/// the topics are the transaction's output topics (the broker names no
+/// topic in its answer to AddPartitionsToTxn, only librdkafka's log does).
+fn not_authorized(error: KafkaError, output_topics: &[&str], transactional_id: &str) -> Result<TxError, KafkaError> {
+    let (operation, resource) = match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => ("Write", format!("topic(s) {}", output_topics.join(", "))),
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed) => ("Read", "the consumer group (committing offsets)".into()),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+            ("Write", format!("transactional id {transactional_id:?}"))
+        }
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => ("IdempotentWrite", "the cluster".into()),
+        _ => return Err(error),
+    };
+    Ok(TxError::NotAuthorized { operation, resource, error })
 }
 
 fn is_retriable(error: &KafkaError) -> bool {
@@ -130,7 +161,7 @@ impl TransactionalProducer {
                     attempt += 1;
                     tracing::warn!(%error, attempt, "init_transactions failed; retrying");
                 }
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(not_authorized(error, &[], transactional_id).unwrap_or_else(classify)),
             }
         }
         tracing::info!(transactional_id, "transactional producer ready");
@@ -203,12 +234,22 @@ impl TransactionalProducer {
                 }
             }
         }
+        let topics = || {
+            let mut topics: Vec<&str> = outputs.iter().map(|o| o.topic.as_str()).collect();
+            topics.sort_unstable();
+            topics.dedup();
+            topics
+        };
+        let failed = |error: KafkaError| {
+            let error = self.cause(error, offsets, group);
+            not_authorized(error, &topics(), &self.transactional_id).unwrap_or_else(classify)
+        };
         let mut attempt = 0;
         loop {
             match self.inner.send_offsets_to_transaction(offsets, group, self.timeout) {
                 Ok(()) => break,
                 Err(error) if is_retriable(&error) && attempt < RETRIES => attempt += 1,
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(failed(error)),
             }
         }
         self.wait_delivered();
@@ -217,8 +258,28 @@ impl TransactionalProducer {
             match self.inner.commit_transaction(self.timeout) {
                 Ok(()) => return Ok(()),
                 Err(error) if is_retriable(&error) && attempt < RETRIES => attempt += 1,
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(failed(error)),
             }
+        }
+    }
+
+    /// The transaction's own error behind `error`. A call can fail with a
+    /// local error ("Erroneous state") because the transaction already
+    /// failed for another reason, e.g. AddPartitionsToTxn refused with
+    /// TOPIC_AUTHORIZATION_FAILED; librdkafka keeps that reason in the
+    /// transaction's state and returns it from any call made in that
+    /// state. Only asked when the transaction must be aborted anyway (the
+    /// call then changes nothing).
+    fn cause(&self, error: KafkaError, offsets: &TopicPartitionList, group: &ConsumerGroupMetadata) -> KafkaError {
+        let KafkaError::Transaction(rd) = &error else { return error };
+        if !rd.txn_requires_abort() || rd.code() != RDKafkaErrorCode::State {
+            return error;
+        }
+        match self.inner.send_offsets_to_transaction(offsets, group, self.timeout) {
+            Err(cause @ KafkaError::Transaction(_)) if cause.rdkafka_error_code() != Some(RDKafkaErrorCode::State) => {
+                cause
+            }
+            _ => error,
         }
     }
 
@@ -277,5 +338,26 @@ mod tests {
         assert!(!abortable(RDKafkaErrorCode::RequestTimedOut).group_moved_on());
         let fatal = TxError::Fatal(KafkaError::MessageProduction(RDKafkaErrorCode::IllegalGeneration));
         assert!(!fatal.group_moved_on());
+    }
+
+    #[test]
+    fn authorization_failures_name_the_operation_and_what_it_was_refused_on() {
+        let refused = |code| not_authorized(KafkaError::MessageProduction(code), &["a.results", "a.dlq"], "tx-w-1");
+        let Ok(TxError::NotAuthorized { operation, resource, .. }) =
+            refused(RDKafkaErrorCode::TopicAuthorizationFailed)
+        else {
+            panic!("a topic authorization failure is NotAuthorized")
+        };
+        assert_eq!((operation, resource.as_str()), ("Write", "topic(s) a.results, a.dlq"));
+        let Ok(TxError::NotAuthorized { resource, .. }) = refused(RDKafkaErrorCode::TransactionalIdAuthorizationFailed)
+        else {
+            panic!("a transactional id authorization failure is NotAuthorized")
+        };
+        assert!(resource.contains("tx-w-1"));
+        assert!(matches!(
+            refused(RDKafkaErrorCode::GroupAuthorizationFailed),
+            Ok(TxError::NotAuthorized { operation: "Read", .. })
+        ));
+        assert!(refused(RDKafkaErrorCode::IllegalGeneration).is_err(), "other errors are classified as before");
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::history::{output_digest, record_history};
 use super::in_flight::PartitionKey;
 use super::steps::{LoopState, rewind_to_committed, until};
 use super::{LoopContext, Processor, TxSettings};
@@ -80,8 +81,9 @@ enum AfterCommit {
     /// The producer is unusable: rewind and create a new one (which also
     /// aborts anything it left open).
     RecreateProducer,
-    /// Another instance owns the transactional id: stop.
-    Fenced,
+    /// Another instance owns the transactional id, or the principal lacks
+    /// an ACL: stop.
+    Stop,
 }
 
 async fn create_producer(tx: &TxSettings) -> Result<Arc<TransactionalProducer>, TxError> {
@@ -298,7 +300,7 @@ impl ExactlyOnce<'_> {
         self.handed_over = self.state.draining() && group_moved_on && matches!(after, AfterCommit::Rewind);
         let recreate = match after {
             AfterCommit::Committed => return Next::Continue,
-            AfterCommit::Fenced => {
+            AfterCommit::Stop => {
                 ctx.stats.producer_ready.store(false, Ordering::Relaxed);
                 shutdown.cancel();
                 return Next::Stop;
@@ -513,6 +515,15 @@ async fn finish_commit(
             ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
             fenced(ctx, producer, &done, &error)
         }
+        Err(TxError::NotAuthorized { operation, resource, error }) => {
+            ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(stage, operation, %resource, %error, records = done.records, "not authorized: {operation} on {resource}; aborting the transaction (nothing of it is committed) and stopping: grant the ACL (shoal-acl prints each role's) and start again");
+            let aborting = producer.clone();
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || aborting.abort_blocking()).await {
+                tracing::warn!(stage, %error, "abort after the authorization failure failed; the coordinator aborts the transaction at its timeout");
+            }
+            AfterCommit::Stop
+        }
         Err(TxError::Fatal(error)) => {
             ctx.stats.aborts.fetch_add(1, Ordering::Relaxed);
             tracing::error!(stage, %error, "fatal transactional error; recreating the producer and rewinding");
@@ -545,54 +556,5 @@ fn fenced(
         return AfterCommit::RecreateProducer;
     }
     tracing::error!(stage, %error, "fenced: another instance owns this transactional id; stopping");
-    AfterCommit::Fenced
-}
-
-/// Digest identifying one output record's body across processes (FNV-1a,
-/// 64 bit: stable, unlike the standard library's hasher).
-pub fn output_digest(payload: &[u8]) -> String {
-    let hash =
-        payload.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
-}
-
-/// Appends one transaction's outcome to the history file.
-fn record_history(
-    path: &std::path::Path,
-    transactional_id: &str,
-    event: &str,
-    records: usize,
-    digests: &[(String, String)],
-    offsets: &TopicPartitionList,
-) {
-    use std::io::Write as _;
-    // The consumed offsets the transaction carried, with their metadata
-    // (what is done above each): what a later owner resumes from.
-    let offsets: Vec<serde_json::Value> = offsets
-        .elements()
-        .iter()
-        .map(|e| {
-            let at = match e.offset() {
-                rdkafka::Offset::Offset(at) => Some(at),
-                _ => None,
-            };
-            serde_json::json!([e.topic(), e.partition(), at, e.metadata()])
-        })
-        .collect();
-    let line = serde_json::json!({
-        "ts": chrono::Utc::now(),
-        "transactional_id": transactional_id,
-        "event": event,
-        "records": records,
-        "outputs": digests,
-        "offsets": offsets,
-    });
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-    if let Err(error) = written {
-        tracing::warn!(%error, path = %path.display(), "cannot append to the transaction history");
-    }
+    AfterCommit::Stop
 }

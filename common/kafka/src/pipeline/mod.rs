@@ -25,6 +25,7 @@ mod at_least_once;
 mod chains;
 mod exactly_once;
 pub mod freeze;
+mod history;
 mod in_flight;
 mod steps;
 
@@ -43,7 +44,7 @@ use crate::producer::TrackedProducer;
 use crate::settings::KafkaSettings;
 use in_flight::InFlight;
 
-pub use exactly_once::output_digest;
+pub use history::output_digest;
 
 /// The work of one record: a future yielding what to produce for it.
 pub type Work = BoxFuture<'static, Outputs>;
