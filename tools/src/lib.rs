@@ -12,6 +12,7 @@
 // Test helpers: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod acl;
 pub mod backtest;
 pub mod bench;
 pub mod chaos;
@@ -28,6 +29,7 @@ pub use harness::proc::*;
 pub use harness::reader::*;
 pub use harness::replay::*;
 pub use harness::scope::*;
+pub use harness::secure::*;
 pub use harness::sim::*;
 
 /// Two `#[tokio::test]`s (multi-threaded, two workers) named

@@ -9,4 +9,5 @@ pub mod proc;
 pub mod reader;
 pub mod replay;
 pub mod scope;
+pub mod secure;
 pub mod sim;

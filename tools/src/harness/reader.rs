@@ -33,8 +33,15 @@ impl TopicReader {
 
     /// [`TopicReader::new`] on another cluster.
     pub fn new_at(bootstrap: &str, topic: &str) -> Self {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        Self::with_config(config, topic)
+    }
+
+    /// [`TopicReader::new`] with a client configuration (cluster and
+    /// security) of the caller's.
+    pub fn with_config(mut config: ClientConfig, topic: &str) -> Self {
+        let consumer: BaseConsumer = config
             .set("group.id", format!("it-reader-{}", Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
