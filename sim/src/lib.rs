@@ -144,10 +144,21 @@
 //!   lists each connection's `frames`, `elapsed_us` and `per_second`;
 //! * `{"cmd":"stats"}`: `accepted`, `open`, `subscribes`, `unsubscribes`
 //!   (requests that removed a subscription), `client_closes` (close
-//!   handshakes completed by clients) and `rejected_handshakes`.
+//!   handshakes completed by clients), `rejected_handshakes` and
+//!   `tls_handshake_failures`.
+//!
+//! # TLS
+//!
+//! With [`SimConfig::tls`] set ([`TlsIdentity::load`]: a PEM certificate
+//! chain and its PEM private key) every connection, the control endpoint's
+//! too, is TLS first: the simulator serves `wss://`. A failed TLS handshake
+//! (for example a client that does not trust the certificate and aborts
+//! with an alert) is logged at `info` with the reason and counted in
+//! `tls_handshake_failures`; it costs nothing else.
 
 mod exchange;
 mod server;
+mod tls;
 mod walk;
 mod wire;
 
@@ -162,6 +173,7 @@ pub use exchange::{COINBASE_SEQUENCE_BASE, KRAKEN_SNAPSHOT_TRADES};
 pub use server::{
     CONTROL_PATH, HEARTBEAT_INTERVAL, MAX_BURST, MAX_CLIENT_MESSAGE_BYTES, SHUTDOWN_CLOSE_REASON, SHUTDOWN_GRACE, serve,
 };
+pub use tls::{TlsError, TlsIdentity, TlsPart};
 pub use walk::{
     MAX_PRICE_TICKS, Market, PRICE_DP, PriceWalk, SIZE_DP, Side, Trade, WalkParams, WalkStep, price_to_ticks,
     ticks_to_price,
@@ -204,6 +216,9 @@ pub struct SimConfig {
     /// A handshake header every feed connection must carry (name, value);
     /// others are refused with HTTP 401. For rehearsing authenticated feeds.
     pub required_header: Option<(String, String)>,
+    /// Serve `wss://` (TLS) with this certificate and key; `None` serves
+    /// plain `ws://`. The control endpoint is served the same way.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for SimConfig {
@@ -223,6 +238,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             format: Format::default(),
             required_header: None,
+            tls: None,
         }
     }
 }

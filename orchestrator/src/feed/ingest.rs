@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::FeedSettings;
-use super::connect::{FeedSocket, close_gracefully, connect};
+use super::connect::{ConnectError, FeedSocket, close_gracefully, connect};
 use super::dedupe::{self, Dedupe, Verdict};
 use super::protocol::{FrameError, Parsed, Subscription};
 use super::queue::{Item, Pushed, Queue};
@@ -23,6 +23,9 @@ use super::{FeedStats, sampled};
 
 enum Disconnect {
     Shutdown,
+    /// No connection was made.
+    Refused(ConnectError),
+    /// The connection was made, then lost.
     Lost(String),
 }
 
@@ -62,6 +65,16 @@ impl Ingest {
             connections += 1;
             match self.connect_and_stream(shutdown, &mut attempt).await {
                 Disconnect::Shutdown => return,
+                Disconnect::Refused(error) => {
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    // An untrusted certificate will not fix itself: louder
+                    // than a network error, but retried the same way.
+                    if error.is_untrusted() {
+                        tracing::error!(url = %self.feed.url, %error, "cannot connect to feed; retrying with backoff");
+                    } else {
+                        tracing::warn!(url = %self.feed.url, %error, "cannot connect to feed; retrying with backoff");
+                    }
+                }
                 Disconnect::Lost(reason) => {
                     self.stats.connected.store(false, Ordering::Relaxed);
                     tracing::warn!(url = %self.feed.url, %reason, "feed connection lost");
@@ -75,7 +88,7 @@ impl Ingest {
             () = shutdown.cancelled() => return Disconnect::Shutdown,
             connected = connect(&self.feed) => match connected {
                 Ok(ws) => ws,
-                Err(error) => return Disconnect::Lost(error.to_string()),
+                Err(error) => return Disconnect::Refused(error),
             },
         };
         let mut parser = self.feed.format.parser();

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use shoal_config::{SettingsError, at_least, in_range, initial_delay};
 
@@ -13,6 +16,11 @@ use super::FeedFormat;
 pub struct FeedSettings {
     /// WebSocket URL (`ws://` or `wss://`).
     pub url: String,
+    /// PEM file of the CA certificate(s) a `wss://` feed's certificate must
+    /// chain to. When set they are the only trusted roots (the platform's
+    /// are not consulted); empty trusts the platform's root certificates.
+    /// Read at start-up (a problem stops it) and again at each connection.
+    pub ca_file: String,
     /// Wire format of the feed: `shoal-sim`, `binance`, `coinbase` or `kraken`.
     pub format: FeedFormat,
     /// Symbols to subscribe to as the feed names them; `*` (all the feed
@@ -53,6 +61,7 @@ impl Default for FeedSettings {
     fn default() -> Self {
         Self {
             url: "ws://127.0.0.1:9001".into(),
+            ca_file: String::new(),
             format: FeedFormat::ShoalSim,
             symbols: vec!["*".into()],
             channels: Vec::new(),
@@ -97,6 +106,16 @@ impl FeedSettings {
                     "ws://host:port/path or wss://host/path",
                 ));
             }
+        }
+        if !self.ca_file.is_empty()
+            && let Err(reason) = ca_roots(&self.ca_file)
+        {
+            return Err(SettingsError::invalid(
+                "feed.ca_file",
+                reason,
+                "the path of a readable PEM file holding the CA certificate(s) of the feed's server \
+                 (-----BEGIN CERTIFICATE-----), or empty for the platform's root certificates",
+            ));
         }
         self.validate_subscription()?;
         for name in self.headers.keys() {
@@ -152,5 +171,112 @@ impl FeedSettings {
                 if allowed.is_empty() { "no channels for this format".to_owned() } else { allowed.join(", ") },
             )),
         }
+    }
+}
+
+/// The certificates of the PEM file at `path` (`feed.ca_file`) as trust
+/// roots; at least one, each a parsable X.509 certificate.
+pub(super) fn ca_roots(path: &str) -> Result<RootCertStore, String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+    let mut roots = RootCertStore::empty();
+    for (index, item) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+        let certificate = item.map_err(|error| format!("{path} is not valid PEM: {error}"))?;
+        roots.add(certificate).map_err(|error| {
+            format!("certificate {} in {path} is not a usable X.509 certificate: {error}", index + 1)
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::settings::OrchestratorSettings;
+
+    /// A throwaway directory for this test's files.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shoal-feed-ca-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        dir
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    }
+
+    fn with_ca_file(ca_file: &str) -> Result<(), SettingsError> {
+        FeedSettings { url: "wss://127.0.0.1:9443".into(), ca_file: ca_file.into(), ..FeedSettings::default() }
+            .validate()
+    }
+
+    #[test]
+    fn a_pem_ca_file_is_accepted_and_empty_means_the_platform_roots() {
+        let dir = scratch("ok");
+        let ca = rcgen::generate_simple_self_signed(vec!["shoal-test-ca".to_owned()]).expect("certificate");
+        let other = rcgen::generate_simple_self_signed(vec!["other-ca".to_owned()]).expect("certificate");
+        // A bundle of two, with a key and comments around: only the
+        // certificates count.
+        let bundle = format!("# test CAs\n{}{}{}", ca.cert.pem(), ca.signing_key.serialize_pem(), other.cert.pem());
+        let file = write(&dir, "bundle.pem", &bundle);
+        with_ca_file(&file).expect("a PEM bundle of CA certificates");
+        assert_eq!(ca_roots(&file).expect("roots").len(), 2);
+        with_ca_file("").expect("no CA file: platform roots");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn ca_file_problems_name_the_key_the_file_and_the_expected_form() {
+        let dir = scratch("bad");
+        let key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+        let missing = dir.join("missing.pem").display().to_string();
+        let cases = [
+            (missing.clone(), "cannot read"),
+            (dir.display().to_string(), "cannot read"),
+            (write(&dir, "text.pem", "just some text\n"), "holds no PEM certificate"),
+            (write(&dir, "key.pem", &key), "holds no PEM certificate"),
+            (
+                write(&dir, "broken.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"),
+                "not valid PEM",
+            ),
+            (
+                write(
+                    &dir,
+                    "not-x509.pem",
+                    "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+                ),
+                "not a usable X.509 certificate",
+            ),
+        ];
+        for (file, problem) in cases {
+            let error = with_ca_file(&file).expect_err(&format!("{file} refused")).to_string();
+            assert!(error.contains("`feed.ca_file`"), "{error}");
+            assert!(error.contains(&file), "names the file: {error}");
+            assert!(error.contains(problem), "{problem}: {error}");
+            assert!(error.contains("PEM file holding the CA certificate(s)"), "the expected form: {error}");
+        }
+        // At start-up, from the environment, as the binary loads it.
+        let env = [("SHOAL__FEED__URL", "wss://127.0.0.1:9443"), ("SHOAL__FEED__CA_FILE", missing.as_str())];
+        let error = shoal_config::load_from::<OrchestratorSettings, _>(
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .expect_err("a missing CA file stops start-up")
+        .to_string();
+        assert!(error.contains("`feed.ca_file`") && error.contains("cannot read"), "{error}");
+        // Only the ingest stage reads the feed section.
+        let env = [("SHOAL__ORCHESTRATOR__STAGES", "results"), ("SHOAL__FEED__CA_FILE", missing.as_str())];
+        shoal_config::load_from::<OrchestratorSettings, _>(
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .expect("not checked without ingest");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

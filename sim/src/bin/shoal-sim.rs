@@ -4,11 +4,14 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, ValueEnum, error::ErrorKind};
 use rust_decimal::Decimal;
-use shoal_sim::{ConfigError, Faults, Format, MAX_RATE_PER_SYMBOL, SimConfig, price_to_ticks, serve};
+use shoal_sim::{
+    ConfigError, Faults, Format, MAX_RATE_PER_SYMBOL, SimConfig, TlsIdentity, TlsPart, price_to_ticks, serve,
+};
 use shoal_telemetry::{LogFormat, init_logging};
 use tokio::net::TcpListener;
 
@@ -17,7 +20,8 @@ Serves simulated market trades over WebSocket so Shoal's demo and tests need \
 no internet. Prices follow a deterministic, seeded random walk in 0.01 ticks \
 (same seed, same trades) with occasional jumps; every symbol trades --rate \
 times per second. After binding, prints exactly one line to stdout, \
-`shoal-sim listening on ws://<addr>`, then logs to stderr. SIGINT/SIGTERM \
+`shoal-sim listening on ws://<addr>` (`wss://` with --tls-cert), then logs to \
+stderr. SIGINT/SIGTERM \
 closes every client with code 1001 and exits 0 (a second signal exits at once).
 
 Protocol (JSON text frames):
@@ -51,6 +55,15 @@ open feed connection: {\"fault\":\"disconnect\"}, {\"fault\":\"stall\",\"ms\":50
 
 --require-header \"Name: value\" refuses feed connections (HTTP 401) whose handshake \
 lacks that header, to rehearse authenticated feeds; the value is never logged.
+
+TLS: --tls-cert FILE --tls-key FILE (both PEM: the server certificate first, \
+then any intermediates; its private key as PKCS#8, PKCS#1 or SEC1) serve \
+wss:// instead of ws://, the control endpoint too (rustls; TLS 1.2 and 1.3; \
+no client certificates). The certificate must name the address clients \
+connect to (e.g. IP 127.0.0.1 or DNS localhost). A client that refuses the \
+certificate is logged (\"TLS handshake failed\") and counted \
+(tls_handshake_failures in the control stats). Example: \
+shoal-sim --listen 127.0.0.1:9443 --tls-cert server.pem --tls-key server-key.pem
 
 Every flag can also be set through the environment variable SHOAL_SIM_<FLAG> \
 (e.g. SHOAL_SIM_RATE=50).";
@@ -136,6 +149,15 @@ struct Cli {
     #[arg(long, env = "SHOAL_SIM_REQUIRE_HEADER", value_name = "NAME: VALUE", value_parser = parse_header)]
     require_header: Option<(String, String)>,
 
+    /// Serve wss:// with this PEM certificate chain (server certificate
+    /// first); needs --tls-key.
+    #[arg(long, env = "SHOAL_SIM_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "SHOAL_SIM_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     /// Log format (logs go to stderr; RUST_LOG overrides the "info" level).
     #[arg(long, env = "SHOAL_SIM_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
@@ -201,6 +223,16 @@ impl Cli {
                 FormatArg::Kraken => Format::Kraken,
             },
             required_header: self.require_header,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsIdentity::load(cert, key).map_err(|error| {
+                    let flag = match error.part {
+                        TlsPart::Certificate => "--tls-cert",
+                        TlsPart::Key => "--tls-key",
+                    };
+                    flag_error(flag, &error.to_string())
+                })?),
+                _ => None,
+            },
         };
         config.validate().map_err(|error| {
             let flag = match error {
@@ -233,6 +265,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => error.exit(),
     };
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     init_logging(log_format, "info");
 
     let listener = match TcpListener::bind(listen).await {
@@ -249,7 +282,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(error) = announce(local) {
+    if let Err(error) = announce(scheme, local) {
         tracing::error!(%error, "cannot write the listening line to stdout");
         return ExitCode::FAILURE;
     }
@@ -268,8 +301,8 @@ async fn main() -> ExitCode {
 // stdout carries exactly this machine-read line (port 0 resolves to a real
 // port only here); all other output goes through `tracing` to stderr.
 #[allow(clippy::print_stdout)]
-fn announce(local: SocketAddr) -> std::io::Result<()> {
-    println!("shoal-sim listening on ws://{local}");
+fn announce(scheme: &str, local: SocketAddr) -> std::io::Result<()> {
+    println!("shoal-sim listening on {scheme}://{local}");
     std::io::stdout().flush()
 }
 
@@ -317,6 +350,38 @@ mod tests {
         assert_eq!(config.format, Format::Kraken);
         assert_eq!(config.required_header, Some(("x-api-key".into(), "s3cret".into())));
         assert!(parse(&["--require-header", "no-colon"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_load_the_identity_and_errors_name_the_flag() {
+        let dir = std::env::temp_dir().join(format!("shoal-sim-cli-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let one = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let cert = write("cert.pem", &one.cert.pem());
+        let key = write("key.pem", &one.signing_key.serialize_pem());
+        let wrong_key = write("other-key.pem", &other.signing_key.serialize_pem());
+        let missing = dir.join("missing.pem").display().to_string();
+
+        let config = parse(&["--tls-cert", &cert, "--tls-key", &key]).expect("valid TLS flags");
+        let tls = config.tls.expect("TLS configured");
+        assert_eq!(tls.cert_file().display().to_string(), cert);
+        for (args, flag, needle) in [
+            (&["--tls-cert", cert.as_str()][..], "--tls-key", "--tls-key"),
+            (&["--tls-key", key.as_str()][..], "--tls-cert", "--tls-cert"),
+            (&["--tls-cert", missing.as_str(), "--tls-key", key.as_str()][..], "--tls-cert", "cannot read"),
+            (&["--tls-cert", cert.as_str(), "--tls-key", cert.as_str()][..], "--tls-key", "no PEM private key"),
+            (&["--tls-cert", cert.as_str(), "--tls-key", wrong_key.as_str()][..], "--tls-key", "not usable"),
+        ] {
+            let message = parse(args).expect_err(&format!("{args:?} must be rejected")).to_string();
+            assert!(message.contains(flag) && message.contains(needle), "{args:?}: {message}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::Fault;
 use super::generator::{BurstReport, Feed};
+use super::handshake::ClientStream;
 use super::{HEARTBEAT_INTERVAL, SHUTDOWN_CLOSE_REASON, SHUTDOWN_GRACE, Shared};
 use crate::exchange::{CH_HEARTBEAT, Session};
 use crate::walk::Trade;
@@ -50,7 +50,7 @@ pub(super) enum End {
 }
 
 pub(super) struct Connection {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<ClientStream>,
     shared: Arc<Shared>,
     session: Session,
     /// `subscribed[i]`: channel bits streamed to this client for symbol `i`
@@ -91,7 +91,7 @@ impl Connection {
     /// A connection speaking `session`'s format, already streaming
     /// `streams` (Binance streams named in the URL).
     pub(super) fn new(
-        ws: WebSocketStream<TcpStream>,
+        ws: WebSocketStream<ClientStream>,
         shared: Arc<Shared>,
         session: Session,
         streams: Vec<(usize, u8)>,

@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::generator::BurstRequest;
+use super::handshake::ClientStream;
 use super::{MAX_BURST, SHUTDOWN_GRACE, Shared};
 
 /// How long a burst command waits for every connection's report.
@@ -43,7 +43,7 @@ struct ControlRequest {
 }
 
 /// The control endpoint: one JSON command per text message, one JSON reply.
-pub(super) async fn control(mut ws: WebSocketStream<TcpStream>, shared: &Shared, shutdown: &CancellationToken) {
+pub(super) async fn control(mut ws: WebSocketStream<ClientStream>, shared: &Shared, shutdown: &CancellationToken) {
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => {
@@ -79,6 +79,7 @@ async fn control_command(text: &str, shared: &Shared) -> serde_json::Value {
             "unsubscribes": s.unsubscribes.load(Ordering::Relaxed),
             "client_closes": s.client_closes.load(Ordering::Relaxed),
             "rejected_handshakes": s.rejected_handshakes.load(Ordering::Relaxed),
+            "tls_handshake_failures": s.tls_handshake_failures.load(Ordering::Relaxed),
         });
     }
     let Some(name) = request.fault.as_deref() else {

@@ -1,23 +1,52 @@
-//! The WebSocket handshake: the request path picks the control endpoint or
-//! a feed format (and, for Binance, the streams), a required header is
-//! checked.
+//! The TLS handshake when serving `wss://`, then the WebSocket handshake:
+//! the request path picks the control endpoint or a feed format (and, for
+//! Binance, the streams), a required header is checked.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::{CONTROL_PATH, MAX_CLIENT_MESSAGE_BYTES, Shared};
 use crate::exchange::Session;
 use crate::wire::Format;
 
-/// How long a client may take to complete the WebSocket handshake.
+/// How long a client may take to complete the TLS handshake, and then the
+/// WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client's connection: plain TCP (`ws://`) or TLS over TCP (`wss://`).
+pub(super) type ClientStream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Sets `TCP_NODELAY` and, when serving `wss://`, completes the TLS
+/// handshake; `None` when it failed (logged and counted), timed out, or the
+/// server is shutting down.
+pub(super) async fn secure(stream: TcpStream, shared: &Shared, shutdown: &CancellationToken) -> Option<ClientStream> {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let Some(tls) = &shared.tls else { return Some(Either::Left(stream)) };
+    let accepting = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let failure = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return None,
+        result = accepting => match result {
+            Ok(Ok(tls)) => return Some(Either::Right(tls)),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
+        },
+    };
+    shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(error = %failure, "TLS handshake failed");
+    None
+}
 
 /// Where a handshake's request path sends the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,13 +88,10 @@ fn reject(status: StatusCode, message: &str) -> ErrorResponse {
 /// checking the required header; `None` when the handshake failed or timed
 /// out, or the server is shutting down.
 pub(super) async fn handshake(
-    stream: TcpStream,
+    stream: ClientStream,
     shared: &Shared,
     shutdown: &CancellationToken,
-) -> Option<(WebSocketStream<TcpStream>, Routed)> {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
+) -> Option<(WebSocketStream<ClientStream>, Routed)> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES));

@@ -1,6 +1,7 @@
 //! The WebSocket server: accept loop, trade generator task ([`generator`]),
-//! one task per client connection ([`connection`]), and the `/control`
-//! endpoint that injects faults ([`control`](mod@control)).
+//! one task per client connection ([`connection`]), TLS first when
+//! configured ([`handshake`]), and the `/control` endpoint that injects
+//! faults ([`control`](mod@control)).
 
 mod connection;
 mod control;
@@ -26,7 +27,7 @@ use super::{SimConfig, SimError};
 use connection::{Connection, End};
 use control::{Fault, control};
 use generator::{BurstRequest, Feed, generate};
-use handshake::{Route, handshake};
+use handshake::{Route, handshake, secure};
 
 /// Largest message or frame a client may send.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -65,6 +66,7 @@ struct SimStats {
     unsubscribes: AtomicU64,
     client_closes: AtomicU64,
     rejected_handshakes: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 /// State shared by every connection.
@@ -80,6 +82,8 @@ struct Shared {
     /// Coinbase `last_match`).
     recent: Arc<[Mutex<VecDeque<Trade>>]>,
     required_header: Option<(String, String)>,
+    /// Present when serving `wss://`.
+    tls: Option<crate::TlsIdentity>,
     stats: SimStats,
 }
 
@@ -103,6 +107,7 @@ pub async fn serve(listener: TcpListener, config: SimConfig, shutdown: Cancellat
         format = config.format.name(),
         malformed_every = ?config.faults.malformed_every,
         required_header = ?config.required_header.as_ref().map(|(name, _)| name),
+        tls_cert = ?config.tls.as_ref().map(|tls| tls.cert_file()),
         "simulator serving"
     );
     let connections = accept_until_shutdown(listener, &shared, &shutdown).await;
@@ -151,6 +156,7 @@ fn start(config: &SimConfig, shutdown: &CancellationToken) -> (Arc<Shared>, Join
         bursts,
         recent,
         required_header: config.required_header.clone(),
+        tls: config.tls.clone(),
         stats: SimStats::default(),
     });
     (shared, generator)
@@ -227,6 +233,7 @@ fn log_join_error(result: Result<(), tokio::task::JoinError>) {
 }
 
 async fn handle_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let Some(stream) = secure(stream, &shared, &shutdown).await else { return };
     let Some((ws, (route, streams, combined))) = handshake(stream, &shared, &shutdown).await else { return };
     let format = match route {
         Route::Control => {
