@@ -119,7 +119,9 @@ pub fn redacted<T: Serialize>(settings: &T) -> serde_json::Value {
         match value {
             serde_json::Value::Object(map) => {
                 for (key, v) in map.iter_mut() {
-                    let k = key.to_ascii_lowercase();
+                    // Raw librdkafka options may be spelt with `_` for `.`
+                    // (as the environment must): `ssl_key_pem` is `ssl.key.pem`.
+                    let k = key.to_ascii_lowercase().replace('_', ".");
                     let secret = ["password", "secret", "token", "key.pem", "private"].iter().any(|s| k.contains(s));
                     if secret && v.is_string() {
                         *v = serde_json::Value::String("<redacted>".into());
@@ -254,8 +256,10 @@ mod tests {
         let mut s = TestSettings::default();
         s.section.options.insert("sasl.password".into(), "hunter2".into());
         s.section.options.insert("api_token".into(), "t0k3n".into());
+        // The environment's spelling of ssl.key.pem.
+        s.section.options.insert("ssl_key_pem".into(), "-----BEGIN PRIVATE KEY-----".into());
         let json = redacted(&s).to_string();
-        assert!(!json.contains("hunter2") && !json.contains("t0k3n"), "{json}");
+        assert!(!json.contains("hunter2") && !json.contains("t0k3n") && !json.contains("BEGIN PRIVATE"), "{json}");
         assert!(json.contains("<redacted>"));
     }
 }

@@ -196,3 +196,59 @@ async fn a_worker_without_write_on_results_names_the_topic_and_loses_nothing() {
     fixed.stop_cleanly(Duration::from_secs(30));
     assert_no_secret(broker, "the workers' logs", &(log + &fixed.log_text()));
 }
+
+/// Runs a Shoal tool of the scope as `user`; its exit status and output.
+fn run_tool(
+    broker: &SecureBroker,
+    env: &[(String, String)],
+    user: &str,
+    program: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let output = std::process::Command::new(bin(program))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(broker.env_as(user, None))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_and_api_roles_do_their_job_and_nothing_else() {
+    let (broker, scope) = secured_scope("sectools", &["state", "redrive", "api"]).await;
+    let env = scope_env(broker, &scope);
+    let members = format!("it.{}.members", scope.id);
+    let admin = shoal_kafka::settings::TopicsSettings {
+        ticks: shoal_kafka::settings::TopicSettings { name: members.clone(), partitions: 1, replication: 1 },
+        ..scope.topics.clone()
+    };
+    shoal_kafka::ensure_topics(&broker.kafka_settings("admin"), &admin).await.unwrap();
+
+    // state: rebuilds a shard's state from an input topic.
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_tool(
+            broker,
+            &env,
+            "state",
+            "shoal-state",
+            &["replay", "--topic", &scope.topics.ticks.name, "--partition", "0"],
+        )
+    });
+    assert!(ok, "shoal-state replay as state:\n{out}");
+    // redrive: lists the dead letters (reads the dead-letter topic and its re-drive log).
+    let (ok, out) = tokio::task::block_in_place(|| run_tool(broker, &env, "redrive", "shoal-dlq", &["list"]));
+    assert!(ok, "shoal-dlq list as redrive:\n{out}");
+    // api: announces on the members topic.
+    can_write(broker, "api", &members).await.unwrap();
+
+    for (user, topic) in [
+        ("state", &scope.topics.ticks.name),
+        ("redrive", &scope.topics.journal.name),
+        ("api", &scope.topics.commands.name),
+    ] {
+        let refused = can_write(broker, user, topic).await.expect_err(&format!("{user} may not write {topic}"));
+        assert!(refused.contains("authorization"), "{user} writing {topic}: {refused}");
+    }
+}
