@@ -84,7 +84,7 @@ pub async fn main() {
     if cli.state_only {
         // No pipelines: nothing to report but the state.
     } else if all.len() < runs.len() {
-        report::partial(&all, receiver.count());
+        report::partial(&all, &cli, receiver.count());
     } else {
         report::full(&all, &cli, receiver.count());
     }

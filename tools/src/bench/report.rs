@@ -30,8 +30,25 @@ fn ratio_lines(all: &[Measured]) {
     }
 }
 
+/// The raw loop's p99 at the high rate with librdkafka's defaults and with
+/// the latency settings, when both were measured.
+fn raw_latency_line(all: &[Measured], cli: &Cli) {
+    let (Some(defaults), Some(latency)) = (find(all, "raw-librdkafka"), find(all, super::raw::LATENCY_RUN)) else {
+        return;
+    };
+    let p99 = |m: &Measured| percentile(&m.latencies_high_ms, 99.0);
+    println!(
+        "bench: raw loop p99 at {}: {:.1} ms with librdkafka's defaults (linger 5 ms, fetch wait 500 ms), \
+         {:.1} ms with the latency settings (linger 0, fetch wait 1 ms): ratio {:.2}",
+        rate_label(cli.rate_high),
+        p99(defaults),
+        p99(latency),
+        p99(latency) / p99(defaults),
+    );
+}
+
 /// The report of a run that measured only some of the pipelines (`--only`).
-pub(crate) fn partial(all: &[Measured], spans: u64) {
+pub(crate) fn partial(all: &[Measured], cli: &Cli, spans: u64) {
     for m in all {
         let l = &m.latencies_ms;
         println!(
@@ -44,6 +61,7 @@ pub(crate) fn partial(all: &[Measured], spans: u64) {
         );
     }
     ratio_lines(all);
+    raw_latency_line(all, cli);
     println!("bench: {spans} spans received by the OTLP receiver");
 }
 
@@ -189,16 +207,7 @@ pub(crate) fn full(all: &[Measured], cli: &Cli, spans: u64) {
          at-least-once = {a:.2}, exactly-once = {e:.2}",
     );
     ratio_lines(all);
-    let p99 = |m: &Measured| percentile(&m.latencies_high_ms, 99.0);
-    let (defaults, latency) = (run("raw-librdkafka"), run(super::raw::LATENCY_RUN));
-    println!(
-        "bench: raw loop p99 at {}: {:.1} ms with librdkafka's defaults (linger 5 ms, fetch wait 500 ms), \
-         {:.1} ms with the latency settings (linger 0, fetch wait 1 ms): ratio {:.2}",
-        rate_label(cli.rate_high),
-        p99(defaults),
-        p99(latency),
-        p99(latency) / p99(defaults),
-    );
+    raw_latency_line(all, cli);
     println!("bench: {spans} spans received by the OTLP receiver");
     for m in [run("raw-librdkafka"), run("shoal-at-least-once"), run("shoal-exactly-once")] {
         let (l, h) = (&m.latencies_ms, &m.latencies_high_ms);
