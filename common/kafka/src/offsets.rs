@@ -154,12 +154,34 @@ pub struct OffsetTracker {
     /// Signalled when a record completes or fails, so a loop waiting for
     /// room under its in-flight bound wakes up at once.
     progressed: tokio::sync::Notify,
+    /// Set when the broker refused an output for good (an ACL): retrying
+    /// cannot deliver it, so the stage stops. The flag is what the loop
+    /// polls; the text says what was refused.
+    refused_flag: std::sync::atomic::AtomicBool,
+    refused: Mutex<Option<String>>,
 }
 
 impl OffsetTracker {
     /// Creates an empty tracker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Notes that the broker refused an output for good (`what`: the
+    /// operation, the resource and the broker's answer); the first one is
+    /// kept.
+    pub fn refuse(&self, what: String) {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(what);
+        self.refused_flag.store(true, std::sync::atomic::Ordering::Release);
+        self.progressed.notify_one();
+    }
+
+    /// What the broker refused for good, if anything.
+    pub fn refused(&self) -> Option<String> {
+        if !self.refused_flag.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<(String, i32), PartitionState, RandomState>) -> R) -> R {

@@ -71,6 +71,12 @@ impl ProducerContext for TrackingContext {
                     origin = ?origin,
                     "record could not be delivered; its input will not be committed and is processed again after a restart or rebalance"
                 );
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed)
+                ) {
+                    self.tracker.refuse(format!("Write on topic {} ({error})", message.topic()));
+                }
                 if let Some(origin) = origin.as_ref() {
                     self.tracker.fail(origin);
                 }

@@ -46,6 +46,7 @@ pub(super) async fn run<P: Processor>(
         tracker,
         commit_tick: interval(settings.commit_interval),
         freeze,
+        refused: false,
     };
     delivery.run(ctx, processor, shutdown).await;
     delivery.state.report_unfinished(ctx);
@@ -59,6 +60,8 @@ struct AtLeastOnce {
     tracker: Arc<OffsetTracker>,
     commit_tick: tokio::time::Interval,
     freeze: Option<FreezeGuard>,
+    /// The broker refused an output for good: the drain is not clean.
+    refused: bool,
 }
 
 impl AtLeastOnce {
@@ -68,6 +71,19 @@ impl AtLeastOnce {
             self.state.take_revoked(ctx, processor);
             if self.state.draining() && (self.state.in_flight.idle() || self.state.drain_expired()) {
                 break;
+            }
+            if !self.state.draining()
+                && let Some(refused) = self.tracker.refused()
+            {
+                // Retrying cannot deliver what an ACL refuses: stop, with
+                // the refused record's input uncommitted (read again by
+                // the next owner once the ACL is granted).
+                tracing::error!(
+                    stage = settings.name,
+                    "not authorized: {refused}; stopping: grant the ACL (shoal-acl prints each role's) and start again"
+                );
+                self.refused = true;
+                shutdown.cancel();
             }
             let unfinished = self.state.in_flight.unfinished();
             ctx.stats.in_flight.store(unfinished as u64, Ordering::Relaxed);
@@ -183,7 +199,7 @@ impl AtLeastOnce {
     async fn finish(&mut self, ctx: &LoopContext<'_>) -> (bool, bool) {
         let stage = ctx.settings.name;
         let flushed = match self.producer.flush(ctx.settings.shutdown_timeout / 2).await {
-            Ok(()) => true,
+            Ok(()) => !self.refused,
             Err(error) => {
                 tracing::warn!(stage, %error, "flush did not complete; unacknowledged records will be processed again");
                 false
