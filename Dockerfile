@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Shoal's container image: every binary the chart runs (shoal-orchestrator,
-# shoal-worker, shoal-sim) in one image; the Helm chart (deploy/helm/shoal)
-# chooses which one each workload runs. Build from the repository root:
+# shoal-worker, shoal-sim, shoal-acl for the ACL job) in one image; the Helm
+# chart (deploy/helm/shoal) chooses which one each workload runs. Build from the repository root:
 #
 #   docker build -t shoal:0.1.0 .
 #
@@ -31,7 +31,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --workspace --bins --locked \
     && mkdir -p /out \
-    && cp target/release/shoal-orchestrator target/release/shoal-worker target/release/shoal-sim /out/
+    && cp target/release/shoal-orchestrator target/release/shoal-worker target/release/shoal-sim target/release/shoal-acl /out/
 
 # ---------------------------------------------------------------------------
 # Runtime: a slim Debian of the same release (same glibc), the shared

@@ -162,7 +162,7 @@ api.listen, which turns the API off.
 {{- add (div (add $ms 999) 1000) (int64 .Values.shutdown.graceMarginSeconds) }}
 {{- end }}
 
-{{/* The SASL protocols need a Secret; a few sanity checks that the schema cannot express. */}}
+{{/* The SASL protocols need Secrets, the ACL Job an authenticated admin and principals; a few sanity checks that the schema cannot express. */}}
 {{- define "shoal.validate" -}}
 {{- $k := .Values.kafka }}
 {{- $llm := .Values.workers.llm }}
@@ -172,8 +172,49 @@ api.listen, which turns the API off.
 {{- if and $llm.enabled (lt (int64 .Values.workers.handlerTimeoutMs) (int64 $llm.callTimeoutMs)) }}
 {{- fail (printf "workers.llm.enabled is true: workers.handlerTimeoutMs (%d) must be at least workers.llm.callTimeoutMs (%d), better workers.llm.maxRounds times it" (int64 .Values.workers.handlerTimeoutMs) (int64 $llm.callTimeoutMs)) }}
 {{- end }}
-{{- if and (hasPrefix "sasl_" $k.securityProtocol) (not $k.sasl.existingSecret) }}
-{{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to an existing Secret holding the SASL password (the chart never takes credentials as values)" $k.securityProtocol) }}
+{{- $sasl := hasPrefix "sasl_" $k.securityProtocol }}
+{{- range $c := list "orchestrator" "workers" }}
+{{- $own := get (index $.Values $c) "kafkaSasl" }}
+{{- if and $own.username (not $own.existingSecret) }}
+{{- fail (printf "%s.kafkaSasl.username is set: set %s.kafkaSasl.existingSecret too, to the existing Secret holding that user's SASL password" $c $c) }}
+{{- end }}
+{{- if and $own.existingSecret (not $sasl) }}
+{{- fail (printf "%s.kafkaSasl.existingSecret is set but kafka.securityProtocol is %s: SASL credentials need sasl_plaintext or sasl_ssl" $c $k.securityProtocol) }}
+{{- end }}
+{{- end }}
+{{- $acls := .Values.acls }}
+{{- /* Who logs in with the shared kafka.sasl credentials. */}}
+{{- $sharedUsers := list }}
+{{- if and .Values.orchestrator.enabled (not .Values.orchestrator.kafkaSasl.existingSecret) }}
+{{- $sharedUsers = append $sharedUsers "the orchestrator" }}
+{{- end }}
+{{- if not .Values.workers.kafkaSasl.existingSecret }}
+{{- $sharedUsers = append $sharedUsers "the workers" }}
+{{- end }}
+{{- if and (eq .Values.topics.provisioning "job") (not $acls.enabled) }}
+{{- $sharedUsers = append $sharedUsers "the topics Job" }}
+{{- end }}
+{{- if and $sasl $sharedUsers (not $k.sasl.existingSecret) }}
+{{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.existingSecret to an existing Secret holding the SASL password (the chart never takes credentials as values); it is used by %s (orchestrator.kafkaSasl and workers.kafkaSasl give a component its own)" $k.securityProtocol (join " and " $sharedUsers)) }}
+{{- end }}
+{{- if $acls.enabled }}
+{{- if eq $k.securityProtocol "plaintext" }}
+{{- fail "acls.enabled is true but kafka.securityProtocol is plaintext: every client is then User:ANONYMOUS, so per-role ACLs cannot tell Shoal's processes apart; use sasl_plaintext, sasl_ssl, or ssl with client certificates" }}
+{{- end }}
+{{- if and $sasl (not $acls.admin.existingSecret) }}
+{{- fail (printf "acls.enabled is true and kafka.securityProtocol is %s: set acls.admin.existingSecret to an existing Secret holding the SASL password of a Kafka admin allowed to create ACLs" $k.securityProtocol) }}
+{{- end }}
+{{- if not $sasl }}
+{{- if $acls.admin.existingSecret }}
+{{- fail (printf "acls.admin.existingSecret is set but kafka.securityProtocol is %s: the ACL Job then authenticates with kafka.tls.clientCertSecret, so leave acls.admin empty" $k.securityProtocol) }}
+{{- end }}
+{{- if and .Values.orchestrator.enabled (not $acls.principals.orchestrator) }}
+{{- fail (printf "acls.enabled is true and kafka.securityProtocol is %s (no SASL user names): set acls.principals.orchestrator to the orchestrator's principal, e.g. User:CN=shoal-orchestrator" $k.securityProtocol) }}
+{{- end }}
+{{- if not $acls.principals.workers }}
+{{- fail (printf "acls.enabled is true and kafka.securityProtocol is %s (no SASL user names): set acls.principals.workers to the workers' principal, e.g. User:CN=shoal-worker" $k.securityProtocol) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (not (hasSuffix "ssl" $k.securityProtocol)) (or $k.tls.caSecret.name $k.tls.clientCertSecret.name) }}
 {{- fail (printf "kafka.tls.* is set but kafka.securityProtocol is %s: use ssl or sasl_ssl" $k.securityProtocol) }}
@@ -217,6 +258,93 @@ api.listen, which turns the API off.
 {{- end }}
 
 {{/*
+The SASL credentials a component logs in with, as JSON {username,
+existingSecret, usernameKey, passwordKey}: call with (dict "root" $
+"component" C). C is "orchestrator" or "worker" (its own
+<component>.kafkaSasl when that names a Secret, else the shared kafka.sasl),
+or "admin" (acls.admin, the ACL Job's and, with acls.enabled, the topics
+Job's login).
+*/}}
+{{- define "shoal.saslCredentials" -}}
+{{- $v := .root.Values -}}
+{{- $keys := list "username" "existingSecret" "usernameKey" "passwordKey" -}}
+{{- $own := dict -}}
+{{- if eq .component "orchestrator" -}}
+{{- $own = $v.orchestrator.kafkaSasl -}}
+{{- else if eq .component "worker" -}}
+{{- $own = $v.workers.kafkaSasl -}}
+{{- else if eq .component "admin" -}}
+{{- $own = $v.acls.admin -}}
+{{- end -}}
+{{- if or $own.existingSecret (eq .component "admin") -}}
+{{- toJson (pick $own "username" "existingSecret" "usernameKey" "passwordKey") -}}
+{{- else -}}
+{{- toJson (pick $v.kafka.sasl "username" "existingSecret" "usernameKey" "passwordKey") -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Environment variables holding SASL credentials (dict "creds" <from
+shoal.saslCredentials> "usernameVar" NAME "passwordVar" NAME): the user name
+as a value when one is given, else from the Secret; the password (when
+passwordVar is not empty) only ever from the Secret.
+*/}}
+{{- define "shoal.saslEnv" -}}
+{{- $c := .creds -}}
+- name: {{ .usernameVar }}
+{{- if $c.username }}
+  value: {{ $c.username | quote }}
+{{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.existingSecret }}
+      key: {{ $c.usernameKey }}
+{{- end }}
+{{- if .passwordVar }}
+- name: {{ .passwordVar }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.existingSecret }}
+      key: {{ $c.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes and mounts of the Kafka TLS Secrets (CA, client certificate), when set. */}}
+{{- define "shoal.tlsVolumes" -}}
+{{- with .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.tls.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- with .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.tls.clientCertSecret.certKey }}
+        path: tls.crt
+      - key: {{ $.Values.kafka.tls.clientCertSecret.keyKey }}
+        path: tls.key
+{{- end }}
+{{- end }}
+
+{{- define "shoal.tlsVolumeMounts" -}}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/shoal/kafka-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client-cert
+  mountPath: /etc/shoal/kafka-tls-client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
 Environment shared by the orchestrator and the workers: the config file,
 identity from the downward API, Kafka credentials from existing Secrets, and
 the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
@@ -239,20 +367,8 @@ the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
     fieldRef:
       fieldPath: spec.nodeName
 {{- if hasPrefix "sasl_" $v.kafka.securityProtocol }}
-- name: SHOAL__KAFKA__OPTIONS__SASL_USERNAME
-{{- if $v.kafka.sasl.username }}
-  value: {{ $v.kafka.sasl.username | quote }}
-{{- else }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.kafka.sasl.existingSecret }}
-      key: {{ $v.kafka.sasl.usernameKey }}
-{{- end }}
-- name: SHOAL__KAFKA__OPTIONS__SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.kafka.sasl.existingSecret }}
-      key: {{ $v.kafka.sasl.passwordKey }}
+{{- $creds := include "shoal.saslCredentials" (dict "root" $root "component" .component) | fromJson }}
+{{ include "shoal.saslEnv" (dict "creds" $creds "usernameVar" "SHOAL__KAFKA__OPTIONS__SASL_USERNAME" "passwordVar" "SHOAL__KAFKA__OPTIONS__SASL_PASSWORD") }}
 {{- end }}
 {{- if $v.observability.otlp.enabled }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
@@ -288,23 +404,8 @@ the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
-{{- with .Values.kafka.tls.caSecret.name }}
-- name: kafka-ca
-  secret:
-    secretName: {{ . }}
-    items:
-      - key: {{ $.Values.kafka.tls.caSecret.key }}
-        path: ca.crt
-{{- end }}
-{{- with .Values.kafka.tls.clientCertSecret.name }}
-- name: kafka-client-cert
-  secret:
-    secretName: {{ . }}
-    items:
-      - key: {{ $.Values.kafka.tls.clientCertSecret.certKey }}
-        path: tls.crt
-      - key: {{ $.Values.kafka.tls.clientCertSecret.keyKey }}
-        path: tls.key
+{{- with include "shoal.tlsVolumes" . | trim }}
+{{ . }}
 {{- end }}
 {{- end }}
 
@@ -314,15 +415,8 @@ the OpenTelemetry variables. Call with (dict "root" $ "component" "worker").
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if .Values.kafka.tls.caSecret.name }}
-- name: kafka-ca
-  mountPath: /etc/shoal/kafka-tls
-  readOnly: true
-{{- end }}
-{{- if .Values.kafka.tls.clientCertSecret.name }}
-- name: kafka-client-cert
-  mountPath: /etc/shoal/kafka-tls-client
-  readOnly: true
+{{- with include "shoal.tlsVolumeMounts" . | trim }}
+{{ . }}
 {{- end }}
 {{- end }}
 
