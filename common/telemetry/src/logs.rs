@@ -25,15 +25,17 @@
 //! `trace_id` and `span_id` (JSON fields, or appended to a text line), so a
 //! log line leads to its trace and back.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_opentelemetry::OtelData;
+use tracing::{Dispatch, Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -160,16 +162,23 @@ fn sampler_ratio(sampler: &str, arg: Option<String>) -> Result<f64, TelemetryErr
     }
 }
 
+/// One export attempt per batch, as before opentelemetry-otlp 0.33 (which
+/// turned retries with backoff on by default): a failed batch is dropped,
+/// not retried on the export thread.
 fn build_exporter(plan: &ExportPlan) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    use opentelemetry_otlp::{RetryPolicy, WithHttpConfig as _, WithTonicConfig as _};
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = if plan.protocol == "grpc" {
-        let mut b = builder.with_tonic();
+        let mut b = builder.with_tonic().with_retry_policy(RetryPolicy::disabled());
         if let Some(endpoint) = &plan.endpoint {
             b = b.with_endpoint(endpoint);
         }
         b.build()?
     } else {
-        let mut b = builder.with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+        let mut b = builder
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_retry_policy(RetryPolicy::disabled());
         if let Some(endpoint) = &plan.endpoint {
             b = b.with_endpoint(endpoint);
         }
@@ -355,13 +364,16 @@ pub fn init(
         .with_context_activation(false)
         .with_filter(OtelFilter { exporting: plan.is_some() });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry().with(otel);
+    // Filtered off: it sees no callsite, so the log's per-layer filters
+    // still decide which callsites are enabled at all.
+    let ids = SpanIds::default();
+    let registry = tracing_subscriber::registry().with(otel).with(ids.clone().with_filter(LevelFilter::OFF));
     let _already_set = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().event_format(TextWithTrace).with_writer(std::io::stderr).with_filter(filter))
+            .with(fmt::layer().event_format(TextWithTrace(ids)).with_writer(std::io::stderr).with_filter(filter))
             .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().event_format(JsonWithTrace).with_writer(std::io::stderr).with_filter(filter))
+            .with(fmt::layer().event_format(JsonWithTrace(ids)).with_writer(std::io::stderr).with_filter(filter))
             .try_init(),
     };
     if let Some(error) = export_error {
@@ -384,28 +396,42 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     let _already_set = match format {
         LogFormat::Text => {
-            registry.with(fmt::layer().event_format(TextWithTrace).with_writer(std::io::stderr)).try_init()
+            registry.with(fmt::layer().event_format(TextWithTrace::default()).with_writer(std::io::stderr)).try_init()
         }
         LogFormat::Json => {
-            registry.with(fmt::layer().event_format(JsonWithTrace).with_writer(std::io::stderr)).try_init()
+            registry.with(fmt::layer().event_format(JsonWithTrace::default()).with_writer(std::io::stderr)).try_init()
         }
     };
 }
 
-/// Trace and span id (hex) of the innermost span around `event` whose
-/// OpenTelemetry context is known.
-fn trace_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+/// How the log formatters reach the span ids: tracing-opentelemetry keeps
+/// its per-span data private, so they are read through its layer, from the
+/// subscriber's dispatch, which this (filtered-off) layer is handed when the
+/// subscriber is built. Empty, so no ids, without the OpenTelemetry layer.
+#[derive(Debug, Clone, Default)]
+struct SpanIds(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for SpanIds {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
+    }
+}
+
+/// Trace and span id (hex) of the innermost span around `event` that the
+/// OpenTelemetry layer sees (its context is built if it was not yet).
+fn trace_ids<S, N>(ctx: &FmtContext<'_, S, N>, ids: &SpanIds) -> Option<(String, String)>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    let scope = ctx.event_scope()?;
-    for span in scope {
-        let extensions = span.extensions();
-        if let Some(data) = extensions.get::<OtelData>()
-            && let (Some(trace), Some(id)) = (data.trace_id(), data.span_id())
-        {
-            return Some((trace.to_string(), id.to_string()));
+    use opentelemetry::trace::TraceContextExt as _;
+    let dispatch = ids.0.get()?.upgrade()?;
+    for span in ctx.event_scope()? {
+        // No extensions of the span may be held here (the layer takes them).
+        if let Some(context) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) {
+            let span = context.span();
+            let span_context = span.span_context();
+            return Some((span_context.trace_id().to_string(), span_context.span_id().to_string()));
         }
     }
     None
@@ -413,8 +439,8 @@ where
 
 /// Text lines: `<time> <LEVEL> <target>: <message> <fields> [trace_id=.. span_id=..]`.
 /// Span fields are not repeated on each line (the ids lead to them).
-#[derive(Debug, Clone, Copy)]
-pub struct TextWithTrace;
+#[derive(Debug, Clone, Default)]
+pub struct TextWithTrace(SpanIds);
 
 impl<S, N> FormatEvent<S, N> for TextWithTrace
 where
@@ -438,7 +464,7 @@ where
             write!(writer, " {level:>5} {}: ", meta.target())?;
         }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
-        if let Some((trace_id, span_id)) = trace_ids(ctx) {
+        if let Some((trace_id, span_id)) = trace_ids(ctx, &self.0) {
             write!(writer, " trace_id={trace_id} span_id={span_id}")?;
         }
         writeln!(writer)
@@ -448,8 +474,8 @@ where
 /// One JSON object per line: `timestamp`, `level`, `target`, `fields`,
 /// `span` (the innermost span's name) and, inside a span, `trace_id` and
 /// `span_id`.
-#[derive(Debug, Clone, Copy)]
-pub struct JsonWithTrace;
+#[derive(Debug, Clone, Default)]
+pub struct JsonWithTrace(SpanIds);
 
 struct JsonFields(serde_json::Map<String, serde_json::Value>);
 
@@ -493,7 +519,7 @@ where
         if let Some(span) = ctx.event_scope().and_then(|mut s| s.next()) {
             line.insert("span".into(), serde_json::json!({ "name": span.name() }));
         }
-        if let Some((trace_id, span_id)) = trace_ids(ctx) {
+        if let Some((trace_id, span_id)) = trace_ids(ctx, &self.0) {
             line.insert("trace_id".into(), trace_id.into());
             line.insert("span_id".into(), span_id.into());
         }

@@ -207,6 +207,19 @@ async fn one_decision_is_one_trace_across_both_kafka_hops_and_metrics_cover_the_
     let worker2_http = http_address(&workers[1], Duration::from_secs(30)).await;
 
     wait_for_lines(&record, 20, Duration::from_secs(90), "20 outcomes recorded").await;
+    // The second worker joins the group a rebalance later (seconds on a busy
+    // machine): wait until each worker has recorded outcomes of its own.
+    eventually(Duration::from_secs(90), "outcomes recorded from both workers", || {
+        // Tolerant of a line still being written.
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let workers: std::collections::HashSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|o| o["worker_id"].as_str().map(str::to_string))
+            .collect();
+        async move { workers.len() >= 2 }
+    })
+    .await;
 
     // (b) Metrics after real traffic, from both binaries.
     assert_metrics_cover_the_traffic([
