@@ -226,11 +226,15 @@ async fn start_api(
         return Ok(hub);
     }
     let tokens = shoal_api::auth::load(api).context("loading the API tokens")?;
+    let identity = api_tls_identity(api)?;
     let listener = tokio::net::TcpListener::bind(&api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {:?}", api.listen))?;
     let local = listener.local_addr().context("api.listen: local address")?;
-    let url = if api.advertised_url.is_empty() { format!("http://{local}") } else { api.advertised_url.clone() };
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    let url = if api.advertised_url.is_empty() { format!("{scheme}://{local}") } else { api.advertised_url.clone() };
+    let listener =
+        shoal_api::http::ApiListener::new(listener, identity.as_ref()).context("api.listen: TLS listener")?;
     let directory =
         KafkaDirectory::start(&settings.kafka, &settings.state.members_topic, &o.id, shutdown.child_token())
             .context("reading the members topic")?;
@@ -253,6 +257,25 @@ async fn start_api(
         }
     });
     Ok(hub)
+}
+
+/// The API's TLS identity (`api.tls_cert_file`, `api.tls_key_file`), loaded
+/// now so that a bad file stops the start, naming the setting and the file.
+fn api_tls_identity(api: &shoal_api::ApiSettings) -> anyhow::Result<Option<shoal_tls::TlsIdentity>> {
+    if !api.tls() {
+        return Ok(None);
+    }
+    let identity =
+        shoal_tls::TlsIdentity::load(api.tls_cert_file.as_ref(), api.tls_key_file.as_ref()).map_err(|error| {
+            let key = match error.part {
+                shoal_tls::TlsPart::Certificate => "api.tls_cert_file",
+                shoal_tls::TlsPart::Key => "api.tls_key_file",
+            };
+            anyhow::anyhow!(
+                "{key}: {error} (expected PEM: a certificate chain, and the private key of its first certificate)"
+            )
+        })?;
+    Ok(Some(identity))
 }
 
 /// The API's routes, with command requests (`api.issue_commands`) and MCP

@@ -173,7 +173,7 @@ pub use exchange::{COINBASE_SEQUENCE_BASE, KRAKEN_SNAPSHOT_TRADES};
 pub use server::{
     CONTROL_PATH, HEARTBEAT_INTERVAL, MAX_BURST, MAX_CLIENT_MESSAGE_BYTES, SHUTDOWN_CLOSE_REASON, SHUTDOWN_GRACE, serve,
 };
-pub use tls::{TlsError, TlsIdentity, TlsPart};
+pub use shoal_tls::{TlsError, TlsIdentity, TlsPart};
 pub use walk::{
     MAX_PRICE_TICKS, Market, PRICE_DP, PriceWalk, SIZE_DP, Side, Trade, WalkParams, WalkStep, price_to_ticks,
     ticks_to_price,

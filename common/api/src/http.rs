@@ -68,7 +68,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(admin)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(Arc::new(HttpPeers::new(FORWARD_TIMEOUT))));
+        .layer(Extension(Arc::new(HttpPeers::trusting(FORWARD_TIMEOUT, &ctx.settings.tls_ca_file))));
     let app = match cors::Cors::new(&ctx.settings.cors_allowed_origins) {
         Some(cors) => app.layer(from_fn_with_state(cors, cors::layer)),
         None => app,
@@ -82,11 +82,45 @@ pub fn behind_read_token(ctx: &ApiContext, routes: Router) -> Router {
     routes.layer(from_fn_with_state(ctx.clone(), require_read))
 }
 
+/// Where the API is served: plain HTTP on a TCP listener, or HTTPS
+/// (`api.tls_cert_file`) on a [`shoal_tls::TlsListener`].
+#[derive(Debug)]
+pub enum ApiListener {
+    /// Plain HTTP.
+    Plain(tokio::net::TcpListener),
+    /// HTTPS.
+    Tls(shoal_tls::TlsListener),
+}
+
+impl From<tokio::net::TcpListener> for ApiListener {
+    fn from(listener: tokio::net::TcpListener) -> Self {
+        Self::Plain(listener)
+    }
+}
+
+impl ApiListener {
+    /// HTTPS with `identity` on `listener` when given, else plain HTTP.
+    pub fn new(listener: tokio::net::TcpListener, identity: Option<&shoal_tls::TlsIdentity>) -> std::io::Result<Self> {
+        Ok(match identity {
+            Some(identity) => Self::Tls(shoal_tls::TlsListener::new(listener, identity)?),
+            None => Self::Plain(listener),
+        })
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        use axum::serve::Listener as _;
+        match self {
+            Self::Plain(listener) => listener.local_addr(),
+            Self::Tls(listener) => listener.local_addr(),
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets
 /// requests in flight finish (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     ctx: ApiContext,
-    listener: tokio::net::TcpListener,
+    listener: impl Into<ApiListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(ctx.clone());
@@ -98,17 +132,35 @@ pub async fn serve(
 pub async fn serve_app(
     ctx: &ApiContext,
     app: Router,
-    listener: tokio::net::TcpListener,
+    listener: impl Into<ApiListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = listener.into();
     let address = listener.local_addr()?;
     if ctx.tokens.is_open() {
         tracing::warn!(%address, "the state API serves without authentication (api.auth = \"none\")");
     }
-    tracing::info!(%address, advertised = %ctx.settings.advertised_url(), "serving the state API");
+    let scheme = if matches!(listener, ApiListener::Tls(_)) { "https" } else { "http" };
+    tracing::info!(%address, scheme, advertised = %ctx.settings.advertised_url(), "serving the state API");
     // Upgraded WebSocket connections end with the shutdown too (axum's
     // graceful shutdown does not close them).
     let app = app.layer(axum::Extension(crate::stream::Shutdown(shutdown.clone())));
+    match listener {
+        ApiListener::Plain(listener) => serve_on(listener, app, address, shutdown).await,
+        ApiListener::Tls(listener) => serve_on(listener, app, address, shutdown).await,
+    }
+}
+
+async fn serve_on<L>(
+    listener: L,
+    app: Router,
+    address: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let late = async {
         shutdown.cancelled().await;

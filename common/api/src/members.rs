@@ -51,10 +51,11 @@ pub struct PeerAnswer {
     pub body: axum::body::Bytes,
 }
 
-/// Forwards queries to peers over HTTP (their advertised `api_url`).
+/// Forwards queries to peers over HTTP or HTTPS (their advertised
+/// `api_url`).
 #[derive(Debug, Clone)]
 pub struct HttpPeers {
-    client: Option<reqwest::Client>,
+    client: Option<shoal_tls::HttpClient>,
 }
 
 impl Default for HttpPeers {
@@ -64,11 +65,27 @@ impl Default for HttpPeers {
 }
 
 impl HttpPeers {
-    /// A client whose requests give up after `timeout`.
+    /// A client whose requests give up after `timeout`; `https://` peers
+    /// are verified with the platform's root certificates.
     pub fn new(timeout: std::time::Duration) -> Self {
-        let client = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build();
-        match client {
-            Ok(client) => Self { client: Some(client) },
+        Self::trusting(timeout, "")
+    }
+
+    /// Like [`HttpPeers::new`], verifying `https://` peers with the CA
+    /// certificates in `ca_file` (PEM, `api.tls_ca_file`) instead when it
+    /// is not empty. Without usable roots only `http://` peers are asked.
+    pub fn trusting(timeout: std::time::Duration, ca_file: &str) -> Self {
+        let roots = if ca_file.is_empty() {
+            shoal_tls::platform_roots("api.tls_ca_file")
+        } else {
+            shoal_tls::ca_roots(ca_file)
+        };
+        let roots = roots.unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "no TLS trust for peers: queries are forwarded to http:// peers only");
+            rustls::RootCertStore::empty()
+        });
+        match shoal_tls::client_config(roots) {
+            Ok(config) => Self { client: Some(shoal_tls::HttpClient::new(config, timeout)) },
             Err(error) => {
                 tracing::warn!(%error, "cannot build the HTTP client: queries will not be forwarded to peers");
                 Self { client: None }
@@ -98,11 +115,11 @@ impl HttpPeers {
             .filter(|p| !p.api_url.is_empty())
             .map(|peer| {
                 let url = format!("{}{path_and_query}", peer.api_url.trim_end_matches('/'));
-                let mut request = client.get(url).header(FORWARDED_HEADER, from.clone());
+                let mut request = axum::http::Request::get(url).header(FORWARDED_HEADER, from.clone());
                 if let Some(auth) = authorization {
                     request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
                 }
-                ask_one(request, &peer.instance)
+                ask_one(client, request.body(axum::body::Bytes::new()), &peer.instance)
             })
             .collect();
         let mut answers = Vec::new();
@@ -118,22 +135,29 @@ impl HttpPeers {
     }
 }
 
-async fn ask_one(request: reqwest::RequestBuilder, instance: &str) -> Option<PeerAnswer> {
-    let response = match request.send().await {
-        Ok(response) => response,
+/// The most a peer's answer may hold.
+const MAX_PEER_ANSWER: usize = 64 * 1024 * 1024;
+
+async fn ask_one(
+    client: &shoal_tls::HttpClient,
+    request: Result<axum::http::Request<axum::body::Bytes>, axum::http::Error>,
+    instance: &str,
+) -> Option<PeerAnswer> {
+    let request = match request {
+        Ok(request) => request,
         Err(error) => {
-            tracing::debug!(peer = instance, %error, "forwarded query failed");
+            tracing::debug!(peer = instance, %error, "cannot forward to this peer's URL");
             return None;
         }
     };
-    if response.status() != reqwest::StatusCode::OK {
-        tracing::debug!(peer = instance, status = %response.status(), "peer did not answer the forwarded query");
-        return None;
-    }
-    match response.bytes().await {
-        Ok(body) => Some(PeerAnswer { instance: instance.to_string(), body }),
+    match client.send(request, MAX_PEER_ANSWER).await {
+        Ok((axum::http::StatusCode::OK, body)) => Some(PeerAnswer { instance: instance.to_string(), body }),
+        Ok((status, _)) => {
+            tracing::debug!(peer = instance, %status, "peer did not answer the forwarded query");
+            None
+        }
         Err(error) => {
-            tracing::debug!(peer = instance, %error, "cannot read a peer's answer");
+            tracing::debug!(peer = instance, %error, "forwarded query failed");
             None
         }
     }

@@ -69,6 +69,15 @@ pub struct ApiSettings {
     pub issue_commands: bool,
     /// Command requests accepted per minute by this instance, at most.
     pub issue_rate_per_minute: u32,
+    /// PEM certificate chain (server certificate first) to serve HTTPS
+    /// with, for the API, `/mcp` and the console; empty serves plain HTTP.
+    /// Set together with `tls_key_file`.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`'s first certificate.
+    pub tls_key_file: String,
+    /// PEM CA certificates that peers' HTTPS certificates are verified with
+    /// when queries are forwarded to them; empty for the platform's roots.
+    pub tls_ca_file: String,
 }
 
 impl Default for ApiSettings {
@@ -90,6 +99,9 @@ impl Default for ApiSettings {
             mcp_poll_ms: 1_000,
             issue_commands: false,
             issue_rate_per_minute: 10,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -100,11 +112,18 @@ impl ApiSettings {
         !self.listen.trim().is_empty()
     }
 
+    /// Whether the API serves HTTPS (`tls_cert_file` and `tls_key_file`
+    /// set).
+    pub fn tls(&self) -> bool {
+        !self.tls_cert_file.is_empty()
+    }
+
     /// The URL other instances use to reach this one: `advertised_url`,
-    /// else `http://<listen>`.
+    /// else `http://<listen>` (`https://` with TLS).
     pub fn advertised_url(&self) -> String {
         if self.advertised_url.is_empty() {
-            format!("http://{}", self.listen)
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{}", self.listen)
         } else {
             self.advertised_url.trim_end_matches('/').to_string()
         }
@@ -152,6 +171,11 @@ impl ApiSettings {
                 "host names or host:port authorities, e.g. localhost, shoal.example.com:8780",
             ));
         }
+        shoal_config::both_or_neither(
+            ("api.tls_cert_file", &self.tls_cert_file),
+            ("api.tls_key_file", &self.tls_key_file),
+            "both api.tls_cert_file and api.tls_key_file (PEM files) to serve HTTPS, or neither for plain HTTP",
+        )?;
         for origin in &self.cors_allowed_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(SettingsError::invalid(
@@ -194,6 +218,20 @@ mod tests {
         let s = ApiSettings { advertised_url: "https://api.example:9000/".into(), ..s };
         assert_eq!(s.advertised_url(), "https://api.example:9000");
         assert!(!ApiSettings { listen: String::new(), ..s }.enabled());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_advertises_https() {
+        let s = ApiSettings { tls_cert_file: "/etc/shoal/api.pem".into(), ..ApiSettings::default() };
+        let error = s.validate().expect_err("a certificate without its key").to_string();
+        assert!(error.contains("api.tls_key_file") && error.contains("api.tls_cert_file"), "{error}");
+        let s = ApiSettings { tls_cert_file: String::new(), tls_key_file: "/etc/shoal/api-key.pem".into(), ..s };
+        let error = s.validate().expect_err("a key without its certificate").to_string();
+        assert!(error.contains("`api.tls_cert_file`: is empty"), "{error}");
+        let s = ApiSettings { tls_cert_file: "/etc/shoal/api.pem".into(), ..s };
+        s.validate().expect("both set");
+        assert!(s.tls());
+        assert_eq!(s.advertised_url(), "https://127.0.0.1:8780");
     }
 
     #[test]

@@ -130,8 +130,58 @@ async fn start_http(
         .listen
         .parse()
         .with_context(|| format!("observability.listen {:?} is not ip:port", observability.listen))?;
-    let (_, task) = shoal_telemetry::server::serve(address, telemetry.clone(), shutdown.clone())
+    let options = shoal_telemetry::server::ServeOptions {
+        metrics_token: metrics_token(observability)?,
+        tls: observability_tls(observability)?,
+    };
+    let (_, task) = shoal_telemetry::server::serve(address, telemetry.clone(), options, shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on observability.listen {address}"))?;
     Ok(Some(task))
+}
+
+/// The bearer token `/metrics` requires, from `observability.metrics_token_file`
+/// (its first line that is not blank) or the variable named by
+/// `observability.metrics_token_env`; none when neither is set.
+fn metrics_token(observability: &ObservabilitySettings) -> anyhow::Result<Option<secrecy::SecretString>> {
+    const EXPECTED: &str = "a token of at least 16 printable characters, no spaces";
+    let (token, key) = if !observability.metrics_token_file.is_empty() {
+        let file = &observability.metrics_token_file;
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| anyhow::anyhow!("observability.metrics_token_file: cannot read {file}: {error}"))?;
+        let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
+        (line, "observability.metrics_token_file")
+    } else if !observability.metrics_token_env.is_empty() {
+        let name = &observability.metrics_token_env;
+        let value = std::env::var(name).map_err(|_| {
+            anyhow::anyhow!("observability.metrics_token_env: the variable {name} is not set (expected {EXPECTED})")
+        })?;
+        (value.trim().to_owned(), "observability.metrics_token_env")
+    } else {
+        return Ok(None);
+    };
+    if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // The token itself is never quoted.
+        anyhow::bail!("{key}: the token is not usable (expected {EXPECTED})");
+    }
+    Ok(Some(secrecy::SecretString::from(token)))
+}
+
+/// The observability port's TLS identity, loaded now so that a bad file
+/// stops the start naming the setting.
+fn observability_tls(observability: &ObservabilitySettings) -> anyhow::Result<Option<shoal_tls::TlsIdentity>> {
+    if observability.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let (cert, key) = (observability.tls_cert_file.as_ref(), observability.tls_key_file.as_ref());
+    let identity = shoal_tls::TlsIdentity::load(cert, key).map_err(|error| {
+        let setting = match error.part {
+            shoal_tls::TlsPart::Certificate => "observability.tls_cert_file",
+            shoal_tls::TlsPart::Key => "observability.tls_key_file",
+        };
+        anyhow::anyhow!(
+            "{setting}: {error} (expected PEM: a certificate chain, and the private key of its first certificate)"
+        )
+    })?;
+    Ok(Some(identity))
 }

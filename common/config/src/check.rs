@@ -34,6 +34,25 @@ pub fn non_empty(key: &str, value: &str, expected: &str) -> Result<(), SettingsE
     if value.trim().is_empty() { Err(SettingsError::invalid(key, "empty", expected)) } else { Ok(()) }
 }
 
+/// Two settings that go together (a certificate and its key): both set or
+/// both empty. The error names the empty one and the one that is set, and
+/// expects `expected`.
+pub fn both_or_neither(
+    (first_key, first): (&str, &str),
+    (second_key, second): (&str, &str),
+    expected: &str,
+) -> Result<(), SettingsError> {
+    match (first.is_empty(), second.is_empty()) {
+        (true, false) => {
+            Err(SettingsError::invalid(first_key, format!("is empty while {second_key} is set"), expected))
+        }
+        (false, true) => {
+            Err(SettingsError::invalid(second_key, format!("is empty while {first_key} is set"), expected))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A first delay that doubles up to a maximum (reconnects, retries): the
 /// first must be above 0 and at most the maximum, named `max_key`.
 pub fn initial_delay(key: &str, initial_ms: u64, max_key: &str, max_ms: u64) -> Result<(), SettingsError> {

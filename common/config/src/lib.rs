@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 mod check;
 mod choice;
 
-pub use check::{at_least, in_range, initial_delay, non_empty, one_of};
+pub use check::{at_least, both_or_neither, in_range, initial_delay, non_empty, one_of};
 pub use choice::UnknownChoice;
 
 /// For [`choice!`]: the expansion names serde through this crate.

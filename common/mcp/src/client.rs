@@ -19,9 +19,9 @@ pub enum ClientError {
         /// Why it is refused.
         detail: String,
     },
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    /// The CA certificates for `https://` could not be used.
+    #[error("TLS trust for the state API: {0}")]
+    Trust(String),
     /// No answer (refused, timed out, cut).
     #[error("the state API at {url} did not answer: {detail}")]
     Unreachable {
@@ -94,7 +94,7 @@ impl Caller {
 #[derive(Clone)]
 enum Backend {
     /// Over HTTP, with this server's own token (stdio: one client, one token).
-    Remote { http: reqwest::Client, token: Option<SecretString> },
+    Remote { http: Box<shoal_tls::HttpClient>, token: Option<SecretString> },
     /// In the same process: the API's router, called with the caller's own
     /// `Authorization` (streamable HTTP: each client brings its token).
     Local { router: axum::Router },
@@ -122,8 +122,20 @@ impl std::fmt::Debug for StateClient {
 
 impl StateClient {
     /// A client of the API at `base` (`http://host:port`), sending `token`
-    /// as a bearer token when given, each request bounded by `timeout`.
+    /// as a bearer token when given, each request bounded by `timeout`. An
+    /// `https://` API is verified with the platform's root certificates.
     pub fn new(base: &str, token: Option<SecretString>, timeout: Duration) -> Result<Self, ClientError> {
+        Self::trusting(base, token, timeout, None)
+    }
+
+    /// Like [`StateClient::new`], verifying an `https://` API with the CA
+    /// certificates of the PEM file `ca_file` when given.
+    pub fn trusting(
+        base: &str,
+        token: Option<SecretString>,
+        timeout: Duration,
+        ca_file: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let bad = |detail: String| ClientError::BadUrl { url: base.to_string(), detail };
         let mut url = Url::parse(base).map_err(|e| bad(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -132,7 +144,13 @@ impl StateClient {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(ClientError::Client)?;
+        let roots = match ca_file {
+            Some(file) => shoal_tls::ca_roots(file).map_err(ClientError::Trust)?,
+            // Without platform roots, plain http:// still works.
+            None => shoal_tls::platform_roots("--ca-file").unwrap_or_else(|_| rustls::RootCertStore::empty()),
+        };
+        let tls = shoal_tls::client_config(roots).map_err(ClientError::Trust)?;
+        let http = Box::new(shoal_tls::HttpClient::new(tls, timeout));
         Ok(Self { backend: Backend::Remote { http, token }, base: url })
     }
 
@@ -177,17 +195,27 @@ impl StateClient {
         };
         let (status, bytes) = match &self.backend {
             Backend::Remote { http, token } => {
-                let mut request = http.request(method, url).header(VIA_HEADER, via);
+                let mut request =
+                    axum::http::Request::builder().method(method).uri(url.as_str()).header(VIA_HEADER, via);
                 if let Some(token) = token {
-                    request = request.bearer_auth(token.expose_secret());
+                    request =
+                        request.header(axum::http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
                 }
-                if let Some(body) = body {
-                    request = request.json(body);
-                }
-                let unreachable = |source| ClientError::Unreachable { url: shown.clone(), detail: format!("{source}") };
-                let answer = request.send().await.map_err(unreachable)?;
-                let status = answer.status().as_u16();
-                (status, answer.bytes().await.map_err(unreachable)?.to_vec())
+                let body = match body {
+                    Some(body) => {
+                        request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                        axum::body::Bytes::from(body.to_string())
+                    }
+                    None => axum::body::Bytes::new(),
+                };
+                let request = request
+                    .body(body)
+                    .map_err(|e| ClientError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
+                let (status, bytes) = http
+                    .send(request, MAX_ANSWER)
+                    .await
+                    .map_err(|e| ClientError::Unreachable { url: shown.clone(), detail: e.to_string() })?;
+                (status.as_u16(), bytes.to_vec())
             }
             Backend::Local { router } => {
                 let target = match url.query() {

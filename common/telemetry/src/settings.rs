@@ -69,6 +69,17 @@ pub struct ObservabilitySettings {
     /// (after `sample_ratio`); 0 for no cap. Bounds what tracing costs at
     /// full load while a quiet stream is still traced whole.
     pub max_traced_per_sec: u32,
+    /// File whose first line is the bearer token `/metrics` requires
+    /// (`Authorization: Bearer <token>`); empty for none. `/healthz` and
+    /// `/readyz` stay open (probes carry no token).
+    pub metrics_token_file: String,
+    /// Environment variable holding that token instead; empty for none.
+    pub metrics_token_env: String,
+    /// PEM certificate chain to serve this port over HTTPS with; empty for
+    /// plain HTTP. Set together with `tls_key_file`.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`'s first certificate.
+    pub tls_key_file: String,
 }
 
 impl Default for ObservabilitySettings {
@@ -81,6 +92,10 @@ impl Default for ObservabilitySettings {
             service_name: String::new(),
             sample_ratio: 1.0,
             max_traced_per_sec: crate::trace::DEFAULT_MAX_TRACED_PER_SEC,
+            metrics_token_file: String::new(),
+            metrics_token_env: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -103,6 +118,18 @@ impl ObservabilitySettings {
                 "observability.listen",
                 format!("{:?} is not an IP address and port", self.listen),
                 "ip:port, e.g. 0.0.0.0:9464, or an empty string to disable the HTTP server",
+            ));
+        }
+        shoal_config::both_or_neither(
+            ("observability.tls_cert_file", &self.tls_cert_file),
+            ("observability.tls_key_file", &self.tls_key_file),
+            "both observability.tls_cert_file and observability.tls_key_file (PEM files) for HTTPS, or neither",
+        )?;
+        if !self.metrics_token_file.is_empty() && !self.metrics_token_env.is_empty() {
+            return Err(SettingsError::invalid(
+                "observability.metrics_token_env",
+                "is set together with observability.metrics_token_file",
+                "one of them: a file or an environment variable holding the /metrics bearer token",
             ));
         }
         // `otlp_protocol` is checked as it is read (an unknown string names
@@ -162,6 +189,8 @@ mod tests {
             ("SHOAL__OBSERVABILITY__OTLP_ENABLED", "maybe", "otlp_enabled"),
             ("SHOAL__OBSERVABILITY__SAMPLE_RATIO", "1.5", "observability.sample_ratio"),
             ("SHOAL__LOG__FORMAT", "xml", "format"),
+            ("SHOAL__OBSERVABILITY__TLS_CERT_FILE", "/etc/shoal/metrics.pem", "observability.tls_key_file"),
+            ("SHOAL__OBSERVABILITY__TLS_KEY_FILE", "/etc/shoal/metrics-key.pem", "observability.tls_cert_file"),
         ];
         for (var, value, key) in cases {
             let err = load_from::<TestSettings, _>(None, env(&[(var, value)])).unwrap_err().to_string();
@@ -187,5 +216,18 @@ mod tests {
         assert_eq!(defaults.observability.listen, "0.0.0.0:9464");
         assert!(!defaults.observability.otlp_enabled);
         assert_eq!(defaults.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn one_source_for_the_metrics_token() {
+        let both = env(&[
+            ("SHOAL__OBSERVABILITY__METRICS_TOKEN_FILE", "/run/secrets/metrics"),
+            ("SHOAL__OBSERVABILITY__METRICS_TOKEN_ENV", "SHOAL_METRICS_TOKEN"),
+        ]);
+        let err = load_from::<TestSettings, _>(None, both).unwrap_err().to_string();
+        assert!(err.contains("observability.metrics_token_env"), "{err}");
+        let one: TestSettings =
+            load_from(None, env(&[("SHOAL__OBSERVABILITY__METRICS_TOKEN_ENV", "SHOAL_METRICS_TOKEN")])).unwrap();
+        assert_eq!(one.observability.metrics_token_env, "SHOAL_METRICS_TOKEN");
     }
 }

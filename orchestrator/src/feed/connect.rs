@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rustls::{CertificateError, RootCertStore};
+use rustls::CertificateError;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -18,6 +18,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::FeedSettings;
 use super::settings::ca_roots;
+use shoal_tls::{client_config, platform_roots};
 
 /// Bound on connecting (TCP, TLS and the WebSocket handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,33 +122,10 @@ fn trusted_roots(feed: &FeedSettings) -> String {
 /// the only roots when set, else the platform's. Built for each connection
 /// attempt, so a replaced CA file is read on the next reconnect.
 fn tls_connector(feed: &FeedSettings) -> Result<Connector, ConnectError> {
-    let roots = if feed.ca_file.is_empty() { platform_roots() } else { ca_roots(&feed.ca_file) };
+    let roots = if feed.ca_file.is_empty() { platform_roots("feed.ca_file") } else { ca_roots(&feed.ca_file) };
     let roots_error = |reason: String| ConnectError::Roots { url: feed.url.clone(), reason };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| roots_error(format!("no TLS protocol version available: {error}")))?
-        .with_root_certificates(roots.map_err(roots_error)?)
-        .with_no_client_auth();
+    let config = client_config(roots.map_err(roots_error)?).map_err(roots_error)?;
     Ok(Connector::Rustls(Arc::new(config)))
-}
-
-/// The platform's root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR`
-/// override where they are read from).
-fn platform_roots() -> Result<RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    if !found.errors.is_empty() || ignored > 0 {
-        tracing::debug!(added, ignored, errors = ?found.errors, "some platform root certificates were not loaded");
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "no platform root certificates found (errors: {:?}); install the CA bundle or set feed.ca_file",
-            found.errors
-        ));
-    }
-    Ok(roots)
 }
 
 /// The certificate problem behind a failed connection, if that is what it

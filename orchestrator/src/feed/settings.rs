@@ -2,9 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use shoal_config::{SettingsError, at_least, in_range, initial_delay};
 
@@ -176,20 +173,7 @@ impl FeedSettings {
 
 /// The certificates of the PEM file at `path` (`feed.ca_file`) as trust
 /// roots; at least one, each a parsable X.509 certificate.
-pub(super) fn ca_roots(path: &str) -> Result<RootCertStore, String> {
-    let bytes = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
-    let mut roots = RootCertStore::empty();
-    for (index, item) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
-        let certificate = item.map_err(|error| format!("{path} is not valid PEM: {error}"))?;
-        roots.add(certificate).map_err(|error| {
-            format!("certificate {} in {path} is not a usable X.509 certificate: {error}", index + 1)
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
-    }
-    Ok(roots)
-}
+pub(super) use shoal_tls::ca_roots;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pki;
 pub mod webdriver;
 
 use std::net::SocketAddr;

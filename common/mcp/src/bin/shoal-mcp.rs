@@ -36,6 +36,10 @@ struct Cli {
     /// Base URL of the orchestrator's state API (api.listen / api.advertised_url).
     #[arg(long, env = "SHOAL_MCP_API_URL", default_value = "http://127.0.0.1:8780")]
     api_url: String,
+    /// PEM CA certificates to verify an https:// API with (its
+    /// api.tls_cert_file's issuer); default: the platform's root certificates.
+    #[arg(long, env = "SHOAL_MCP_CA_FILE")]
+    ca_file: Option<String>,
     /// Environment variable holding the API token (bare, or read:<token> / admin:<token>).
     #[arg(long, default_value = "SHOAL_MCP_TOKEN")]
     token_env: String,
@@ -86,7 +90,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "no API token (neither the variable nor --token-file): only an API with api.auth = \"none\" will answer"
         );
     }
-    let client = StateClient::new(&cli.api_url, token, Duration::from_millis(cli.timeout_ms)).context("--api-url")?;
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let client =
+        StateClient::trusting(&cli.api_url, token, timeout, cli.ca_file.as_deref()).context("--api-url / --ca-file")?;
     tracing::info!(api = %cli.api_url, "serving MCP over stdio");
     let service = ShoalTools::new(client)
         .with_poll(Duration::from_millis(cli.poll_ms))

@@ -125,9 +125,12 @@ pub struct RetryBounds {
     pub max: Duration,
 }
 
+/// The largest reply a model call may return.
+const MAX_REPLY_BYTES: usize = 16 << 20;
+
 /// The endpoint, its key and the bounds of a call.
 pub struct ChatClient {
-    http: reqwest::Client,
+    http: shoal_tls::HttpClient,
     url: url::Url,
     api_key: Option<SecretString>,
     timeout: Duration,
@@ -156,7 +159,14 @@ impl ChatClient {
         let mut url = endpoint.clone();
         let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| CallError::Client(e.to_string()))?;
+        // https:// endpoints (a hosted model) are verified with the
+        // platform's root certificates.
+        let roots = shoal_tls::platform_roots("SSL_CERT_FILE").unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "no root certificates: only http:// model endpoints can be reached");
+            rustls::RootCertStore::empty()
+        });
+        let tls = shoal_tls::client_config(roots).map_err(CallError::Client)?;
+        let http = shoal_tls::HttpClient::new(tls, timeout);
         Ok(Self { http, url, api_key, timeout, retry })
     }
 
@@ -181,13 +191,15 @@ impl ChatClient {
     }
 
     async fn send_once(&self, request: &ChatRequest) -> Result<ChatReply, CallError> {
-        let mut builder = self.http.post(self.url.clone()).json(request);
+        let body = serde_json::to_vec(request).map_err(|e| CallError::Client(format!("encoding the request: {e}")))?;
+        let mut builder =
+            axum::http::Request::post(self.url.as_str()).header(axum::http::header::CONTENT_TYPE, "application/json");
         if let Some(key) = &self.api_key {
-            builder = builder.bearer_auth(key.expose_secret());
+            builder = builder.header(axum::http::header::AUTHORIZATION, format!("Bearer {}", key.expose_secret()));
         }
-        let answer = builder.send().await.map_err(|e| self.transport(e))?;
-        let status = answer.status();
-        let body = answer.text().await.map_err(|e| self.transport(e))?;
+        let request = builder.body(body.into()).map_err(|e| CallError::Client(format!("building the request: {e}")))?;
+        let (status, body) = self.http.send(request, MAX_REPLY_BYTES).await.map_err(|e| self.transport(e))?;
+        let body = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(CallError::Status { status: status.as_u16(), body: self.redact(&body) });
         }
@@ -196,13 +208,11 @@ impl ChatClient {
         parse_reply(&value)
     }
 
-    fn transport(&self, error: reqwest::Error) -> CallError {
-        if error.is_timeout() {
-            CallError::Timeout(self.timeout)
-        } else {
-            // Without the URL's query, without the source chain's details
-            // that could quote a header.
-            CallError::Unreachable(error.without_url().to_string())
+    fn transport(&self, error: shoal_tls::HttpError) -> CallError {
+        match error {
+            shoal_tls::HttpError::Timeout(_) => CallError::Timeout(self.timeout),
+            // The causes name no header (the key is never in them).
+            other => CallError::Unreachable(other.to_string()),
         }
     }
 
