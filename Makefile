@@ -16,7 +16,7 @@ export PATH := $(PATH):$(CARGO_BIN)
 # scripts/kafka.sh runs).
 LOCAL_KAFKA := 127.0.0.1:9092
 
-.PHONY: help deps build test lint fmt demo chaos backtest bench bench-scaling chart docs-check arch-check kafka-up kafka-down clean-state soak
+.PHONY: help deps build test lint fmt demo chaos backtest bench bench-scaling chart docs-check arch-check kafka-up kafka-down clean-state soak fuzz deny
 
 help: ## List the targets (this text)
 	@printf 'Usage: make TARGET\n\nTargets:\n'
@@ -82,6 +82,16 @@ bench-scaling: deps ## Scaling run (release build): the raw loop, then both mode
 
 soak: deps ## Soak test: the demo's pipeline for SOAK_MINUTES (30) under faults; memory, fds, lag, latency (docs/soak.md)
 	scripts/soak.sh
+
+# `make fuzz`: FUZZ_RUNS executions per target (scripts/fuzz.sh --help);
+# FUZZ_SECONDS caps each target's time as well when set.
+FUZZ_RUNS ?= 1000000
+
+fuzz: deps ## Fuzz the feed parsers, record decoding, commit metadata, config loader and decimals (cargo fuzz, nightly): FUZZ_RUNS (1000000) per target
+	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
+deny: deps ## Supply-chain checks: cargo deny (licences, bans, sources, RustSec advisories; deny.toml)
+	scripts/deny.sh
 
 chart: ## Lint, render and validate the Helm chart (installs Helm and validators on first use)
 	scripts/chart-check.sh

@@ -398,6 +398,20 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (decimal): `Decimal::from_str` rounds a negative
+    /// number too small for 28 places to a negative zero that prints as
+    /// "-0.000…" and crosses the wire as 0.000…: the same value and scale
+    /// (the sign of zero is not kept, and -0 == 0).
+    #[test]
+    fn a_negative_zero_crosses_the_wire_as_zero() {
+        let price = Decimal::from_str("-0.000____32_8e-28").unwrap();
+        assert!(price.is_zero());
+        let decoded = MarketTick::decode(&MarketTick { price, ..tick() }.encode()).unwrap();
+        assert_eq!(decoded.price, price);
+        assert_eq!(decoded.price.scale(), price.scale());
+        assert_eq!(decoded.price.to_string().trim_start_matches('-'), price.to_string().trim_start_matches('-'));
+    }
+
     #[test]
     fn a_tick_without_the_optional_channel_still_decodes() {
         let mut json = serde_json::to_value(tick()).unwrap();

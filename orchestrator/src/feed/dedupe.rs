@@ -99,7 +99,8 @@ impl Dedupe {
         if ids.accepted != 0 && id <= ids.accepted {
             return Verdict::Duplicate;
         }
-        let gap = (continuity && ids.seen != 0 && id > ids.seen + 1).then_some((ids.seen + 1, id));
+        // Lazily (`then`): the highest id possible (u64::MAX) has no next one.
+        let gap = (continuity && ids.seen != 0 && id > ids.seen.saturating_add(1)).then(|| (ids.seen + 1, id));
         ids.accepted = id;
         ids.seen = ids.seen.max(id);
         Verdict::New { gap }
@@ -110,7 +111,7 @@ impl Dedupe {
     /// arrived; they are then not reported again.
     pub fn announced(&mut self, source: &str, symbol: &str, space: &'static str, last_id: u64) -> Option<(u64, u64)> {
         let ids = self.entry(source, symbol, space);
-        let gap = (ids.seen != 0 && last_id > ids.seen).then_some((ids.seen + 1, last_id));
+        let gap = (ids.seen != 0 && last_id > ids.seen).then(|| (ids.seen + 1, last_id));
         ids.seen = ids.seen.max(last_id);
         gap
     }
@@ -252,6 +253,19 @@ mod tests {
         assert_eq!(d.announced("cb", "BTC-USD", "trade", 18), None);
         assert_eq!(d.announced("cb", "BTC-USD", "trade", 20), Some((19, 20)));
         assert_eq!(d.trade("cb", "BTC-USD", "trade", 21, true), Verdict::New { gap: None }, "already reported");
+    }
+
+    /// Found by fuzzing (feed_coinbase): a heartbeat announcing u64::MAX,
+    /// then a trade or another such heartbeat, overflowed `seen + 1`.
+    #[test]
+    fn the_highest_possible_id_does_not_overflow() {
+        let mut d = Dedupe::new();
+        d.trade("cb", "BTC-USD", "trade", 18, true);
+        assert_eq!(d.announced("cb", "BTC-USD", "trade", u64::MAX), Some((19, u64::MAX)));
+        assert_eq!(d.announced("cb", "BTC-USD", "trade", u64::MAX), None);
+        assert_eq!(d.trade("cb", "BTC-USD", "trade", 21, true), Verdict::New { gap: None });
+        assert_eq!(d.trade("cb", "ETH-USD", "trade", u64::MAX, true), Verdict::New { gap: None });
+        assert_eq!(d.trade("cb", "ETH-USD", "trade", u64::MAX, true), Verdict::Duplicate);
     }
 
     #[test]

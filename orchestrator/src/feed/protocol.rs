@@ -199,11 +199,18 @@ impl Origin {
     }
 }
 
-/// An exact decimal from its text (`"101.25"`, `"1e-8"`).
+/// An exact decimal from its text (`"101.25"`, `"1e-8"`). A zero is
+/// always positive: `-0.0`, or a negative number too small for 28 decimal
+/// places, reads as `0.0` (a negative zero would not keep its sign across
+/// the wire format).
 pub fn decimal(text: &str) -> Result<Decimal, FrameError> {
     let text = text.trim();
     let parsed = if text.contains(['e', 'E']) { Decimal::from_scientific(text) } else { Decimal::from_str(text) };
-    parsed.map_err(|error| FrameError::Malformed(format!("invalid decimal {text:?}: {error}")))
+    let mut value = parsed.map_err(|error| FrameError::Malformed(format!("invalid decimal {text:?}: {error}")))?;
+    if value.is_zero() {
+        value.set_sign_positive(true);
+    }
+    Ok(value)
 }
 
 /// An exact decimal from a JSON number or a JSON string, read from the raw
@@ -246,6 +253,31 @@ mod tests {
         let quoted: Box<RawValue> = serde_json::from_str("\"0.1\"").unwrap();
         assert_eq!(decimal_raw(&quoted).unwrap().to_string(), "0.1");
         assert!(decimal("abc").is_err());
+        // A zero is positive (a negative one would not keep its sign across
+        // the wire; see shoal-protocol's a_negative_zero_crosses_the_wire_as_zero).
+        assert_eq!(decimal("-0.0").unwrap().to_string(), "0.0");
+        assert_eq!(decimal("-0e-3").unwrap().to_string(), "0.000");
         assert_eq!(from_millis(1_672_515_782_136).unwrap().to_rfc3339(), "2022-12-31T19:43:02.136+00:00");
+    }
+
+    proptest::proptest! {
+        /// Any decimal a feed can carry (96-bit mantissa, scale 0 to 28)
+        /// reads back exactly, value and scale, from its text, from a JSON
+        /// number and from a JSON string; its scientific text gives the same
+        /// value.
+        #[test]
+        fn decimals_round_trip_through_every_form(mantissa in -(1i128 << 95)..(1i128 << 95), scale in 0u32..=28) {
+            let d = Decimal::from_i128_with_scale(mantissa, scale);
+            let text = d.to_string();
+            let back = decimal(&text).expect("its own text");
+            proptest::prop_assert_eq!(back, d);
+            proptest::prop_assert_eq!(back.scale(), d.scale(), "{}", text);
+            let number: Box<RawValue> = serde_json::from_str(&text).expect("a JSON number");
+            proptest::prop_assert_eq!(decimal_raw(&number).expect("as a JSON number").to_string(), text.clone());
+            let string: Box<RawValue> = serde_json::from_str(&format!("\"{text}\"")).expect("a JSON string");
+            proptest::prop_assert_eq!(decimal_raw(&string).expect("as a JSON string").to_string(), text.clone());
+            let scientific = format!("{d:e}");
+            proptest::prop_assert_eq!(decimal(&scientific).expect("its scientific text"), d, "{}", scientific);
+        }
     }
 }

@@ -166,10 +166,11 @@ impl FrameParser for Parser {
             _ => None,
         };
         if let Some(seq) = seq {
-            if let Some(prev) = self.last_seq
-                && seq > prev + 1
+            // After u64::MAX no number is expected: nothing is a gap.
+            if let Some(expected) = self.last_seq.and_then(|prev| prev.checked_add(1))
+                && seq > expected
             {
-                out.push(Parsed::Gap { symbol: "*".into(), expected: prev + 1, received: seq });
+                out.push(Parsed::Gap { symbol: "*".into(), expected, received: seq });
             }
             self.last_seq = Some(seq);
         }
@@ -185,7 +186,7 @@ impl FrameParser for Parser {
 
     /// A malformed frame still consumed a sequence number.
     fn on_malformed(&mut self) {
-        self.last_seq = self.last_seq.map(|s| s + 1);
+        self.last_seq = self.last_seq.map(|s| s.saturating_add(1));
     }
 }
 
@@ -239,6 +240,23 @@ mod tests {
         assert!(!out.iter().any(|p| matches!(p, Parsed::Gap { .. })), "4 was the malformed frame");
         parser.parse(&heartbeat(9), Utc::now(), &mut out).unwrap();
         assert!(out.iter().any(|p| matches!(p, Parsed::Gap { expected: 6, received: 9, .. })), "{out:?}");
+    }
+
+    /// Found by fuzzing (feed_shoal_sim): a sequence number of u64::MAX
+    /// overflowed `prev + 1` on the next numbered or malformed frame.
+    #[test]
+    fn the_highest_sequence_number_does_not_overflow() {
+        let mut parser = Parser::default();
+        let mut out = Vec::new();
+        let heartbeat = |seq: u64| format!(r#"{{"type":"heartbeat","seq":{seq},"ts":"2026-11-25T02:04:05Z"}}"#);
+        parser.parse(&heartbeat(u64::MAX), Utc::now(), &mut out).unwrap();
+        parser.parse(&heartbeat(1), Utc::now(), &mut out).unwrap();
+        parser.parse(&heartbeat(u64::MAX - 1), Utc::now(), &mut out).unwrap();
+        parser.on_malformed();
+        parser.on_malformed();
+        parser.parse(&heartbeat(u64::MAX), Utc::now(), &mut out).unwrap();
+        let gaps: Vec<_> = out.iter().filter(|p| matches!(p, Parsed::Gap { .. })).collect();
+        assert_eq!(gaps, [&Parsed::Gap { symbol: "*".into(), expected: 2, received: u64::MAX - 1 }]);
     }
 
     #[test]
