@@ -262,20 +262,7 @@ async fn start_api(
 /// The API's TLS identity (`api.tls_cert_file`, `api.tls_key_file`), loaded
 /// now so that a bad file stops the start, naming the setting and the file.
 fn api_tls_identity(api: &shoal_api::ApiSettings) -> anyhow::Result<Option<shoal_tls::TlsIdentity>> {
-    if !api.tls() {
-        return Ok(None);
-    }
-    let identity =
-        shoal_tls::TlsIdentity::load(api.tls_cert_file.as_ref(), api.tls_key_file.as_ref()).map_err(|error| {
-            let key = match error.part {
-                shoal_tls::TlsPart::Certificate => "api.tls_cert_file",
-                shoal_tls::TlsPart::Key => "api.tls_key_file",
-            };
-            anyhow::anyhow!(
-                "{key}: {error} (expected PEM: a certificate chain, and the private key of its first certificate)"
-            )
-        })?;
-    Ok(Some(identity))
+    shoal_tls::TlsIdentity::from_settings("api", &api.tls_cert_file, &api.tls_key_file).map_err(anyhow::Error::msg)
 }
 
 /// The API's routes, with command requests (`api.issue_commands`) and MCP

@@ -170,18 +170,6 @@ fn metrics_token(observability: &ObservabilitySettings) -> anyhow::Result<Option
 /// The observability port's TLS identity, loaded now so that a bad file
 /// stops the start naming the setting.
 fn observability_tls(observability: &ObservabilitySettings) -> anyhow::Result<Option<shoal_tls::TlsIdentity>> {
-    if observability.tls_cert_file.is_empty() {
-        return Ok(None);
-    }
-    let (cert, key) = (observability.tls_cert_file.as_ref(), observability.tls_key_file.as_ref());
-    let identity = shoal_tls::TlsIdentity::load(cert, key).map_err(|error| {
-        let setting = match error.part {
-            shoal_tls::TlsPart::Certificate => "observability.tls_cert_file",
-            shoal_tls::TlsPart::Key => "observability.tls_key_file",
-        };
-        anyhow::anyhow!(
-            "{setting}: {error} (expected PEM: a certificate chain, and the private key of its first certificate)"
-        )
-    })?;
-    Ok(Some(identity))
+    let (cert, key) = (&observability.tls_cert_file, &observability.tls_key_file);
+    shoal_tls::TlsIdentity::from_settings("observability", cert, key).map_err(anyhow::Error::msg)
 }

@@ -193,58 +193,55 @@ impl StateClient {
             Some(client) => format!("mcp; {client}"),
             None => "mcp".to_string(),
         };
-        let (status, bytes) = match &self.backend {
-            Backend::Remote { http, token } => {
-                let mut request =
-                    axum::http::Request::builder().method(method).uri(url.as_str()).header(VIA_HEADER, via);
-                if let Some(token) = token {
-                    request =
-                        request.header(axum::http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
-                }
-                let body = match body {
-                    Some(body) => {
-                        request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
-                        axum::body::Bytes::from(body.to_string())
-                    }
-                    None => axum::body::Bytes::new(),
-                };
-                let request = request
-                    .body(body)
+        // One request for both backends: an absolute URL and this server's
+        // token when remote; path and query and the caller's own
+        // `Authorization` in process.
+        let (target, authorization) = match &self.backend {
+            Backend::Remote { token, .. } => {
+                let bearer = token
+                    .as_ref()
+                    .map(|token| HeaderValue::try_from(format!("Bearer {}", token.expose_secret())))
+                    .transpose()
                     .map_err(|e| ClientError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
-                let (status, bytes) = http
-                    .send(request, MAX_ANSWER)
-                    .await
-                    .map_err(|e| ClientError::Unreachable { url: shown.clone(), detail: e.to_string() })?;
-                (status.as_u16(), bytes.to_vec())
+                (url.as_str().to_string(), bearer)
             }
-            Backend::Local { router } => {
+            Backend::Local { .. } => {
                 let target = match url.query() {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_string(),
                 };
-                let mut request = axum::http::Request::builder().method(method).uri(target).header(VIA_HEADER, via);
-                if let Some(authorization) = &caller.authorization {
-                    request = request.header(axum::http::header::AUTHORIZATION, authorization.clone());
-                }
-                let body = match body {
-                    Some(body) => {
-                        request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
-                        axum::body::Body::from(body.to_string())
-                    }
-                    None => axum::body::Body::empty(),
-                };
-                let request = request
-                    .body(body)
-                    .map_err(|e| ClientError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
-                let answer = match router.clone().oneshot(request).await {
+                (target, caller.authorization.clone())
+            }
+        };
+        let mut request = axum::http::Request::builder().method(method).uri(target).header(VIA_HEADER, via);
+        if let Some(authorization) = authorization {
+            request = request.header(axum::http::header::AUTHORIZATION, authorization);
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                axum::body::Bytes::from(body.to_string())
+            }
+            None => axum::body::Bytes::new(),
+        };
+        let request =
+            request.body(body).map_err(|e| ClientError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
+        let unreachable = |detail: String| ClientError::Unreachable { url: shown.clone(), detail };
+        let (status, bytes) = match &self.backend {
+            Backend::Remote { http, .. } => {
+                let (status, bytes) = http.send(request, MAX_ANSWER).await.map_err(|e| unreachable(e.to_string()))?;
+                (status.as_u16(), bytes)
+            }
+            Backend::Local { router } => {
+                let answer = match router.clone().oneshot(request.map(axum::body::Body::from)).await {
                     Ok(answer) => answer,
                     Err(never) => match never {},
                 };
                 let status = answer.status().as_u16();
                 let bytes = axum::body::to_bytes(answer.into_body(), MAX_ANSWER)
                     .await
-                    .map_err(|e| ClientError::Unreachable { url: shown.clone(), detail: e.to_string() })?;
-                (status, bytes.to_vec())
+                    .map_err(|e| unreachable(e.to_string()))?;
+                (status, bytes)
             }
         };
         let body: Value =

@@ -108,22 +108,23 @@ pub async fn serve(
     let app = router(telemetry, options.metrics_token);
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let task = match options.tls {
-        Some(identity) => {
-            let listener = shoal_tls::TlsListener::new(listener, &identity)?;
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-                if let Err(error) = served {
-                    tracing::warn!(%error, "observability HTTPS server stopped with an error");
-                }
-            })
-        }
-        None => tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-            if let Err(error) = served {
-                tracing::warn!(%error, "observability HTTP server stopped with an error");
-            }
-        }),
+        Some(identity) => spawn_server(shoal_tls::TlsListener::new(listener, &identity)?, app, scheme, shutdown),
+        None => spawn_server(listener, app, scheme, shutdown),
     };
     tracing::info!(address = %bound, scheme, metrics_token = protected, "serving /metrics, /healthz and /readyz");
     Ok((bound, task))
+}
+
+/// Serves `app` on `listener` in a task until `shutdown` is cancelled.
+fn spawn_server<L>(listener: L, app: Router, scheme: &'static str, shutdown: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(error) = served {
+            tracing::warn!(%error, scheme, "observability server stopped with an error");
+        }
+    })
 }

@@ -67,6 +67,25 @@ impl TlsIdentity {
         })
     }
 
+    /// Loads the identity of the settings `<section>.tls_cert_file` and
+    /// `<section>.tls_key_file` (`cert_file`, `key_file`); `None` when the
+    /// certificate setting is empty. The error names the setting at fault
+    /// and its file, and says what is expected.
+    pub fn from_settings(section: &str, cert_file: &str, key_file: &str) -> Result<Option<Self>, String> {
+        if cert_file.is_empty() {
+            return Ok(None);
+        }
+        Self::load(cert_file.as_ref(), key_file.as_ref()).map(Some).map_err(|error| {
+            let setting = match error.part {
+                TlsPart::Certificate => "tls_cert_file",
+                TlsPart::Key => "tls_key_file",
+            };
+            format!(
+                "{section}.{setting}: {error} (expected PEM: a certificate chain, and the private key of its first certificate)"
+            )
+        })
+    }
+
     /// The certificate chain's file.
     pub fn cert_file(&self) -> &Path {
         &self.cert_file
