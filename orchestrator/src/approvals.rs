@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use shoal_api::http::approvals::ApprovalSink;
+use shoal_kafka::polled::{AwaitedProducer, Outgoing};
 use shoal_kafka::settings::KafkaSettings;
 use shoal_protocol::approvals::{ApprovalChange, ApprovalEvent, HeldCommand};
 use shoal_protocol::messages::{SCHEMA_VERSION, WireMessage};
@@ -144,7 +144,7 @@ impl Expiry {
 /// Writes approval records (decisions from the API, expiries) to the
 /// approvals topic, keyed by command id, with the idempotent producer.
 pub struct ApprovalsSink {
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     topic: String,
 }
 
@@ -157,7 +157,7 @@ impl std::fmt::Debug for ApprovalsSink {
 impl ApprovalsSink {
     /// A sink writing to `topic` as client `<instance>-<role>`.
     pub fn new(kafka: &KafkaSettings, topic: &str, instance: &str, role: &str) -> anyhow::Result<Self> {
-        let producer = shoal_kafka::producer_config(kafka, &format!("{instance}-{role}")).create()?;
+        let producer = AwaitedProducer::create(&shoal_kafka::producer_config(kafka, &format!("{instance}-{role}")))?;
         Ok(Self { producer, topic: topic.into() })
     }
 }
@@ -169,10 +169,10 @@ impl ApprovalSink for ApprovalsSink {
         async move {
             let body = event.encode();
             let key = event.command_id.to_string();
-            let record = FutureRecord::to(&topic).key(&key).payload(&body);
-            match producer.send(record, SEND_TIMEOUT).await {
+            let record = Outgoing { topic: &topic, partition: None, key: key.as_bytes(), payload: &body };
+            match producer.send(record, None, SEND_TIMEOUT).await {
                 Ok(_) => Ok(()),
-                Err((error, _)) => Err(format!("{error} (topic {topic})")),
+                Err(error) => Err(format!("{error} (topic {topic})")),
             }
         }
         .boxed()

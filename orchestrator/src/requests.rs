@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use shoal_api::http::requests::RequestSink;
+use shoal_kafka::polled::{AwaitedProducer, Outgoing};
 use shoal_kafka::settings::KafkaSettings;
 use shoal_protocol::messages::Event;
 
@@ -17,7 +17,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes requests to the events topic.
 pub struct EventsSink {
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     topic: String,
 }
 
@@ -30,7 +30,7 @@ impl std::fmt::Debug for EventsSink {
 impl EventsSink {
     /// A sink writing to `topic` as client `<instance>-requests`.
     pub fn new(kafka: &KafkaSettings, topic: &str, instance: &str) -> anyhow::Result<Self> {
-        let producer = shoal_kafka::producer_config(kafka, &format!("{instance}-requests")).create()?;
+        let producer = AwaitedProducer::create(&shoal_kafka::producer_config(kafka, &format!("{instance}-requests")))?;
         Ok(Self { producer, topic: topic.into() })
     }
 }
@@ -41,10 +41,10 @@ impl RequestSink for EventsSink {
         let topic = self.topic.clone();
         async move {
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-            let record = FutureRecord::to(&topic).key(&event.key).payload(&body);
-            match producer.send(record, SEND_TIMEOUT).await {
+            let record = Outgoing { topic: &topic, partition: None, key: event.key.as_bytes(), payload: &body };
+            match producer.send(record, None, SEND_TIMEOUT).await {
                 Ok(_) => Ok(()),
-                Err((error, _)) => Err(format!("{error} (topic {topic})")),
+                Err(error) => Err(format!("{error} (topic {topic})")),
             }
         }
         .boxed()

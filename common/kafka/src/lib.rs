@@ -9,6 +9,7 @@ pub mod headers;
 pub mod offsets;
 pub mod outputs;
 pub mod pipeline;
+pub mod polled;
 pub mod producer;
 pub mod settings;
 pub mod stage;

@@ -5,7 +5,7 @@
 
 use opentelemetry::trace::SpanContext;
 use rdkafka::Message;
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 
 use super::dlq::{self, DeadLetter};
 use super::headers::{self, HeaderSet, HeaderView, TraceParent};
@@ -50,11 +50,38 @@ impl MessageMeta<'_> {
     /// span's W3C trace context (or `inherited` when there is no exported
     /// span: see [`HeaderSet::with_trace`]).
     pub fn headers(&self, traced: Option<&SpanContext>, inherited: Option<&TraceParent>) -> OwnedHeaders {
+        if traced.is_none() {
+            return self.untraced_headers(inherited);
+        }
         let mut set = HeaderSet::new(self.message_type, self.producer_id).with_trace(traced, inherited);
         if let Some(id) = self.command_id {
             set.insert(headers::COMMAND_ID, &id.to_string());
         }
         set.into_owned()
+    }
+
+    /// The same headers, in the same order, for a record produced outside
+    /// an exported span (most records): written straight into librdkafka's
+    /// list, without the builder's strings (this runs once per record).
+    fn untraced_headers(&self, inherited: Option<&TraceParent>) -> OwnedHeaders {
+        static VERSION: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| shoal_protocol::messages::SCHEMA_VERSION.to_string());
+        let header = |key, value| Header { key, value: Some(value) };
+        let mut owned = OwnedHeaders::new_with_capacity(6)
+            .insert(header(headers::MESSAGE_TYPE, self.message_type))
+            .insert(header(headers::SCHEMA_VERSION, VERSION.as_str()))
+            .insert(header(headers::PRODUCER, self.producer_id));
+        if let Some(parent) = inherited {
+            owned = owned.insert(header(headers::TRACEPARENT, &parent.traceparent));
+            if let Some(state) = &parent.tracestate {
+                owned = owned.insert(header(headers::TRACESTATE, state));
+            }
+        }
+        if let Some(id) = self.command_id {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            owned = owned.insert(header(headers::COMMAND_ID, id.hyphenated().encode_lower(&mut buffer)));
+        }
+        owned
     }
 }
 
@@ -155,5 +182,36 @@ impl Outputs {
     /// Takes the outputs out.
     pub fn take(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers as _;
+
+    use super::*;
+
+    fn pairs(headers: &OwnedHeaders) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn untraced_headers_are_the_builders_headers() {
+        let id = uuid::Uuid::now_v7();
+        let inherited = TraceParent {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into(),
+            tracestate: Some("shoal=1".into()),
+        };
+        for (command_id, inherited) in [(Some(id), Some(&inherited)), (None, None), (Some(id), None)] {
+            let meta = MessageMeta { message_type: "result", producer_id: "w-1", command_id };
+            let mut built = HeaderSet::new(meta.message_type, meta.producer_id).with_trace(None, inherited);
+            if let Some(id) = command_id {
+                built.insert(headers::COMMAND_ID, &id.to_string());
+            }
+            assert_eq!(pairs(&meta.headers(None, inherited)), pairs(&built.into_owned()));
+        }
     }
 }

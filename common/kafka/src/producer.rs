@@ -1,8 +1,10 @@
 //! A producer whose delivery reports complete records in an
 //! [`OffsetTracker`](super::offsets::OffsetTracker).
 //!
-//! `ThreadedProducer` polls on its own thread, so delivery callbacks never run
-//! on the async runtime and the consuming task is never blocked by them.
+//! Its events are polled on a thread of its own
+//! ([`PolledProducer`](crate::polled::PolledProducer)), so delivery callbacks
+//! never run on the async runtime and the consuming task is never blocked by
+//! them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::KafkaSetupError;
 use super::offsets::{OffsetTracker, Origin};
@@ -89,7 +91,7 @@ impl ProducerContext for TrackingContext {
 /// it was produced for.
 #[derive(Clone)]
 pub struct TrackedProducer {
-    inner: ThreadedProducer<TrackingContext>,
+    inner: crate::polled::PolledProducer<TrackingContext>,
     tracker: Arc<OffsetTracker>,
     health: Arc<ClientHealth>,
 }
@@ -124,8 +126,7 @@ impl TrackedProducer {
         let context = TrackingContext { tracker: tracker.clone(), health: health.clone() };
         // Connectivity for /readyz (TrackingContext::stats_raw).
         config.set("statistics.interval.ms", STATS_INTERVAL.as_millis().to_string());
-        let inner = config
-            .create_with_context(context)
+        let inner = crate::polled::PolledProducer::create(&config, context)
             .map_err(|source| KafkaSetupError::Client { what: "producer", source })?;
         Ok(Self { inner, tracker, health })
     }

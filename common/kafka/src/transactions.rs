@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer};
 
 use super::outputs::Output;
 use crate::settings::KafkaSettings;
@@ -108,7 +108,7 @@ fn is_retriable(error: &KafkaError) -> bool {
 
 /// A producer with a stable `transactional.id`.
 pub struct TransactionalProducer {
-    inner: ThreadedProducer<DefaultProducerContext>,
+    inner: crate::polled::PolledProducer<DefaultProducerContext>,
     transactional_id: String,
     timeout: Duration,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction open
@@ -152,7 +152,7 @@ impl TransactionalProducer {
         if !kafka.normalised_options().any(|(key, _)| key == "retry.backoff.ms") {
             cfg.set("retry.backoff.ms", "20");
         }
-        let inner: ThreadedProducer<DefaultProducerContext> = cfg.create().map_err(TxError::Fatal)?;
+        let inner = crate::polled::PolledProducer::create(&cfg, DefaultProducerContext).map_err(TxError::Fatal)?;
         let mut attempt = 0;
         loop {
             match inner.init_transactions(timeout) {
@@ -210,8 +210,17 @@ impl TransactionalProducer {
         group: &ConsumerGroupMetadata,
     ) -> Result<(), TxError> {
         self.inner.begin_transaction().map_err(classify)?;
+        // Named in an ACL error; taken first, since the records are moved
+        // into the producer (headers and all, not copied).
+        let mut topics: Vec<String> = Vec::new();
         for output in &outputs {
-            let mut record = BaseRecord::to(&output.topic).headers(output.headers.clone());
+            if !topics.contains(&output.topic) {
+                topics.push(output.topic.clone());
+            }
+        }
+        topics.sort_unstable();
+        for output in outputs {
+            let mut record = BaseRecord::to(&output.topic).headers(output.headers);
             if let Some(payload) = &output.payload {
                 record = record.payload(payload);
             }
@@ -234,15 +243,10 @@ impl TransactionalProducer {
                 }
             }
         }
-        let topics = || {
-            let mut topics: Vec<&str> = outputs.iter().map(|o| o.topic.as_str()).collect();
-            topics.sort_unstable();
-            topics.dedup();
-            topics
-        };
         let failed = |error: KafkaError| {
             let error = self.cause(error, offsets, group);
-            not_authorized(error, &topics(), &self.transactional_id).unwrap_or_else(classify)
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            not_authorized(error, &topics, &self.transactional_id).unwrap_or_else(classify)
         };
         let mut attempt = 0;
         loop {

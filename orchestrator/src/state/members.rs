@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use shoal_api::{Directory, Member, ShardId};
+use shoal_kafka::polled::{AwaitedProducer, Outgoing};
 use shoal_kafka::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ struct Announcement {
 
 /// This instance's side: announcing its shards.
 pub struct Announcer {
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     topic: String,
     instance: String,
     api_url: String,
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Announcer {
 impl Announcer {
     /// An announcer for `instance`, whose API is at `api_url`.
     pub fn new(kafka: &KafkaSettings, topic: &str, instance: &str, api_url: &str) -> anyhow::Result<Self> {
-        let producer = shoal_kafka::producer_config(kafka, &format!("{instance}-members")).create()?;
+        let producer = AwaitedProducer::create(&shoal_kafka::producer_config(kafka, &format!("{instance}-members")))?;
         Ok(Self { producer, topic: topic.into(), instance: instance.into(), api_url: api_url.into(), last: None })
     }
 
@@ -66,8 +66,8 @@ impl Announcer {
             at: Utc::now(),
         };
         let Ok(body) = serde_json::to_vec(&record) else { return };
-        let sent = self.producer.send_result(FutureRecord::to(&self.topic).key(&self.instance).payload(&body));
-        if let Err((error, _)) = sent {
+        let record = Outgoing { topic: &self.topic, partition: None, key: self.instance.as_bytes(), payload: &body };
+        if let Err(error) = self.producer.enqueue(record) {
             tracing::warn!(%error, topic = %self.topic, "cannot announce this instance's shards");
         }
     }

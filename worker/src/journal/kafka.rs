@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use shoal_kafka::polled::{AwaitedProducer, Outgoing};
 use shoal_kafka::settings::KafkaSettings;
 use shoal_kafka::tail::{EndIsNotAnError, reader_config};
 
@@ -18,7 +18,7 @@ const LOAD_BOUND: Duration = Duration::from_secs(30);
 
 /// The journal topic.
 pub struct KafkaStore {
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     kafka: KafkaSettings,
     client_id: String,
     topic: String,
@@ -36,11 +36,14 @@ impl KafkaStore {
     /// A store on `topic`. Its producer is idempotent with `acks=all` and
     /// not transactional: records survive an aborted result transaction.
     pub fn new(kafka: &KafkaSettings, client_id: &str, topic: &str) -> Result<Self, JournalError> {
-        let producer = shoal_kafka::producer_config(kafka, client_id)
-            // A journal record is written alone and awaited: no batching delay.
-            .set("linger.ms", "0")
-            .create()
-            .map_err(|source| JournalError::Kafka { topic: topic.into(), what: "creating the producer", source })?;
+        let mut config = shoal_kafka::producer_config(kafka, client_id);
+        // A journal record is written alone and awaited: no batching delay.
+        config.set("linger.ms", "0");
+        let producer = AwaitedProducer::create(&config).map_err(|source| JournalError::Kafka {
+            topic: topic.into(),
+            what: "creating the producer",
+            source,
+        })?;
         Ok(Self {
             producer,
             kafka: kafka.clone(),
@@ -134,14 +137,14 @@ impl JournalStore for KafkaStore {
     async fn append(&self, partition: i32, record: &JournalRecord) -> Result<(), JournalError> {
         let payload = serde_json::to_vec(record).map_err(|e| JournalError::Other(e.to_string()))?;
         let key = record_key(record.command_id, &record.step);
-        let out =
-            FutureRecord::to(&self.topic).partition(self.journal_partition(partition)).key(&key).payload(&payload);
+        let partition = Some(self.journal_partition(partition));
+        let out = Outgoing { topic: &self.topic, partition, key: key.as_bytes(), payload: &payload };
         // Bounded by `kafka.message_timeout_ms` (librdkafka fails the
-        // delivery then).
-        self.producer
-            .send(out, rdkafka::util::Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(source, _)| JournalError::Kafka { topic: self.topic.clone(), what: "writing a record", source })
+        // delivery then); a full queue is waited out as long as it takes.
+        self.producer.send(out, None, Duration::MAX).await.map(|_| ()).map_err(|source| JournalError::Kafka {
+            topic: self.topic.clone(),
+            what: "writing a record",
+            source,
+        })
     }
 }
