@@ -7,6 +7,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
 use shoal_protocol::messages::{Command, CommandResult, ResultStatus, WireMessage};
+use shoal_worker::handlers::alert::alert;
+use shoal_worker::handlers::payload;
 
 use super::load::{batching_producer, latency_producer, send_waiting};
 
@@ -41,12 +43,17 @@ pub(crate) fn raw_loop(bootstrap: &str, input: &str, output: &str, latency: bool
     let producer = if latency { latency_producer(bootstrap) } else { batching_producer(bootstrap, None) };
     loop {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
-        // The same work as the worker's framing: decode the command, encode
-        // a result keyed like it (the handler itself is trivial).
+        // The same application work as a worker's: decode the command, run
+        // the same skill on it (the backlog's commands are `raise_alert`),
+        // encode a result keyed like it. What the workers spend beyond this
+        // is the price of Shoal's pipeline.
         let command = Command::decode(message.payload().unwrap_or_default()).unwrap();
         let now = chrono::Utc::now();
-        let result =
-            CommandResult::answering(&command, "raw", ResultStatus::Succeeded, serde_json::json!({}), (now, now));
+        let (status, answer) = match payload(&command).and_then(|p| alert(&p)) {
+            Ok(answer) => (ResultStatus::Succeeded, answer),
+            Err(error) => (ResultStatus::Failed, serde_json::json!({ "error": error.to_string() })),
+        };
+        let result = CommandResult::answering(&command, "raw", status, answer, (now, now));
         let body = result.encode();
         send_waiting(&producer, BaseRecord::to(output).key(&command.key).payload(&body));
     }

@@ -1,6 +1,6 @@
 //! Command handlers: a small trait and a registry keyed by command kind.
 
-mod alert;
+pub mod alert;
 pub mod cases;
 mod context;
 pub mod fraud;
