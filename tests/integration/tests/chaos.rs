@@ -70,12 +70,15 @@ fn reduced_chaos_run_finds_no_anomaly_in_exactly_once_mode() {
         "7",
     ];
     let (line, output) = chaos(&args);
-    assert!(line.contains(" issued=3000 ") && line.contains(" results=3000 "), "{line}");
-    assert!(line.contains(" kills=3 "), "the schedule's kills happened: {line}");
-    assert_eq!((field(&line, "webhook_commands"), field(&line, "llm_commands")), (600, 343), "{line}");
-    assert_eq!(field(&line, "model_calls"), 343, "one model call per llm_decide command: {line}");
-    assert_eq!(field(&line, "effects"), field(&line, "effect_steps"), "each step made once: {line}");
-    assert_eq!((field(&line, "effects_repeated"), field(&line, "effects_missing")), (0, 0), "{line}");
+    // On failure, the tool's whole report: it lists each repeated step with
+    // the times of its calls, and the faults with theirs.
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(line.contains(" issued=3000 ") && line.contains(" results=3000 "), "{report}");
+    assert!(line.contains(" kills=3 "), "the schedule's kills happened: {report}");
+    assert_eq!((field(&line, "webhook_commands"), field(&line, "llm_commands")), (600, 343), "{report}");
+    assert_eq!(field(&line, "model_calls"), 343, "one model call per llm_decide command: {report}");
+    assert_eq!(field(&line, "effects"), field(&line, "effect_steps"), "each step made once: {report}");
+    assert_eq!((field(&line, "effects_repeated"), field(&line, "effects_missing")), (0, 0), "{report}");
     assert!(output.status.success(), "checker exit {}: {line}", output.status);
 }
 
