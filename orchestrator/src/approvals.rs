@@ -170,7 +170,7 @@ impl ApprovalSink for ApprovalsSink {
             let body = event.encode();
             let key = event.command_id.to_string();
             let record = Outgoing { topic: &topic, partition: None, key: key.as_bytes(), payload: &body };
-            match producer.send(record, None, SEND_TIMEOUT).await {
+            match producer.send(record, SEND_TIMEOUT).await {
                 Ok(_) => Ok(()),
                 Err(error) => Err(format!("{error} (topic {topic})")),
             }

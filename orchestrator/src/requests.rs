@@ -42,7 +42,7 @@ impl RequestSink for EventsSink {
         async move {
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
             let record = Outgoing { topic: &topic, partition: None, key: event.key.as_bytes(), payload: &body };
-            match producer.send(record, None, SEND_TIMEOUT).await {
+            match producer.send(record, SEND_TIMEOUT).await {
                 Ok(_) => Ok(()),
                 Err(error) => Err(format!("{error} (topic {topic})")),
             }

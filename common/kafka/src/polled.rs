@@ -22,7 +22,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Message, ToBytes};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use tokio::sync::oneshot;
 
@@ -145,37 +145,11 @@ impl AwaitedProducer {
     /// Enqueues `record` (waiting while librdkafka's queue is full, at most
     /// `queue_timeout`) and waits for its delivery report: where it landed,
     /// or why it was not delivered (bounded by `message.timeout.ms`).
-    pub async fn send(
-        &self,
-        record: Outgoing<'_>,
-        headers: Option<OwnedHeaders>,
-        queue_timeout: Duration,
-    ) -> KafkaResult<Delivered> {
+    pub async fn send(&self, record: Outgoing<'_>, queue_timeout: Duration) -> KafkaResult<Delivered> {
         let (sender, receiver) = oneshot::channel();
-        let mut base =
-            BaseRecord::with_opaque_to(record.topic, Box::new(sender)).key(record.key).payload(record.payload);
-        if let Some(partition) = record.partition {
-            base = base.partition(partition);
-        }
-        if let Some(headers) = headers {
-            base = base.headers(headers);
-        }
         // `None`: no bound (a `queue_timeout` too long to add to now).
         let deadline = tokio::time::Instant::now().checked_add(queue_timeout);
-        let mut backoff = Duration::from_millis(1);
-        loop {
-            match self.inner.send(base) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline) =>
-                {
-                    base = returned;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        send_when_room(&self.inner, record.base(sender), deadline).await.map_err(|(error, _)| error)?;
         receiver.await.unwrap_or(Err(KafkaError::Canceled))
     }
 
@@ -184,12 +158,52 @@ impl AwaitedProducer {
     pub fn enqueue(&self, record: Outgoing<'_>) -> KafkaResult<()> {
         // Nobody waits on the receiver: the report is dropped.
         let (sender, _) = oneshot::channel();
-        let mut base =
-            BaseRecord::with_opaque_to(record.topic, Box::new(sender)).key(record.key).payload(record.payload);
-        if let Some(partition) = record.partition {
-            base = base.partition(partition);
+        self.inner.send(record.base(sender)).map_err(|(error, _)| error)
+    }
+}
+
+impl<'a> Outgoing<'a> {
+    fn base(self, sender: oneshot::Sender<KafkaResult<Delivered>>) -> AwaitedRecord<'a> {
+        let base = BaseRecord::with_opaque_to(self.topic, Box::new(sender)).key(self.key).payload(self.payload);
+        match self.partition {
+            Some(partition) => base.partition(partition),
+            None => base,
         }
-        self.inner.send(base).map_err(|(error, _)| error)
+    }
+}
+
+type AwaitedRecord<'a> = BaseRecord<'a, [u8], [u8], <AwaitContext as ProducerContext>::DeliveryOpaque>;
+
+/// A record handed back by [`send_when_room`], with why it was not enqueued.
+pub(crate) type Refused<'a, C, K, P> = (KafkaError, BaseRecord<'a, K, P, <C as ProducerContext>::DeliveryOpaque>);
+
+/// Enqueues `record`, waiting (1 ms, doubling up to 100 ms) while
+/// librdkafka's queue is full, until `deadline` (`None`: no bound). Any
+/// other error, or a queue still full at the deadline, hands the record
+/// back with the error.
+pub(crate) async fn send_when_room<'a, C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), Refused<'a, C, K, P>>
+where
+    C: ProducerContext,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline) =>
+            {
+                record = returned;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+            Err(refused) => return Err(refused),
+        }
     }
 }
 
@@ -205,10 +219,10 @@ mod tests {
         config.set("bootstrap.servers", "127.0.0.1:1").set("message.timeout.ms", "300");
         let producer = AwaitedProducer::create(&config).unwrap();
         let record = Outgoing { topic: "t", partition: None, key: b"k", payload: b"v" };
-        let outcome = producer.send(record, None, Duration::from_secs(1)).await;
+        let outcome = producer.send(record, Duration::from_secs(1)).await;
         assert!(matches!(outcome, Err(KafkaError::MessageProduction(_))), "{outcome:?}");
         // Waiting for room without a bound is `Duration::MAX`.
-        let outcome = producer.send(record, None, Duration::MAX).await;
+        let outcome = producer.send(record, Duration::MAX).await;
         assert!(matches!(outcome, Err(KafkaError::MessageProduction(_))), "{outcome:?}");
         let stop = Arc::clone(&producer.inner.shared.stop);
         let copy = producer.clone();

@@ -158,23 +158,13 @@ impl TrackedProducer {
         if let Some(partition) = output.partition {
             base = base.partition(partition);
         }
-        let mut backoff = Duration::from_millis(1);
-        loop {
-            match self.inner.send(base) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    base = returned;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-                Err((error, returned)) => {
-                    if let Some(origin) = returned.delivery_opaque.as_ref() {
-                        self.tracker.fail(origin);
-                    }
-                    return Err(error);
-                }
+        // No deadline: backpressure, for as long as the queue stays full.
+        crate::polled::send_when_room(&self.inner, base, None).await.map_err(|(error, returned)| {
+            if let Some(origin) = returned.delivery_opaque.as_ref() {
+                self.tracker.fail(origin);
             }
-        }
+            error
+        })
     }
 
     /// Waits (blocking) until every enqueued record is acknowledged or

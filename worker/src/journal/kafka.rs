@@ -141,7 +141,7 @@ impl JournalStore for KafkaStore {
         let out = Outgoing { topic: &self.topic, partition, key: key.as_bytes(), payload: &payload };
         // Bounded by `kafka.message_timeout_ms` (librdkafka fails the
         // delivery then); a full queue is waited out as long as it takes.
-        self.producer.send(out, None, Duration::MAX).await.map(|_| ()).map_err(|source| JournalError::Kafka {
+        self.producer.send(out, Duration::MAX).await.map(|_| ()).map_err(|source| JournalError::Kafka {
             topic: self.topic.clone(),
             what: "writing a record",
             source,
