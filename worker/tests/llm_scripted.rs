@@ -41,6 +41,10 @@ struct Script {
     steps: Mutex<VecDeque<Step>>,
     chats: Mutex<Vec<(Option<String>, Value)>>,
     state_calls: Mutex<Vec<(Option<String>, String)>>,
+    /// Replies given, by the call's `Idempotency-Key` (what `/lookup` answers).
+    answers: Mutex<HashMap<String, Value>>,
+    /// The keys asked for at `/lookup`.
+    lookups: Mutex<Vec<String>>,
 }
 
 fn auth(headers: &HeaderMap) -> Option<String> {
@@ -50,6 +54,13 @@ fn auth(headers: &HeaderMap) -> Option<String> {
 async fn chat(State(script): State<Arc<Script>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     script.chats.lock().unwrap().push((auth(&headers), body));
     let step = script.steps.lock().unwrap().pop_front();
+    // Kept when the call arrives, as a gateway that records the upstream's
+    // answer would: the caller may time out before it gets it.
+    if let (Some(key), Some(Step::Reply(reply) | Step::Slow(_, reply))) =
+        (headers.get("idempotency-key").and_then(|v| v.to_str().ok()), &step)
+    {
+        script.answers.lock().unwrap().insert(key.to_string(), reply.clone());
+    }
     match step {
         Some(Step::Reply(reply)) => Json(reply).into_response(),
         Some(Step::Slow(delay, reply)) => {
@@ -58,6 +69,20 @@ async fn chat(State(script): State<Arc<Script>>, headers: HeaderMap, Json(body):
         }
         Some(Step::Status(code, body)) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
+    }
+}
+
+/// `GET /lookup?idempotency_key=<key>`: the reply given to that call, or 404.
+async fn lookup(State(script): State<Arc<Script>>, uri: axum::http::Uri) -> Response {
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let key = url::form_urlencoded::parse(query)
+        .find(|(name, _)| name == "idempotency_key")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    script.lookups.lock().unwrap().push(key.clone());
+    match script.answers.lock().unwrap().get(&key) {
+        Some(reply) => Json(reply.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such call").into_response(),
     }
 }
 
@@ -84,6 +109,7 @@ async fn serve(steps: Vec<Step>) -> (String, Arc<Script>) {
     let script = Arc::new(Script { steps: Mutex::new(steps.into()), ..Script::default() });
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(chat))
+        .route("/lookup", axum::routing::get(lookup))
         .fallback(state_api)
         .with_state(script.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -495,4 +521,56 @@ async fn a_command_run_again_replays_journalled_rounds_instead_of_paying_for_the
     let third = HandlerContext::new(3, &command, 0, &handler, &journal);
     assert_eq!(handler.handle_with(&command, &third).await.unwrap(), output);
     assert_eq!(script.chats.lock().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn a_model_call_started_but_not_recorded_is_looked_up_by_its_key_instead_of_made_again() {
+    use shoal_worker::handlers::HandlerContext;
+    use shoal_worker::journal::{Journal, JournalStats, MemoryStore};
+
+    // The model answers after the call's time-out: the worker never gets
+    // the answer, so the step stays `started` in the journal, but the
+    // endpoint has it under the call's idempotency key.
+    let slow = || {
+        Step::Slow(
+            Duration::from_millis(600),
+            completion(json!({"role": "assistant", "content": GOOD}), "stop", 40, 10),
+        )
+    };
+    let (base, script) = serve(vec![slow(), slow(), answer(GOOD, 40, 10)]).await;
+    let quick = |lookup: bool| LlmSettings {
+        call_timeout_ms: 150,
+        call_retries: 0,
+        lookup_url: if lookup { format!("{base}/lookup") } else { String::new() },
+        ..settings(&base)
+    };
+    let journal = Journal::new(Arc::new(MemoryStore::default()), "worker-1", || 0, Arc::new(JournalStats::default()));
+
+    let handler = LlmHandler::new(&quick(true)).unwrap();
+    let command = command();
+    let first = HandlerContext::new(1, &command, 0, &handler, &journal);
+    let error = handler.handle_with(&command, &first).await.unwrap_err();
+    assert!(matches!(error, HandlerError::Retryable(ref text) if text.contains("did not answer")), "{error}");
+    let key = format!("{}/chat-1", command.id);
+    assert!(script.answers.lock().unwrap().contains_key(&key), "the call carried its idempotency key");
+
+    // The next attempt finds the call at the lookup URL and does not call
+    // the model again.
+    let second = HandlerContext::new(2, &command, 0, &handler, &journal);
+    let output = handler.handle_with(&command, &second).await.unwrap();
+    assert_eq!(output["answer"]["action"], "hold");
+    assert_eq!(script.chats.lock().unwrap().len(), 1, "one model call in all");
+    assert_eq!(*script.lookups.lock().unwrap(), vec![key]);
+    assert_eq!(journal.stats.reconciled.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Without a lookup URL the same situation makes the call again.
+    let handler = LlmHandler::new(&quick(false)).unwrap();
+    let other = self::command();
+    let first = HandlerContext::new(1, &other, 0, &handler, &journal);
+    assert!(handler.handle_with(&other, &first).await.is_err());
+    let second = HandlerContext::new(2, &other, 0, &handler, &journal);
+    assert_eq!(handler.handle_with(&other, &second).await.unwrap()["answer"]["action"], "hold");
+    assert_eq!(script.chats.lock().unwrap().len(), 3, "the second command's call was made twice");
+    assert_eq!(script.lookups.lock().unwrap().len(), 1, "and not looked up");
+    assert_eq!(journal.stats.rerun.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -11,6 +11,10 @@
 //! state summary. The endpoint counts its chat-completions calls per
 //! command and round (`<command id>/chat-<n>`, the skill's journal step):
 //! each must be called exactly once, however often the command is re-run.
+//! It keeps each answer under the call's `Idempotency-Key` header and
+//! answers the skill's lookups (`llm.lookup_url`) with it, as a gateway that
+//! keeps answers by key would: a call in flight when its worker died is
+//! found there instead of being made again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,16 @@ pub(super) const STEPS: usize = 2;
 /// Per step (idempotency key), when each of its calls arrived.
 type Posts = Arc<Mutex<HashMap<String, Vec<chrono::DateTime<chrono::Utc>>>>>;
 
+/// Per idempotency key, the chat completion the scripted model gave.
+type Answers = Arc<Mutex<HashMap<String, String>>>;
+
+/// What the handlers share.
+#[derive(Debug, Clone, Default)]
+struct Ledger {
+    posts: Posts,
+    answers: Answers,
+}
+
 /// The scripted model's answer, valid against the skill's default schema.
 const DECISION: &str = r#"{"action":"hold","reason":"chaos run","confidence":0.5}"#;
 
@@ -39,7 +53,7 @@ pub(super) struct Effects {
     pub(super) lookup_url: String,
 }
 
-async fn deliver(State(posts): State<Posts>, headers: HeaderMap) -> (StatusCode, String) {
+async fn deliver(State(Ledger { posts, .. }): State<Ledger>, headers: HeaderMap) -> (StatusCode, String) {
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, String::new());
     };
@@ -47,8 +61,14 @@ async fn deliver(State(posts): State<Posts>, headers: HeaderMap) -> (StatusCode,
     (StatusCode::OK, serde_json::json!({ "delivered": key }).to_string())
 }
 
-async fn lookup(State(posts): State<Posts>, uri: Uri) -> (StatusCode, String) {
+/// A webhook delivery's or a model call's lookup by idempotency key: the
+/// model's answer for a call it recorded, `{"delivered": key}` for a
+/// delivery; 404 for neither.
+async fn lookup(State(Ledger { posts, answers }): State<Ledger>, uri: Uri) -> (StatusCode, String) {
     let key = uri.query().unwrap_or_default().strip_prefix("idempotency_key=").unwrap_or_default().replace("%2F", "/");
+    if let Some(answer) = answers.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return (StatusCode::OK, answer.clone());
+    }
     if posts.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
         (StatusCode::OK, serde_json::json!({ "delivered": key }).to_string())
     } else {
@@ -68,7 +88,14 @@ fn chat_step(request: &serde_json::Value) -> Option<String> {
     Some(format!("{}/chat-{round}", command["id"].as_str()?))
 }
 
-async fn chat(State(posts): State<Posts>, body: String) -> (StatusCode, String) {
+/// A model call: counted under the step read from the prompt (not from the
+/// header, so that a skill sending the wrong key shows as repeats), its
+/// answer kept under the `Idempotency-Key` header for lookups.
+async fn chat(
+    State(Ledger { posts, answers }): State<Ledger>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
     let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let Some(step) = chat_step(&request) else {
         return (StatusCode::BAD_REQUEST, r#"{"error":{"message":"no command in the prompt"}}"#.into());
@@ -78,8 +105,12 @@ async fn chat(State(posts): State<Posts>, body: String) -> (StatusCode, String) 
         "id": "chaos", "object": "chat.completion", "model": request["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": DECISION}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-    });
-    (StatusCode::OK, answer.to_string())
+    })
+    .to_string();
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        answers.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), answer.clone());
+    }
+    (StatusCode::OK, answer)
 }
 
 async fn summary() -> (StatusCode, String) {
@@ -94,13 +125,14 @@ async fn summary() -> (StatusCode, String) {
 impl Effects {
     /// Serves the endpoint on a free local port.
     pub(super) async fn start() -> Self {
-        let posts = Posts::default();
+        let ledger = Ledger::default();
+        let posts = ledger.posts.clone();
         let app = axum::Router::new()
             .route("/hook", post(deliver))
             .route("/lookup", get(lookup))
             .route("/v1/chat/completions", post(chat))
             .route("/v1/summary", get(summary))
-            .with_state(posts.clone());
+            .with_state(ledger);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the webhook endpoint");
         let address = listener.local_addr().expect("its address");
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -134,6 +166,7 @@ impl Effects {
             ("SHOAL__LLM__ENABLED".into(), "true".into()),
             ("SHOAL__LLM__ENDPOINT".into(), format!("{base}/v1")),
             ("SHOAL__LLM__MODEL".into(), "chaos-scripted".into()),
+            ("SHOAL__LLM__LOOKUP_URL".into(), self.lookup_url.clone()),
             ("SHOAL__LLM__STATE_API_URL".into(), base),
             ("SHOAL__LLM__CALL_TIMEOUT_MS".into(), "2000".into()),
             ("SHOAL__LLM__TOOL_TIMEOUT_MS".into(), "2000".into()),

@@ -88,6 +88,7 @@ response_format = {{ $v.workers.llm.responseFormat | toJson }}
 max_rounds = {{ int64 $v.workers.llm.maxRounds }}
 call_timeout_ms = {{ int64 $v.workers.llm.callTimeoutMs }}
 max_tokens_per_command = {{ int64 $v.workers.llm.maxTokensPerCommand }}
+lookup_url = {{ $v.workers.llm.lookupUrl | toJson }}
 state_api_url = {{ $v.workers.llm.stateApi.url | default (printf "http://%s:%d" (include "shoal.orchestrator.fullname" .) (int $v.api.port)) | toJson }}
 
 [orchestrator]

@@ -151,12 +151,16 @@ impl Agent {
             let args = serde_json::to_value(&request).map_err(|e| HandlerError::Rejected(e.to_string()))?;
             // Inside the journalled step: a call replayed from the journal is
             // neither checked against the key's budget nor charged again.
-            let call = async {
+            // The step's idempotency key goes with the call (and its
+            // retries), so that an endpoint or gateway that keeps answers by
+            // key can answer `reconcile`'s lookup (`llm.lookup_url`).
+            let (sent_request, call_span) = (&request, &span);
+            let call = move |key: Option<String>| async move {
                 if let Some(budget) = &self.key_budget {
                     budget.check(&command.key)?;
                 }
-                let reply = self.client.complete(&request).await.map_err(|error| {
-                    finish_chat_span(&span, None, Some(&error));
+                let reply = self.client.complete(sent_request, key.as_deref()).await.map_err(|error| {
+                    finish_chat_span(call_span, None, Some(&error));
                     call_failure(&error, round, attempt)
                 })?;
                 if let Some(key_budget) = &self.key_budget {
@@ -218,6 +222,16 @@ impl Agent {
         .into())
     }
 
+    /// The recorded answer of the model call sent with `idempotency_key`,
+    /// as the journal keeps a `chat-<n>` step's outcome; `None` when the
+    /// endpoint has none or no lookup is configured.
+    pub async fn look_up_call(&self, idempotency_key: &str) -> Result<Option<Value>, HandlerError> {
+        let found = self.client.lookup(idempotency_key).await.map_err(|error| {
+            HandlerError::Retryable(format!("looking up model call {idempotency_key} at llm.lookup_url: {error}"))
+        })?;
+        found.map(|reply| serde_json::to_value(reply).map_err(|e| HandlerError::Rejected(e.to_string()))).transpose()
+    }
+
     /// The state summary for the first prompt (a tool call of ours).
     async fn summary(&self, payload: &Payload, journal: Option<&HandlerContext<'_>>) -> Result<String, HandlerError> {
         let mut args = json!({"max_tokens": self.summary_max_tokens});
@@ -231,7 +245,7 @@ impl Agent {
             args["keys"] = json!(keys);
         }
         let span = tool_span("summarize", "summary", &args.to_string());
-        let ask = async {
+        let ask = |_key| async {
             let answer = self.tools.call_json("summarize", args.clone()).await;
             match answer.get("error") {
                 // The state API is down or refuses us: another attempt may
@@ -292,7 +306,7 @@ impl Agent {
                 match parse_arguments(&call.arguments) {
                     Ok(args) => {
                         let key = json!({"name": call.name, "arguments": args});
-                        let ask = async { Ok(self.tools.call_json(&call.name, args.clone()).await) };
+                        let ask = |_key| async { Ok(self.tools.call_json(&call.name, args.clone()).await) };
                         let name = format!("tool-{}-{i}", calls.round);
                         step(calls.journal, &name, &key, ask).instrument(span.clone()).await?
                     }
@@ -352,15 +366,22 @@ struct ToolCalls<'c, 'j> {
 
 /// Runs `run` as effect step `name` of `journal` (recorded once, replayed
 /// on a later run; `args` decide what it does), or directly without one.
-async fn step<T, F>(journal: Option<&HandlerContext<'_>>, name: &str, args: &Value, run: F) -> Result<T, HandlerError>
+/// `run` is given the step's idempotency key when there is a journal.
+async fn step<T, F, Fut>(
+    journal: Option<&HandlerContext<'_>>,
+    name: &str,
+    args: &Value,
+    run: F,
+) -> Result<T, HandlerError>
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
-    F: Future<Output = Result<T, HandlerError>> + Send,
+    F: FnOnce(Option<String>) -> Fut + Send,
+    Fut: Future<Output = Result<T, HandlerError>> + Send,
 {
-    let Some(ctx) = journal else { return run.await };
+    let Some(ctx) = journal else { return run(None).await };
     let outcome = ctx
-        .effect(name, args, |_key| async move {
-            let value = run.await?;
+        .effect(name, args, |key| async move {
+            let value = run(Some(key)).await?;
             serde_json::to_value(value).map_err(|e| HandlerError::Rejected(format!("step {name}: {e}")))
         })
         .await?;

@@ -135,12 +135,15 @@ pub struct ChatClient {
     api_key: Option<SecretString>,
     timeout: Duration,
     retry: RetryBounds,
+    /// Where calls are looked up by idempotency key (`llm.lookup_url`).
+    lookup_url: Option<url::Url>,
 }
 
 impl std::fmt::Debug for ChatClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatClient")
             .field("url", &self.url.as_str())
+            .field("lookup_url", &self.lookup_url.as_ref().map(url::Url::as_str))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
@@ -167,7 +170,13 @@ impl ChatClient {
         });
         let tls = shoal_tls::client_config(roots).map_err(CallError::Client)?;
         let http = shoal_tls::HttpClient::new(tls, timeout);
-        Ok(Self { http, url, api_key, timeout, retry })
+        Ok(Self { http, url, api_key, timeout, retry, lookup_url: None })
+    }
+
+    /// Looks calls up at `lookup_url` ([`ChatClient::lookup`]).
+    pub fn with_lookup(mut self, lookup_url: Option<url::Url>) -> Self {
+        self.lookup_url = lookup_url;
+        self
     }
 
     /// The URL requests go to.
@@ -176,24 +185,52 @@ impl ChatClient {
     }
 
     /// One round: sends `request`, retrying transient failures with
-    /// exponential backoff (jittered) up to the configured retries.
-    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, CallError> {
+    /// exponential backoff (jittered) up to the configured retries. Every
+    /// try carries `idempotency_key`, if given, as an `Idempotency-Key`
+    /// header.
+    pub async fn complete(&self, request: &ChatRequest, idempotency_key: Option<&str>) -> Result<ChatReply, CallError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial)
             .with_max_delay(self.retry.max)
             .with_max_times(self.retry.retries as usize)
             .with_jitter();
-        (|| self.send_once(request))
+        (|| self.send_once(request, idempotency_key))
             .retry(backoff)
             .when(CallError::is_transient)
             .notify(|error, delay| tracing::warn!(%error, ?delay, "model call failed; retrying"))
             .await
     }
 
-    async fn send_once(&self, request: &ChatRequest) -> Result<ChatReply, CallError> {
+    /// The answer the endpoint (or a gateway before it) gave to the call
+    /// sent with `idempotency_key`: `GET <lookup_url>?idempotency_key=<key>`
+    /// answers the chat completion it returned (2xx) or 404 when it has
+    /// none. `None` without a lookup URL (the call is made again). One try:
+    /// a failure is transient, and the journal asks again on the next
+    /// attempt.
+    pub async fn lookup(&self, idempotency_key: &str) -> Result<Option<ChatReply>, CallError> {
+        let Some(lookup) = &self.lookup_url else { return Ok(None) };
+        let mut url = lookup.clone();
+        url.query_pairs_mut().append_pair("idempotency_key", idempotency_key);
+        let builder = axum::http::Request::get(url.as_str());
+        match self.exchange(builder, Vec::new()).await {
+            Ok(value) => parse_reply(&value).map(Some),
+            Err(CallError::Status { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn send_once(&self, request: &ChatRequest, idempotency_key: Option<&str>) -> Result<ChatReply, CallError> {
         let body = serde_json::to_vec(request).map_err(|e| CallError::Client(format!("encoding the request: {e}")))?;
         let mut builder =
             axum::http::Request::post(self.url.as_str()).header(axum::http::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        parse_reply(&self.exchange(builder, body).await?)
+    }
+
+    /// Sends a request (with the API key) and decodes a 2xx answer's JSON.
+    async fn exchange(&self, mut builder: axum::http::request::Builder, body: Vec<u8>) -> Result<Value, CallError> {
         if let Some(key) = &self.api_key {
             builder = builder.header(axum::http::header::AUTHORIZATION, format!("Bearer {}", key.expose_secret()));
         }
@@ -203,9 +240,7 @@ impl ChatClient {
         if !status.is_success() {
             return Err(CallError::Status { status: status.as_u16(), body: self.redact(&body) });
         }
-        let value: Value =
-            serde_json::from_str(&body).map_err(|e| CallError::Malformed(format!("{e}: {}", self.redact(&body))))?;
-        parse_reply(&value)
+        serde_json::from_str(&body).map_err(|e| CallError::Malformed(format!("{e}: {}", self.redact(&body))))
     }
 
     fn transport(&self, error: shoal_tls::HttpError) -> CallError {

@@ -102,8 +102,16 @@ impl LlmHandler {
             initial: Duration::from_millis(settings.retry_initial_ms),
             max: Duration::from_millis(settings.retry_max_ms),
         };
+        let lookup = match settings.lookup_url.trim() {
+            "" => None,
+            value => Some(
+                url::Url::parse(value)
+                    .map_err(|e| LlmSetupError::Client { key: "llm.lookup_url", detail: e.to_string() })?,
+            ),
+        };
         let client = ChatClient::new(&endpoint, api_key, Duration::from_millis(settings.call_timeout_ms), retry)
-            .map_err(|e| LlmSetupError::Client { key: "llm.endpoint", detail: e.to_string() })?;
+            .map_err(|e| LlmSetupError::Client { key: "llm.endpoint", detail: e.to_string() })?
+            .with_lookup(lookup);
         let state = StateClient::new(&settings.state_api_url, token, Duration::from_millis(settings.tool_timeout_ms))
             .map_err(|e| LlmSetupError::Client { key: "llm.state_api_url", detail: e.to_string() })?;
         let agent = agent::Agent::new(settings, client, ShoalTools::new(state), schema, validator);
@@ -132,6 +140,22 @@ impl Handler for LlmHandler {
     async fn handle_with(&self, command: &Command, ctx: &HandlerContext<'_>) -> Result<Value, HandlerError> {
         let payload: agent::Payload = super::payload(command)?;
         self.agent.run(command, &payload, ctx.attempt, Some(ctx)).await
+    }
+
+    /// A model call (`chat-<n>`) started but not recorded is looked up at
+    /// `llm.lookup_url` by its idempotency key; found, its answer is used
+    /// instead of calling (and paying for) the model again. The summary and
+    /// tool steps only read Shoal's state: they are asked again.
+    async fn reconcile(
+        &self,
+        _command: &Command,
+        step: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Value>, HandlerError> {
+        if !step.starts_with("chat-") {
+            return Ok(None);
+        }
+        self.agent.look_up_call(idempotency_key).await
     }
 }
 

@@ -30,6 +30,13 @@ pub struct LlmSettings {
     pub api_key_file: String,
     /// Environment variable holding the API key, read when no file is given.
     pub api_key_env: String,
+    /// Where a model call started before a crash is looked up by its
+    /// idempotency key before it is made again (`GET
+    /// <lookup_url>?idempotency_key=<key>`: the chat completion given for
+    /// that key, or 404), for endpoints or gateways that keep answers by the
+    /// `Idempotency-Key` header each call carries. Empty: no lookup, such a
+    /// call is made again (docs/journal.md).
+    pub lookup_url: String,
     /// Model calls per command, at most (tool rounds and re-prompts included).
     pub max_rounds: u32,
     /// One model call's time-out, milliseconds.
@@ -75,6 +82,7 @@ impl Default for LlmSettings {
             provider: "openai".into(),
             api_key_file: String::new(),
             api_key_env: "SHOAL_LLM_API_KEY".into(),
+            lookup_url: String::new(),
             max_rounds: 6,
             call_timeout_ms: 30_000,
             call_retries: 2,
@@ -112,6 +120,9 @@ impl LlmSettings {
             return Ok(());
         }
         http_url("llm.endpoint", &self.endpoint)?;
+        if !self.lookup_url.is_empty() {
+            http_url("llm.lookup_url", &self.lookup_url)?;
+        }
         non_empty("llm.model", &self.model, "the model name the endpoint serves, e.g. gpt-4o-mini")?;
         non_empty("llm.provider", &self.provider, "a gen_ai.provider.name, e.g. openai")?;
         http_url("llm.state_api_url", &self.state_api_url)
@@ -145,6 +156,10 @@ mod tests {
         assert!(error.contains("llm.endpoint") && error.contains("http"), "{error}");
         let rounds = LlmSettings { max_rounds: 0, ..LlmSettings::default() };
         assert!(rounds.validate().unwrap_err().to_string().contains("llm.max_rounds"));
+        let lookup =
+            LlmSettings { enabled: true, model: "m".into(), lookup_url: "lookup".into(), ..LlmSettings::default() };
+        let error = lookup.validate().unwrap_err().to_string();
+        assert!(error.contains("llm.lookup_url"), "{error}");
         let format = LlmSettings { response_format: "xml".into(), ..LlmSettings::default() };
         assert!(format.validate().unwrap_err().to_string().contains("json_schema"));
     }
