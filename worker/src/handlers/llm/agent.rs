@@ -24,6 +24,8 @@ pub const MAX_LAST_OUTPUT_CHARS: usize = 4_000;
 const MAX_TASK_CHARS: usize = 4_000;
 /// Most keys a command may scope the summary to.
 const MAX_KEYS: usize = 50;
+/// Journal step name of a model call, before its round (`chat-<n>`).
+const CHAT_STEP: &str = "chat-";
 
 const SYSTEM_PROMPT: &str = "You are a decision agent inside Shoal, a trading and monitoring system. \
 You are given one command (its kind, key and payload), a task, and a summary of Shoal's live state. \
@@ -169,7 +171,7 @@ impl Agent {
                 Ok(reply)
             };
             let reply: ChatReply =
-                step(journal, &format!("chat-{round}"), &args, call).instrument(span.clone()).await?;
+                step(journal, &format!("{CHAT_STEP}{round}"), &args, call).instrument(span.clone()).await?;
             finish_chat_span(&span, Some(&reply), None);
             usage.input_tokens += reply.usage.input_tokens;
             usage.output_tokens += reply.usage.output_tokens;
@@ -222,10 +224,15 @@ impl Agent {
         .into())
     }
 
-    /// The recorded answer of the model call sent with `idempotency_key`,
-    /// as the journal keeps a `chat-<n>` step's outcome; `None` when the
-    /// endpoint has none or no lookup is configured.
-    pub async fn look_up_call(&self, idempotency_key: &str) -> Result<Option<Value>, HandlerError> {
+    /// For a model call's step (`chat-<n>`), the recorded answer of the
+    /// call sent with `idempotency_key`, as the journal keeps the step's
+    /// outcome; `None` when the endpoint has none, no lookup is configured,
+    /// or the step is not a model call (the summary and tool steps only read
+    /// Shoal's state: they are asked again).
+    pub async fn look_up_call(&self, step: &str, idempotency_key: &str) -> Result<Option<Value>, HandlerError> {
+        if !step.starts_with(CHAT_STEP) {
+            return Ok(None);
+        }
         let found = self.client.lookup(idempotency_key).await.map_err(|error| {
             HandlerError::Retryable(format!("looking up model call {idempotency_key} at llm.lookup_url: {error}"))
         })?;

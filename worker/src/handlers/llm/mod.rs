@@ -144,18 +144,14 @@ impl Handler for LlmHandler {
 
     /// A model call (`chat-<n>`) started but not recorded is looked up at
     /// `llm.lookup_url` by its idempotency key; found, its answer is used
-    /// instead of calling (and paying for) the model again. The summary and
-    /// tool steps only read Shoal's state: they are asked again.
+    /// instead of calling (and paying for) the model again.
     async fn reconcile(
         &self,
         _command: &Command,
         step: &str,
         idempotency_key: &str,
     ) -> Result<Option<Value>, HandlerError> {
-        if !step.starts_with("chat-") {
-            return Ok(None);
-        }
-        self.agent.look_up_call(idempotency_key).await
+        self.agent.look_up_call(step, idempotency_key).await
     }
 }
 
