@@ -80,6 +80,11 @@ pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
     cfg
 }
 
+/// Records per partition a group consumer prefetches (`queued.min.messages`).
+pub const PREFETCH_RECORDS_PER_PARTITION: u32 = 10_000;
+/// Bytes a group consumer prefetches in all, KiB (`queued.max.messages.kbytes`).
+pub const PREFETCH_KIB: u32 = 16_384;
+
 /// A consumer-group configuration. Offsets are committed explicitly by
 /// Shoal from its [`offsets::OffsetTracker`], never automatically, so a
 /// committed offset only ever covers fully handled records.
@@ -90,7 +95,15 @@ pub fn consumer_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // Prefetch bound. librdkafka's defaults (100,000 records per
+        // partition, 64 MiB) pull a whole backlog into memory, which the
+        // allocator then keeps; a stage works a few thousand records ahead
+        // at most (`worker.max_in_flight`), so 10,000 per partition and
+        // 16 MiB still keep the next fetch under way. `kafka.options`
+        // overrides both.
+        .set("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION.to_string())
+        .set("queued.max.messages.kbytes", PREFETCH_KIB.to_string());
     if kafka.group_protocol == settings::GroupProtocol::Consumer {
         // KIP-848: the broker assigns; session timeout and assignment strategy
         // are broker-side settings there and librdkafka rejects them.
