@@ -22,6 +22,8 @@ const KEYS: [usize; 3] = [10, 1_000, 100_000];
 const WORK_MS: [u64; 3] = [0, 1, 50];
 /// The Zipf exponent.
 const ZIPF_S: f64 = 1.1;
+/// Pairs of the skew check (below).
+const SKEW_PAIRS: usize = 3;
 /// A configuration's drain is sized to take about this long at the
 /// parallelism its keys allow, so the 50 ms rows finish in seconds.
 const TARGET_SECS: f64 = 5.0;
@@ -49,6 +51,27 @@ pub(crate) struct KeysRow {
     /// When results arrived after the drain started, ms.
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
+}
+
+/// The skew check: one drain of the matrix per configuration is too short
+/// to compare two rows measured minutes apart on a noisy machine, so the two
+/// the acceptance compares (100,000 Zipf keys and 1,000 uniform keys, no
+/// handler work) are drained again in alternating pairs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Skew {
+    /// Results/s of each pair: (1,000 uniform, 100,000 Zipf).
+    pub(crate) pairs: Vec<(f64, f64)>,
+    /// Zipf over uniform, per pair.
+    pub(crate) ratios: Vec<f64>,
+    /// The median of `ratios`.
+    pub(crate) median_ratio: f64,
+}
+
+/// What the keys-and-skew phase measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct KeysFigures {
+    pub(crate) rows: Vec<KeysRow>,
+    pub(crate) skew: Option<Skew>,
 }
 
 /// Draws key indices `0..keys`: uniformly, or by a Zipf law (rank r with
@@ -140,49 +163,79 @@ fn sized(cli: &Cli, keys: usize, draw: Draw, work_ms: u64) -> usize {
     ((per_s * TARGET_SECS) as usize).clamp(200, cli.keys_backlog)
 }
 
-/// Measures every configuration on one exactly-once pipeline.
-pub(crate) async fn measure(cli: &Cli) -> Vec<KeysRow> {
+/// Measures every configuration on one exactly-once pipeline, then the
+/// skew check's pairs.
+pub(crate) async fn measure(cli: &Cli) -> KeysFigures {
     let mut pipeline = Pipeline::start(cli, "keys-and-skew", Some("exactly_once"), None).await;
     let mut rows = Vec::new();
     for keys in KEYS {
         for draw in [Draw::Uniform, Draw::Zipf] {
             for work_ms in WORK_MS {
-                let n = sized(cli, keys, draw, work_ms);
-                let (commands, distinct_keys, hottest_share) =
-                    backlog(n, keys, draw, work_ms, pipeline.commands_partitions());
-                let started = std::time::Instant::now();
-                let (results_per_s, received) = pipeline.drain_issued(cli, commands).await;
-                let mut arrived: Vec<f64> =
-                    received.iter().map(|(at, ..)| at.saturating_duration_since(started).as_secs_f64() * 1e3).collect();
-                arrived.sort_by(f64::total_cmp);
-                let row = KeysRow {
-                    keys,
-                    draw,
-                    work_ms,
-                    commands: n,
-                    distinct_keys,
-                    hottest_share,
-                    results_per_s,
-                    p50_ms: percentile(&arrived, 50.0),
-                    p99_ms: percentile(&arrived, 99.0),
-                };
+                let row = drain(cli, &mut pipeline, keys, draw, work_ms).await;
                 println!(
                     "bench: keys {:>6} {:<7} work {:>2} ms: {:>6} commands over {:>6} keys (hottest {:>4.1}%): {:>7.0} results/s",
                     keys,
                     format!("{draw:?}").to_lowercase(),
                     work_ms,
-                    n,
-                    distinct_keys,
-                    hottest_share * 100.0,
-                    results_per_s
+                    row.commands,
+                    row.distinct_keys,
+                    row.hottest_share * 100.0,
+                    row.results_per_s
                 );
                 rows.push(row);
             }
         }
     }
+    let mut pairs = Vec::with_capacity(SKEW_PAIRS);
+    for _ in 0..SKEW_PAIRS {
+        let uniform = drain(cli, &mut pipeline, 1_000, Draw::Uniform, 0).await.results_per_s;
+        let zipf = drain(cli, &mut pipeline, 100_000, Draw::Zipf, 0).await.results_per_s;
+        pairs.push((uniform, zipf));
+    }
+    let skew = skew_of(pairs);
+    println!("{}", skew_line(&skew));
     let measured = pipeline.finish().await;
     println!("bench: keys-and-skew workers' peak RSS: {:.0} MiB", measured.rss_mib.first().copied().unwrap_or(0.0));
-    rows
+    KeysFigures { rows, skew: Some(skew) }
+}
+
+/// One drain of `keys` keys drawn by `draw` with `work_ms` of handler work.
+async fn drain(cli: &Cli, pipeline: &mut Pipeline, keys: usize, draw: Draw, work_ms: u64) -> KeysRow {
+    let n = sized(cli, keys, draw, work_ms);
+    let (commands, distinct_keys, hottest_share) = backlog(n, keys, draw, work_ms, pipeline.commands_partitions());
+    let started = std::time::Instant::now();
+    let (results_per_s, received) = pipeline.drain_issued(cli, commands).await;
+    let mut arrived: Vec<f64> =
+        received.iter().map(|(at, ..)| at.saturating_duration_since(started).as_secs_f64() * 1e3).collect();
+    arrived.sort_by(f64::total_cmp);
+    KeysRow {
+        keys,
+        draw,
+        work_ms,
+        commands: n,
+        distinct_keys,
+        hottest_share,
+        results_per_s,
+        p50_ms: percentile(&arrived, 50.0),
+        p99_ms: percentile(&arrived, 99.0),
+    }
+}
+
+fn skew_of(pairs: Vec<(f64, f64)>) -> Skew {
+    let ratios: Vec<f64> = pairs.iter().map(|(uniform, zipf)| zipf / uniform).collect();
+    let median_ratio = super::stats::median(ratios.clone());
+    Skew { pairs, ratios, median_ratio }
+}
+
+fn skew_line(skew: &Skew) -> String {
+    let (lo, hi) = skew.ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    let per_pair: Vec<String> = skew.pairs.iter().map(|(uniform, zipf)| format!("{zipf:.0}/{uniform:.0}")).collect();
+    format!(
+        "bench: keys skew, no handler work: 100,000 Zipf / 1,000 uniform = {:.2} (median of {} alternating pairs, range {lo:.2}–{hi:.2}; results/s {})",
+        skew.median_ratio,
+        skew.ratios.len(),
+        per_pair.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -201,5 +254,14 @@ mod tests {
         assert!(first(&mut uniform) < 0.003);
         let (_, distinct, hottest) = backlog(10_000, 100_000, Draw::Uniform, 0, 12);
         assert!(distinct > 9_000 && hottest < 0.001, "{distinct} {hottest}");
+    }
+
+    #[test]
+    fn the_skew_check_reports_the_median_of_its_pairs_ratios() {
+        let skew = skew_of(vec![(100.0, 90.0), (100.0, 50.0), (200.0, 220.0)]);
+        assert_eq!(skew.ratios, vec![0.9, 0.5, 1.1]);
+        assert_eq!(skew.median_ratio, 0.9);
+        let line = skew_line(&skew);
+        assert!(line.contains("= 0.90 (median of 3 alternating pairs, range 0.50–1.10"), "{line}");
     }
 }

@@ -78,7 +78,7 @@ pub async fn main() {
     let runs = cli::runs(&default, &sampled, &every);
     let all = if cli.state_only { Vec::new() } else { measure_all(&cli, &runs).await };
     let e2e = if cli.no_e2e || cli.state_only { None } else { Some(e2e::measure(&cli).await) };
-    let keys = if cli.no_keys || cli.state_only { Vec::new() } else { keys::measure(&cli).await };
+    let keys = if cli.no_keys || cli.state_only { keys::KeysFigures::default() } else { keys::measure(&cli).await };
     let state = if cli.no_state { None } else { Some(measure_state(&cli).await) };
     let stalled = if cli.no_state { None } else { Some(measure_stall().await) };
     if cli.state_only {
@@ -111,7 +111,7 @@ fn write_json(
     cli: &Cli,
     all: &[Measured],
     e2e: Option<&e2e::E2e>,
-    keys: &[keys::KeysRow],
+    keys: &keys::KeysFigures,
     summary: Option<&report::Summary>,
 ) {
     use self::stats::percentile;
@@ -145,7 +145,8 @@ fn write_json(
         },
         "pipelines": pipelines,
         "e2e": e2e,
-        "keys": keys,
+        "keys": keys.rows,
+        "keys_skew": keys.skew,
         "summary": summary,
     });
     let written = cli

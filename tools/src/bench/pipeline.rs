@@ -139,13 +139,21 @@ impl Consumers {
     /// before its group settled (a worker that refused its configuration,
     /// say), instead of waiting out the join deadline.
     fn fail_if_one_exited(&mut self) {
-        if let Some(i) = self.workers.iter_mut().position(|w| !w.running()) {
-            let gone = &self.workers[i];
-            let log = gone.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!("{} exited before its group settled; the end of its log:\n{}", gone.name, tail.join("\n"));
+        if let Some(report) = self.one_exited() {
+            panic!("{report}");
         }
+    }
+
+    /// The name, exit status and end of the log of a process under test that
+    /// is no longer running, if any.
+    fn one_exited(&mut self) -> Option<String> {
+        let i = self.workers.iter_mut().position(|w| !w.running())?;
+        let gone = &mut self.workers[i];
+        let status = gone.status_text();
+        let log = gone.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!("{} ({status}) exited; the end of its log:\n{}", gone.name, tail.join("\n")))
     }
 
     fn signal(&self, signal: Signal) {
@@ -298,7 +306,22 @@ impl Pipeline {
         let cpu_before = self.consumers.cpu();
         let started = Instant::now();
         self.consumers.resume();
-        let received = receiving.await.unwrap();
+        // The reader waits for every result; a process under test that dies
+        // meanwhile (killed from outside, say) would leave it waiting for
+        // ever, so its exit ends the bench with its log instead.
+        tokio::pin!(receiving);
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        let received = loop {
+            tokio::select! {
+                received = &mut receiving => break received.unwrap(),
+                _ = watch.tick() => {
+                    if let Some(report) = self.consumers.one_exited() {
+                        eprintln!("bench: a process under test died during a drain: {report}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        };
         let elapsed = received.last().unwrap().0.duration_since(started).as_secs_f64().max(1e-3);
         self.cpu_secs += self.consumers.cpu() - cpu_before;
         self.drained += n;

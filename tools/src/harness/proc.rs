@@ -100,6 +100,15 @@ impl Proc {
         self.status.is_none() && self.child.try_wait().unwrap().is_none()
     }
 
+    /// How it exited (`exit status: 1`, `signal: 1 (SIGHUP)`), or
+    /// `running`.
+    pub fn status_text(&mut self) -> String {
+        match self.status.or_else(|| self.child.try_wait().ok().flatten()) {
+            Some(status) => status.to_string(),
+            None => "running".to_string(),
+        }
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
