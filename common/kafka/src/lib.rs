@@ -81,9 +81,10 @@ pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
 }
 
 /// Records per partition a group consumer prefetches (`queued.min.messages`).
-pub const PREFETCH_RECORDS_PER_PARTITION: u32 = 10_000;
-/// Bytes a group consumer prefetches in all, KiB (`queued.max.messages.kbytes`).
-pub const PREFETCH_KIB: u32 = 16_384;
+pub(crate) const PREFETCH_RECORDS_PER_PARTITION: u32 = 10_000;
+/// Bytes a consumer prefetches in all, KiB (`queued.max.messages.kbytes`):
+/// group consumers and the tail readers.
+pub(crate) const PREFETCH_KIB: u32 = 16_384;
 
 /// A consumer-group configuration. Offsets are committed explicitly by
 /// Shoal from its [`offsets::OffsetTracker`], never automatically, so a

@@ -45,8 +45,9 @@ pub fn reader_config(kafka: &KafkaSettings, client_id: &str, group: &str) -> rdk
         .set("isolation.level", "read_committed")
         // A reader reads through to a partition's end as fast as it can;
         // librdkafka's default prefetch (64 MiB) fills on a restore and the
-        // allocator keeps what it took. 16 MiB still keeps a fetch ahead.
-        .set("queued.max.messages.kbytes", "16384");
+        // allocator keeps what it took. The group consumers' bound still
+        // keeps a fetch ahead.
+        .set("queued.max.messages.kbytes", super::PREFETCH_KIB.to_string());
     cfg
 }
 
